@@ -1,0 +1,134 @@
+"""What every route shares: JSON responses, the error envelope, API-key auth, body reading."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from typing import Any
+
+import msgspec
+from cachetools import TTLCache
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from kairos.errors import AuthError, ForbiddenError, KairosError, PayloadTooLarge, http_status
+from kairos.runtime import Kairos
+from kairos.store import ApiKey
+
+__all__ = [
+    "JSON",
+    "AccessLog",
+    "basic_user",
+    "error_response",
+    "json_response",
+    "read_body",
+    "require_scope",
+    "runtime",
+]
+
+_encoder = msgspec.json.Encoder()
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return _encoder.encode(content)
+
+
+def json_response(content: Any, status: int = 200) -> JSON:
+    return JSON(content, status_code=status)
+
+
+def error_response(error: KairosError, *, collect: bool = False) -> JSON:
+    body: dict[str, Any] = {"error": error.to_dict()}
+    if collect:
+        body["success"] = False
+    status = http_status(error)
+    headers = {"WWW-Authenticate": 'Bearer realm="kairos"'} if status == 401 and not collect else None
+    return JSON(body, status_code=status, headers=headers)
+
+
+def runtime(request: Request) -> Kairos:
+    kairos: Kairos = request.app.state.kairos
+    return kairos
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most ``limit`` bytes; a longer body is refused without being buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def basic_user(authorization: str | None) -> str | None:
+    """The user name of HTTP Basic auth: where Segment's server libraries put the write key."""
+    if not authorization or not authorization[:6].lower() == "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None
+
+
+_keys: TTLCache[str, ApiKey | None] = TTLCache(maxsize=10_000, ttl=5.0)
+
+
+def require_scope(request: Request, scope: str) -> ApiKey:
+    header = request.headers.get("authorization", "")
+    if not header[:7].lower() == "bearer " or not header[7:].strip():
+        raise AuthError("send an API key as 'Authorization: Bearer <key>'", field="Authorization")
+    secret = header[7:].strip()
+    if secret in _keys:
+        key = _keys[secret]
+    else:
+        key = runtime(request).store.admin.api_key(secret)
+        _keys[secret] = key
+    if key is None or not key.enabled:
+        raise AuthError("unknown or disabled API key", code="invalid_api_key", field="Authorization")
+    if scope not in key.scopes and "admin" not in key.scopes:
+        raise ForbiddenError(
+            f"this API key lacks the {scope!r} scope", code="missing_scope", field="Authorization"
+        )
+    return key
+
+
+class AccessLog:
+    """Debug-level access log (pure ASGI: no cost when disabled). Logs the route template, never the
+    path, because paths carry identities such as e-mail addresses."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = logging.getLogger("kairos.http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.DEBUG):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 0
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await self.app(scope, receive, sending)
+        route = getattr(scope.get("route"), "path", "?")
+        ms = round((time.perf_counter() - start) * 1000, 2)
+        self.log.debug(
+            "request", extra={"method": scope["method"], "route": route, "status": status, "ms": ms}
+        )

@@ -1,0 +1,54 @@
+"""Collect routes: the Segment Tracking API (``/v1/track`` ... ``/v1/batch`` and the short paths)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kairos.api._common import basic_user, error_response, json_response, read_body, runtime
+from kairos.collect import EVENT_TYPES, SHORT_PATHS, decode_body
+from kairos.errors import KairosError
+from kairos.metrics import REJECTED
+
+__all__ = ["routes"]
+
+
+def _endpoint(name: str) -> Any:
+    async def collect(request: Request) -> Response:
+        kairos = runtime(request)
+        limits = kairos.settings.collect
+        try:
+            body = await read_body(request, limits.max_request_bytes)
+            payload = decode_body(body, request.headers.get("content-encoding"), limits)
+            write_key = basic_user(request.headers.get("authorization"))
+            source, events, errors = kairos.prepare(payload, name, write_key)
+            if events:
+                await request.app.state.writer.append(source.name, events)
+                kairos.count_ingested(source.name, len(events))
+        except KairosError as exc:
+            REJECTED.labels(exc.code).inc()
+            return error_response(exc, collect=True)
+        if errors:
+            return json_response(
+                {
+                    "success": False,
+                    "accepted": len(events),
+                    "errors": [
+                        {"index": e.index, "code": e.code, "field": e.field, "message": e.message}
+                        for e in errors
+                    ],
+                },
+                400,
+            )
+        return json_response({"success": True})
+
+    collect.__name__ = f"collect_{name}"
+    return collect
+
+
+routes = [
+    Route(f"/v1/{name}", _endpoint(name), methods=["POST"]) for name in (*sorted(EVENT_TYPES), "batch")
+] + [Route(f"/v1/{short}", _endpoint(name), methods=["POST"]) for short, name in SHORT_PATHS.items()]

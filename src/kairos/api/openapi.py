@@ -1,0 +1,296 @@
+"""The OpenAPI 3.1 description served at ``/openapi.json``; a test checks it names every route."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from kairos import __version__
+from kairos.collect import EVENT_TYPES, SHORT_PATHS
+
+__all__ = ["spec"]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _collect_op(name: str, short: str | None = None) -> dict[str, Any]:
+    body = _ref("Batch") if name == "batch" else _ref("Event")
+    return {
+        "post": {
+            "tags": ["collect"],
+            "summary": f"Segment {name}" + (f" (browser short path for /v1/{name})" if short else ""),
+            "description": "Write key as HTTP Basic user name, or `writeKey` in the body. JSON may be sent as "
+            "`text/plain`; `Content-Encoding: gzip` is accepted. 32 KB per event, 500 KB per request.",
+            "security": [{"writeKeyBasic": []}, {}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body}, "text/plain": {"schema": body}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Every event is durably in the log.",
+                    "content": {
+                        "application/json": {
+                            "schema": {"type": "object", "properties": {"success": {"const": True}}}
+                        }
+                    },
+                },
+                "400": {
+                    "description": "Some or all events were rejected; `accepted` were stored.",
+                    "content": {"application/json": {"schema": _ref("CollectRejected")}},
+                },
+                "401": _error("Missing or unknown write key."),
+                "403": _error("The source is disabled."),
+                "413": _error("Body or event too large."),
+            },
+        }
+    }
+
+
+def _read_op(summary: str, schema: str, params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "get": {
+            "tags": ["profiles"],
+            "summary": summary,
+            "security": [{"apiKey": []}],
+            "parameters": params,
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _ref(schema)}}},
+                "400": _error("Bad parameter."),
+                "401": _error("Missing or unknown API key."),
+                "403": _error("The key lacks the `read` scope."),
+                "404": _error("No such profile."),
+            },
+        }
+    }
+
+
+_REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "A profile id, or any identity as `type:value` (e.g. `email:jane@example.com`).",
+}
+_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+_CURSOR = {
+    "name": "cursor",
+    "in": "query",
+    "schema": {"type": "string"},
+    "description": "`next_cursor` of the previous page.",
+}
+
+
+@cache
+def spec() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for name in (*sorted(EVENT_TYPES), "batch"):
+        paths[f"/v1/{name}"] = _collect_op(name)
+    for short, name in SHORT_PATHS.items():
+        paths[f"/v1/{short}"] = _collect_op(name, short)
+    paths["/v1/profiles"] = _read_op(
+        "List profiles, filtered by traits",
+        "ProfileList",
+        [
+            {
+                "name": "trait.NAME",
+                "in": "query",
+                "schema": {"type": "string"},
+                "description": "Keep profiles whose trait NAME equals the value (JSON literals compare as JSON).",
+            },
+            _LIMIT,
+            _CURSOR,
+        ],
+    )
+    paths["/v1/profiles/{ref}"] = _read_op("One profile", "Profile", [_REF])
+    paths["/v1/profiles/{ref}/events"] = _read_op(
+        "The profile's timeline, newest first", "Timeline", [_REF, _LIMIT, _CURSOR]
+    )
+    paths["/v1/profiles/{ref}/merges"] = _read_op("Merges that built this profile", "Merges", [_REF])
+    for path, summary in (
+        ("/healthz", "Liveness and processor lag"),
+        ("/metrics", "Prometheus metrics"),
+        ("/openapi.json", "This document"),
+        ("/docs", "Interactive API docs"),
+    ):
+        paths[path] = {
+            "get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}}}
+        }
+    identity = {"type": "object", "properties": {"type": {"type": "string"}, "value": {"type": "string"}}}
+    profile = {
+        "type": "object",
+        "required": ["id", "identities", "traits", "trait_meta", "segments", "consents"],
+        "properties": {
+            "id": {"type": "string"},
+            "identities": {"type": "array", "items": identity},
+            "traits": {"type": "object"},
+            "trait_meta": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "kind": {"enum": ["stated", "observed", "inferred", "third_party"]},
+                        "source": {"type": "string"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+            "segments": {"type": "array", "items": {"type": "string"}},
+            "consents": {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "granted": {"type": "boolean"},
+                        "source": {"type": "string"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+            "updated_at": {"type": "string", "format": "date-time"},
+            "event_count": {"type": "integer"},
+            "merged_ids": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    event = {
+        "type": "object",
+        "description": "A Segment Tracking API message (https://segment.com/docs/connections/spec/).",
+        "properties": {
+            "type": {"enum": sorted(EVENT_TYPES)},
+            "messageId": {"type": "string"},
+            "userId": {"type": ["string", "integer"]},
+            "anonymousId": {"type": ["string", "integer"]},
+            "previousId": {"type": ["string", "integer"]},
+            "groupId": {"type": ["string", "integer"]},
+            "event": {"type": "string"},
+            "name": {"type": "string"},
+            "properties": {"type": "object"},
+            "traits": {"type": "object"},
+            "context": {"type": "object"},
+            "integrations": {"type": "object"},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "sentAt": {"type": "string"},
+            "writeKey": {"type": "string"},
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Kairos",
+            "version": __version__,
+            "description": "Real-time customer data and personalization platform.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "`kairos keys add NAME`"},
+                "writeKeyBasic": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "Source write key as the user name, empty password.",
+                },
+            },
+            "schemas": {
+                "Event": event,
+                "Batch": {
+                    "type": "object",
+                    "required": ["batch"],
+                    "properties": {
+                        "batch": {"type": "array", "items": event},
+                        "context": {"type": "object"},
+                        "integrations": {"type": "object"},
+                        "sentAt": {"type": "string"},
+                        "writeKey": {"type": "string"},
+                    },
+                },
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "properties": {
+                                "code": {"type": "string"},
+                                "field": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "CollectRejected": {
+                    "type": "object",
+                    "properties": {
+                        "success": {"const": False},
+                        "accepted": {"type": "integer"},
+                        "errors": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "index": {"type": "integer"},
+                                    "code": {"type": "string"},
+                                    "field": {"type": ["string", "null"]},
+                                    "message": {"type": "string"},
+                                },
+                            },
+                        },
+                    },
+                },
+                "Profile": profile,
+                "ProfileList": {
+                    "type": "object",
+                    "properties": {
+                        "items": {"type": "array", "items": profile},
+                        "next_cursor": {"type": ["string", "null"]},
+                    },
+                },
+                "Timeline": {
+                    "type": "object",
+                    "properties": {
+                        "profile_id": {"type": "string"},
+                        "next_cursor": {"type": ["string", "null"]},
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "seq": {"type": "integer"},
+                                    "type": {"type": "string"},
+                                    "name": {"type": ["string", "null"]},
+                                    "timestamp": {"type": "string"},
+                                    "event": event,
+                                },
+                            },
+                        },
+                    },
+                },
+                "Merges": {
+                    "type": "object",
+                    "properties": {
+                        "profile_id": {"type": "string"},
+                        "items": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "winner": {"type": "string"},
+                                    "loser": {"type": "string"},
+                                    "at": {"type": "string"},
+                                    "reason": {"enum": ["alias", "shared_identifier"]},
+                                    "identities": {"type": "array", "items": identity},
+                                    "message_id": {"type": "string"},
+                                    "seq": {"type": "integer"},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    }

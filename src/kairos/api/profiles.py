@@ -1,0 +1,201 @@
+"""Profile routes: one profile by id or ``type:value``, its timeline, its merges, and the list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kairos.api._common import error_response, json_response, require_scope, runtime
+from kairos.collect import iso
+from kairos.errors import KairosError, NotFoundError, ValidationError
+from kairos.runtime import Kairos
+from kairos.store import MergeRecord, Profile, decode_cursor, encode_cursor
+
+__all__ = ["profile_view", "routes"]
+
+MAX_LIMIT = 200
+_decode = msgspec.json.Decoder()
+
+
+def profile_view(profile: Profile, merged_ids: list[str]) -> dict[str, Any]:
+    return {
+        "id": profile.id,
+        "identities": [{"type": t, "value": v} for t, v in sorted(profile.identities)],
+        "traits": {name: t.value for name, t in sorted(profile.traits.items())},
+        "trait_meta": {
+            name: {"kind": t.kind, "source": t.source, "updated_at": iso(t.updated_at)}
+            for name, t in sorted(profile.traits.items())
+        },
+        "segments": [],
+        "consents": {
+            purpose: {"granted": c["granted"], "source": c["source"], "updated_at": iso(c["updated_at"])}
+            for purpose, c in sorted(profile.consents.items())
+        },
+        "created_at": iso(profile.created_at),
+        "updated_at": iso(profile.updated_at),
+        "event_count": profile.event_count,
+        "merged_ids": merged_ids,
+    }
+
+
+def _merge_view(m: MergeRecord) -> dict[str, Any]:
+    return {
+        "winner": m.winner,
+        "loser": m.loser,
+        "at": iso(m.at),
+        "reason": m.reason,
+        "identities": [{"type": t, "value": v} for t, v in m.identities],
+        "message_id": m.message_id,
+        "seq": m.seq,
+    }
+
+
+def _limit(request: Request, default: int = 50) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ValidationError(
+            f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_query", field="limit"
+        )
+    return int(raw)
+
+
+def _resolve(kairos: Kairos, ref: str) -> str:
+    if not ref or len(ref) > 600:
+        raise ValidationError(
+            "profile reference must be 1 to 600 characters", code="invalid_ref", field="ref"
+        )
+    kind, sep, value = ref.partition(":")
+    if sep:
+        usable = kairos.processor.identifiers.usable(kind, value)
+        if kind not in kairos.processor.identifiers.types:
+            raise ValidationError(f"unknown identity type {kind!r}", code="invalid_ref", field="ref")
+        pid = kairos.store.state.resolve(f"{kind}:{usable}") if usable is not None else None
+    else:
+        pid = kairos.store.state.resolve(ref)
+    if pid is None:
+        raise NotFoundError(f"no profile for {ref!r}", field="ref")
+    return pid
+
+
+def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
+    pid = _resolve(kairos, ref)
+    cached = kairos.cache.get(pid)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    profile = kairos.store.state.profile(pid)
+    if profile is None:
+        raise NotFoundError(f"no profile for {ref!r}", field="ref")
+    view = profile_view(profile, kairos.store.state.merged_ids(pid))
+    kairos.cache.put(pid, view)
+    return view
+
+
+def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    pid = _resolve(kairos, ref)
+    rows = kairos.store.state.timeline(pid, limit + 1, decode_cursor(cursor) if cursor else None)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    entries = kairos.store.log.get([r.seq for r in rows])
+    items = []
+    for r in rows:
+        event = _decode.decode(entries[r.seq].payload) if r.seq in entries else None
+        if isinstance(event, dict):
+            event.pop("_kairos", None)
+        items.append({"seq": r.seq, "type": r.type, "name": r.name, "timestamp": iso(r.ts), "event": event})
+    return {
+        "profile_id": pid,
+        "items": items,
+        "next_cursor": encode_cursor(rows[-1].ts, rows[-1].seq) if more and rows else None,
+    }
+
+
+def _list(kairos: Kairos, filters: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
+    page = kairos.store.state.list_profiles(filters, limit, cursor)
+    return {
+        "items": [profile_view(p, []) for p in page.items],
+        "next_cursor": page.next_cursor,
+    }
+
+
+def _filters(request: Request) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, raw in request.query_params.multi_items():
+        if key in ("limit", "cursor"):
+            continue
+        if not key.startswith("trait.") or len(key) == 6:
+            raise ValidationError(
+                f"unknown query parameter {key!r}: filter with trait.NAME=VALUE",
+                code="invalid_query",
+                field=key,
+            )
+        try:
+            value: Any = _decode.decode(raw)  # numbers, booleans and quoted strings as JSON
+            if isinstance(value, dict | list):
+                value = raw
+        except msgspec.DecodeError:
+            value = raw
+        out[key[6:]] = value
+    return out
+
+
+async def get_profile(request: Request) -> Response:
+    try:
+        require_scope(request, "read")
+        view = await run_in_threadpool(_get_profile, runtime(request), request.path_params["ref"])
+    except KairosError as exc:
+        return error_response(exc)
+    return json_response(view)
+
+
+async def get_events(request: Request) -> Response:
+    try:
+        require_scope(request, "read")
+        limit = _limit(request)
+        body = await run_in_threadpool(
+            _timeline, runtime(request), request.path_params["ref"], limit, request.query_params.get("cursor")
+        )
+    except KairosError as exc:
+        return error_response(exc)
+    return json_response(body)
+
+
+async def get_merges(request: Request) -> Response:
+    try:
+        require_scope(request, "read")
+        kairos = runtime(request)
+
+        def work() -> dict[str, Any]:
+            pid = _resolve(kairos, request.path_params["ref"])
+            return {"profile_id": pid, "items": [_merge_view(m) for m in kairos.store.state.merges(pid)]}
+
+        body = await run_in_threadpool(work)
+    except KairosError as exc:
+        return error_response(exc)
+    return json_response(body)
+
+
+async def list_profiles(request: Request) -> Response:
+    try:
+        require_scope(request, "read")
+        filters = _filters(request)
+        limit = _limit(request)
+        cursor = request.query_params.get("cursor")
+        body = await run_in_threadpool(_list, runtime(request), filters, limit, cursor)
+    except KairosError as exc:
+        return error_response(exc)
+    return json_response(body)
+
+
+routes = [
+    Route("/v1/profiles", list_profiles, methods=["GET"]),
+    Route("/v1/profiles/{ref:path}/events", get_events, methods=["GET"]),
+    Route("/v1/profiles/{ref:path}/merges", get_merges, methods=["GET"]),
+    Route("/v1/profiles/{ref:path}", get_profile, methods=["GET"]),
+]

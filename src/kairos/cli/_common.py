@@ -1,0 +1,48 @@
+"""Shared CLI plumbing: opening the configured store, printing for people or for scripts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from kairos.errors import KairosError
+from kairos.runtime import Kairos
+
+__all__ = ["console", "err_console", "fail", "open_kairos", "print_json"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def fail(error: KairosError, as_json: bool = False) -> typer.Exit:
+    if as_json:
+        print_json({"error": error.to_dict()})
+    else:
+        where = f" ({error.field})" if error.field else ""
+        err_console.print(f"[red]error[/red] {error.code}{where}: {error.message}")
+    return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def open_kairos(as_json: bool = False) -> Iterator[Kairos]:
+    """The same configured store `kairos serve` uses (kairos.toml and KAIROS__* variables)."""
+    try:
+        kairos = Kairos()
+    except KairosError as exc:
+        raise fail(exc, as_json) from exc
+    try:
+        yield kairos
+    except KairosError as exc:
+        raise fail(exc, as_json) from exc
+    finally:
+        kairos.close()

@@ -1,0 +1,177 @@
+"""``kairos import FILE``: Segment JSONL or CSV person records, through the same validation and log."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from kairos.cli._common import console, fail, open_kairos, print_json
+from kairos.collect.files import parse_mapping, read_csv, read_jsonl
+from kairos.errors import KairosError, ValidationError
+from kairos.runtime import Kairos
+from kairos.store import Source
+
+__all__ = ["ImportSummary", "import_events", "import_file"]
+
+CHUNK = 500
+MAX_REASONS = 1000
+
+
+class Format(str, Enum):
+    auto = "auto"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+@dataclass(slots=True)
+class ImportSummary:
+    read: int = 0
+    accepted: int = 0
+    already_imported: int = 0
+    rejected: int = 0
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+
+    def reject(self, line: int, code: str, field_: str | None, message: str) -> None:
+        self.rejected += 1
+        if len(self.reasons) < MAX_REASONS:
+            self.reasons.append({"line": line, "code": code, "field": field_, "message": message})
+
+
+def _stable_id(source: str, event: dict[str, Any]) -> str:
+    """A messageId from the content, so that importing the same file twice adds nothing."""
+    return (
+        "import-"
+        + hashlib.sha256(source.encode() + msgspec.json.encode(event, order="sorted")).hexdigest()[:32]
+    )
+
+
+def import_events(
+    kairos: Kairos,
+    source: Source,
+    rows: Iterator[tuple[int, dict[str, Any] | None, str | None]],
+    summary: ImportSummary,
+    progress: Any = None,
+) -> None:
+    """Validate and append ``rows`` (line, event, error) in chunks; already-applied messageIds are skipped."""
+    chunk: list[tuple[int, dict[str, Any]]] = []
+
+    def flush() -> None:
+        if not chunk:
+            return
+        lines = [line for line, _ in chunk]
+        events, errors = kairos.prepare_for(source, {"batch": [e for _, e in chunk]}, "batch")
+        for error in errors:
+            summary.reject(lines[error.index], error.code, error.field, error.message)
+        keys = {f"{source.name}\x1f{e.message_id}": e for e in events}
+        applied = kairos.store.state.seen(keys)
+        fresh = [e for k, e in keys.items() if k not in applied]
+        summary.already_imported += len(events) - len(fresh)
+        if fresh:
+            kairos.append([(source.name, fresh)])
+        summary.accepted += len(fresh)
+        chunk.clear()
+
+    for line, event, error in rows:
+        summary.read += 1
+        if progress is not None:
+            progress()
+        if event is None:
+            summary.reject(line, "invalid_row", None, error or "unreadable")
+            continue
+        if not event.get("messageId"):
+            event["messageId"] = _stable_id(source.name, event)
+        chunk.append((line, event))
+        if len(chunk) >= CHUNK:
+            flush()
+    flush()
+
+
+def import_file(
+    path: Annotated[Path, typer.Argument(help="A .jsonl/.ndjson (optionally .gz) or .csv file.")],
+    format: Annotated[
+        Format, typer.Option("--format", help="File format; auto = from the extension.")
+    ] = Format.auto,
+    source_name: Annotated[
+        str, typer.Option("--source", help="Source the events are recorded under.")
+    ] = "import",
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="CSV: COLUMN=identity:TYPE or COLUMN=trait:NAME[:int|:float] (repeat)."),
+    ] = None,
+    id_column: Annotated[str | None, typer.Option("--id", help="CSV: column that identifies a row.")] = None,
+    timestamp_column: Annotated[
+        str | None, typer.Option("--timestamp", help="CSV: column with the record time.")
+    ] = None,
+    kind: Annotated[
+        str, typer.Option(help="CSV: trait kind (stated, observed, inferred, third_party).")
+    ] = "third_party",
+    process: Annotated[
+        bool, typer.Option(help="Apply the imported events to profiles before returning.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Import events (Segment JSONL) or person records (CSV); safe to re-run."""
+    if not path.is_file():
+        raise fail(ValidationError(f"no such file: {path}", code="not_found", field="FILE"), as_json)
+    fmt = format.value
+    if fmt == "auto":
+        suffixes = [s.lower() for s in path.suffixes]
+        fmt = "csv" if ".csv" in suffixes else "jsonl"
+    summary = ImportSummary()
+    with open_kairos(as_json) as kairos:
+        try:
+            if fmt == "csv":
+                spec = parse_mapping(
+                    mapping or [], id_column=id_column, timestamp_column=timestamp_column, trait_kind=kind
+                )
+                rows = read_csv(path, spec)
+            else:
+                rows = read_jsonl(path)
+            source = kairos.source_named(source_name)
+            with Progress(
+                TextColumn(f"importing {path.name}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=console,
+                disable=as_json,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("import", total=None)
+                import_events(kairos, source, rows, summary, lambda: bar.advance(task))
+            if process:
+                kairos.processor.run_until_caught_up()
+        except KairosError as exc:
+            raise fail(exc, as_json) from exc
+    out = {
+        "file": str(path),
+        "format": fmt,
+        "read": summary.read,
+        "accepted": summary.accepted,
+        "already_imported": summary.already_imported,
+        "rejected": summary.rejected,
+        "errors": summary.reasons,
+    }
+    if as_json:
+        print_json(out)
+    else:
+        console.print(
+            f"{path.name}: {summary.read} read, [green]{summary.accepted} accepted[/green], "
+            f"{summary.already_imported} already imported, [red]{summary.rejected} rejected[/red]"
+        )
+        for reason in summary.reasons[:20]:
+            where = f" {reason['field']}" if reason["field"] else ""
+            console.print(
+                f"  line {reason['line']}: {reason['code']}{where}: {reason['message']}", highlight=False
+            )
+        if summary.rejected > 20:
+            console.print(f"  ... {summary.rejected - 20} more (use --json for all, up to {MAX_REASONS})")
+    if summary.rejected:
+        raise typer.Exit(1)

@@ -1,0 +1,116 @@
+"""The ``kairos`` command: serve, replay, demo, import, sources, keys."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from kairos import __version__
+from kairos.cli._common import console, open_kairos, print_json
+from kairos.cli.admin import keys, sources
+from kairos.cli.importer import import_file
+from kairos.demo.load import demo
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Kairos: real-time customer data and personalization platform.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(sources, name="sources")
+app.add_typer(keys, name="keys")
+app.command("import")(import_file)
+app.command("demo")(demo)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="TOML settings file (default ./kairos.toml).", envvar="KAIROS_CONFIG"),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    if config:
+        os.environ["KAIROS_CONFIG"] = config
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (default: server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (default: server.port).")] = None,
+) -> None:
+    """Run the HTTP API with the processor in the same process."""
+    import uvicorn
+
+    from kairos.api import create_app
+    from kairos.logs import setup_logging
+
+    with open_kairos() as kairos:
+        server = kairos.settings.server
+        setup_logging(server.log_level)
+        console.print(
+            f"Kairos {__version__} on http://{host or server.host}:{port or server.port} "
+            f"(store: {kairos.store.d.name}); API docs at /docs",
+            highlight=False,
+        )
+        uvicorn.run(
+            create_app(kairos),
+            host=host or server.host,
+            port=port or server.port,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+
+
+@app.command()
+def replay(as_json: JsonOpt = False) -> None:
+    """Rebuild all derived state (profiles, identities, timelines, merges) from the event log."""
+    with open_kairos(as_json) as kairos:
+        started = time.perf_counter()
+        total = kairos.store.log.count()
+        kairos.store.state.reset()
+        done = 0
+        with Progress(
+            TextColumn("replaying"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=as_json,
+        ) as bar:
+            task = bar.add_task("replay", total=total)
+            while n := kairos.processor.run_once():
+                done += n
+                bar.update(task, completed=done)
+        summary = {
+            "events": done,
+            "profiles": kairos.store.state.count_profiles(),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(
+            f"replayed {summary['events']} events into {summary['profiles']} profiles in {summary['seconds']} s"
+        )
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,19 @@
+"""Collect: the Segment-compatible way in. Validates each event and appends it to the durable log."""
+
+from __future__ import annotations
+
+from kairos.collect._message import EVENT_TYPES, SHORT_PATHS, EventError, Message, validate
+from kairos.collect.ingest import NewEvent, Prepared, decode_body, iso, prepare
+
+__all__ = [
+    "EVENT_TYPES",
+    "SHORT_PATHS",
+    "EventError",
+    "Message",
+    "NewEvent",
+    "Prepared",
+    "decode_body",
+    "iso",
+    "prepare",
+    "validate",
+]

@@ -1,0 +1,163 @@
+"""Turn a collect request into log records: decode, check sizes, validate each event, normalize.
+
+This module knows nothing of HTTP or storage; the API and ``kairos import`` both call :func:`prepare`.
+Everything that makes processing deterministic is decided here, once, and written into the log:
+the ``messageId`` (generated when missing), ``receivedAt``, and the skew-corrected ``timestamp``.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from kairos.collect._message import EventError, Message, validate
+from kairos.config import CollectSettings
+from kairos.errors import PayloadTooLarge, ValidationError
+
+__all__ = ["NewEvent", "Prepared", "decode_body", "iso", "prepare"]
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+# Keys a client may not set: Kairos stamps them.
+_RESERVED = ("writeKey", "receivedAt", "_kairos")
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One validated, normalized event, ready to append to the log."""
+
+    message_id: str
+    received_at: int  # epoch milliseconds
+    payload: bytes  # the normalized event as JSON
+
+
+@dataclass(slots=True)
+class Prepared:
+    write_key: str | None
+    events: list[NewEvent] = field(default_factory=list)
+    errors: list[EventError] = field(default_factory=list)
+
+
+def decode_body(body: bytes, content_encoding: str | None, limits: CollectSettings) -> Any:
+    """Gunzip (bounded, so a small bomb cannot expand past the limit) and decode JSON."""
+    if len(body) > limits.max_request_bytes:
+        raise PayloadTooLarge(f"request body is larger than {limits.max_request_bytes} bytes", field="body")
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        wbits = 16 + zlib.MAX_WBITS if encoding != "deflate" else zlib.MAX_WBITS
+        inflater = zlib.decompressobj(wbits)
+        try:
+            body = inflater.decompress(body, limits.max_request_bytes + 1)
+        except zlib.error as exc:
+            raise ValidationError(f"body is not valid {encoding}: {exc}", code="invalid_encoding") from exc
+        if len(body) > limits.max_request_bytes or inflater.unconsumed_tail:
+            raise PayloadTooLarge(
+                f"decompressed body is larger than {limits.max_request_bytes} bytes", field="body"
+            )
+    elif encoding not in ("", "identity"):
+        raise ValidationError(f"unsupported Content-Encoding {encoding!r}", code="invalid_encoding")
+    if not body.strip():
+        raise ValidationError("request body is empty", code="invalid_json", field="body")
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"body is not valid JSON: {exc}", code="invalid_json", field="body") from exc
+
+
+def iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _merge(top: Any, item: dict[str, Any], key: str) -> None:
+    """Batch-level ``context``/``integrations`` apply to each item; the item's own keys win."""
+    if isinstance(top, dict) and top:
+        own = item.get(key)
+        item[key] = {**top, **own} if isinstance(own, dict) else dict(top)
+
+
+def prepare(
+    payload: Any,
+    endpoint: str,
+    received_at: datetime,
+    limits: CollectSettings,
+    *,
+    source: str = "",
+    trait_kind: str = "observed",
+) -> Prepared:
+    """Validate and normalize the events of one request.
+
+    ``endpoint`` is an event type or ``"batch"``. Invalid events land in ``errors`` with their index; the
+    valid ones are normalized into ``events`` in request order.
+    """
+    if not isinstance(payload, dict):
+        raise ValidationError("body must be a JSON object", code="invalid_json", field="body")
+    write_key = payload.get("writeKey")
+    if write_key is not None and not isinstance(write_key, str):
+        raise ValidationError("writeKey must be a string", code="invalid_field", field="writeKey")
+    if endpoint == "batch":
+        items = payload.get("batch")
+        if not isinstance(items, list):
+            raise ValidationError("batch must be a list of events", code="invalid_field", field="batch")
+        if len(items) > limits.max_batch_items:
+            raise PayloadTooLarge(f"batch holds more than {limits.max_batch_items} events", field="batch")
+        type_: str | None = None
+    else:
+        items = [payload]
+        type_ = endpoint
+    top_sent_at = payload.get("sentAt") if endpoint == "batch" else None
+    out = Prepared(write_key=write_key)
+    received_ms = int(received_at.timestamp() * 1000)
+    stamp = {"source": source, "trait_kind": trait_kind}
+    for index, item in enumerate(items):
+        if out.write_key is None and isinstance(item, dict) and isinstance(item.get("writeKey"), str):
+            out.write_key = item["writeKey"]
+        if endpoint == "batch" and isinstance(item, dict):
+            _merge(payload.get("context"), item, "context")
+            _merge(payload.get("integrations"), item, "integrations")
+            if top_sent_at is not None and "sentAt" not in item:
+                item["sentAt"] = top_sent_at
+        checked = validate(index, item, type_)
+        if isinstance(checked, EventError):
+            out.errors.append(checked)
+            continue
+        event = _normalize(item, checked, received_at, stamp)
+        encoded = _encoder.encode(event)
+        if len(encoded) > limits.max_event_bytes:
+            out.errors.append(
+                EventError(index, "too_large", None, f"event is larger than {limits.max_event_bytes} bytes")
+            )
+            continue
+        out.events.append(NewEvent(event["messageId"], received_ms, encoded))
+    return out
+
+
+def _normalize(
+    item: dict[str, Any], msg: Message, received_at: datetime, stamp: dict[str, str]
+) -> dict[str, Any]:
+    event = {k: v for k, v in item.items() if k not in _RESERVED}
+    event["type"] = msg.type
+    if msg.messageId is None:
+        event["messageId"] = f"kairos-{uuid.uuid4()}"
+    # Clock skew: the client's clock is off by (sentAt - receivedAt); its timestamps are shifted back by it.
+    client_time = msg.timestamp or msg.originalTimestamp
+    if client_time is None:
+        corrected = received_at
+    elif msg.sentAt is not None:
+        corrected = received_at - (_utc(msg.sentAt) - _utc(client_time))
+    else:
+        corrected = _utc(client_time)
+    if client_time is not None:
+        event["originalTimestamp"] = item.get("timestamp", item.get("originalTimestamp"))
+    event["timestamp"] = iso(int(corrected.timestamp() * 1000))
+    event["receivedAt"] = iso(int(received_at.timestamp() * 1000))
+    event["_kairos"] = stamp
+    return event

@@ -1,0 +1,207 @@
+"""Typed settings: defaults < ``kairos.toml`` < environment (``KAIROS__SECTION__KEY``).
+
+Every field has a default and a description; ``docs/configuration.md`` documents each one and a test fails
+when one is missing there. The TOML file is ``./kairos.toml`` unless ``KAIROS_CONFIG`` names another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "BUILTIN_IDENTITY_TYPES",
+    "CollectSettings",
+    "IdentitySettings",
+    "IdentityTypeSettings",
+    "ProcessorSettings",
+    "ProfileSettings",
+    "ServerSettings",
+    "Settings",
+    "StoreSettings",
+    "load_settings",
+]
+
+TraitKind = Literal["stated", "observed", "inferred", "third_party"]
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address `kairos serve` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port `kairos serve` listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Level of the structured (JSON) logs written to stderr."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Origins allowed to call the API from a browser (CORS). `*` lets any web site send events.",
+    )
+
+
+class StoreSettings(BaseModel):
+    url: str = Field(
+        "sqlite:///kairos.db",
+        description="Where the event log and all state live: `sqlite:///PATH` (embedded, default) or "
+        "`postgresql://user@host:port/db`.",
+    )
+    schema_name: str = Field(
+        "public", description="PostgreSQL only: schema that holds Kairos' tables (created if missing)."
+    )
+    synchronous: Literal["normal", "full"] = Field(
+        "normal",
+        description="SQLite only: `normal` survives a crash of Kairos (kill -9); `full` also fsyncs each "
+        "commit so that it survives power loss, at a cost in throughput.",
+    )
+    cache_size: int = Field(100_000, ge=0, description="Profiles kept in the in-process read cache.")
+    cache_ttl_seconds: float = Field(
+        2.0, ge=0, description="How long a cached profile may be served before it is read again."
+    )
+
+
+class CollectSettings(BaseModel):
+    max_event_bytes: int = Field(32 * 1024, ge=1024, description="Largest accepted event (Segment: 32 KB).")
+    max_request_bytes: int = Field(
+        500 * 1024, ge=1024, description="Largest accepted request body, after gunzip (Segment: 500 KB)."
+    )
+    max_batch_items: int = Field(2500, ge=1, description="Most events accepted in one batch request.")
+
+
+class IdentityTypeSettings(BaseModel):
+    """How one identity type is found in events and how many a profile may hold."""
+
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Dotted paths in an event where values of this type are read, e.g. `traits.loyalty_card`.",
+    )
+    limit: int | None = Field(
+        None, ge=1, description="Most distinct values one profile may hold; none = no limit."
+    )
+    priority: int = Field(50, description="Higher wins when a limit forces a choice between identifiers.")
+
+
+BUILTIN_IDENTITY_TYPES: dict[str, IdentityTypeSettings] = {
+    "user_id": IdentityTypeSettings(paths=["userId"], limit=1, priority=100),
+    "email": IdentityTypeSettings(paths=["traits.email", "context.traits.email"], priority=80),
+    "phone": IdentityTypeSettings(paths=["traits.phone", "context.traits.phone"], priority=70),
+    "device_id": IdentityTypeSettings(paths=["context.device.id"], priority=20),
+    "anonymous_id": IdentityTypeSettings(paths=["anonymousId"], priority=10),
+}
+
+
+class IdentitySettings(BaseModel):
+    types: dict[str, IdentityTypeSettings] = Field(
+        default_factory=dict,
+        validate_default=True,
+        description="Identity types: the built-ins (user_id, email, phone, device_id, anonymous_id) may be "
+        "re-tuned and custom ones (e.g. loyalty_card, crm_id) declared; see docs/identity.md.",
+    )
+    blocked_values: list[str] = Field(
+        default_factory=lambda: [
+            "null",
+            "none",
+            "nil",
+            "undefined",
+            "anonymous",
+            "unknown",
+            "n/a",
+            "na",
+            "nan",
+            "test",
+            "test@test.com",
+            "test@example.com",
+            "example@example.com",
+            "noemail@noemail.com",
+            "[object object]",
+            "true",
+            "false",
+        ],
+        description="Identifier values never used to stitch (compared after normalization, ignoring case).",
+    )
+    blocked_patterns: list[str] = Field(
+        default_factory=lambda: [r"^[0\-]*$", r"^\s*$", r"^(.)\1{5,}$"],
+        description="Regular expressions; an identifier value matching any of them is never used to stitch.",
+    )
+    default_region: str = Field(
+        "US", description="Region (ISO 3166 alpha-2) for phone numbers written without a country code."
+    )
+
+    @field_validator("types")
+    @classmethod
+    def _merge_builtins(cls, value: dict[str, IdentityTypeSettings]) -> dict[str, IdentityTypeSettings]:
+        merged = dict(BUILTIN_IDENTITY_TYPES)
+        merged.update(value)
+        for name in merged:
+            if not name.replace("_", "").isalnum() or not name.islower():
+                raise ValueError(f"identity type name {name!r} must be lower_snake_case")
+        return merged
+
+    def resolved_types(self) -> dict[str, IdentityTypeSettings]:
+        return self._merge_builtins(self.types)
+
+
+class ProfileSettings(BaseModel):
+    kind_precedence: list[TraitKind] = Field(
+        default_factory=lambda: ["stated", "observed", "inferred", "third_party"],
+        description="Trait kinds from strongest to weakest: a value is never overwritten by a weaker kind.",
+    )
+    precedence: Literal["kind_then_time", "time"] = Field(
+        "kind_then_time",
+        description="`kind_then_time`: stronger kind wins, newest within a kind; `time`: newest always wins.",
+    )
+    default_trait_kind: TraitKind = Field(
+        "observed", description="Kind of traits from a source that declares none."
+    )
+
+
+class ProcessorSettings(BaseModel):
+    enabled: bool = Field(True, description="Run the processor inside `kairos serve`.")
+    batch_size: int = Field(2000, ge=1, description="Most events applied in one state transaction.")
+    poll_interval_ms: int = Field(50, ge=1, description="How often an idle processor looks for new events.")
+
+
+class Settings(BaseSettings):
+    """All of Kairos' configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KAIROS__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    collect: CollectSettings = Field(default_factory=CollectSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    profiles: ProfileSettings = Field(default_factory=ProfileSettings)
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("KAIROS_CONFIG", "kairos.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the settings; ``overrides`` (section → dict) win over everything else, for tests and the CLI."""
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        from kairos.errors import ConfigError
+
+        raise ConfigError(f"invalid configuration: {exc}") from exc

@@ -1,0 +1,103 @@
+"""One error root for Kairos, with a subtree per area.
+
+Errors that cross the HTTP boundary carry a machine-readable ``code``, the ``field`` they concern (if any)
+and a human ``message``; :data:`HTTP_STATUS` maps each class to its status in one table.
+Transient errors may be retried by whoever caught them; terminal ones must not be.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "HTTP_STATUS",
+    "AuthError",
+    "CheckpointConflict",
+    "ConfigError",
+    "ForbiddenError",
+    "KairosError",
+    "NotFoundError",
+    "PayloadTooLarge",
+    "StoreError",
+    "TransientError",
+    "ValidationError",
+    "http_status",
+]
+
+
+class KairosError(Exception):
+    """Root of every error Kairos raises on purpose."""
+
+    code = "error"
+    transient = False
+
+    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.field = field
+
+    def to_dict(self) -> dict[str, str]:
+        out = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        return out
+
+
+class TransientError(KairosError):
+    """Worth retrying: the same call may succeed later (lock held, server restarting)."""
+
+    code = "unavailable"
+    transient = True
+
+
+class ConfigError(KairosError):
+    code = "invalid_config"
+
+
+class ValidationError(KairosError):
+    code = "invalid"
+
+
+class PayloadTooLarge(ValidationError):
+    code = "too_large"
+
+
+class AuthError(KairosError):
+    code = "unauthorized"
+
+
+class ForbiddenError(KairosError):
+    code = "forbidden"
+
+
+class NotFoundError(KairosError):
+    code = "not_found"
+
+
+class StoreError(KairosError):
+    code = "store_error"
+
+
+class CheckpointConflict(TransientError):
+    """Another processor committed past the checkpoint this one started from; re-read and retry."""
+
+    code = "checkpoint_conflict"
+
+
+# Most specific class first: the first match wins.
+HTTP_STATUS: list[tuple[type[KairosError], int]] = [
+    (PayloadTooLarge, 413),
+    (ValidationError, 400),
+    (AuthError, 401),
+    (ForbiddenError, 403),
+    (NotFoundError, 404),
+    (TransientError, 503),
+    (KairosError, 500),
+]
+
+
+def http_status(error: KairosError) -> int:
+    for cls, status in HTTP_STATUS:
+        if isinstance(error, cls):
+            return status
+    return 500

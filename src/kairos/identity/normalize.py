@@ -1,0 +1,115 @@
+"""Identifier extraction and normalization: what counts as the same person's id.
+
+Values are normalized before they are compared or stored (emails: trimmed and lower-cased; phones: E.164
+through ``phonenumbers``; others: trimmed). A value that normalizes to nothing or matches a blocked value or
+pattern is dropped: it must never stitch two people together.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import phonenumbers
+
+from kairos.config import IdentitySettings, IdentityTypeSettings
+from kairos.store import IdentityKey
+
+__all__ = ["Identifiers", "normalize"]
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+MAX_VALUE = 512
+
+
+def normalize(kind: str, raw: Any, region: str) -> str | None:
+    """The canonical form of one identifier value, or ``None`` when it is not a usable identifier.
+
+    >>> normalize("email", "  Jane.Doe@Example.COM ", "US")
+    'jane.doe@example.com'
+    >>> normalize("phone", "(415) 555-0132", "US")
+    '+14155550132'
+    """
+    if isinstance(raw, bool) or raw is None:
+        return None
+    if isinstance(raw, int | float):
+        raw = str(int(raw)) if isinstance(raw, int) or raw.is_integer() else str(raw)
+    if not isinstance(raw, str):
+        return None
+    value = raw.strip()
+    if not value or len(value) > MAX_VALUE:
+        return None
+    if kind == "email":
+        value = value.lower()
+        return value if _EMAIL.match(value) else None
+    if kind == "phone":
+        try:
+            number = phonenumbers.parse(value, region)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_possible_number(number):
+            return None
+        return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return value
+
+
+def _lookup(event: dict[str, Any], path: str) -> Any:
+    node: Any = event
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+class Identifiers:
+    """Reads the identifiers of an event according to the configured identity types."""
+
+    def __init__(self, settings: IdentitySettings) -> None:
+        self.types: dict[str, IdentityTypeSettings] = settings.resolved_types()
+        self.region = settings.default_region
+        self.blocked = {v.strip().lower() for v in settings.blocked_values}
+        self.patterns = [re.compile(p, re.IGNORECASE) for p in settings.blocked_patterns]
+        # Highest priority first; the name breaks ties so that the order never depends on dict order.
+        self.order = sorted(self.types, key=lambda t: (-self.types[t].priority, t))
+        self.rank = {t: i for i, t in enumerate(self.order)}
+
+    def usable(self, kind: str, raw: Any) -> str | None:
+        value = normalize(kind, raw, self.region)
+        if value is None or value.lower() in self.blocked:
+            return None
+        if any(p.search(value) for p in self.patterns):
+            return None
+        return value
+
+    def extract(self, event: dict[str, Any]) -> list[IdentityKey]:
+        """The event's usable identifiers, highest priority first, without duplicates."""
+        found: dict[IdentityKey, None] = {}
+        for kind in self.order:
+            for path in self.types[kind].paths:
+                value = self.usable(kind, _lookup(event, path))
+                if value is not None:
+                    found[(kind, value)] = None
+        for ext in _external_ids(event):
+            kind, raw = ext
+            if kind in self.types:
+                value = self.usable(kind, raw)
+                if value is not None:
+                    found[(kind, value)] = None
+        return self.sort(found)
+
+    def sort(self, keys: Iterable[IdentityKey]) -> list[IdentityKey]:
+        return sorted(keys, key=lambda k: (self.rank.get(k[0], len(self.rank)), k[1]))
+
+    def limit(self, kind: str) -> int | None:
+        config = self.types.get(kind)
+        return config.limit if config else None
+
+
+def _external_ids(event: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Segment's ``context.externalIds``: ``[{"id": ..., "type": ...}, ...]``."""
+    context = event.get("context")
+    items = context.get("externalIds") if isinstance(context, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [(x["type"], x.get("id")) for x in items if isinstance(x, dict) and isinstance(x.get("type"), str)]
