@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 TraitKind = Literal["stated", "observed", "inferred", "third_party"]
+TRAIT_KINDS: tuple[TraitKind, ...] = ("stated", "observed", "inferred", "third_party")  # strongest first
 
 
 class ServerSettings(BaseModel):
@@ -81,9 +82,7 @@ class IdentityTypeSettings(BaseModel):
         default_factory=list,
         description="Dotted paths in an event where values of this type are read, e.g. `traits.loyalty_card`.",
     )
-    limit: int | None = Field(
-        None, ge=1, description="Most distinct values one profile may hold; none = no limit."
-    )
+    limit: int | None = Field(None, ge=1, description="Most distinct values one profile may hold; none = no limit.")
     priority: int = Field(50, description="Higher wins when a limit forces a choice between identifiers.")
 
 
@@ -105,23 +104,9 @@ class IdentitySettings(BaseModel):
     )
     blocked_values: list[str] = Field(
         default_factory=lambda: [
-            "null",
-            "none",
-            "nil",
-            "undefined",
-            "anonymous",
-            "unknown",
-            "n/a",
-            "na",
-            "nan",
-            "test",
-            "test@test.com",
-            "test@example.com",
-            "example@example.com",
-            "noemail@noemail.com",
-            "[object object]",
-            "true",
-            "false",
+            *("null", "none", "nil", "undefined", "anonymous", "unknown", "n/a", "na", "nan", "-1"),
+            *("test", "test@test.com", "test@example.com", "example@example.com", "noemail@noemail.com"),
+            *("[object object]", "true", "false"),
         ],
         description="Identifier values never used to stitch (compared after normalization, ignoring case).",
     )
@@ -149,16 +134,14 @@ class IdentitySettings(BaseModel):
 
 class ProfileSettings(BaseModel):
     kind_precedence: list[TraitKind] = Field(
-        default_factory=lambda: ["stated", "observed", "inferred", "third_party"],
+        default_factory=lambda: list(TRAIT_KINDS),
         description="Trait kinds from strongest to weakest: a value is never overwritten by a weaker kind.",
     )
     precedence: Literal["kind_then_time", "time"] = Field(
         "kind_then_time",
         description="`kind_then_time`: stronger kind wins, newest within a kind; `time`: newest always wins.",
     )
-    default_trait_kind: TraitKind = Field(
-        "observed", description="Kind of traits from a source that declares none."
-    )
+    default_trait_kind: TraitKind = Field("observed", description="Kind of traits from a source that declares none.")
 
 
 class ProcessorSettings(BaseModel):

@@ -26,7 +26,7 @@ def redact(value: object) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    converter = time.gmtime
+    converter = time.gmtime  # type: ignore[assignment]  # UTC timestamps
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {

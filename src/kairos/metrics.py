@@ -17,9 +17,7 @@ __all__ = [
 ]
 
 REGISTRY = CollectorRegistry()
-INGESTED = Counter(
-    "kairos_ingest_events", "Events durably appended to the log.", ["source"], registry=REGISTRY
-)
+INGESTED = Counter("kairos_ingest_events", "Events durably appended to the log.", ["source"], registry=REGISTRY)
 REJECTED = Counter(
     "kairos_ingest_rejected",
     "Events or requests refused at collect, by error code.",

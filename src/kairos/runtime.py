@@ -48,9 +48,7 @@ class Kairos:
     def source_for(self, write_key: str | None) -> Source:
         """The enabled source a write key belongs to, or an :class:`AuthError`."""
         if not write_key:
-            raise AuthError(
-                "missing write key: send it as the Basic auth user name or as writeKey", field="writeKey"
-            )
+            raise AuthError("missing write key: send it as the Basic auth user name or as writeKey", field="writeKey")
         if write_key in self._sources:
             source = self._sources[write_key]
         else:
@@ -59,9 +57,7 @@ class Kairos:
         if source is None:
             raise AuthError("unknown write key", code="invalid_write_key", field="writeKey")
         if not source.enabled:
-            raise ForbiddenError(
-                f"source {source.name!r} is disabled", code="source_disabled", field="writeKey"
-            )
+            raise ForbiddenError(f"source {source.name!r} is disabled", code="source_disabled", field="writeKey")
         return source
 
     def prepare(

@@ -74,7 +74,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def basic_user(authorization: str | None) -> str | None:
     """The user name of HTTP Basic auth: where Segment's server libraries put the write key."""
-    if not authorization or not authorization[:6].lower() == "basic ":
+    if not authorization or authorization[:6].lower() != "basic ":
         return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
@@ -88,7 +88,7 @@ _keys: TTLCache[str, ApiKey | None] = TTLCache(maxsize=10_000, ttl=5.0)
 
 def require_scope(request: Request, scope: str) -> ApiKey:
     header = request.headers.get("authorization", "")
-    if not header[:7].lower() == "bearer " or not header[7:].strip():
+    if header[:7].lower() != "bearer " or not header[7:].strip():
         raise AuthError("send an API key as 'Authorization: Bearer <key>'", field="Authorization")
     secret = header[7:].strip()
     if secret in _keys:
@@ -99,9 +99,7 @@ def require_scope(request: Request, scope: str) -> ApiKey:
     if key is None or not key.enabled:
         raise AuthError("unknown or disabled API key", code="invalid_api_key", field="Authorization")
     if scope not in key.scopes and "admin" not in key.scopes:
-        raise ForbiddenError(
-            f"this API key lacks the {scope!r} scope", code="missing_scope", field="Authorization"
-        )
+        raise ForbiddenError(f"this API key lacks the {scope!r} scope", code="missing_scope", field="Authorization")
     return key
 
 
@@ -129,6 +127,4 @@ class AccessLog:
         await self.app(scope, receive, sending)
         route = getattr(scope.get("route"), "path", "?")
         ms = round((time.perf_counter() - start) * 1000, 2)
-        self.log.debug(
-            "request", extra={"method": scope["method"], "route": route, "status": status, "ms": ms}
-        )
+        self.log.debug("request", extra={"method": scope["method"], "route": route, "status": status, "ms": ms})

@@ -59,9 +59,7 @@ def create_app(kairos: Kairos, *, run_processor: bool | None = None) -> Starlett
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"method": request.method, "route": _route(request)})
-        return json_response(
-            {"error": {"code": "internal", "message": "internal error; see server logs"}}, 500
-        )
+        return json_response({"error": {"code": "internal", "message": "internal error; see server logs"}}, 500)
 
     app = Starlette(
         routes=[*collect.routes, *profiles.routes, *ops.routes],

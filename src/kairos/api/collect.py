@@ -37,8 +37,7 @@ def _endpoint(name: str) -> Any:
                     "success": False,
                     "accepted": len(events),
                     "errors": [
-                        {"index": e.index, "code": e.code, "field": e.field, "message": e.message}
-                        for e in errors
+                        {"index": e.index, "code": e.code, "field": e.field, "message": e.message} for e in errors
                     ],
                 },
                 400,
@@ -49,6 +48,6 @@ def _endpoint(name: str) -> Any:
     return collect
 
 
-routes = [
-    Route(f"/v1/{name}", _endpoint(name), methods=["POST"]) for name in (*sorted(EVENT_TYPES), "batch")
-] + [Route(f"/v1/{short}", _endpoint(name), methods=["POST"]) for short, name in SHORT_PATHS.items()]
+routes = [Route(f"/v1/{name}", _endpoint(name), methods=["POST"]) for name in (*sorted(EVENT_TYPES), "batch")] + [
+    Route(f"/v1/{short}", _endpoint(name), methods=["POST"]) for short, name in SHORT_PATHS.items()
+]

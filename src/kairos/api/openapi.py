@@ -36,9 +36,7 @@ def _collect_op(name: str, short: str | None = None) -> dict[str, Any]:
                 "200": {
                     "description": "Every event is durably in the log.",
                     "content": {
-                        "application/json": {
-                            "schema": {"type": "object", "properties": {"success": {"const": True}}}
-                        }
+                        "application/json": {"schema": {"type": "object", "properties": {"success": {"const": True}}}}
                     },
                 },
                 "400": {
@@ -119,9 +117,7 @@ def spec() -> dict[str, Any]:
         ("/openapi.json", "This document"),
         ("/docs", "Interactive API docs"),
     ):
-        paths[path] = {
-            "get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}}}
-        }
+        paths[path] = {"get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}}}}
     identity = {"type": "object", "properties": {"type": {"type": "string"}, "value": {"type": "string"}}}
     profile = {
         "type": "object",

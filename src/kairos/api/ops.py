@@ -38,9 +38,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     kairos = runtime(request)
-    last, checkpoint = await run_in_threadpool(
-        lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint())
-    )
+    last, checkpoint = await run_in_threadpool(lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint()))
     PROCESSOR_LAG.set(max(0, last - checkpoint))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 

@@ -60,17 +60,13 @@ def _limit(request: Request, default: int = 50) -> int:
     if raw is None:
         return default
     if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValidationError(
-            f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_query", field="limit"
-        )
+        raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_query", field="limit")
     return int(raw)
 
 
 def _resolve(kairos: Kairos, ref: str) -> str:
     if not ref or len(ref) > 600:
-        raise ValidationError(
-            "profile reference must be 1 to 600 characters", code="invalid_ref", field="ref"
-        )
+        raise ValidationError("profile reference must be 1 to 600 characters", code="invalid_ref", field="ref")
     kind, sep, value = ref.partition(":")
     if sep:
         usable = kairos.processor.identifiers.usable(kind, value)
@@ -98,8 +94,9 @@ def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
 
 
 def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[str, Any]:
+    before = decode_cursor(cursor) if cursor else None
     pid = _resolve(kairos, ref)
-    rows = kairos.store.state.timeline(pid, limit + 1, decode_cursor(cursor) if cursor else None)
+    rows = kairos.store.state.timeline(pid, limit + 1, before)
     more = len(rows) > limit
     rows = rows[:limit]
     entries = kairos.store.log.get([r.seq for r in rows])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -19,14 +19,14 @@ keys = typer.Typer(help="API keys for the profile and admin APIs.", no_args_is_h
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     stated = "stated"
     observed = "observed"
     inferred = "inferred"
     third_party = "third_party"
 
 
-class Scope(str, Enum):
+class Scope(StrEnum):
     read = "read"
     admin = "admin"
 
@@ -79,9 +79,7 @@ def sources_list(as_json: JsonOpt = False) -> None:
         return
     table = Table("name", "write key", "enabled", "trait kind", "created")
     for s in rows:
-        table.add_row(
-            s.name, s.write_key, "yes" if s.enabled else "[red]no[/red]", s.trait_kind, _when(s.created_at)
-        )
+        table.add_row(s.name, s.write_key, "yes" if s.enabled else "[red]no[/red]", s.trait_kind, _when(s.created_at))
     console.print(table)
 
 
@@ -131,10 +129,7 @@ def keys_list(as_json: JsonOpt = False) -> None:
         rows = kairos.store.admin.api_keys()
     if as_json:
         print_json(
-            [
-                {"id": k.id, "name": k.name, "scopes": sorted(k.scopes), "created_at": _when(k.created_at)}
-                for k in rows
-            ]
+            [{"id": k.id, "name": k.name, "scopes": sorted(k.scopes), "created_at": _when(k.created_at)} for k in rows]
         )
         return
     table = Table("name", "scopes", "created")

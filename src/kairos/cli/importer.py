@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,7 @@ CHUNK = 500
 MAX_REASONS = 1000
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     auto = "auto"
     jsonl = "jsonl"
     csv = "csv"
@@ -47,10 +47,7 @@ class ImportSummary:
 
 def _stable_id(source: str, event: dict[str, Any]) -> str:
     """A messageId from the content, so that importing the same file twice adds nothing."""
-    return (
-        "import-"
-        + hashlib.sha256(source.encode() + msgspec.json.encode(event, order="sorted")).hexdigest()[:32]
-    )
+    return "import-" + hashlib.sha256(source.encode() + msgspec.json.encode(event, order="sorted")).hexdigest()[:32]
 
 
 def import_events(
@@ -96,12 +93,8 @@ def import_events(
 
 def import_file(
     path: Annotated[Path, typer.Argument(help="A .jsonl/.ndjson (optionally .gz) or .csv file.")],
-    format: Annotated[
-        Format, typer.Option("--format", help="File format; auto = from the extension.")
-    ] = Format.auto,
-    source_name: Annotated[
-        str, typer.Option("--source", help="Source the events are recorded under.")
-    ] = "import",
+    format: Annotated[Format, typer.Option("--format", help="File format; auto = from the extension.")] = Format.auto,
+    source_name: Annotated[str, typer.Option("--source", help="Source the events are recorded under.")] = "import",
     mapping: Annotated[
         list[str] | None,
         typer.Option("--map", help="CSV: COLUMN=identity:TYPE or COLUMN=trait:NAME[:int|:float] (repeat)."),
@@ -113,9 +106,7 @@ def import_file(
     kind: Annotated[
         str, typer.Option(help="CSV: trait kind (stated, observed, inferred, third_party).")
     ] = "third_party",
-    process: Annotated[
-        bool, typer.Option(help="Apply the imported events to profiles before returning.")
-    ] = True,
+    process: Annotated[bool, typer.Option(help="Apply the imported events to profiles before returning.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Import events (Segment JSONL) or person records (CSV); safe to re-run."""
@@ -168,9 +159,7 @@ def import_file(
         )
         for reason in summary.reasons[:20]:
             where = f" {reason['field']}" if reason["field"] else ""
-            console.print(
-                f"  line {reason['line']}: {reason['code']}{where}: {reason['message']}", highlight=False
-            )
+            console.print(f"  line {reason['line']}: {reason['code']}{where}: {reason['message']}", highlight=False)
         if summary.rejected > 20:
             console.print(f"  ... {summary.rejected - 20} more (use --json for all, up to {MAX_REASONS})")
     if summary.rejected:

@@ -94,7 +94,7 @@ def validate(index: int, item: Any, type_: str | None) -> Message | EventError:
     if type_ is not None:
         if msg.type is not None and msg.type != type_:
             return _error(index, "type_mismatch", "type", f"type {msg.type!r} sent to the {type_} endpoint")
-        msg.type = type_
+        msg.type = type_  # type: ignore[assignment]  # endpoints are named after the event types
     if msg.type is None:
         return _error(index, "missing_field", "type", "type is required in a batch")
     for field in ("userId", "anonymousId", "previousId", "groupId"):
@@ -115,9 +115,7 @@ def validate(index: int, item: Any, type_: str | None) -> Message | EventError:
     for field in ("event", "name", "category"):
         value = getattr(msg, field)
         if value is not None and len(value) > MAX_NAME_LENGTH:
-            return _error(
-                index, "invalid_field", field, f"{field} is longer than {MAX_NAME_LENGTH} characters"
-            )
+            return _error(index, "invalid_field", field, f"{field} is longer than {MAX_NAME_LENGTH} characters")
     kairos = (msg.context or {}).get("kairos")
     if kairos is not None:
         kind = kairos.get("trait_kind") if isinstance(kairos, dict) else kairos

@@ -56,9 +56,7 @@ def decode_body(body: bytes, content_encoding: str | None, limits: CollectSettin
         except zlib.error as exc:
             raise ValidationError(f"body is not valid {encoding}: {exc}", code="invalid_encoding") from exc
         if len(body) > limits.max_request_bytes or inflater.unconsumed_tail:
-            raise PayloadTooLarge(
-                f"decompressed body is larger than {limits.max_request_bytes} bytes", field="body"
-            )
+            raise PayloadTooLarge(f"decompressed body is larger than {limits.max_request_bytes} bytes", field="body")
     elif encoding not in ("", "identity"):
         raise ValidationError(f"unsupported Content-Encoding {encoding!r}", code="invalid_encoding")
     if not body.strip():
@@ -67,6 +65,8 @@ def decode_body(body: bytes, content_encoding: str | None, limits: CollectSettin
         return _decoder.decode(body)
     except msgspec.DecodeError as exc:
         raise ValidationError(f"body is not valid JSON: {exc}", code="invalid_json", field="body") from exc
+    except RecursionError as exc:
+        raise ValidationError("body is nested too deeply", code="invalid_json", field="body") from exc
 
 
 def iso(ms: int) -> str:
@@ -140,9 +140,7 @@ def prepare(
     return out
 
 
-def _normalize(
-    item: dict[str, Any], msg: Message, received_at: datetime, stamp: dict[str, str]
-) -> dict[str, Any]:
+def _normalize(item: dict[str, Any], msg: Message, received_at: datetime, stamp: dict[str, str]) -> dict[str, Any]:
     event = {k: v for k, v in item.items() if k not in _RESERVED}
     event["type"] = msg.type
     if msg.messageId is None:

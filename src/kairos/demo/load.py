@@ -19,8 +19,8 @@ STORY_TYPES = ("loyalty_card", "crm_id")
 def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
     """Append the demo events through the normal validation and log, then process them."""
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for source, event in demo_events(profiles, seed):
-        by_source[source].append(event)
+    for source_name, event in demo_events(profiles, seed):
+        by_source[source_name].append(event)
     accepted = rejected = 0
     for name, events in by_source.items():
         source = kairos.source_named(name)
@@ -36,9 +36,7 @@ def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
 def demo(
     profiles: Annotated[int, typer.Option(help="Background profiles to generate.")] = 3000,
     seed: Annotated[int, typer.Option(help="Seed of the generator: same seed, same data.")] = 7,
-    if_empty: Annotated[
-        bool, typer.Option("--if-empty", help="Do nothing if the store already holds events.")
-    ] = False,
+    if_empty: Annotated[bool, typer.Option("--if-empty", help="Do nothing if the store already holds events.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Load demo data: one person across web, app, store, call centre and CRM, plus background profiles."""

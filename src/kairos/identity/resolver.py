@@ -140,9 +140,7 @@ class Resolver:
             profile = candidates[0]
             for loser in candidates[1:]:
                 linking = [k for k in keys if ws.owner(k) == loser.id]
-                self._merge(
-                    ws, profile, loser, seq=seq, ts=ts, message_id=message_id, reason=reason, keys=linking
-                )
+                self._merge(ws, profile, loser, seq=seq, ts=ts, message_id=message_id, reason=reason, keys=linking)
         for key in keys:
             if key not in profile.identities:
                 profile.identities.add(key)

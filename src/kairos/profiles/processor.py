@@ -120,9 +120,7 @@ class Processor:
                 ids = self._alias_resolved(ws, event, ids)
             ts = _ms(event.get("timestamp"), entry.received_at)
             reason = "alias" if event.get("type") == "alias" else "shared_identifier"
-            profile = self.resolver.resolve(
-                ws, ids, seq=entry.seq, ts=ts, message_id=entry.message_id, reason=reason
-            )
+            profile = self.resolver.resolve(ws, ids, seq=entry.seq, ts=ts, message_id=entry.message_id, reason=reason)
             if profile is None:
                 unattributed += 1
                 continue
@@ -136,22 +134,16 @@ class Processor:
 
     def _alias_candidates(self, event: dict[str, Any]) -> list[IdentityKey]:
         prev = event.get("previousId")
-        return [
-            (kind, v) for kind in ("user_id", "anonymous_id") if (v := self.identifiers.usable(kind, prev))
-        ]
+        return [(kind, v) for kind in ("user_id", "anonymous_id") if (v := self.identifiers.usable(kind, prev))]
 
-    def _alias_resolved(
-        self, ws: Workspace, event: dict[str, Any], ids: list[IdentityKey]
-    ) -> list[IdentityKey]:
+    def _alias_resolved(self, ws: Workspace, event: dict[str, Any], ids: list[IdentityKey]) -> list[IdentityKey]:
         """``previousId`` is whichever known id it names: a user id if one is known, else an anonymous id."""
         candidates = self._alias_candidates(event)
         known = [k for k in candidates if ws.owner(k) is not None]
         previous = known[:1] or [k for k in candidates if k[0] == "anonymous_id"]
         return self.identifiers.sort(dict.fromkeys([*ids, *previous]))
 
-    def _update(
-        self, ws: Workspace, profile: Profile, entry: LogEntry, event: dict[str, Any], ts: int
-    ) -> None:
+    def _update(self, ws: Workspace, profile: Profile, entry: LogEntry, event: dict[str, Any], ts: int) -> None:
         stamp = event.get("_kairos") or {}
         source = stamp.get("source") or entry.source
         context = event.get("context") if isinstance(event.get("context"), dict) else {}

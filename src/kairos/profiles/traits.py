@@ -27,7 +27,7 @@ __all__ = ["TraitRules"]
 class TraitRules:
     def __init__(self, settings: ProfileSettings) -> None:
         self.by_time = settings.precedence == "time"
-        self.rank = {kind: i for i, kind in enumerate(settings.kind_precedence)}
+        self.rank: dict[str, int] = {kind: i for i, kind in enumerate(settings.kind_precedence)}
         self.weakest = len(self.rank)
 
     def wins(self, new: TraitValue, old: TraitValue | None) -> bool:

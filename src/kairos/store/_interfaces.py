@@ -114,8 +114,13 @@ class AdminStore(Protocol):
 
 
 class Store(Protocol):
-    log: EventLog
-    state: StateStore
-    admin: AdminStore
+    @property
+    def log(self) -> EventLog: ...
+
+    @property
+    def state(self) -> StateStore: ...
+
+    @property
+    def admin(self) -> AdminStore: ...
 
     def close(self) -> None: ...

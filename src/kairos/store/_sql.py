@@ -7,6 +7,7 @@ Each thread gets its own connection; every write is one explicit transaction.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import secrets
 import threading
@@ -118,10 +119,8 @@ class SqlStore:
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
-                try:
+                with contextlib.suppress(Exception):  # a dead connection is already closed
                     conn.close()
-                except Exception:
-                    pass
             self._all.clear()
         self._local = threading.local()
 
@@ -184,9 +183,7 @@ class SqlStore:
         for chunk in _chunks(keys):
             cond = " OR ".join("(type = ? AND value = ?)" for _ in chunk)
             params = [p for key in chunk for p in key]
-            for t, v, pid in self._rows(
-                conn, f"SELECT type, value, profile_id FROM identities WHERE {cond}", params
-            ):
+            for t, v, pid in self._rows(conn, f"SELECT type, value, profile_id FROM identities WHERE {cond}", params):
                 out[(t, v)] = pid
         return out
 
@@ -313,9 +310,7 @@ class SqlStore:
                     for m in changes.merges
                 ),
             )
-            self._many(
-                conn, "INSERT INTO seen (key) VALUES (?) ON CONFLICT DO NOTHING", ((k,) for k in changes.seen)
-            )
+            self._many(conn, "INSERT INTO seen (key) VALUES (?) ON CONFLICT DO NOTHING", ((k,) for k in changes.seen))
 
     def reset(self) -> None:
         with self._tx(write=True) as conn:
@@ -328,9 +323,7 @@ class SqlStore:
         conn = self._conn()
         kind, sep, value = ref.partition(":")
         if sep:
-            rows = self._rows(
-                conn, "SELECT profile_id FROM identities WHERE type = ? AND value = ?", (kind, value)
-            )
+            rows = self._rows(conn, "SELECT profile_id FROM identities WHERE type = ? AND value = ?", (kind, value))
             return str(rows[0][0]) if rows else None
         rows = self._rows(conn, "SELECT id, merged_into FROM profiles WHERE id = ?", (ref,))
         if not rows:
@@ -367,9 +360,7 @@ class SqlStore:
         return [TimelineRow(*r) for r in self._rows(self._conn(), sql, [*params, limit])]
 
     def merged_ids(self, profile_id: str) -> list[str]:
-        rows = self._rows(
-            self._conn(), "SELECT id FROM profiles WHERE merged_into = ? ORDER BY id", (profile_id,)
-        )
+        rows = self._rows(self._conn(), "SELECT id FROM profiles WHERE merged_into = ? ORDER BY id", (profile_id,))
         return [r[0] for r in rows]
 
     def merges(self, profile_id: str) -> list[MergeRecord]:
@@ -384,7 +375,7 @@ class SqlStore:
             )
             for r in self._rows(conn, sql, chunk):
                 ids_ = [tuple(x) for x in self.d.load_json(r[6])]
-                out.append(MergeRecord(r[0], r[1], r[2], r[3], r[4], r[5], ids_))  # type: ignore[arg-type]
+                out.append(MergeRecord(r[0], r[1], r[2], r[3], r[4], r[5], ids_))
         out.sort(key=lambda m: m.seq)
         return out
 
@@ -399,9 +390,7 @@ class SqlStore:
                 code="invalid_field",
                 field="name",
             )
-        src = Source(
-            uuid.uuid4().hex, name, secrets.token_urlsafe(24), True, trait_kind, int(time.time() * 1000)
-        )
+        src = Source(uuid.uuid4().hex, name, secrets.token_urlsafe(24), True, trait_kind, int(time.time() * 1000))
         with self._tx(write=True) as conn:
             if self._rows(conn, "SELECT 1 FROM sources WHERE name = ?", (name,)):
                 raise ValidationError(f"a source named {name!r} exists", code="already_exists", field="name")
@@ -416,9 +405,7 @@ class SqlStore:
 
     def _sources(self, where: str, params: Sequence[Any]) -> list[Source]:
         sql = f"SELECT id, name, write_key, enabled, trait_kind, created_at FROM sources {where}"
-        return [
-            Source(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in self._rows(self._conn(), sql, params)
-        ]
+        return [Source(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in self._rows(self._conn(), sql, params)]
 
     def sources(self) -> list[Source]:
         return self._sources("ORDER BY name", ())
@@ -472,6 +459,4 @@ def decode_cursor(cursor: str) -> tuple[int, int]:
         ts, seq = raw.split(":")
         return int(ts), int(seq)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ValidationError(
-            "cursor is not one this API returned", code="invalid_cursor", field="cursor"
-        ) from exc
+        raise ValidationError("cursor is not one this API returned", code="invalid_cursor", field="cursor") from exc

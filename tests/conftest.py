@@ -1,0 +1,114 @@
+"""Shared fixtures: every store-level test runs against SQLite and against PostgreSQL.
+
+PostgreSQL tests use a fresh schema each. Without a reachable server they skip with a clear reason,
+unless ``KAIROS_TEST_REQUIRE_BACKENDS=1`` (CI), where an unreachable server fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kairos.config import Settings, load_settings
+from kairos.runtime import Kairos
+from kairos.store import Source
+
+PG_URL = os.environ.get("KAIROS_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
+REQUIRE = os.environ.get("KAIROS_TEST_REQUIRE_BACKENDS") == "1"
+
+CUSTOM_TYPES: dict[str, Any] = {
+    "loyalty_card": {
+        "paths": ["traits.loyalty_card", "context.traits.loyalty_card"],
+        "limit": 1,
+        "priority": 60,
+    },
+    "crm_id": {"paths": ["traits.crm_id", "context.traits.crm_id"], "limit": 1, "priority": 90},
+}
+
+
+def postgres_available() -> str | None:
+    """None when PostgreSQL answers, else why not."""
+    try:
+        import psycopg
+
+        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"PostgreSQL at {PG_URL} is not reachable: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_reason() -> str | None:
+    return postgres_available()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path, pg_reason: str | None) -> Iterator[dict[str, Any]]:
+    if request.param == "sqlite":
+        yield {"url": f"sqlite:///{tmp_path}/kairos.db"}
+        return
+    if pg_reason is not None:
+        if REQUIRE:
+            pytest.fail(pg_reason)
+        pytest.skip(pg_reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield {"url": PG_URL, "schema_name": schema}
+    import psycopg
+
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def make_settings(store: dict[str, Any], **sections: Any) -> Settings:
+    identity = {"types": CUSTOM_TYPES, **sections.pop("identity", {})}
+    return load_settings(store=store, identity=identity, **sections)
+
+
+@pytest.fixture
+def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
+    k = Kairos(make_settings(store_settings))
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def source(kairos: Kairos) -> Source:
+    return kairos.store.admin.add_source("web", "observed")
+
+
+class Feed:
+    """Sends events through the real collect path and applies them."""
+
+    def __init__(self, kairos: Kairos, source: Source) -> None:
+        self.kairos = kairos
+        self.source = source
+        self.n = 0
+
+    def __call__(self, *events: dict[str, Any], process: bool = True) -> list[int]:
+        batch = []
+        for event in events:
+            self.n += 1
+            batch.append({"messageId": f"m{self.n}", **event})
+        result = self.kairos.ingest({"batch": batch}, "batch", self.source.write_key)
+        assert not result.errors, result.errors
+        if process:
+            self.kairos.processor.run_until_caught_up()
+        return result.seqs
+
+    def profile(self, ref: str) -> Any:
+        pid = self.kairos.store.state.resolve(ref)
+        assert pid is not None, f"no profile for {ref}"
+        profile = self.kairos.store.state.profile(pid)
+        assert profile is not None
+        return profile
+
+
+@pytest.fixture
+def feed(kairos: Kairos, source: Source) -> Feed:
+    return Feed(kairos, source)

@@ -1,0 +1,264 @@
+"""The HTTP API in-process (Starlette TestClient): profiles, auth, errors, operations."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from kairos.api import create_app
+from kairos.runtime import Kairos
+from kairos.store import Source
+
+
+@pytest.fixture
+def client(kairos: Kairos) -> Iterator[TestClient]:
+    with TestClient(create_app(kairos, run_processor=False), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def read_key(kairos: Kairos) -> dict[str, str]:
+    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}))
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def send(client: TestClient, source: Source, *events: dict[str, Any]) -> None:
+    r = client.post("/v1/batch", json={"writeKey": source.write_key, "batch": list(events)})
+    assert r.status_code == 200, r.text
+
+
+def test_profile_by_any_identity(client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]) -> None:
+    send(
+        client,
+        source,
+        {
+            "type": "identify",
+            "userId": "u1",
+            "anonymousId": "a1",
+            "traits": {"email": "Jane@X.io", "phone": "(415) 555-0132", "plan": "pro"},
+            "context": {"consent": {"categoryPreferences": {"marketing": True}}},
+        },
+    )
+    kairos.processor.run_until_caught_up()
+    views = [
+        client.get(f"/v1/profiles/{ref}", headers=read_key)
+        for ref in (
+            "user_id:u1",
+            "anonymous_id:a1",
+            "email:JANE@x.io",
+            "phone:+14155550132",
+            "phone:(415) 555-0132",
+        )
+    ]
+    assert all(v.status_code == 200 for v in views), [v.text for v in views]
+    body = views[0].json()
+    assert all(v.json() == body for v in views)
+    assert client.get(f"/v1/profiles/{body['id']}", headers=read_key).json() == body
+    assert {"type": "email", "value": "jane@x.io"} in body["identities"]
+    assert body["traits"]["plan"] == "pro"
+    assert body["trait_meta"]["plan"]["kind"] == "observed" and body["trait_meta"]["plan"]["source"] == "web"
+    assert body["segments"] == [] and body["consents"]["marketing"]["granted"] is True
+
+
+def test_timeline_pagination_is_complete_and_ordered(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    send(
+        client,
+        source,
+        *[
+            {"type": "track", "userId": "u1", "event": f"E{i}", "timestamp": f"2026-01-01T00:00:{i:02d}Z"}
+            for i in range(25)
+        ],
+    )
+    kairos.processor.run_until_caught_up()
+    names: list[str] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 10} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/profiles/user_id:u1/events", params=params, headers=read_key).json()
+        names += [item["name"] for item in page["items"]]
+        assert all(item["event"]["userId"] == "u1" and "_kairos" not in item["event"] for item in page["items"])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == [f"E{i}" for i in reversed(range(25))]
+
+
+def test_list_profiles_filter_and_pagination(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    send(
+        client,
+        source,
+        *[
+            {
+                "type": "identify",
+                "userId": f"u{i}",
+                "traits": {"plan": "pro" if i % 2 else "free", "orders": i, "vip": i == 3},
+            }
+            for i in range(7)
+        ],
+    )
+    kairos.processor.run_until_caught_up()
+    seen: list[int] = []
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"trait.plan": "pro", "limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/v1/profiles", params=params, headers=read_key).json()
+        seen += [p["traits"]["orders"] for p in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == [1, 3, 5]
+    assert [
+        p["traits"]["orders"]
+        for p in client.get("/v1/profiles", params={"trait.orders": "4"}, headers=read_key).json()["items"]
+    ] == [4]
+    assert len(client.get("/v1/profiles", params={"trait.vip": "true"}, headers=read_key).json()["items"]) == 1
+    assert len(client.get("/v1/profiles", headers=read_key).json()["items"]) == 7
+
+
+def test_merges_endpoint(client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]) -> None:
+    send(
+        client,
+        source,
+        {"type": "page", "anonymousId": "a1"},
+        {"type": "page", "anonymousId": "a2"},
+        {"type": "alias", "previousId": "a2", "userId": "u1", "anonymousId": "a1"},
+    )
+    kairos.processor.run_until_caught_up()
+    body = client.get("/v1/profiles/user_id:u1/merges", headers=read_key).json()
+    [merge] = body["items"]
+    assert merge["reason"] == "alias" and merge["winner"] == body["profile_id"]
+    assert {"type": "anonymous_id", "value": "a2"} in merge["identities"]
+    loser = client.get(f"/v1/profiles/{merge['loser']}", headers=read_key).json()
+    assert loser["id"] == body["profile_id"]  # a merged-away id still answers, with the surviving profile
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status", "code"),
+    [
+        ("/v1/profiles/user_id:u1", {}, 401, "unauthorized"),
+        ("/v1/profiles/user_id:u1", {"Authorization": "Bearer nope"}, 401, "invalid_api_key"),
+        ("/v1/profiles/user_id:u1", {"Authorization": "Basic dTE6"}, 401, "unauthorized"),
+        ("/v1/profiles/user_id:nobody", None, 404, "not_found"),
+        ("/v1/profiles/nobody-id", None, 404, "not_found"),
+        ("/v1/profiles/shoe_size:42", None, 400, "invalid_ref"),
+        ("/v1/profiles/user_id:u1/events?limit=0", None, 400, "invalid_query"),
+        ("/v1/profiles/user_id:u1/events?limit=abc", None, 400, "invalid_query"),
+        ("/v1/profiles/user_id:u1/events?cursor=%%%", None, 400, "invalid_cursor"),
+        ("/v1/profiles?plan=pro", None, 400, "invalid_query"),
+        ("/v1/profiles?limit=100000", None, 400, "invalid_query"),
+        ("/v1/profiles/" + "x" * 700, None, 400, "invalid_ref"),
+        ("/v1/nothing-here", None, 404, "not_found"),
+    ],
+)
+def test_read_errors_are_precise(
+    client: TestClient,
+    read_key: dict[str, str],
+    path: str,
+    headers: dict[str, str] | None,
+    status: int,
+    code: str,
+) -> None:
+    r = client.get(path, headers=read_key if headers is None else headers)
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"]
+
+
+def test_scope_is_enforced(client: TestClient, kairos: Kairos) -> None:
+    _, secret = kairos.store.admin.add_api_key("decider", frozenset({"decide"}))
+    r = client.get("/v1/profiles", headers={"Authorization": f"Bearer {secret}"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
+    _, admin = kairos.store.admin.add_api_key("root", frozenset({"admin"}))
+    assert client.get("/v1/profiles", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
+
+
+def test_collect_auth_modes(client: TestClient, kairos: Kairos, source: Source) -> None:
+    import base64
+
+    basic = "Basic " + base64.b64encode(f"{source.write_key}:".encode()).decode()
+    assert client.post("/v1/identify", json={"userId": "u"}, headers={"Authorization": basic}).status_code == 200
+    ok = client.post(
+        "/v1/i",
+        json={"userId": "u", "writeKey": source.write_key},
+        headers={"Authorization": "Bearer something-else"},
+    )
+    assert ok.status_code == 200
+    gz = client.post(
+        "/v1/t",
+        content=gzip.compress(b'{"userId":"u","event":"E","writeKey":"%s"}' % source.write_key.encode()),
+        headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"},
+    )
+    assert gz.status_code == 200, gz.text
+    r = client.post("/v1/track", json={"userId": "u", "event": "E"})
+    assert r.status_code == 401 and r.json() == {
+        "success": False,
+        "error": {"code": "unauthorized", "message": r.json()["error"]["message"], "field": "writeKey"},
+    }
+    assert client.post("/v1/track", json={"userId": "u", "event": "E", "writeKey": "bad"}).status_code == 401
+    kairos.store.admin.set_source_enabled("web", False)
+    kairos._sources.clear()
+    r = client.post("/v1/track", json={"userId": "u", "event": "E", "writeKey": source.write_key})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "source_disabled"
+    assert kairos.store.log.count() == 3
+
+
+def test_collect_never_500s_on_hostile_bodies(client: TestClient, source: Source) -> None:
+    wk = source.write_key
+    bodies: list[bytes] = [
+        b"",
+        b"null",
+        b"[]",
+        b"123",
+        b'"s"',
+        b"{",
+        b"\xff\xfe",
+        b"[" * 5000 + b"]" * 5000,
+        b'{"batch": {}}',
+        b'{"batch": [1, "x", null]}',
+        b'{"userId": "\\u0000"}',
+        b'{"writeKey": ["x"]}',
+        b'{"batch": [], "writeKey": "%s"}' % wk.encode(),
+        b'{"userId": 1e999, "writeKey": "%s"}' % wk.encode(),
+    ]
+    for body in bodies:
+        for path in ("/v1/batch", "/v1/track"):
+            r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code in (200, 400, 401, 413), (body[:40], r.status_code, r.text)
+            assert "error" in r.json() or "errors" in r.json() or r.json().get("success") is True
+
+
+def test_oversized_request_is_413(client: TestClient, source: Source) -> None:
+    r = client.post("/v1/batch", content=b'{"batch": [' + b" " * 600_000 + b"]}")
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+
+def test_openapi_names_every_route(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    app = client.app
+    paths = {r.path.replace(":path", "") for r in app.routes if isinstance(r, Route)}  # type: ignore[attr-defined]
+    assert paths == set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_health_and_metrics(client: TestClient, kairos: Kairos, source: Source) -> None:
+    send(client, source, {"type": "identify", "userId": "u1"})
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["lag"] == 1
+    text = client.get("/metrics").text
+    assert "kairos_ingest_events_total" in text and "kairos_processor_lag_events 1.0" in text
+    client.post("/v1/batch", json={"writeKey": source.write_key, "batch": [{"type": "track", "userId": "u"}]})
+    assert 'kairos_ingest_rejected_total{code="missing_field"}' in client.get("/metrics").text
+
+
+def test_cors_preflight(client: TestClient) -> None:
+    r = client.options("/v1/t", headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] in ("*", "https://shop.example")
