@@ -1,0 +1,176 @@
+"""The ``kairos`` command line, in-process, against the store the settings select."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from kairos.cli import app
+from kairos.runtime import Kairos
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("KAIROS__STORE__URL", store_settings["url"])
+    if "schema_name" in store_settings:
+        monkeypatch.setenv("KAIROS__STORE__SCHEMA_NAME", store_settings["schema_name"])
+    config = tmp_path / "kairos.toml"
+    config.write_text(
+        '[identity.types.loyalty_card]\npaths = ["traits.loyalty_card", "context.traits.loyalty_card"]\nlimit = 1\n'
+        '[identity.types.crm_id]\npaths = ["traits.crm_id"]\nlimit = 1\npriority = 90\n'
+    )
+    monkeypatch.setenv("KAIROS_CONFIG", str(config))
+    yield tmp_path
+
+
+def run(*args: str) -> Any:
+    result = runner.invoke(app, list(args))
+    return result
+
+
+def run_json(*args: str) -> Any:
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_sources_and_keys(env: Path) -> None:
+    created = run_json("sources", "add", "web")
+    assert created["name"] == "web" and len(created["write_key"]) >= 24
+    assert run("sources", "add", "web").exit_code == 2  # duplicate name: a clear error, not a traceback
+    dup = run("sources", "add", "web", "--json")
+    assert json.loads(dup.stdout)["error"]["code"] == "already_exists"
+    assert run("sources", "add", "bad name!").exit_code == 2
+    assert run_json("sources", "disable", "web")["enabled"] is False
+    assert [s["enabled"] for s in run_json("sources", "list")] == [False]
+    assert run("sources", "disable", "nope").exit_code == 2
+    key = run_json("keys", "add", "dash", "--scope", "read")
+    assert key["scopes"] == ["read"] and key["key"].startswith("kk_")
+    assert run("keys", "add", "x", "--scope", "root").exit_code == 2
+    assert run("keys", "add", "x").exit_code == 2  # a scope is required
+    assert [k["name"] for k in run_json("keys", "list")] == ["dash"]
+    listed = run("keys", "list")
+    assert key["key"] not in listed.stdout  # secrets are never shown again
+
+
+def test_import_jsonl_is_validated_and_safe_to_rerun(env: Path) -> None:
+    path = env / "events.jsonl"
+    lines = [
+        {"type": "identify", "userId": "u1", "traits": {"email": "a@x.io"}},
+        {"type": "track", "userId": "u1", "event": "Paid", "messageId": "m-1"},
+        {"type": "track", "userId": "u1"},
+        "not json",
+        {"batch": [{"type": "page", "anonymousId": "a9"}]},
+    ]
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    first = run("import", str(path), "--json")
+    assert first.exit_code == 1  # some rows were rejected
+    summary = json.loads(first.stdout)
+    assert (summary["read"], summary["accepted"], summary["rejected"]) == (5, 3, 2)
+    assert {(e["line"], e["code"]) for e in summary["errors"]} == {(3, "missing_field"), (4, "invalid_row")}
+    again = json.loads(run("import", str(path), "--json").stdout)
+    assert (again["accepted"], again["already_imported"]) == (0, 3)
+    kairos = Kairos()
+    try:
+        pid = kairos.store.state.resolve("email:a@x.io")
+        assert pid is not None
+        profile = kairos.store.state.profile(pid)
+        assert profile is not None and profile.event_count == 2
+        assert kairos.store.log.count() == 3
+    finally:
+        kairos.close()
+
+
+def test_import_csv_with_mapping(env: Path) -> None:
+    path = env / "people.csv"
+    path.write_text(
+        "\ufeffcustomer_no,email,first,orders,card\nC1,Jane@X.io,Jane,3,LC-1\nC2,bob@x.io,Bob,many,\nC3,,Carl,,LC-3\n",
+        encoding="utf-8",
+    )
+    args = [
+        "import",
+        str(path),
+        "--map",
+        "customer_no=identity:crm_id",
+        "--map",
+        "email=identity:email",
+        "--map",
+        "first=trait:first_name",
+        "--map",
+        "orders=trait:orders:int",
+        "--map",
+        "card=identity:loyalty_card",
+        "--id",
+        "customer_no",
+        "--kind",
+        "stated",
+        "--json",
+    ]
+    result = run(*args)
+    summary = json.loads(result.stdout)
+    assert (summary["accepted"], summary["rejected"]) == (2, 1), summary
+    assert "not an integer" in summary["errors"][0]["message"]
+    assert json.loads(run(*args).stdout)["accepted"] == 0
+    kairos = Kairos()
+    try:
+        pid = kairos.store.state.resolve("loyalty_card:LC-1")
+        assert pid is not None and pid == kairos.store.state.resolve("email:jane@x.io")
+        profile = kairos.store.state.profile(pid)
+        assert profile is not None
+        assert profile.traits["orders"].value == 3 and profile.traits["first_name"].kind == "stated"
+    finally:
+        kairos.close()
+
+
+def test_import_errors(env: Path) -> None:
+    missing = run("import", str(env / "nope.jsonl"), "--json")
+    assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "not_found"
+    path = env / "p.csv"
+    path.write_text("a,b\n1,2\n")
+    bad = run("import", str(path), "--map", "zzz=identity:email", "--json")
+    assert bad.exit_code == 2 and json.loads(bad.stdout)["error"]["field"] == "zzz"
+
+
+def test_demo_and_replay(env: Path) -> None:
+    loaded = run_json("demo", "--profiles", "200")
+    assert loaded["rejected"] == 0 and loaded["profiles"] > 150
+    kairos = Kairos()
+    try:
+        pid = kairos.store.state.resolve("user_id:u-jane")
+        assert pid is not None
+        rows = kairos.store.state.timeline(pid, 100, None)
+        sources = {e.source for e in kairos.store.log.get([r.seq for r in rows]).values()}
+        assert sources == {"web", "app", "store", "callcentre", "crm"}
+        before = kairos.store.state.profile(pid)
+    finally:
+        kairos.close()
+    skipped = run("demo", "--if-empty")
+    assert skipped.exit_code == 0 and "nothing loaded" in skipped.stdout
+    replayed = run_json("replay")
+    assert replayed["profiles"] == loaded["profiles"] and replayed["events"] == loaded["events"]
+    kairos = Kairos()
+    try:
+        assert kairos.store.state.profile(pid) == before
+    finally:
+        kairos.close()
+
+
+def test_bad_configuration_is_a_clear_error(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIROS__STORE__URL", "mysql://nope")
+    result = run("sources", "list", "--json")
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"]["code"] == "invalid_config"
+    monkeypatch.setenv("KAIROS__SERVER__PORT", "not-a-port")
+    assert run("sources", "list").exit_code == 2
+
+
+def test_help_and_version() -> None:
+    assert run("--version").stdout.strip() == "0.1.0"
+    for command in (["serve"], ["replay"], ["demo"], ["import"], ["sources", "add"], ["keys", "add"]):
+        assert run(*command, "--help").exit_code == 0
