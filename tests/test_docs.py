@@ -22,7 +22,7 @@ def all_settings() -> list[str]:
     for section, field in Settings.model_fields.items():
         model = field.annotation
         assert model is not None
-        for name, sub in model.model_fields.items():  # type: ignore[union-attr]
+        for name, sub in model.model_fields.items():
             assert sub.description, f"{section}.{name} has no help text"
             out.append(f"KAIROS__{section.upper()}__{name.upper()}")
     return out
