@@ -18,7 +18,7 @@ from typing import Any
 __all__ = ["JsonFormatter", "redact", "setup_logging"]
 
 _SALT = os.urandom(16)  # per process: hashes correlate lines of one run, not values across runs
-_STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_STD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "color_message"}
 
 
 def redact(value: object) -> str:

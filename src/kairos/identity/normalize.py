@@ -53,15 +53,6 @@ def normalize(kind: str, raw: Any, region: str) -> str | None:
     return value
 
 
-def _lookup(event: dict[str, Any], path: str) -> Any:
-    node: Any = event
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
-
-
 class Identifiers:
     """Reads the identifiers of an event according to the configured identity types."""
 
@@ -73,6 +64,9 @@ class Identifiers:
         # Highest priority first; the name breaks ties so that the order never depends on dict order.
         self.order = sorted(self.types, key=lambda t: (-self.types[t].priority, t))
         self.rank = {t: i for i, t in enumerate(self.order)}
+        # Paths split once: extraction runs for every event and is the processor's hottest loop.
+        self._paths = [(kind, tuple(path.split("."))) for kind in self.order for path in self.types[kind].paths]
+        self.limits = {t: c.limit for t, c in self.types.items() if c.limit is not None}
 
     def usable(self, kind: str, raw: Any) -> str | None:
         value = normalize(kind, raw, self.region)
@@ -85,25 +79,24 @@ class Identifiers:
     def extract(self, event: dict[str, Any]) -> list[IdentityKey]:
         """The event's usable identifiers, highest priority first, without duplicates."""
         found: dict[IdentityKey, None] = {}
-        for kind in self.order:
-            for path in self.types[kind].paths:
-                value = self.usable(kind, _lookup(event, path))
-                if value is not None:
-                    found[(kind, value)] = None
-        for ext in _external_ids(event):
-            kind, raw = ext
-            if kind in self.types:
-                value = self.usable(kind, raw)
-                if value is not None:
-                    found[(kind, value)] = None
+        for kind, parts in self._paths:
+            node: Any = event
+            for part in parts:
+                node = node.get(part) if type(node) is dict else None
+                if node is None:
+                    break
+            if node is not None and (value := self.usable(kind, node)) is not None:
+                found[(kind, value)] = None
+        external = _external_ids(event)
+        if not external:
+            return list(found)  # already in priority order
+        for kind, raw in external:
+            if kind in self.types and (value := self.usable(kind, raw)) is not None:
+                found[(kind, value)] = None
         return self.sort(found)
 
     def sort(self, keys: Iterable[IdentityKey]) -> list[IdentityKey]:
         return sorted(keys, key=lambda k: (self.rank.get(k[0], len(self.rank)), k[1]))
-
-    def limit(self, kind: str) -> int | None:
-        config = self.types.get(kind)
-        return config.limit if config else None
 
 
 def _external_ids(event: dict[str, Any]) -> list[tuple[str, Any]]:

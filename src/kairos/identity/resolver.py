@@ -14,7 +14,6 @@ profile its identifiers belong to:
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -94,8 +93,12 @@ class Resolver:
         self.rules = rules
 
     def _violations(self, keys: Iterable[IdentityKey]) -> set[str]:
-        counts = Counter(kind for kind, _ in keys)
-        return {k for k, n in counts.items() if (limit := self.ids.limit(k)) is not None and n > limit}
+        limits = self.ids.limits
+        counts: dict[str, int] = {}
+        for kind, _ in keys:
+            if kind in limits:
+                counts[kind] = counts.get(kind, 0) + 1
+        return {k for k, n in counts.items() if n > limits[k]}
 
     def _admissible(self, ws: Workspace, keys: list[IdentityKey]) -> list[IdentityKey]:
         """Drop identifiers, lowest priority first, until no identity limit is exceeded."""
