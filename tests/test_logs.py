@@ -33,10 +33,16 @@ def captured() -> Iterator[io.StringIO]:
 def test_requests_and_processing_log_no_identifiers(captured: io.StringIO, kairos: Kairos, source: Source) -> None:
     _, secret = kairos.store.admin.add_api_key("r", frozenset({"read"}))
     with TestClient(create_app(kairos, run_processor=False)) as client:
-        body = {"writeKey": source.write_key, "batch": [
-            {"type": "identify", "userId": "secret-user", "traits": {"email": "jane.secret@example.com",
-                                                                     "phone": "+1 415 555 0199"}},
-        ]}
+        body = {
+            "writeKey": source.write_key,
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "secret-user",
+                    "traits": {"email": "jane.secret@example.com", "phone": "+1 415 555 0199"},
+                },
+            ],
+        }
         assert client.post("/v1/batch", json=body).status_code == 200
         kairos.processor.run_until_caught_up()
         r = client.get("/v1/profiles/email:jane.secret@example.com", headers={"Authorization": f"Bearer {secret}"})

@@ -252,3 +252,26 @@ def test_two_processors_never_apply_a_batch_twice(feed: Feed, kairos: Kairos) ->
     with pytest.raises(CheckpointConflict):
         kairos.store.state.commit(Changes(), 0, entries[-1].seq)
     assert other.run_once() == 0  # caught up: nothing left
+
+
+def test_an_event_that_cannot_be_applied_never_stalls_the_pipeline(
+    feed: Feed, kairos: Kairos, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    feed(
+        {"type": "identify", "userId": "u1"},
+        {"type": "identify", "userId": "poison"},
+        {"type": "identify", "userId": "u3"},
+        process=False,
+    )
+    real = kairos.processor._update
+
+    def update(ws: Any, profile: Any, entry: Any, event: dict[str, Any], ts: int) -> None:
+        if event.get("userId") == "poison":
+            raise RuntimeError("cannot apply")
+        real(ws, profile, entry, event, ts)
+
+    monkeypatch.setattr(kairos.processor, "_update", update)
+    kairos.processor.run_until_caught_up()
+    assert kairos.store.state.checkpoint() == kairos.store.log.last_seq()
+    assert feed.profile("user_id:u1").event_count == 1 and feed.profile("user_id:u3").event_count == 1
+    assert kairos.store.state.resolve("user_id:poison") is None

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = [
     "EVENTS_APPLIED",
     "EVENTS_DUPLICATE",
+    "EVENTS_FAILED",
     "EVENTS_UNATTRIBUTED",
     "INGESTED",
     "MERGES",
@@ -29,6 +30,9 @@ EVENTS_DUPLICATE = Counter(
     "kairos_processor_duplicates",
     "Events skipped because their messageId was already applied.",
     registry=REGISTRY,
+)
+EVENTS_FAILED = Counter(
+    "kairos_processor_failed", "Events that could not be applied and were stepped over (see logs).", registry=REGISTRY
 )
 EVENTS_UNATTRIBUTED = Counter(
     "kairos_processor_unattributed",

@@ -15,6 +15,7 @@ from typing import Any
 from cachetools import TTLCache
 
 from kairos.collect import EventError, NewEvent, prepare
+from kairos.collect.ingest import body_write_key
 from kairos.config import Settings, load_settings
 from kairos.errors import AuthError, ForbiddenError
 from kairos.metrics import INGESTED, REJECTED
@@ -49,6 +50,8 @@ class Kairos:
         """The enabled source a write key belongs to, or an :class:`AuthError`."""
         if not write_key:
             raise AuthError("missing write key: send it as the Basic auth user name or as writeKey", field="writeKey")
+        if "\x00" in write_key or len(write_key) > 200:
+            raise AuthError("unknown write key", code="invalid_write_key", field="writeKey")
         if write_key in self._sources:
             source = self._sources[write_key]
         else:
@@ -65,8 +68,7 @@ class Kairos:
     ) -> tuple[Source, list[NewEvent], list[EventError]]:
         """Authenticate and validate one request; nothing is written yet."""
         # The key in the body wins over Basic auth: a Bearer token beside it is for something else.
-        key = payload.get("writeKey") if isinstance(payload, dict) else None
-        source = self.source_for(key if isinstance(key, str) and key else write_key)
+        source = self.source_for(body_write_key(payload) or write_key)
         events, errors = self.prepare_for(source, payload, endpoint, received_at)
         return source, events, errors
 

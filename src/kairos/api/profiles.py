@@ -59,14 +59,16 @@ def _limit(request: Request, default: int = 50) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_query", field="limit")
     return int(raw)
 
 
 def _resolve(kairos: Kairos, ref: str) -> str:
-    if not ref or len(ref) > 600:
-        raise ValidationError("profile reference must be 1 to 600 characters", code="invalid_ref", field="ref")
+    if not ref or len(ref) > 600 or "\x00" in ref:
+        raise ValidationError(
+            "profile reference must be 1 to 600 characters, without NUL", code="invalid_ref", field="ref"
+        )
     kind, sep, value = ref.partition(":")
     if sep:
         usable = kairos.processor.identifiers.usable(kind, value)
@@ -132,11 +134,15 @@ def _filters(request: Request) -> dict[str, Any]:
                 code="invalid_query",
                 field=key,
             )
+        if len(raw) > 1000 or "\x00" in raw or "\x00" in key:
+            raise ValidationError(
+                f"{key} must be at most 1000 characters, without NUL", code="invalid_query", field=key
+            )
         try:
             value: Any = _decode.decode(raw)  # numbers, booleans and quoted strings as JSON
             if isinstance(value, dict | list):
                 value = raw
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             value = raw
         out[key[6:]] = value
     return out
@@ -184,6 +190,8 @@ async def list_profiles(request: Request) -> Response:
         filters = _filters(request)
         limit = _limit(request)
         cursor = request.query_params.get("cursor")
+        if cursor is not None and (len(cursor) > 200 or "\x00" in cursor):
+            raise ValidationError("cursor is not one this API returned", code="invalid_cursor", field="cursor")
         body = await run_in_threadpool(_list, runtime(request), filters, limit, cursor)
     except KairosError as exc:
         return error_response(exc)

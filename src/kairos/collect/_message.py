@@ -118,13 +118,15 @@ def validate(index: int, item: Any, type_: str | None) -> Message | EventError:
             return _error(index, "invalid_field", field, f"{field} is longer than {MAX_NAME_LENGTH} characters")
     kairos = (msg.context or {}).get("kairos")
     if kairos is not None:
-        kind = kairos.get("trait_kind") if isinstance(kairos, dict) else kairos
-        if kind not in TRAIT_KINDS:
+        kind = kairos.get("trait_kind") if isinstance(kairos, dict) else None
+        if not isinstance(kairos, dict) or (
+            kind is not None and (not isinstance(kind, str) or kind not in TRAIT_KINDS)
+        ):
             return _error(
                 index,
                 "invalid_field",
                 "context.kairos.trait_kind",
-                f"trait_kind must be one of {sorted(TRAIT_KINDS)}",
+                f"context.kairos must be an object whose trait_kind is one of {sorted(TRAIT_KINDS)}",
             )
     if msg.messageId is not None and not (0 < len(msg.messageId) <= 256):
         return _error(index, "invalid_field", "messageId", "messageId must be 1 to 256 characters")

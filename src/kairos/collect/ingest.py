@@ -100,9 +100,6 @@ def prepare(
     """
     if not isinstance(payload, dict):
         raise ValidationError("body must be a JSON object", code="invalid_json", field="body")
-    write_key = payload.get("writeKey")
-    if write_key is not None and not isinstance(write_key, str):
-        raise ValidationError("writeKey must be a string", code="invalid_field", field="writeKey")
     if endpoint == "batch":
         items = payload.get("batch")
         if not isinstance(items, list):
@@ -114,12 +111,10 @@ def prepare(
         items = [payload]
         type_ = endpoint
     top_sent_at = payload.get("sentAt") if endpoint == "batch" else None
-    out = Prepared(write_key=write_key)
+    out = Prepared(write_key=body_write_key(payload))
     received_ms = int(received_at.timestamp() * 1000)
     stamp = {"source": source, "trait_kind": trait_kind}
     for index, item in enumerate(items):
-        if out.write_key is None and isinstance(item, dict) and isinstance(item.get("writeKey"), str):
-            out.write_key = item["writeKey"]
         if endpoint == "batch" and isinstance(item, dict):
             _merge(payload.get("context"), item, "context")
             _merge(payload.get("integrations"), item, "integrations")
@@ -129,15 +124,76 @@ def prepare(
         if isinstance(checked, EventError):
             out.errors.append(checked)
             continue
-        event = _normalize(item, checked, received_at, stamp)
-        encoded = _encoder.encode(event)
-        if len(encoded) > limits.max_event_bytes:
-            out.errors.append(
-                EventError(index, "too_large", None, f"event is larger than {limits.max_event_bytes} bytes")
-            )
+        try:
+            event = _normalize(item, checked, received_at, stamp)
+        except (OverflowError, ValueError, OSError):
+            out.errors.append(EventError(index, "invalid_field", "timestamp", "timestamp is out of range"))
             continue
-        out.events.append(NewEvent(event["messageId"], received_ms, encoded))
+        error = _check_encoded(index, event, limits)
+        if isinstance(error, EventError):
+            out.errors.append(error)
+            continue
+        out.events.append(NewEvent(event["messageId"], received_ms, error))
     return out
+
+
+def body_write_key(payload: Any) -> str | None:
+    """The write key sent in the body: top level, or on the items of a batch (some clients do that)."""
+    if not isinstance(payload, dict):
+        return None
+    key = payload.get("writeKey")
+    if key is not None and not isinstance(key, str):
+        raise ValidationError("writeKey must be a string", code="invalid_field", field="writeKey")
+    if key:
+        return key
+    items = payload.get("batch")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("writeKey"), str) and item["writeKey"]:
+                return str(item["writeKey"])
+    return None
+
+
+def _depth(node: Any, limit: int) -> int:
+    if limit < 0:
+        return 1
+    if isinstance(node, dict):
+        return 1 + max((_depth(v, limit - 1) for v in node.values()), default=0)
+    if isinstance(node, list):
+        return 1 + max((_depth(v, limit - 1) for v in node), default=0)
+    return 0
+
+
+def _has_nul(node: Any) -> bool:
+    if isinstance(node, str):
+        return "\x00" in node
+    if isinstance(node, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in node.items())
+    if isinstance(node, list):
+        return any(_has_nul(v) for v in node)
+    return False
+
+
+MAX_DEPTH = 64
+
+
+def _check_encoded(index: int, event: dict[str, Any], limits: CollectSettings) -> bytes | EventError:
+    """Encode one event and refuse what could not be stored or served back (size, depth, NUL)."""
+    too_deep = EventError(index, "too_deep", None, f"event nests objects and lists deeper than {MAX_DEPTH} levels")
+    try:
+        encoded = _encoder.encode(event)
+    except RecursionError:
+        return too_deep
+    if len(encoded) > limits.max_event_bytes:
+        return EventError(index, "too_large", None, f"event is larger than {limits.max_event_bytes} bytes")
+    # The precise checks run only for suspicious events: nesting cannot be deeper than the number of
+    # opening brackets, and a NUL always shows as the bytes \u0000 in the encoding.
+    if encoded.count(b"{") + encoded.count(b"[") > MAX_DEPTH and _depth(event, MAX_DEPTH) > MAX_DEPTH:
+        return too_deep
+    # PostgreSQL text and jsonb cannot hold NUL, and no identifier or name legitimately has one.
+    if b"\\u0000" in encoded and _has_nul(event):
+        return EventError(index, "invalid_character", None, "NUL characters (\\u0000) are not accepted")
+    return encoded
 
 
 def _normalize(item: dict[str, Any], msg: Message, received_at: datetime, stamp: dict[str, str]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def normalize(kind: str, raw: Any, region: str) -> str | None:
     if not isinstance(raw, str):
         return None
     value = raw.strip()
-    if not value or len(value) > MAX_VALUE:
+    if not value or len(value) > MAX_VALUE or "\x00" in value:
         return None
     if kind == "email":
         value = value.lower()
@@ -66,6 +66,8 @@ class Identifiers:
         self.rank = {t: i for i, t in enumerate(self.order)}
         # Paths split once: extraction runs for every event and is the processor's hottest loop.
         self._paths = [(kind, tuple(path.split("."))) for kind in self.order for path in self.types[kind].paths]
+        # A group call's traits describe the company (Segment spec), never the person: skip them there.
+        self._group_paths = [(kind, parts) for kind, parts in self._paths if parts[0] != "traits"]
         self.limits = {t: c.limit for t, c in self.types.items() if c.limit is not None}
 
     def usable(self, kind: str, raw: Any) -> str | None:
@@ -79,7 +81,7 @@ class Identifiers:
     def extract(self, event: dict[str, Any]) -> list[IdentityKey]:
         """The event's usable identifiers, highest priority first, without duplicates."""
         found: dict[IdentityKey, None] = {}
-        for kind, parts in self._paths:
+        for kind, parts in self._group_paths if event.get("type") == "group" else self._paths:
             node: Any = event
             for part in parts:
                 node = node.get(part) if type(node) is dict else None

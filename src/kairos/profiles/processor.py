@@ -19,9 +19,16 @@ from kairos.config import Settings
 from kairos.errors import CheckpointConflict
 from kairos.identity.normalize import Identifiers
 from kairos.identity.resolver import Resolver, Workspace
-from kairos.metrics import EVENTS_APPLIED, EVENTS_DUPLICATE, EVENTS_UNATTRIBUTED, MERGES, PROCESSOR_LAG
+from kairos.metrics import (
+    EVENTS_APPLIED,
+    EVENTS_DUPLICATE,
+    EVENTS_FAILED,
+    EVENTS_UNATTRIBUTED,
+    MERGES,
+    PROCESSOR_LAG,
+)
 from kairos.profiles.traits import TraitRules, set_consent
-from kairos.store import IdentityKey, LogEntry, Profile, Store, TimelineRow, TraitValue
+from kairos.store import Changes, IdentityKey, LogEntry, Profile, Store, TimelineRow, TraitValue
 
 __all__ = ["Processor"]
 
@@ -57,7 +64,18 @@ class Processor:
         if not entries:
             PROCESSOR_LAG.set(0)
             return 0
-        ws, applied, duplicates, unattributed = self._apply(entries)
+        try:
+            ws, applied, duplicates, unattributed = self._apply(entries)
+        except Exception:
+            if len(entries) == 1:
+                return self._skip_poison(start, entries[0])
+            # Some event of the batch cannot be applied: go one event at a time until it is found, so
+            # that every other event still takes effect exactly once and the pipeline never stalls.
+            entries = entries[:1]
+            try:
+                ws, applied, duplicates, unattributed = self._apply(entries)
+            except Exception:
+                return self._skip_poison(start, entries[0])
         changes = ws.finish()
         try:
             self.store.state.commit(changes, start, entries[-1].seq)
@@ -72,6 +90,16 @@ class Processor:
             MERGES.labels(merge.reason).inc()
         PROCESSOR_LAG.set(max(0, self.store.log.last_seq() - entries[-1].seq))
         return len(entries)
+
+    def _skip_poison(self, start: int, entry: LogEntry) -> int:
+        """Step over an event that cannot be applied; it stays in the log (and fails the same way on replay)."""
+        log.exception("event could not be applied; skipped", extra={"seq": entry.seq, "source": entry.source})
+        try:
+            self.store.state.commit(Changes(), start, entry.seq)
+        except CheckpointConflict:
+            return 0
+        EVENTS_FAILED.inc()
+        return 1
 
     def run_until_caught_up(self) -> int:
         total = 0
@@ -148,7 +176,9 @@ class Processor:
         source = stamp.get("source") or entry.source
         context = event.get("context") if isinstance(event.get("context"), dict) else {}
         override = context.get("kairos") if isinstance(context, dict) else None
-        kind = (override or {}).get("trait_kind") or stamp.get("trait_kind") or self.default_kind
+        # Collect validates context.kairos; the log is still read defensively (it outlives any validator).
+        kind = (override.get("trait_kind") if isinstance(override, dict) else None) or stamp.get("trait_kind")
+        kind = kind if isinstance(kind, str) else self.default_kind
         if event.get("type") == "identify" and isinstance(event.get("traits"), dict):
             for name, value in event["traits"].items():
                 self.rules.set(profile, name, TraitValue(value, kind, source, ts, entry.seq))

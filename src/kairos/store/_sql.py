@@ -456,7 +456,9 @@ def encode_cursor(ts: int, seq: int) -> str:
 def decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        ts, seq = raw.split(":")
-        return int(ts), int(seq)
+        ts, seq = (int(x) for x in raw.split(":"))
+        if not (-(2**63) <= ts < 2**63 and 0 <= seq < 2**63):
+            raise ValueError("out of range")
+        return ts, seq
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("cursor is not one this API returned", code="invalid_cursor", field="cursor") from exc
