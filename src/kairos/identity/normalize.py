@@ -60,7 +60,8 @@ class Identifiers:
         self.types: dict[str, IdentityTypeSettings] = settings.resolved_types()
         self.region = settings.default_region
         self.blocked = {v.strip().lower() for v in settings.blocked_values}
-        self.patterns = [re.compile(p, re.IGNORECASE) for p in settings.blocked_patterns]
+        # Kept apart, not joined into one regex: group numbers in back-references (``\\1``) must not shift.
+        self.patterns = [re.compile(p, re.IGNORECASE).search for p in settings.blocked_patterns]
         # Highest priority first; the name breaks ties so that the order never depends on dict order.
         self.order = sorted(self.types, key=lambda t: (-self.types[t].priority, t))
         self.rank = {t: i for i, t in enumerate(self.order)}
@@ -74,8 +75,9 @@ class Identifiers:
         value = normalize(kind, raw, self.region)
         if value is None or value.lower() in self.blocked:
             return None
-        if any(p.search(value) for p in self.patterns):
-            return None
+        for search in self.patterns:
+            if search(value):
+                return None
         return value
 
     def extract(self, event: dict[str, Any]) -> list[IdentityKey]:

@@ -45,6 +45,7 @@ PROCESSOR = "profiles"
 class Dialect(Protocol):
     name: str
     param: str  # "?" or "%s"
+    array_params: bool  # the driver binds a list to one parameter (``= ANY(?)``)
 
     def connect(self) -> Any: ...
 
@@ -155,13 +156,20 @@ class SqlStore:
         )
         return [LogEntry(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
+    def _where_in(self, column: str, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
+        """``column IN (values)`` as SQL and parameters: one array parameter, or chunks of placeholders."""
+        if self.d.array_params:
+            yield f"{column} = ANY(?)", [list(values)]
+            return
+        for chunk in _chunks(values):
+            yield f"{column} IN ({','.join('?' * len(chunk))})", list(chunk)
+
     def get(self, seqs: Sequence[int]) -> dict[int, LogEntry]:
         out: dict[int, LogEntry] = {}
         conn = self._conn()
-        for chunk in _chunks(list(seqs)):
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT seq, source, received_at, message_id, payload FROM log WHERE seq IN ({marks})"
-            for r in self._rows(conn, sql, chunk):
+        for cond, params in self._where_in("seq", list(seqs)):
+            sql = f"SELECT seq, source, received_at, message_id, payload FROM log WHERE {cond}"
+            for r in self._rows(conn, sql, params):
                 out[r[0]] = LogEntry(r[0], r[1], r[2], r[3], bytes(r[4]))
         return out
 
@@ -180,9 +188,23 @@ class SqlStore:
         keys = list(keys)
         out: dict[IdentityKey, str] = {}
         conn = self._conn()
-        for chunk in _chunks(keys):
-            cond = " OR ".join("(type = ? AND value = ?)" for _ in chunk)
-            params = [p for key in chunk for p in key]
+        if self.d.array_params:
+            batches = (
+                [
+                    (
+                        "(type, value) IN (SELECT * FROM unnest(?::text[], ?::text[]))",
+                        [[k[0] for k in keys], [k[1] for k in keys]],
+                    )
+                ]
+                if keys
+                else []
+            )
+        else:
+            batches = [
+                (f"(type, value) IN (VALUES {','.join(['(?, ?)'] * len(chunk))})", [p for key in chunk for p in key])
+                for chunk in _chunks(keys)
+            ]
+        for cond, params in batches:
             for t, v, pid in self._rows(conn, f"SELECT type, value, profile_id FROM identities WHERE {cond}", params):
                 out[(t, v)] = pid
         return out
@@ -191,16 +213,16 @@ class SqlStore:
         ids = list(dict.fromkeys(ids))
         out: dict[str, Profile] = {}
         with self._tx() as conn:
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
+            for cond, params in self._where_in("id", ids):
                 sql = (
                     "SELECT id, created_seq, created_at, updated_at, traits, trait_meta, consents, event_count,"
-                    f" merged_into FROM profiles WHERE id IN ({marks})"
+                    f" merged_into FROM profiles WHERE {cond}"
                 )
-                for r in self._rows(conn, sql, chunk):
+                for r in self._rows(conn, sql, params):
                     out[r[0]] = self._profile(r)
-                sql = f"SELECT profile_id, type, value FROM identities WHERE profile_id IN ({marks})"
-                for pid, t, v in self._rows(conn, sql, chunk):
+            for cond, params in self._where_in("profile_id", ids):
+                sql = f"SELECT profile_id, type, value FROM identities WHERE {cond}"
+                for pid, t, v in self._rows(conn, sql, params):
                     if pid in out:
                         out[pid].identities.add((t, v))
         return out
@@ -226,9 +248,8 @@ class SqlStore:
         keys = list(keys)
         out: set[str] = set()
         conn = self._conn()
-        for chunk in _chunks(keys):
-            marks = ",".join("?" * len(chunk))
-            out.update(r[0] for r in self._rows(conn, f"SELECT key FROM seen WHERE key IN ({marks})", chunk))
+        for cond, params in self._where_in("key", keys):
+            out.update(r[0] for r in self._rows(conn, f"SELECT key FROM seen WHERE {cond}", params))
         return out
 
     def commit(self, changes: Changes, from_seq: int, to_seq: int) -> None:
@@ -244,13 +265,13 @@ class SqlStore:
             if cur.rowcount != 1:
                 raise CheckpointConflict(f"checkpoint moved past {from_seq}: another processor is running")
             # Redirects first, so that rows moved from a loser meet the winner's rows written below.
-            for loser, winner in changes.redirects.items():
-                for sql in (
-                    "UPDATE identities SET profile_id = ? WHERE profile_id = ?",
-                    "UPDATE timeline SET profile_id = ? WHERE profile_id = ?",
-                    "UPDATE profiles SET merged_into = ? WHERE merged_into = ?",
-                ):
-                    conn.execute(self._q(sql), (winner, loser))
+            moves = [(winner, loser) for loser, winner in changes.redirects.items()]
+            for sql in (
+                "UPDATE identities SET profile_id = ? WHERE profile_id = ?",
+                "UPDATE timeline SET profile_id = ? WHERE profile_id = ?",
+                "UPDATE profiles SET merged_into = ? WHERE merged_into = ?",
+            ):
+                self._many(conn, sql, moves)
             self._many(
                 conn,
                 (
@@ -367,13 +388,9 @@ class SqlStore:
         ids = [profile_id, *self.merged_ids(profile_id)]
         out: list[MergeRecord] = []
         conn = self._conn()
-        for chunk in _chunks(ids):
-            marks = ",".join("?" * len(chunk))
-            sql = (
-                "SELECT winner, loser, at, seq, message_id, reason, identities FROM merges"
-                f" WHERE winner IN ({marks}) ORDER BY seq, id"
-            )
-            for r in self._rows(conn, sql, chunk):
+        for cond, params in self._where_in("winner", ids):
+            sql = f"SELECT winner, loser, at, seq, message_id, reason, identities FROM merges WHERE {cond}"
+            for r in self._rows(conn, sql, params):
                 ids_ = [tuple(x) for x in self.d.load_json(r[6])]
                 out.append(MergeRecord(r[0], r[1], r[2], r[3], r[4], r[5], ids_))
         out.sort(key=lambda m: m.seq)

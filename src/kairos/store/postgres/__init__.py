@@ -54,6 +54,7 @@ MIGRATIONS: list[str] = [
 class PostgresDialect:
     name = "postgresql"
     param = "%s"
+    array_params = True
 
     def __init__(self, url: str, schema: str) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):

@@ -56,6 +56,7 @@ _decode = msgspec.json.Decoder()
 class SqliteDialect:
     name = "sqlite"
     param = "?"
+    array_params = False
 
     def __init__(self, path: str, synchronous: str = "normal") -> None:
         self.path = path
