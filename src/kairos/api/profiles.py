@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -148,54 +149,49 @@ def _filters(request: Request) -> dict[str, Any]:
     return out
 
 
-async def get_profile(request: Request) -> Response:
-    try:
-        require_scope(request, "read")
-        view = await run_in_threadpool(_get_profile, runtime(request), request.path_params["ref"])
-    except KairosError as exc:
-        return error_response(exc)
-    return json_response(view)
+Work = Callable[[Kairos, Request], dict[str, Any]]
 
 
-async def get_events(request: Request) -> Response:
-    try:
-        require_scope(request, "read")
-        limit = _limit(request)
-        body = await run_in_threadpool(
-            _timeline, runtime(request), request.path_params["ref"], limit, request.query_params.get("cursor")
-        )
-    except KairosError as exc:
-        return error_response(exc)
-    return json_response(body)
+def read_endpoint(work: Work) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint that needs the ``read`` scope and does its store work off the event loop."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            require_scope(request, "read")
+            body = await run_in_threadpool(work, runtime(request), request)
+        except KairosError as exc:
+            return error_response(exc)
+        return json_response(body)
+
+    endpoint.__name__ = work.__name__
+    return endpoint
 
 
-async def get_merges(request: Request) -> Response:
-    try:
-        require_scope(request, "read")
-        kairos = runtime(request)
-
-        def work() -> dict[str, Any]:
-            pid = _resolve(kairos, request.path_params["ref"])
-            return {"profile_id": pid, "items": [_merge_view(m) for m in kairos.store.state.merges(pid)]}
-
-        body = await run_in_threadpool(work)
-    except KairosError as exc:
-        return error_response(exc)
-    return json_response(body)
+@read_endpoint
+def get_profile(kairos: Kairos, request: Request) -> dict[str, Any]:
+    return _get_profile(kairos, request.path_params["ref"])
 
 
-async def list_profiles(request: Request) -> Response:
-    try:
-        require_scope(request, "read")
-        filters = _filters(request)
-        limit = _limit(request)
-        cursor = request.query_params.get("cursor")
-        if cursor is not None and (len(cursor) > 200 or "\x00" in cursor):
-            raise ValidationError("cursor is not one this API returned", code="invalid_cursor", field="cursor")
-        body = await run_in_threadpool(_list, runtime(request), filters, limit, cursor)
-    except KairosError as exc:
-        return error_response(exc)
-    return json_response(body)
+@read_endpoint
+def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
+    limit = _limit(request)
+    return _timeline(kairos, request.path_params["ref"], limit, request.query_params.get("cursor"))
+
+
+@read_endpoint
+def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
+    pid = _resolve(kairos, request.path_params["ref"])
+    return {"profile_id": pid, "items": [_merge_view(m) for m in kairos.store.state.merges(pid)]}
+
+
+@read_endpoint
+def list_profiles(kairos: Kairos, request: Request) -> dict[str, Any]:
+    filters = _filters(request)
+    limit = _limit(request)
+    cursor = request.query_params.get("cursor")
+    if cursor is not None and (len(cursor) > 200 or "\x00" in cursor):
+        raise ValidationError("cursor is not one this API returned", code="invalid_cursor", field="cursor")
+    return _list(kairos, filters, limit, cursor)
 
 
 routes = [
