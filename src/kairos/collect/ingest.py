@@ -114,6 +114,7 @@ def prepare(
     out = Prepared(write_key=body_write_key(payload))
     received_ms = int(received_at.timestamp() * 1000)
     stamp = {"source": source, "trait_kind": trait_kind}
+    received_iso = iso(received_ms)
     for index, item in enumerate(items):
         if endpoint == "batch" and isinstance(item, dict):
             _merge(payload.get("context"), item, "context")
@@ -125,7 +126,7 @@ def prepare(
             out.errors.append(checked)
             continue
         try:
-            event = _normalize(item, checked, received_at, stamp)
+            event = _normalize(item, checked, received_at, received_iso, stamp)
         except (OverflowError, ValueError, OSError):
             out.errors.append(EventError(index, "invalid_field", "timestamp", "timestamp is out of range"))
             continue
@@ -196,7 +197,9 @@ def _check_encoded(index: int, event: dict[str, Any], limits: CollectSettings) -
     return encoded
 
 
-def _normalize(item: dict[str, Any], msg: Message, received_at: datetime, stamp: dict[str, str]) -> dict[str, Any]:
+def _normalize(
+    item: dict[str, Any], msg: Message, received_at: datetime, received_iso: str, stamp: dict[str, str]
+) -> dict[str, Any]:
     event = {k: v for k, v in item.items() if k not in _RESERVED}
     event["type"] = msg.type
     if msg.messageId is None:
@@ -212,6 +215,6 @@ def _normalize(item: dict[str, Any], msg: Message, received_at: datetime, stamp:
     if client_time is not None:
         event["originalTimestamp"] = item.get("timestamp", item.get("originalTimestamp"))
     event["timestamp"] = iso(int(corrected.timestamp() * 1000))
-    event["receivedAt"] = iso(int(received_at.timestamp() * 1000))
+    event["receivedAt"] = received_iso
     event["_kairos"] = stamp
     return event
