@@ -112,3 +112,12 @@ class Feed:
 @pytest.fixture
 def feed(kairos: Kairos, source: Source) -> Feed:
     return Feed(kairos, source)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say plainly, once, which backend was not tested (CI turns these skips into failures)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if "PostgreSQL" in str(r.longrepr)]
+    if skipped:
+        terminalreporter.write_sep(
+            "=", f"{len(skipped)} PostgreSQL backend tests SKIPPED: no server at {PG_URL} (set KAIROS_TEST_PG_URL)"
+        )
