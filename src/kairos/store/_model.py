@@ -70,7 +70,7 @@ class TimelineRow:
 class MergeRecord:
     winner: str
     loser: str
-    at: int  # receivedAt of the event that caused it
+    at: int  # event time (ms) of the event that caused it
     seq: int
     message_id: str
     reason: str  # "alias" or "shared_identifier"
