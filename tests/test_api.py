@@ -262,3 +262,25 @@ def test_health_and_metrics(client: TestClient, kairos: Kairos, source: Source) 
 def test_cors_preflight(client: TestClient) -> None:
     r = client.options("/v1/t", headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"})
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] in ("*", "https://shop.example")
+
+
+def test_trait_filters_compare_json_types(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    send(
+        client,
+        source,
+        {"type": "identify", "userId": "u1", "traits": {"vip": True, "n": None, 'q"r': 5}},
+        {"type": "identify", "userId": "u2", "traits": {"vip": 1, "n": "null", "q": 5}},
+    )
+    kairos.processor.run_until_caught_up()
+
+    def users(**params: str) -> list[str]:
+        body = client.get("/v1/profiles", params=params, headers=read_key).json()
+        return sorted(i["value"] for p in body["items"] for i in p["identities"] if i["type"] == "user_id")
+
+    assert users(**{"trait.vip": "true"}) == ["u1"]
+    assert users(**{"trait.vip": "1"}) == ["u2"]
+    assert users(**{"trait.n": "null"}) == ["u1"]
+    assert users(**{"trait.n": '"null"'}) == ["u2"]
+    assert users(**{'trait.q"r': "5"}) == ["u1"]

@@ -206,3 +206,12 @@ def test_lower_priority_conflict_drops_only_the_conflicting_identifier(feed: Fee
     assert u1.id != u2.id
     assert ("anonymous_id", "fresh") in u1.identities
     assert ("email", "two@x.io") in u2.identities and ("email", "two@x.io") not in u1.identities
+
+
+@pytest.mark.parametrize("new_id", ["abe", "zed"])
+def test_alias_between_two_user_ids_keeps_the_events_own_id_whatever_the_spelling(feed: Feed, new_id: str) -> None:
+    feed({"type": "identify", "userId": "old"}, {"type": "identify", "userId": new_id})
+    feed({"type": "alias", "previousId": "old", "userId": new_id})
+    old, new = feed.profile("user_id:old"), feed.profile(f"user_id:{new_id}")
+    assert old.id != new.id
+    assert (old.event_count, new.event_count) == (1, 2)  # the alias is on the event's own user id

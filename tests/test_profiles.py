@@ -46,16 +46,9 @@ def test_trait_meta_has_kind_source_and_time(feed: Feed) -> None:
     assert t.updated_at == 1767261660000
 
 
-def test_stated_is_not_overwritten_by_weaker_kind(feed: Feed) -> None:
-    feed(
-        {
-            "type": "identify",
-            "userId": "u1",
-            "timestamp": at(1),
-            "traits": {"channel": "email"},
-            "context": {"kairos": {"trait_kind": "stated"}},
-        }
-    )
+def test_stated_is_not_overwritten_by_weaker_kind(kairos: Kairos, feed: Feed) -> None:
+    form = Feed(kairos, kairos.store.admin.add_source("signup-form", "stated"))
+    form({"type": "identify", "userId": "u1", "timestamp": at(1), "traits": {"channel": "email"}})
     feed({"type": "identify", "userId": "u1", "timestamp": at(2), "traits": {"channel": "sms"}})
     feed(
         {
@@ -67,17 +60,9 @@ def test_stated_is_not_overwritten_by_weaker_kind(feed: Feed) -> None:
         }
     )
     t = feed.profile("user_id:u1").traits["channel"]
-    assert (t.value, t.kind) == ("email", "stated")
+    assert (t.value, t.kind, t.source) == ("email", "stated", "signup-form")
     # A newer stated value does replace it.
-    feed(
-        {
-            "type": "identify",
-            "userId": "u1",
-            "timestamp": at(4),
-            "traits": {"channel": "post"},
-            "context": {"kairos": {"trait_kind": "stated"}},
-        }
-    )
+    form({"type": "identify", "userId": "u1", "timestamp": at(4), "traits": {"channel": "post"}})
     assert feed.profile("user_id:u1").traits["channel"].value == "post"
 
 
@@ -275,3 +260,34 @@ def test_an_event_that_cannot_be_applied_never_stalls_the_pipeline(
     assert kairos.store.state.checkpoint() == kairos.store.log.last_seq()
     assert feed.profile("user_id:u1").event_count == 1 and feed.profile("user_id:u3").event_count == 1
     assert kairos.store.state.resolve("user_id:poison") is None
+
+
+def test_a_source_cannot_claim_a_stronger_kind_than_its_own(feed: Feed, kairos: Kairos) -> None:
+    crm = kairos.store.admin.add_source("crm", "stated")
+    web = kairos.store.admin.add_source("public-web", "inferred")
+    kairos.ingest({"userId": "u1", "traits": {"plan": "gold"}, "timestamp": at(1)}, "identify", crm.write_key)
+    forged = {
+        "userId": "u1",
+        "traits": {"plan": "free", "tier": 1},
+        "timestamp": at(2),
+        "context": {"kairos": {"trait_kind": "stated"}},
+    }
+    kairos.ingest(forged, "identify", web.write_key)
+    weaker = {"userId": "u1", "traits": {"mood": "happy"}, "context": {"kairos": {"trait_kind": "third_party"}}}
+    kairos.ingest(weaker, "identify", web.write_key)
+    kairos.processor.run_until_caught_up()
+    p = feed.profile("user_id:u1")
+    assert (p.traits["plan"].value, p.traits["plan"].kind) == ("gold", "stated")
+    assert p.traits["tier"].kind == "inferred"  # the claim was capped at the source's kind
+    assert p.traits["mood"].kind == "third_party"  # a weaker claim is honoured
+
+
+def test_created_at_is_the_earliest_event_whatever_the_batching(feed: Feed, kairos: Kairos) -> None:
+    feed({"type": "identify", "userId": "u1", "anonymousId": "a1", "timestamp": "2024-01-02T00:00:00Z"})
+    feed({"type": "track", "anonymousId": "a2", "event": "E", "timestamp": "2024-01-01T00:00:00Z"})
+    feed({"type": "identify", "userId": "u1", "anonymousId": "a2", "timestamp": "2024-01-03T00:00:00Z"})
+    assert feed.profile("user_id:u1").created_at == 1704067200000
+    kairos.store.state.reset()
+    kairos.processor.batch_size = 1000
+    kairos.processor.run_until_caught_up()
+    assert feed.profile("user_id:u1").created_at == 1704067200000

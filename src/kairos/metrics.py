@@ -9,6 +9,7 @@ __all__ = [
     "EVENTS_DUPLICATE",
     "EVENTS_FAILED",
     "EVENTS_UNATTRIBUTED",
+    "IDENTITY_CONFLICTS",
     "INGESTED",
     "MERGES",
     "PROCESSOR_LAG",
@@ -37,6 +38,11 @@ EVENTS_FAILED = Counter(
 EVENTS_UNATTRIBUTED = Counter(
     "kairos_processor_unattributed",
     "Events with no usable identifier (all blocked or invalid).",
+    registry=REGISTRY,
+)
+IDENTITY_CONFLICTS = Counter(
+    "kairos_identity_conflicts",
+    "Identifiers dropped from an event because a merge would break a limit.",
     registry=REGISTRY,
 )
 MERGES = Counter("kairos_identity_merges", "Profiles merged into another.", ["reason"], registry=REGISTRY)

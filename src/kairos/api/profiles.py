@@ -88,11 +88,12 @@ def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
     cached = kairos.cache.get(pid)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
+    token = kairos.cache.token()
     profile = kairos.store.state.profile(pid)
     if profile is None:
         raise NotFoundError(f"no profile for {ref!r}", field="ref")
     view = profile_view(profile, kairos.store.state.merged_ids(pid))
-    kairos.cache.put(pid, view)
+    kairos.cache.put(pid, view, token)
     return view
 
 

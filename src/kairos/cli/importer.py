@@ -14,6 +14,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from kairos.cli._common import console, fail, open_kairos, print_json
+from kairos.cli.admin import Kind
+from kairos.collect import NewEvent
 from kairos.collect.files import parse_mapping, read_csv, read_jsonl
 from kairos.errors import KairosError, ValidationError
 from kairos.runtime import Kairos
@@ -67,7 +69,9 @@ def import_events(
         events, errors = kairos.prepare_for(source, {"batch": [e for _, e in chunk]}, "batch")
         for error in errors:
             summary.reject(lines[error.index], error.code, error.field, error.message)
-        keys = {f"{source.name}\x1f{e.message_id}": e for e in events}
+        keys: dict[str, NewEvent] = {}
+        for e in events:  # the first of repeated message ids wins, as in the processor
+            keys.setdefault(f"{source.name}\x1f{e.message_id}", e)
         applied = kairos.store.state.seen(keys)
         fresh = [e for k, e in keys.items() if k not in applied]
         summary.already_imported += len(events) - len(fresh)
@@ -104,8 +108,8 @@ def import_file(
         str | None, typer.Option("--timestamp", help="CSV: column with the record time.")
     ] = None,
     kind: Annotated[
-        str, typer.Option(help="CSV: trait kind (stated, observed, inferred, third_party).")
-    ] = "third_party",
+        Kind, typer.Option(help="Kind of the imported traits; a new source gets it, an existing one caps it.")
+    ] = Kind.observed,
     process: Annotated[bool, typer.Option(help="Apply the imported events to profiles before returning.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -121,12 +125,12 @@ def import_file(
         try:
             if fmt == "csv":
                 spec = parse_mapping(
-                    mapping or [], id_column=id_column, timestamp_column=timestamp_column, trait_kind=kind
+                    mapping or [], id_column=id_column, timestamp_column=timestamp_column, trait_kind=kind.value
                 )
                 rows = read_csv(path, spec)
             else:
                 rows = read_jsonl(path)
-            source = kairos.source_named(source_name)
+            source = kairos.source_named(source_name, kind.value)
             with Progress(
                 TextColumn(f"importing {path.name}"),
                 BarColumn(),

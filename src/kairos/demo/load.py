@@ -14,6 +14,9 @@ from kairos.runtime import Kairos
 __all__ = ["demo", "load_demo"]
 
 STORY_TYPES = ("loyalty_card", "crm_id")
+# The web and app identify what customers type into sign-up and profile forms, so they may send
+# `stated` traits; everything else is `observed`. (A source's kind caps what its events can claim.)
+SOURCE_KINDS = {"web": "stated", "app": "stated"}
 
 
 def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
@@ -23,7 +26,7 @@ def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
         by_source[source_name].append(event)
     accepted = rejected = 0
     for name, events in by_source.items():
-        source = kairos.source_named(name)
+        source = kairos.source_named(name, SOURCE_KINDS.get(name, "observed"))
         for i in range(0, len(events), 500):
             prepared, errors = kairos.prepare_for(source, {"batch": events[i : i + 500]}, "batch")
             kairos.append([(source.name, prepared)])

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from kairos.identity.normalize import Identifiers
+from kairos.metrics import IDENTITY_CONFLICTS
 from kairos.store import Changes, IdentityKey, MergeRecord, Profile, StateStore
 
 if TYPE_CHECKING:  # profiles imports identity at run time; the type is all this module needs
@@ -124,6 +125,7 @@ class Resolver:
             ]
             if not involved:
                 break
+            IDENTITY_CONFLICTS.inc()  # a merge that limits forbid: worth watching (shared devices, bad data)
             keys.remove(involved[-1])
         return keys
 

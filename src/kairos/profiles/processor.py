@@ -64,8 +64,11 @@ class Processor:
         if not entries:
             PROCESSOR_LAG.set(0)
             return 0
+        store_errors = self.store.driver_errors
         try:
             ws, applied, duplicates, unattributed = self._apply(entries)
+        except store_errors:
+            raise  # the store's fault (down, timeout): retry the batch later, skip nothing
         except Exception:
             if len(entries) == 1:
                 return self._skip_poison(start, entries[0])
@@ -74,6 +77,8 @@ class Processor:
             entries = entries[:1]
             try:
                 ws, applied, duplicates, unattributed = self._apply(entries)
+            except store_errors:
+                raise
             except Exception:
                 return self._skip_poison(start, entries[0])
         changes = ws.finish()
@@ -169,16 +174,24 @@ class Processor:
         candidates = self._alias_candidates(event)
         known = [k for k in candidates if ws.owner(k) is not None]
         previous = known[:1] or [k for k in candidates if k[0] == "anonymous_id"]
-        return self.identifiers.sort(dict.fromkeys([*ids, *previous]))
+        # The event's own ids rank before previousId of the same type, so when a limit forbids the merge
+        # (two user ids) it is previousId that is dropped, whatever the ids' spelling.
+        rank = self.identifiers.rank
+        return sorted(dict.fromkeys([*ids, *previous]), key=lambda k: (rank.get(k[0], len(rank)), k in previous, k[1]))
 
     def _update(self, ws: Workspace, profile: Profile, entry: LogEntry, event: dict[str, Any], ts: int) -> None:
         stamp = event.get("_kairos") or {}
         source = stamp.get("source") or entry.source
         context = event.get("context") if isinstance(event.get("context"), dict) else {}
         override = context.get("kairos") if isinstance(context, dict) else None
-        # Collect validates context.kairos; the log is still read defensively (it outlives any validator).
-        kind = (override.get("trait_kind") if isinstance(override, dict) else None) or stamp.get("trait_kind")
-        kind = kind if isinstance(kind, str) else self.default_kind
+        # The source's kind is the strongest its events may claim: a public write key must not be able to
+        # pass its data off as the customer's own (stated) words. An event may claim a weaker kind.
+        # (Collect validates context.kairos; the log is still read defensively: it outlives any validator.)
+        stamped = stamp.get("trait_kind")
+        kind: str = stamped if isinstance(stamped, str) else self.default_kind
+        claimed = override.get("trait_kind") if isinstance(override, dict) else None
+        if isinstance(claimed, str) and self.rules.rank.get(claimed, 99) >= self.rules.rank.get(kind, 99):
+            kind = claimed
         if event.get("type") == "identify" and isinstance(event.get("traits"), dict):
             for name, value in event["traits"].items():
                 self.rules.set(profile, name, TraitValue(value, kind, source, ts, entry.seq))

@@ -114,6 +114,8 @@ class AdminStore(Protocol):
 
 
 class Store(Protocol):
+    driver_errors: tuple[type[Exception], ...]  # errors of the store itself (down, timeout), never retried away
+
     @property
     def log(self) -> EventLog: ...
 

@@ -47,6 +47,11 @@ class Dialect(Protocol):
     param: str  # "?" or "%s"
     array_params: bool  # the driver binds a list to one parameter (``= ANY(?)``)
 
+    @property
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        """What the driver raises: the store's fault, never an event's."""
+        ...
+
     def connect(self) -> Any: ...
 
     def begin(self, conn: Any, write: bool) -> None: ...
@@ -76,6 +81,7 @@ class SqlStore:
 
     def __init__(self, dialect: Dialect) -> None:
         self.d = dialect
+        self.driver_errors = dialect.driver_errors
         self._local = threading.local()
         self._all: list[Any] = []
         self._lock = threading.Lock()
@@ -88,6 +94,12 @@ class SqlStore:
     # -- connections -------------------------------------------------------------------------------
     def _conn(self) -> Any:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and (getattr(conn, "closed", False) or getattr(conn, "broken", False)):
+            # PostgreSQL restarted or killed the session: reconnect instead of failing for ever.
+            with self._lock:
+                if conn in self._all:
+                    self._all.remove(conn)
+            conn = None
         if conn is None:
             conn = self.d.connect()
             self._local.conn = conn
@@ -102,7 +114,8 @@ class SqlStore:
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            with contextlib.suppress(Exception):  # a dead connection must not hide the original error
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
 
@@ -277,7 +290,8 @@ class SqlStore:
                 (
                     "INSERT INTO profiles (id, created_seq, created_at, updated_at, traits, trait_meta, consents,"
                     " event_count, merged_into) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                    " updated_at = excluded.updated_at, traits = excluded.traits, trait_meta = excluded.trait_meta,"
+                    " created_at = excluded.created_at, updated_at = excluded.updated_at,"
+                    " traits = excluded.traits, trait_meta = excluded.trait_meta,"
                     " consents = excluded.consents, event_count = excluded.event_count,"
                     " merged_into = excluded.merged_into"
                 ),

@@ -19,7 +19,11 @@ __all__ = ["Cache", "MemoryCache"]
 class Cache(Protocol):
     def get(self, key: str) -> Any | None: ...
 
-    def put(self, key: str, value: Any) -> None: ...
+    def token(self) -> int:
+        """Taken before reading the store; :meth:`put` with it is ignored if anything was invalidated since."""
+        ...
+
+    def put(self, key: str, value: Any, token: int) -> None: ...
 
     def invalidate(self, keys: Iterable[str]) -> None: ...
 
@@ -28,6 +32,7 @@ class MemoryCache:
     def __init__(self, size: int, ttl: float) -> None:
         self._data: TTLCache[str, Any] | None = TTLCache(maxsize=size, ttl=ttl) if size and ttl else None
         self._lock = threading.Lock()  # the processor thread invalidates while request threads read
+        self._generation = 0
 
     def get(self, key: str) -> Any | None:
         if self._data is None:
@@ -35,13 +40,19 @@ class MemoryCache:
         with self._lock:
             return self._data.get(key)
 
-    def put(self, key: str, value: Any) -> None:
+    def token(self) -> int:
+        return self._generation
+
+    def put(self, key: str, value: Any, token: int) -> None:
+        # A reader that loaded before a processor commit must not cache what that commit replaced.
         if self._data is not None:
             with self._lock:
-                self._data[key] = value
+                if token == self._generation:
+                    self._data[key] = value
 
     def invalidate(self, keys: Iterable[str]) -> None:
         if self._data is not None:
             with self._lock:
+                self._generation += 1
                 for key in keys:
                     self._data.pop(key, None)

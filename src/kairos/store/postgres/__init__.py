@@ -56,6 +56,12 @@ class PostgresDialect:
     param = "%s"
     array_params = True
 
+    @property
+    def driver_errors(self) -> tuple[type[Exception], ...]:
+        import psycopg
+
+        return (psycopg.Error,)
+
     def __init__(self, url: str, schema: str) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
             raise ConfigError(f"store.schema_name {schema!r} must be a lower-case SQL identifier")

@@ -57,6 +57,7 @@ class SqliteDialect:
     name = "sqlite"
     param = "?"
     array_params = False
+    driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
 
     def __init__(self, path: str, synchronous: str = "normal") -> None:
         self.path = path
@@ -91,10 +92,13 @@ class SqliteDialect:
         return _decode.decode(value)
 
     def trait_filter(self, name: str, value: Any) -> tuple[str, list[Any]]:
-        path = '$."' + name.replace('"', "") + '"'
-        if isinstance(value, bool):
-            value = int(value)
-        return "json_extract(traits, ?) = ?", [path, value]
+        # json_each gives the JSON type, so true is not 1 and null matches null, as jsonb @> does.
+        match = "EXISTS (SELECT 1 FROM json_each(profiles.traits) WHERE key = ? AND {})"
+        if value is None or isinstance(value, bool):
+            return match.format("type = ?"), [name, "null" if value is None else str(value).lower()]
+        if isinstance(value, int | float):
+            return match.format("type IN ('integer', 'real') AND value = ?"), [name, value]
+        return match.format("type = 'text' AND value = ?"), [name, value]
 
 
 def open_sqlite(path: str, synchronous: str = "normal") -> SqlStore:
