@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
+
+import pytest
 
 from kairos.collect import NewEvent
 from kairos.runtime import Kairos
 from kairos.store import open_store
-from tests.conftest import make_settings
+from tests.conftest import PG_URL, REQUIRE, make_settings
 
 
 def events(n: int, tag: str) -> list[NewEvent]:
@@ -70,3 +73,27 @@ def test_migrations_are_versioned_and_idempotent(store_settings: dict[str, Any])
         assert version == 1
     finally:
         again.close()
+
+
+@pytest.mark.postgres
+def test_postgres_connection_is_reopened_after_the_server_drops_it(pg_reason: str | None) -> None:
+    if pg_reason is not None and REQUIRE:
+        pytest.fail(pg_reason)
+    if pg_reason is not None:
+        pytest.skip(pg_reason)
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = open_store(make_settings({"url": PG_URL, "schema_name": schema}).store)
+    try:
+        store.log.append_many([("web", events(1, "a"))])
+        pid = store._conn().info.backend_pid
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        with pytest.raises(psycopg.Error):
+            store.log.count()  # the call in flight fails ...
+        assert store.log.count() == 1  # ... and the next one reconnects
+    finally:
+        store.close()
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
