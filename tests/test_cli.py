@@ -174,3 +174,11 @@ def test_help_and_version() -> None:
     assert run("--version").stdout.strip() == "0.1.0"
     for command in (["serve"], ["replay"], ["demo"], ["import"], ["sources", "add"], ["keys", "add"]):
         assert run(*command, "--help").exit_code == 0
+
+
+def test_process_applies_what_import_left(env: Path) -> None:
+    path = env / "e.jsonl"
+    path.write_text('{"type": "identify", "userId": "u1"}\n{"type": "track", "userId": "u1", "event": "E"}\n')
+    assert run_json("import", str(path), "--no-process")["accepted"] == 2
+    assert run_json("process", "--no-follow")["events"] == 2
+    assert run_json("process", "--no-follow")["events"] == 0

@@ -146,7 +146,12 @@ class ProfileSettings(BaseModel):
 
 class ProcessorSettings(BaseModel):
     enabled: bool = Field(True, description="Run the processor inside `kairos serve`.")
-    batch_size: int = Field(2000, ge=1, description="Most events applied in one state transaction.")
+    batch_size: int = Field(
+        5000,
+        ge=1,
+        le=100_000,
+        description="Most events applied in one state transaction (bigger: faster, more memory).",
+    )
     poll_interval_ms: int = Field(50, ge=1, description="How often an idle processor looks for new events.")
 
 

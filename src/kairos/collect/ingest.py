@@ -7,6 +7,7 @@ the ``messageId`` (generated when missing), ``receivedAt``, and the skew-correct
 
 from __future__ import annotations
 
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -69,8 +70,16 @@ def decode_body(body: bytes, content_encoding: str | None, limits: CollectSettin
         raise ValidationError("body is nested too deeply", code="invalid_json", field="body") from exc
 
 
+_MIN_MS, _MAX_MS = -62135596800000, 253402300799999  # 0001-01-01 .. 9999-12-31T23:59:59.999
+
+
 def iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """RFC 3339 UTC with milliseconds (``2026-03-01T12:00:00.000Z``); per event, so kept cheap."""
+    if not _MIN_MS <= ms <= _MAX_MS:
+        raise OverflowError(f"{ms} ms is outside years 1-9999")
+    secs, milli = divmod(ms, 1000)
+    t = time.gmtime(secs)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{milli:03d}Z"
 
 
 def _utc(value: datetime) -> datetime:
@@ -200,7 +209,9 @@ def _check_encoded(index: int, event: dict[str, Any], limits: CollectSettings) -
 def _normalize(
     item: dict[str, Any], msg: Message, received_at: datetime, received_iso: str, stamp: dict[str, str]
 ) -> dict[str, Any]:
-    event = {k: v for k, v in item.items() if k not in _RESERVED}
+    event = dict(item)
+    for key in _RESERVED:
+        event.pop(key, None)
     event["type"] = msg.type
     if msg.messageId is None:
         event["messageId"] = f"kairos-{uuid.uuid4()}"

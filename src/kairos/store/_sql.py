@@ -201,24 +201,27 @@ class SqlStore:
         keys = list(keys)
         out: dict[IdentityKey, str] = {}
         conn = self._conn()
-        if self.d.array_params:
-            batches = (
-                [
-                    (
-                        "(type, value) IN (SELECT * FROM unnest(?::text[], ?::text[]))",
-                        [[k[0] for k in keys], [k[1] for k in keys]],
-                    )
-                ]
-                if keys
-                else []
-            )
+        # A join on the keys drives the primary key (type, value) on both databases; SQLite 3.40 scans
+        # the whole table for `(type, value) IN (VALUES ...)`.
+        select = "SELECT i.type, i.value, i.profile_id FROM {} JOIN identities i ON i.type = k.t AND i.value = k.v"
+        if not keys:
+            batches = []
+        elif self.d.array_params:
+            batches = [
+                (select.format("unnest(?::text[], ?::text[]) AS k(t, v)"), [[k[0] for k in keys], [k[1] for k in keys]])
+            ]
         else:
             batches = [
-                (f"(type, value) IN (VALUES {','.join(['(?, ?)'] * len(chunk))})", [p for key in chunk for p in key])
+                (
+                    select.format(
+                        f"(SELECT column1 AS t, column2 AS v FROM (VALUES {','.join(['(?, ?)'] * len(chunk))})) AS k"
+                    ),
+                    [p for key in chunk for p in key],
+                )
                 for chunk in _chunks(keys)
             ]
-        for cond, params in batches:
-            for t, v, pid in self._rows(conn, f"SELECT type, value, profile_id FROM identities WHERE {cond}", params):
+        for sql, params in batches:
+            for t, v, pid in self._rows(conn, sql, params):
                 out[(t, v)] = pid
         return out
 
