@@ -27,6 +27,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian package): installing it"; \
+		(apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null; }
 	$(BIN)/python bench/run.py
 
 clean:

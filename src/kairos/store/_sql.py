@@ -72,6 +72,12 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
         yield items[i : i + size]
 
 
+def _digest(key: str) -> bytes:
+    """De-duplication keys are stored as 128-bit digests: a third of the index pages of the text, and
+    therefore of what each commit rewrites; a collision is as likely as a random UUID repeating."""
+    return hashlib.blake2b(key.encode(), digest_size=16).digest()
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -261,11 +267,11 @@ class SqlStore:
         )
 
     def seen(self, keys: Iterable[str]) -> set[str]:
-        keys = list(keys)
+        by_digest = {_digest(k): k for k in keys}
         out: set[str] = set()
         conn = self._conn()
-        for cond, params in self._where_in("key", keys):
-            out.update(r[0] for r in self._rows(conn, f"SELECT key FROM seen WHERE {cond}", params))
+        for cond, params in self._where_in("key", list(by_digest)):
+            out.update(by_digest[bytes(r[0])] for r in self._rows(conn, f"SELECT key FROM seen WHERE {cond}", params))
         return out
 
     def commit(self, changes: Changes, from_seq: int, to_seq: int) -> None:
@@ -348,7 +354,9 @@ class SqlStore:
                     for m in changes.merges
                 ),
             )
-            self._many(conn, "INSERT INTO seen (key) VALUES (?) ON CONFLICT DO NOTHING", ((k,) for k in changes.seen))
+            self._many(
+                conn, "INSERT INTO seen (key) VALUES (?) ON CONFLICT DO NOTHING", ((_digest(k),) for k in changes.seen)
+            )
 
     def reset(self) -> None:
         with self._tx(write=True) as conn:

@@ -23,7 +23,7 @@ MIGRATIONS: list[str] = [
         message_id TEXT NOT NULL, payload BYTEA NOT NULL);
     CREATE TABLE checkpoint (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
     INSERT INTO checkpoint (name, seq) VALUES ('profiles', 0);
-    CREATE TABLE seen (key TEXT PRIMARY KEY);
+    CREATE TABLE seen (key BYTEA PRIMARY KEY);
     CREATE TABLE profiles (
         id TEXT PRIMARY KEY, created_seq BIGINT NOT NULL, created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL, traits JSONB NOT NULL, trait_meta JSONB NOT NULL, consents JSONB NOT NULL,

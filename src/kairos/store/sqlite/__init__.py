@@ -24,7 +24,7 @@ MIGRATIONS: list[str] = [
         message_id TEXT NOT NULL, payload BLOB NOT NULL);
     CREATE TABLE checkpoint (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     INSERT INTO checkpoint (name, seq) VALUES ('profiles', 0);
-    CREATE TABLE seen (key TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE seen (key BLOB PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE profiles (
         id TEXT PRIMARY KEY, created_seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL, traits TEXT NOT NULL, trait_meta TEXT NOT NULL, consents TEXT NOT NULL,
