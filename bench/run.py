@@ -43,7 +43,7 @@ def limits_ingest(r: ingest.IngestResult, missed: list[Target]) -> list[str]:
         f" (wrk {r.kairos.wrk_cores:.2f}), i.e. {per_batch_us:.0f} µs of CPU per batch against {bare_us:.0f} µs"
         f" for the bare app. In-process, `Kairos.prepare` alone costs {prepare:.0f} µs per 100-event batch"
         f" ({prepare / 100:.1f} µs per event: `msgspec.convert` to `Message`, rebuilding each event as a dict,"
-        f" two `iso()` timestamp formats, re-encoding), the untyped decode {decode:.0f} µs and the log append"
+        f" formatting the corrected timestamp, re-encoding), the untyped decode {decode:.0f} µs and the log append"
         f" {append:.0f} µs (the writer thread, holding the GIL while it builds rows). Prepare alone caps one"
         f" process near {fmt(1e6 / prepare * 100)} events/s; reaching 25% of the bare app"
         f" ({fmt(r.bare.events_per_s / 4)} events/s) needs the whole request under {bare_us * 4:.0f} µs of"
@@ -86,9 +86,10 @@ def limits_processor(r: processor.ProcessorResult, missed: list[Target]) -> list
             text += (
                 f" Commits are uneven (p50 {x.commits_ms[0]:.0f} ms, p90 {x.commits_ms[1]:.0f} ms, max"
                 f" {x.commits_ms[2]:.0f} ms): a batch of {fmt(r.batch_size)} events dirties pages all over the"
-                " random-key indexes (`seen`, profile ids, `identities`, `timeline` by profile), so the WAL"
-                " reaches `wal_autocheckpoint` (20,000 pages) every few batches and that commit also copies it"
-                " back into the database. Fewer, larger batches amortize it (`processor.batch_size`)."
+                " random-key indexes (`seen`, profile ids, `identities`, `timeline` by profile); each COMMIT"
+                " writes those pages to the WAL, and the commit that crosses `wal_autocheckpoint` (100,000"
+                " pages) also copies the WAL back into the database. Fewer, larger batches amortize it"
+                " (`processor.batch_size`); an integer surrogate for profile ids would shrink the indexes."
             )
         if x.backend == "PostgreSQL":
             text += (
