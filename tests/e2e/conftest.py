@@ -30,8 +30,10 @@ from urllib.parse import quote
 import httpx2
 import pytest
 
-PG_URL = os.environ.get("KAIROS_TEST_PG_URL", "postgresql://127.0.0.1:5432/test")
-REQUIRE_BACKENDS = os.environ.get("KAIROS_TEST_REQUIRE_BACKENDS") == "1"
+from tests.conftest import PG_URL
+from tests.conftest import REQUIRE as REQUIRE_BACKENDS
+from tests.conftest import postgres_available as postgres_unreachable
+
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 START_TIMEOUT = 20.0  # seconds until /healthz answers
@@ -65,18 +67,6 @@ def kairos_command() -> list[str]:
     """The installed ``kairos`` script beside this interpreter, else ``python -m kairos``."""
     script = Path(sys.executable).with_name("kairos")
     return [str(script)] if script.exists() else [sys.executable, "-m", "kairos"]
-
-
-def postgres_unreachable() -> str | None:
-    """None when PostgreSQL answers, else why not."""
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_URL, connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except Exception as exc:
-        return f"PostgreSQL at {PG_URL} is not reachable: {exc}"
-    return None
 
 
 def profile_path(ref: str, suffix: str = "") -> str:
