@@ -64,6 +64,10 @@ class Dialect(Protocol):
 
     def load_json(self, value: Any) -> Any: ...
 
+    def insert_new(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows known not to exist yet, by the driver's fastest bulk path."""
+        ...
+
     def trait_filter(self, name: str, value: Any) -> tuple[str, list[Any]]: ...
 
 
@@ -327,13 +331,13 @@ class SqlStore:
                 ),
                 ((t, v, pid, seq) for (t, v), (pid, seq) in changes.identities.items()),
             )
-            self._many(
+            # Timeline rows and seen keys are new by construction (one per applied event, and the checkpoint
+            # compare-and-set above admits one processor per batch): they go in by the fastest bulk path.
+            self.d.insert_new(
                 conn,
-                (
-                    "INSERT INTO timeline (profile_id, ts, seq, type, name) VALUES (?, ?, ?, ?, ?)"
-                    " ON CONFLICT DO NOTHING"
-                ),
-                ((r.profile_id, r.ts, r.seq, r.type, r.name) for r in changes.timeline),
+                "timeline",
+                ("profile_id", "ts", "seq", "type", "name"),
+                [(r.profile_id, r.ts, r.seq, r.type, r.name) for r in changes.timeline],
             )
             self._many(
                 conn,
@@ -354,9 +358,7 @@ class SqlStore:
                     for m in changes.merges
                 ),
             )
-            self._many(
-                conn, "INSERT INTO seen (key) VALUES (?) ON CONFLICT DO NOTHING", ((_digest(k),) for k in changes.seen)
-            )
+            self.d.insert_new(conn, "seen", ("key",), [(_digest(k),) for k in changes.seen])
 
     def reset(self) -> None:
         with self._tx(write=True) as conn:

@@ -69,9 +69,12 @@ class PostgresDialect:
         self.schema = schema
 
     def connect(self) -> Any:
+        import msgspec
         import psycopg
+        from psycopg.types.json import set_json_loads
 
         conn = psycopg.connect(self.url, autocommit=True)
+        set_json_loads(msgspec.json.decode, conn)  # several times faster than the stdlib for profile rows
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
         conn.execute(f"SET search_path TO {self.schema}")
         return conn
@@ -92,6 +95,12 @@ class PostgresDialect:
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             conn.execute(script)
             conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+
+    def insert_new(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
 
     def load_json(self, value: Any) -> Any:
         return value  # psycopg decodes jsonb

@@ -91,6 +91,11 @@ class SqliteDialect:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
 
+    def insert_new(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            marks = ", ".join("?" * len(columns))
+            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
     def load_json(self, value: Any) -> Any:
         return _decode.decode(value)
 
