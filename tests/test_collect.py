@@ -167,3 +167,9 @@ def test_deeply_nested_json_is_a_clean_error_or_value() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     with pytest.raises(ValidationError):
         decode_body(deep, None, CollectSettings(max_request_bytes=1_000_000))
+
+
+def test_timestamps_keep_exact_milliseconds() -> None:
+    # A date where float seconds * 1000 truncates to one millisecond less.
+    event = decoded(run({"userId": "u", "timestamp": "6398-07-14T18:14:24.291Z"}, "identify"))
+    assert event["timestamp"] == "6398-07-14T18:14:24.291Z"

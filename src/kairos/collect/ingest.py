@@ -11,7 +11,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -73,6 +73,15 @@ def decode_body(body: bytes, content_encoding: str | None, limits: CollectSettin
 _MIN_MS, _MAX_MS = -62135596800000, 253402300799999  # 0001-01-01 .. 9999-12-31T23:59:59.999
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(value: datetime) -> int:
+    """Exact milliseconds since the epoch (``timestamp() * 1000`` is a float and can land 1 ms short)."""
+    return (_utc(value) - _EPOCH) // _MS
+
+
 def iso(ms: int) -> str:
     """RFC 3339 UTC with milliseconds (``2026-03-01T12:00:00.000Z``); per event, so kept cheap."""
     if not _MIN_MS <= ms <= _MAX_MS:
@@ -121,7 +130,7 @@ def prepare(
         type_ = endpoint
     top_sent_at = payload.get("sentAt") if endpoint == "batch" else None
     out = Prepared(write_key=body_write_key(payload))
-    received_ms = int(received_at.timestamp() * 1000)
+    received_ms = epoch_ms(received_at)
     stamp = {"source": source, "trait_kind": trait_kind}
     received_iso = iso(received_ms)
     for index, item in enumerate(items):
@@ -225,7 +234,7 @@ def _normalize(
         corrected = _utc(client_time)
     if client_time is not None:
         event["originalTimestamp"] = item.get("timestamp", item.get("originalTimestamp"))
-    event["timestamp"] = iso(int(corrected.timestamp() * 1000))
+    event["timestamp"] = iso(epoch_ms(corrected))
     event["receivedAt"] = received_iso
     event["_kairos"] = stamp
     return event

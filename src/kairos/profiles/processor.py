@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from kairos.collect.ingest import epoch_ms
 from kairos.config import Settings
 from kairos.errors import CheckpointConflict
 from kairos.identity.normalize import Identifiers
@@ -39,7 +40,7 @@ _decode = msgspec.json.Decoder()
 def _ms(value: Any, default: int) -> int:
     if isinstance(value, str):
         try:
-            return int(datetime.fromisoformat(value).timestamp() * 1000)
+            return epoch_ms(datetime.fromisoformat(value))
         except ValueError:
             pass
     return default
