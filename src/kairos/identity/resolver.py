@@ -85,6 +85,7 @@ class Workspace:
         ]
         for loser, winner in changes.redirects.items():
             changes.profiles[loser].merged_into = winner
+            changes.profiles[loser].full_write = True
         return changes
 
 
@@ -174,6 +175,7 @@ class Resolver:
         ws.redirects[loser.id] = winner.id
         # The loser stays as a tombstone so that its id still resolves (to the winner).
         loser.traits, loser.consents, loser.identities = {}, {}, set()
+        loser.full_write = True
         ws.touch(loser)
         ws.touch(winner)
         ws.changes.merges.append(MergeRecord(winner.id, loser.id, ts, seq, message_id, reason, keys))

@@ -44,6 +44,7 @@ class TraitRules:
     def set(self, profile: Profile, name: str, new: TraitValue) -> None:
         if self.wins(new, profile.traits.get(name)):
             profile.traits[name] = new
+            profile.full_write = True
 
     def combine(self, winner: Profile, loser: Profile) -> None:
         """Fold ``loser``'s traits and consents into ``winner`` by the same rules as live updates."""
@@ -58,3 +59,4 @@ def set_consent(profile: Profile, purpose: str, consent: dict[str, Any]) -> None
     old = profile.consents.get(purpose)
     if old is None or (consent["updated_at"], consent["seq"]) >= (old["updated_at"], old["seq"]):
         profile.consents[purpose] = consent
+        profile.full_write = True

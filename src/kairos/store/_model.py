@@ -55,6 +55,9 @@ class Profile:
     identities: set[IdentityKey] = field(default_factory=set)
     event_count: int = 0
     merged_into: str | None = None
+    # False while traits, consents and merged_into are as stored: the commit then only updates the counters
+    # (most events are tracks and page views that change no trait). New and changed profiles are written whole.
+    full_write: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -268,6 +268,7 @@ class SqlStore:
             consents=self.d.load_json(r[6]),
             event_count=r[7],
             merged_into=r[8],
+            full_write=False,
         )
 
     def seen(self, keys: Iterable[str]) -> set[str]:
@@ -321,6 +322,16 @@ class SqlStore:
                         p.merged_into,
                     )
                     for p in changes.profiles.values()
+                    if p.full_write
+                ),
+            )
+            self._many(
+                conn,
+                "UPDATE profiles SET created_at = ?, updated_at = ?, event_count = ? WHERE id = ?",
+                (
+                    (p.created_at, p.updated_at, p.event_count, p.id)
+                    for p in changes.profiles.values()
+                    if not p.full_write
                 ),
             )
             self._many(
