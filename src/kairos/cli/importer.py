@@ -18,6 +18,7 @@ from kairos.cli.admin import Kind
 from kairos.collect import NewEvent
 from kairos.collect.files import parse_mapping, read_csv, read_jsonl
 from kairos.errors import KairosError, ValidationError
+from kairos.profiles.processor import dedup_key
 from kairos.runtime import Kairos
 from kairos.store import Source
 
@@ -71,7 +72,7 @@ def import_events(
             summary.reject(lines[error.index], error.code, error.field, error.message)
         keys: dict[str, NewEvent] = {}
         for e in events:  # the first of repeated message ids wins, as in the processor
-            keys.setdefault(f"{source.name}\x1f{e.message_id}", e)
+            keys.setdefault(dedup_key(source.name, e.message_id), e)
         applied = kairos.store.state.seen(keys)
         fresh = [e for k, e in keys.items() if k not in applied]
         summary.already_imported += len(events) - len(fresh)

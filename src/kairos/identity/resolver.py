@@ -84,8 +84,7 @@ class Workspace:
             for row in changes.timeline
         ]
         for loser, winner in changes.redirects.items():
-            changes.profiles[loser].merged_into = winner
-            changes.profiles[loser].full_write = True
+            changes.profiles[loser].merged_into = winner  # full_write already set by _merge
         return changes
 
 

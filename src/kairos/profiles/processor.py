@@ -31,10 +31,15 @@ from kairos.metrics import (
 from kairos.profiles.traits import TraitRules, set_consent
 from kairos.store import Changes, IdentityKey, LogEntry, Profile, Store, TimelineRow, TraitValue
 
-__all__ = ["Processor"]
+__all__ = ["Processor", "dedup_key"]
 
 log = logging.getLogger("kairos.processor")
 _decode = msgspec.json.Decoder()
+
+
+def dedup_key(source: str, message_id: str) -> str:
+    """What makes two log entries the same event: Segment's messageId, unique per source."""
+    return f"{source}\x1f{message_id}"
 
 
 def _ms(value: Any, default: int) -> int:
@@ -141,10 +146,10 @@ class Processor:
                 keys += self._alias_candidates(event)
             per_event.append(ids)
             keys += ids
-        ws.prefetch(keys, (self._dedup_key(e, ev) for e, ev in decoded))
+        dedup = [dedup_key(e.source, e.message_id) for e in entries]
+        ws.prefetch(keys, dedup)
         applied = duplicates = unattributed = 0
-        for (entry, event), ids in zip(decoded, per_event, strict=True):
-            key = self._dedup_key(entry, event)
+        for (entry, event), ids, key in zip(decoded, per_event, dedup, strict=True):
             if key in ws.seen:
                 duplicates += 1
                 continue
@@ -161,10 +166,6 @@ class Processor:
             self._update(ws, profile, entry, event, ts)
             applied += 1
         return ws, applied, duplicates, unattributed
-
-    @staticmethod
-    def _dedup_key(entry: LogEntry, event: dict[str, Any]) -> str:
-        return f"{entry.source}\x1f{event.get('messageId', entry.message_id)}"
 
     def _alias_candidates(self, event: dict[str, Any]) -> list[IdentityKey]:
         prev = event.get("previousId")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import msgspec
+
 from kairos.errors import ConfigError
 from kairos.store._sql import SqlStore
 
@@ -69,7 +71,6 @@ class PostgresDialect:
         self.schema = schema
 
     def connect(self) -> Any:
-        import msgspec
         import psycopg
         from psycopg.types.json import set_json_loads
 
@@ -106,8 +107,6 @@ class PostgresDialect:
         return value  # psycopg decodes jsonb
 
     def trait_filter(self, name: str, value: Any) -> tuple[str, list[Any]]:
-        import msgspec
-
         return "traits @> %s::jsonb", [msgspec.json.encode({name: value}).decode()]
 
 
