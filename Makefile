@@ -29,7 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench needs wrk (Debian package): installing it"; \
 		(apt-get install -y wrk || (apt-get update && apt-get install -y wrk)) >/dev/null; }
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) kairos.db kairos.db-wal kairos.db-shm

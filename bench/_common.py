@@ -2,7 +2,8 @@
 
 Every benchmark runs against a fresh store in a temporary directory with Kairos' default settings: the
 checkout's ``kairos.toml`` is not read (``KAIROS_CONFIG`` points at an empty file), so the numbers do not
-depend on local configuration.
+depend on local configuration. Kairos processes are started as ``python -m kairos`` with this interpreter
+and this environment: ``PYTHONPATH`` chooses which code they run (see ``_versions.py``).
 """
 
 from __future__ import annotations
@@ -29,32 +30,38 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BASELINE_COMMIT",
     "BENCH",
     "PG_URL",
+    "PYTHON",
     "RESULTS",
     "ROOT",
     "Server",
-    "Target",
     "WrkResult",
+    "add_source",
     "bench_env",
     "cpu_seconds",
-    "fmt",
+    "exit_on_sigterm",
     "free_port",
     "machine",
     "percentile",
     "run_wrk",
     "save_json",
-    "table",
     "tmp_dir",
+    "tree_cpu_seconds",
     "use_defaults",
+    "wrk2_path",
     "wrk_path",
 ]
+
+# The commit before the processor/store/collect rewrite: `make bench` measures the current code beside it.
+BASELINE_COMMIT = "20430ff"
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
-KAIROS_BIN = str(Path(sys.executable).with_name("kairos"))
+PG_URL = "postgresql://127.0.0.1:5432/test"
 WRK_INSTALL = "apt-get install -y wrk"
 
 
@@ -67,6 +74,15 @@ def bench_env(**settings: str) -> dict[str, str]:
     env["KAIROS_CONFIG"] = str(empty)
     env.update(settings)
     return env
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit``, so that ``finally`` blocks stop servers and remove temporary files."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def use_defaults() -> None:
@@ -100,10 +116,42 @@ def percentile(sorted_values: Sequence[float], p: float) -> float:
     return sorted_values[k]
 
 
+def _stat(pid: int) -> list[str]:
+    # The command name in field 2 may hold spaces and parentheses: split after its closing one.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a running process (all its threads) has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _descendants(pid: int) -> list[int]:
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parents.setdefault(int(_stat(int(entry.name))[1]), []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants, including children they have already reaped.
+
+    A server may run its processor in a child process: its CPU counts as the server's.
+    """
+    total = 0.0
+    for p in [pid, *_descendants(pid)]:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = _stat(p)
+            total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def children_cpu_seconds() -> float:
@@ -135,12 +183,12 @@ def machine() -> dict[str, str]:
     import starlette
     import uvicorn
 
-    from kairos import __version__
-
     wrk = "not installed"
     if (path := wrk_path()) is not None:
         out = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
         wrk = out.split("Copyright")[0].strip() or "installed"
+    if wrk2_path() is not None:
+        wrk += "; wrk2 (paced runs)"
     pg = "not reachable"
     with contextlib.suppress(Exception):
         import psycopg
@@ -156,7 +204,6 @@ def machine() -> dict[str, str]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "postgresql": pg,
-        "kairos": __version__,
         "starlette": starlette.__version__,
         "uvicorn": uvicorn.__version__,
         "msgspec": msgspec.__version__,
@@ -165,10 +212,28 @@ def machine() -> dict[str, str]:
     }
 
 
-PG_URL = "postgresql://127.0.0.1:5432/test"
-
-
 # -- servers -----------------------------------------------------------------------------------------
+def _kairos_cli(*args: str) -> list[str]:
+    # `python -m kairos`, not the `kairos` script: the script's shebang would not see PYTHONPATH's choice
+    # any differently, but `-m` makes plain which interpreter and sys.path run the code under test.
+    return [PYTHON, "-m", "kairos", *args]
+
+
+def add_source(store_url: str, workdir: Path, name: str = "bench") -> str:
+    """Create a source with ``kairos sources add NAME --json`` and return its write key."""
+    proc = subprocess.run(
+        _kairos_cli("sources", "add", name, "--json"),
+        env=bench_env(KAIROS__STORE__URL=store_url),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"kairos sources add failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
+    return str(json.loads(proc.stdout)["write_key"])
+
+
 class Server:
     """A server subprocess on a free loopback port; stopped with SIGINT (uvicorn's graceful shutdown)."""
 
@@ -180,15 +245,13 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
 
     @classmethod
-    def kairos(cls, store_url: str, workdir: Path, *, processor: bool, **settings: str) -> Server:
+    def kairos(cls, store_url: str, workdir: Path, *, processor: bool | None = None, **settings: str) -> Server:
+        """``kairos serve`` on ``store_url``; ``processor=None`` keeps the default (whatever the code does)."""
         port = free_port()
-        env = bench_env(
-            KAIROS__STORE__URL=store_url,
-            KAIROS__PROCESSOR__ENABLED="true" if processor else "false",
-            KAIROS__SERVER__LOG_LEVEL="warning",
-            **settings,
-        )
-        argv = [KAIROS_BIN, "serve", "--host", "127.0.0.1", "--port", str(port)]
+        if processor is not None:
+            settings["KAIROS__PROCESSOR__ENABLED"] = "true" if processor else "false"
+        env = bench_env(KAIROS__STORE__URL=store_url, KAIROS__SERVER__LOG_LEVEL="warning", **settings)
+        argv = _kairos_cli("serve", "--host", "127.0.0.1", "--port", str(port))
         return cls(argv, env, workdir / f"kairos-{port}.log", port).wait_ready("/healthz")
 
     @classmethod
@@ -212,8 +275,8 @@ class Server:
         self.stop()
         raise RuntimeError(f"server not ready after {timeout} s: {self.log.read_text()[-2000:]}")
 
-    def get_json(self, path: str, headers: Mapping[str, str] | None = None) -> Any:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def get_json(self, path: str, headers: Mapping[str, str] | None = None, timeout: float = 30) -> Any:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             conn.request("GET", path, headers=dict(headers or {}))
             return json.loads(conn.getresponse().read())
@@ -221,16 +284,22 @@ class Server:
             conn.close()
 
     def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
+        return tree_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
+            # Processes the server started (a processor process) are ended by the server itself; the
+            # ones still there if it has to be killed are ended after it, by pid.
+            children = _descendants(self.proc.pid)
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+                for pid in children:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
         self._out.close()
 
     def __enter__(self) -> Server:
@@ -243,6 +312,11 @@ class Server:
 # -- wrk ---------------------------------------------------------------------------------------------
 def wrk_path() -> str | None:
     return shutil.which("wrk")
+
+
+def wrk2_path() -> str | None:
+    """wrk2 paces requests itself (``-R``) and corrects latency for coordinated omission."""
+    return shutil.which("wrk2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +332,7 @@ class WrkResult:
     p999_ms: float
     max_ms: float
     cpu_seconds: float  # wrk's own CPU time: it shares the machine with the server
+    paced_by: str = ""  # "" (as fast as it goes), "lua delay()" or "wrk2 -R"
 
     @property
     def ok(self) -> int:
@@ -276,9 +351,23 @@ def run_wrk(
     duration: float,
     connections: int = 32,
     threads: int = 1,
+    rate: float | None = None,
 ) -> WrkResult:
-    """Run wrk with a Lua script whose ``done`` prints one ``BENCH_JSON {...}`` line."""
+    """Run wrk with a Lua script whose ``done`` prints one ``BENCH_JSON {...}`` line.
+
+    With ``rate`` (requests/s), the requests are paced: by wrk2's ``-R`` when a ``wrk2`` binary exists,
+    otherwise by the script's ``delay()`` (``BENCH_RATE``, requests/s per wrk thread).
+    """
     path = wrk_path()
+    paced_by = ""
+    extra: list[str] = []
+    env = dict(env)
+    if rate is not None:
+        if (wrk2 := wrk2_path()) is not None:
+            path, paced_by, extra = wrk2, "wrk2 -R", [f"-R{rate:g}"]
+        else:
+            paced_by = "lua delay()"
+            env["BENCH_RATE"] = f"{rate / threads:g}"
     if path is None:
         raise RuntimeError(f"wrk is not installed: {WRK_INSTALL}")
     argv = [
@@ -286,6 +375,7 @@ def run_wrk(
         f"-t{threads}",
         f"-c{connections}",
         f"-d{duration:g}s",
+        *extra,
         "--timeout",
         "10s",
         "-s",
@@ -300,7 +390,9 @@ def run_wrk(
         raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stdout}\n{proc.stderr}")
     data = json.loads(line.removeprefix("BENCH_JSON "))
     shown = [Path(a).relative_to(ROOT).as_posix() if a.startswith(str(ROOT)) else a for a in argv]
-    shown[0] = "wrk"
+    shown[0] = Path(path).name
+    if "BENCH_RATE" in env:
+        shown.insert(0, f"BENCH_RATE={env['BENCH_RATE']}")
     return WrkResult(
         command=" ".join(shown),
         seconds=data["duration_us"] / 1e6,
@@ -313,56 +405,5 @@ def run_wrk(
         p999_ms=data["p999"] / 1000,
         max_ms=data["max"] / 1000,
         cpu_seconds=cpu,
+        paced_by=paced_by,
     )
-
-
-# -- results -----------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One target of the brief and how this run fared against it."""
-
-    name: str
-    measured: float
-    target: float
-    unit: str
-    higher_is_better: bool = True
-
-    @property
-    def met(self) -> bool:
-        return self.measured >= self.target if self.higher_is_better else self.measured < self.target
-
-    @property
-    def ratio(self) -> float:
-        """Measured relative to the target, > 1 when better than the target in either direction."""
-        if self.higher_is_better:
-            return self.measured / self.target if self.target else float("inf")
-        return self.target / self.measured if self.measured else float("inf")
-
-    def row(self) -> list[str]:
-        op = "≥" if self.higher_is_better else "<"
-        return [
-            self.name,
-            f"{fmt(self.measured)} {self.unit}",
-            f"{op} {fmt(self.target)} {self.unit}",
-            f"{self.ratio:.2f}x",
-            "met" if self.met else "**missed**",
-        ]
-
-
-def fmt(value: float) -> str:
-    """Numbers as a person reads them: thousands separated, few decimals."""
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value != value:  # NaN
-        return "n/a"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out

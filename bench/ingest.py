@@ -1,67 +1,77 @@
 """(a) Durable ingest over HTTP: Segment batches of 100 events POSTed to ``/v1/batch`` by wrk.
 
-Three servers, one after the other, each with a warm-up then a measured wrk run:
+One server per run, a warm-up then a measured wrk run:
 
-1. the baseline, a bare Starlette app on the same uvicorn stack that only decodes the batch (``_bare.py``);
-2. ``kairos serve`` on a fresh SQLite store with the processor disabled: ingest alone;
-3. ``kairos serve`` on another fresh store with the processor running in the same process.
+- ``--server kairos``: ``python -m kairos serve`` with default settings, so the processor runs as the
+  version under test runs it by default (the baseline: a thread in the server process), on a fresh
+  SQLite store in a fresh temporary directory, with a source created by ``kairos sources add --json``;
+- ``--server bare``: the bare Starlette app on the same uvicorn stack that only decodes the batch
+  (``_bare.py``), the ceiling any collect endpoint on this stack can reach.
 
-After each Kairos run the log table is counted: every 200 must stand for 100 stored events. A few
-requests are still in flight when wrk stops (it counts them as sent but not answered); they may be
-stored too, so the check is ``100 x acked ≤ stored ≤ 100 x sent`` with ``stored`` a multiple of 100.
+After a Kairos run the log is counted: every 200 must stand for 100 stored events. A few requests are
+still in flight when wrk stops (it counts them as sent but not answered); they may be stored too, so the
+check is ``100 x acked ≤ stored ≤ 100 x sent`` with ``stored`` a multiple of 100.
 
-Run alone: ``python bench/ingest.py [--duration 10]``.
+Run alone: ``python bench/ingest.py [--server kairos] [--duration 10]``; ``make bench`` runs it once per
+version, server and repeat with ``--json-out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
+import json
 import random
 import re
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from _common import (
-    BENCH,
-    Server,
-    Target,
-    WrkResult,
-    fmt,
-    run_wrk,
-    save_json,
-    table,
-    tmp_dir,
-    use_defaults,
-    wrk_path,
-)
+import _compat
+from _common import BENCH, Server, WrkResult, add_source, exit_on_sigterm, run_wrk, tmp_dir, use_defaults, wrk_path
 from _events import EPOCH, Person, batch_body, event_size, identify, people, track, uuid_from
+from _stats import Stat, fmt, table
 
-__all__ = ["IngestResult", "main", "run", "section", "targets"]
+__all__ = [
+    "BATCH",
+    "SCRIPT",
+    "Run",
+    "check_stored",
+    "main",
+    "make_bodies",
+    "measure",
+    "run_from_json",
+    "section",
+    "wrk_env",
+]
 
 BATCH = 100
 BODIES = 16
 MARK = "@@N@@"
 SCRIPT = BENCH / "wrk_batch.lua"
+CONNECTIONS = 32
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
     name: str
     wrk: WrkResult
-    server_cores: float  # server CPU seconds / wall seconds during the measured run
+    server_cores: float  # server CPU seconds (with its child processes) / wall seconds during the run
     wrk_cores: float
+    event_bytes: float
+    body_bytes: int
     stored: int | None = None  # events the log gained during the measured run
     check: str = ""
     processed: int | None = None  # events the processor applied during the measured run
     lag_after: int | None = None  # log entries not yet applied when wrk stopped
     catch_up_s: float | None = None  # time the processor then needed to apply them
+    catch_up_timeout: float = 0.0
+    breakdown_us: dict[str, float] = dataclasses.field(default_factory=dict)  # in-process µs per batch
 
     @property
     def batches_per_s(self) -> float:
@@ -71,20 +81,17 @@ class Run:
     def events_per_s(self) -> float:
         return self.wrk.rate * BATCH
 
-
-@dataclass(frozen=True, slots=True)
-class IngestResult:
-    event_bytes: float
-    body_bytes: int
-    duration: float
-    bare: Run
-    kairos: Run
-    kairos_processor: Run
-    breakdown_us: dict[str, float]  # in-process cost per 100-event batch of each step
-
     @property
-    def ratio(self) -> float:
-        return self.kairos.events_per_s / self.bare.events_per_s
+    def cpu_us_per_batch(self) -> float:
+        return self.server_cores * 1e6 / self.batches_per_s if self.batches_per_s else float("nan")
+
+
+def run_from_json(data: Mapping[str, Any]) -> Run:
+    names = {f.name for f in dataclasses.fields(Run)}
+    wrk_names = {f.name for f in dataclasses.fields(WrkResult)}
+    values = {k: v for k, v in data.items() if k in names}
+    values["wrk"] = WrkResult(**{k: v for k, v in data["wrk"].items() if k in wrk_names})
+    return Run(**values)
 
 
 # -- load --------------------------------------------------------------------------------------------
@@ -109,34 +116,16 @@ def make_bodies(path: Path, seed: int = 7) -> tuple[float, int]:
         events += batch
         lines.append(msgspec.json.encode(batch_body(batch, ts)).decode())
     path.write_text("\n".join(lines) + "\n")
-    size = event_size(events) + len("1.1000") - len(MARK)  # the marker becomes "<thread>.<request>"
+    size = event_size(events) + len("1.1.1000") - len(MARK)  # the marker becomes "<run>.<thread>.<request>"
     return size, len(lines[0])
 
 
-def _wrk_env(bodies: Path, write_key: str) -> dict[str, str]:
+def wrk_env(bodies: Path, write_key: str, run: str) -> dict[str, str]:
     auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
-    return {"BENCH_BODIES": str(bodies), "BENCH_AUTH": auth, "BENCH_PATH": "/v1/batch"}
+    return {"BENCH_BODIES": str(bodies), "BENCH_AUTH": auth, "BENCH_PATH": "/v1/batch", "BENCH_RUN": run}
 
 
-def _log_rows(db: Path) -> int:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM log").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def _measure(server: Server, env: dict[str, str], duration: float, warmup: float) -> tuple[WrkResult, float]:
-    if warmup > 0:
-        run_wrk(server.url + "/v1/batch", SCRIPT, env, duration=warmup)
-        time.sleep(1.0)  # let the requests wrk abandoned at the end of the warm-up finish
-    cpu0, t0 = server.cpu(), time.monotonic()
-    result = run_wrk(server.url + "/v1/batch", SCRIPT, env, duration=duration)
-    cores = (server.cpu() - cpu0) / (time.monotonic() - t0)
-    return result, cores
-
-
-def _check(result: WrkResult, stored: int) -> str:
+def check_stored(result: WrkResult, stored: int) -> str:
     problems = []
     if result.non_2xx:
         problems.append(f"{result.non_2xx} non-2xx responses")
@@ -154,75 +143,80 @@ def _check(result: WrkResult, stored: int) -> str:
     )
 
 
-def _kairos_run(workdir: Path, bodies: Path, *, processor: bool, duration: float, warmup: float) -> Run:
-    from kairos.config import load_settings
-    from kairos.runtime import Kairos
-
-    name = "processor" if processor else "ingest"
-    db = workdir / f"{name}.db"
-    kairos = Kairos(load_settings(store={"url": f"sqlite:///{db}"}))
-    write_key = kairos.store.admin.add_source("bench", "observed").write_key
-    kairos.close()
-    env = _wrk_env(bodies, write_key)
-    with Server.kairos(f"sqlite:///{db}", workdir, processor=processor) as server:
-        if warmup > 0:
-            run_wrk(server.url + "/v1/batch", SCRIPT, env, duration=warmup)
-            time.sleep(1.0)
-        before = _log_rows(db)
-        health0 = server.get_json("/healthz")
-        cpu0, t0 = server.cpu(), time.monotonic()
-        result = run_wrk(server.url + "/v1/batch", SCRIPT, env, duration=duration)
-        cores = (server.cpu() - cpu0) / (time.monotonic() - t0)
-        health1 = server.get_json("/healthz")
-        time.sleep(1.0)  # requests in flight when wrk stopped complete within milliseconds
-        stored = _log_rows(db) - before
-        processed = lag = catch_up = None
-        if processor:
-            processed = health1["processed_seq"] - health0["processed_seq"]
-            lag = health1["log_seq"] - health1["processed_seq"]
-            catch_up = _wait_caught_up(server, timeout=120.0)
-    return Run(
-        "Kairos, processor running" if processor else "Kairos, processor disabled",
-        result,
-        cores,
-        result.cpu_seconds / result.seconds,
-        stored,
-        _check(result, stored),
-        processed,
-        lag,
-        catch_up,
-    )
-
-
-def _wait_caught_up(server: Server, timeout: float) -> float | None:
+def wait_caught_up(server: Server, timeout: float) -> float | None:
+    """Seconds until ``/healthz`` reports lag 0, or ``None`` if not within ``timeout``."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        health = server.get_json("/healthz")
-        if health["lag"] == 0:
+        if server.get_json("/healthz")["lag"] == 0:
             return time.monotonic() - start
         time.sleep(0.2)
     return None
 
 
-def _bare_run(workdir: Path, bodies: Path, duration: float, warmup: float) -> Run:
-    env = _wrk_env(bodies, "unused")
+def warm_up(server: Server, bodies: Path, write_key: str, seconds: float) -> None:
+    if seconds > 0:
+        run_wrk(server.url + "/v1/batch", SCRIPT, wrk_env(bodies, write_key, "0"), duration=seconds)
+        time.sleep(1.0)  # let the requests wrk abandoned at the end of the warm-up finish
+
+
+def measure(server: Server, bodies: Path, write_key: str, duration: float) -> tuple[WrkResult, float]:
+    """One measured wrk run; return its result and the cores the server used meanwhile."""
+    cpu0, t0 = server.cpu(), time.monotonic()
+    url = server.url + "/v1/batch"
+    result = run_wrk(url, SCRIPT, wrk_env(bodies, write_key, "1"), duration=duration, connections=CONNECTIONS)
+    return result, (server.cpu() - cpu0) / (time.monotonic() - t0)
+
+
+def kairos_run(workdir: Path, duration: float, warmup: float, catch_up_timeout: float) -> Run:
+    bodies = workdir / "bodies.jsonl"
+    event_bytes, body_bytes = make_bodies(bodies)
+    db = workdir / "kairos.db"
+    url = f"sqlite:///{db}"
+    write_key = add_source(url, workdir)
+    with Server.kairos(url, workdir) as server:
+        warm_up(server, bodies, write_key, warmup)
+        wait_caught_up(server, catch_up_timeout)  # the measured run starts with nothing left to apply
+        before = _compat.count_log(db)
+        health0 = server.get_json("/healthz")
+        result, cores = measure(server, bodies, write_key, duration)
+        health1 = server.get_json("/healthz")
+        time.sleep(1.0)  # requests in flight when wrk stopped complete within milliseconds
+        stored = _compat.count_log(db) - before
+        catch_up = wait_caught_up(server, catch_up_timeout)
+    return Run(
+        "Kairos (kairos serve, default settings)",
+        result,
+        cores,
+        result.cpu_seconds / result.seconds,
+        event_bytes,
+        body_bytes,
+        stored,
+        check_stored(result, stored),
+        health1["processed_seq"] - health0["processed_seq"],
+        health1["lag"],
+        catch_up,
+        catch_up_timeout,
+    )
+
+
+def bare_run(workdir: Path, duration: float, warmup: float) -> Run:
+    bodies = workdir / "bodies.jsonl"
+    event_bytes, body_bytes = make_bodies(bodies)
     with Server.bare(workdir) as server:
-        result, cores = _measure(server, env, duration, warmup)
-    return Run("bare Starlette + msgspec (baseline)", result, cores, result.cpu_seconds / result.seconds)
+        warm_up(server, bodies, "unused", warmup)
+        result, cores = measure(server, bodies, "unused", duration)
+    return Run("bare Starlette + msgspec", result, cores, result.cpu_seconds / result.seconds, event_bytes, body_bytes)
 
 
 # -- where the time goes -----------------------------------------------------------------------------
-def breakdown(workdir: Path, bodies: Path, rounds: int = 300) -> dict[str, float]:
+def breakdown(workdir: Path, rounds: int = 300) -> dict[str, float]:
     """In-process µs per 100-event batch for each step a collect request takes (no HTTP)."""
-    from kairos.collect import decode_body
-    from kairos.config import load_settings
-    from kairos.runtime import Kairos
-
-    raw = [line.replace(MARK, "1.1").encode() for line in bodies.read_text().splitlines()]
-    kairos = Kairos(load_settings(store={"url": f"sqlite:///{workdir / 'breakdown.db'}"}))
+    bodies = workdir / "bodies.jsonl"
+    make_bodies(bodies)
+    raw = [line.replace(MARK, "1.1.1").encode() for line in bodies.read_text().splitlines()]
+    kairos = _compat.open_kairos({"url": f"sqlite:///{workdir / 'breakdown.db'}"})
     try:
-        source = kairos.store.admin.add_source("bench", "observed")
-        limits = kairos.settings.collect
+        source = kairos.source_named("bench")
         bare = msgspec.json.Decoder()
 
         def timed(fn: Callable[[int], object], n: int = rounds) -> float:
@@ -234,143 +228,162 @@ def breakdown(workdir: Path, bodies: Path, rounds: int = 300) -> dict[str, float
                 samples.append((time.perf_counter() - t) / n * 1e6)
             return min(samples)
 
-        out = {
-            "msgspec decode, untyped": timed(lambda i: bare.decode(raw[i % len(raw)])),
-            "decode_body": timed(lambda i: decode_body(raw[i % len(raw)], None, limits)),
-        }
-        payloads = [decode_body(b, None, limits) for b in raw]
-        out["Kairos.prepare (validate, normalize, encode)"] = timed(
-            lambda i: kairos.prepare(msgspec.json.decode(raw[i % len(raw)]), "batch", source.write_key)
-        ) - timed(lambda i: msgspec.json.decode(raw[i % len(raw)]))
-        events = [kairos.prepare(p, "batch", source.write_key)[1] for p in payloads]
-        out["log append, 1 batch per commit"] = timed(lambda i: kairos.append([(source.name, events[i % len(events)])]))
+        out = {"msgspec decode, untyped": timed(lambda i: bare.decode(raw[i % len(raw)]))}
+        if (decode_body := _compat.decode_body()) is not None:
+            limits = kairos.settings.collect
+            out["decode_body"] = timed(lambda i: decode_body(raw[i % len(raw)], None, limits))
+        # prepare_for gets a freshly decoded payload each time (it may keep or change what it is given).
+        out["prepare_for (validate, normalize, encode)"] = timed(
+            lambda i: kairos.prepare_for(source, bare.decode(raw[i % len(raw)]), "batch")
+        ) - timed(lambda i: bare.decode(raw[i % len(raw)]))
+        events = [kairos.prepare_for(source, bare.decode(b), "batch")[0] for b in raw]
+        out["append, 1 batch per call"] = timed(lambda i: kairos.append([(source.name, events[i % len(events)])]))
         group = [(source.name, e) for e in (events * 2)[:32]]
-        out["log append, 32 batches per commit (per batch)"] = timed(lambda i: kairos.append(group), rounds // 32) / 32
+        out["append, 32 batches per call (per batch)"] = timed(lambda i: kairos.append(group), rounds // 32) / 32
     finally:
         kairos.close()
     return out
 
 
-# -- driver ------------------------------------------------------------------------------------------
-def run(duration: float = 10.0, warmup: float = 2.0) -> IngestResult:
-    if wrk_path() is None:
-        raise SystemExit("wrk is not installed; install it with: apt-get install -y wrk")
-    use_defaults()
-    with tmp_dir("ingest") as workdir:
-        bodies = workdir / "bodies.jsonl"
-        event_bytes, body_bytes = make_bodies(bodies)
-        bare = _bare_run(workdir, bodies, duration, warmup)
-        print(f"  bare:      {fmt(bare.events_per_s)} events/s", flush=True)
-        alone = _kairos_run(workdir, bodies, processor=False, duration=duration, warmup=warmup)
-        print(f"  kairos:    {fmt(alone.events_per_s)} events/s; {alone.check}", flush=True)
-        with_proc = _kairos_run(workdir, bodies, processor=True, duration=duration, warmup=warmup)
-        print(f"  +processor: {fmt(with_proc.events_per_s)} events/s; {with_proc.check}", flush=True)
-        parts = breakdown(workdir, bodies)
-    return IngestResult(event_bytes, body_bytes, duration, bare, alone, with_proc, parts)
+# -- report ------------------------------------------------------------------------------------------
+def _rates(runs: Sequence[Run | None]) -> list[float | None]:
+    return [r.events_per_s if r else None for r in runs]
 
 
-def targets(r: IngestResult) -> list[Target]:
-    return [
-        Target("Ingest, processor disabled", r.kairos.events_per_s, 50_000, "events/s"),
-        Target("Ingest vs bare Starlette", r.ratio * 100, 25, "% of bare"),
+def section(
+    by_version: Mapping[str, Sequence[Run | None]],
+    bare_runs: Sequence[Run | None],
+    versions: Mapping[str, str],
+    duration: float,
+) -> list[str]:
+    """Each version's runs and the bare app's: medians (min-max) over the repeats, ratios per repeat.
+
+    A repeat that failed is ``None``: it keeps its place so that ratios still pair runs of one repeat.
+    """
+    some = next((r for runs in (*by_version.values(), bare_runs) for r in runs if r), None)
+    if some is None:
+        return ["## (a) Ingest over HTTP", "", "Not measured."]
+    bare_rates = _rates(bare_runs)
+    bare = [r for r in bare_runs if r]
+
+    def row(name: str, all_runs: Sequence[Run | None]) -> list[str]:
+        rates = _rates(all_runs)
+        runs = [r for r in all_runs if r]
+        return [
+            name,
+            Stat.of(rates).show(),
+            Stat.of(r.wrk.p50_ms for r in runs).show(),
+            Stat.of(r.wrk.p99_ms for r in runs).show(),
+            f"{Stat.of(r.server_cores for r in runs).show()} / {Stat.of(r.wrk_cores for r in runs).show()}",
+            Stat.of(r.cpu_us_per_batch for r in runs).show(),
+            str(sum(r.wrk.non_2xx + r.wrk.socket_errors for r in runs)),
+            Stat.ratios(rates, bare_rates).show("x") if bare else "n/a",
+        ]
+
+    rows = [
+        row(f"{label} ({versions[label].split(' ')[0]})" if label in versions else label, runs)
+        for label, runs in by_version.items()
     ]
-
-
-def section(r: IngestResult) -> list[str]:
-    rows = []
-    for run_ in (r.bare, r.kairos, r.kairos_processor):
-        w = run_.wrk
-        rows.append(
-            [
-                run_.name,
-                fmt(run_.batches_per_s),
-                fmt(run_.events_per_s),
-                f"{w.p50_ms:.1f}",
-                f"{w.p99_ms:.1f}",
-                f"{run_.events_per_s / r.bare.events_per_s * 100:.0f}%",
-                f"{run_.server_cores:.2f} / {run_.wrk_cores:.2f}",
-                str(w.non_2xx + w.socket_errors),
-            ]
-        )
+    if bare:
+        rows.append(row("bare Starlette + msgspec (ceiling)", bare_runs))
     out = [
-        "## (a) Ingest over HTTP",
+        "## (a) Ingest over HTTP, processor running",
         "",
-        f"wrk POSTs batches of {BATCH} Segment events (80% `track`, 20% `identify`, {r.event_bytes:.0f} bytes"
-        f" per event on average, {fmt(r.body_bytes)}-byte bodies) to `/v1/batch`, rotating {BODIES}"
+        f"wrk POSTs batches of {BATCH} Segment events (80% `track`, 20% `identify`, {some.event_bytes:.0f} bytes"
+        f" per event on average, {fmt(some.body_bytes)}-byte bodies) to `/v1/batch`, rotating {BODIES}"
         " pre-generated bodies, with the write key in an HTTP Basic `Authorization` header. Every event"
-        " carries a messageId never sent before (the Lua script stamps each request's number into them), so"
-        " the run with the processor applies real events, not duplicates.",
-        "",
-        f"Command (each server: {r.duration:g} s measured after a warm-up run):",
+        " carries a messageId never sent before (the Lua script stamps the run and request number into"
+        " them), so the processor applies real events, not duplicates. Each Kairos server is"
+        " `python -m kairos serve` with default settings (the processor runs as the version runs it by"
+        " default) on a fresh SQLite store, with its code chosen by `PYTHONPATH`; after a warm-up whose"
+        f" events the processor applies first, one {duration:g} s measured run. Versions and the bare app"
+        " alternate within each repeat; median (min-max) over the repeats, ratios per repeat:",
         "",
         "```",
-        "BENCH_BODIES=bodies.jsonl BENCH_AUTH='Basic <base64 of writeKey:>' "
-        + re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:$PORT", r.kairos.wrk.command),
+        "BENCH_BODIES=bodies.jsonl BENCH_AUTH='Basic <base64 of writeKey:>' BENCH_RUN=1 "
+        + re.sub(r"http://127\.0\.0\.1:\d+", "http://127.0.0.1:$PORT", some.wrk.command),
         "```",
         "",
         *table(
             [
                 "server",
-                "batches/s",
                 "events/s",
                 "p50 ms",
                 "p99 ms",
-                "vs bare",
                 "CPU cores: server / wrk",
+                "server CPU µs per batch",
                 "errors",
+                "vs bare",
             ],
             rows,
         ),
-        "",
-        "Honesty check: after each Kairos run the `log` table was counted.",
-        "",
-        f"- processor disabled: {r.kairos.check}",
-        f"- processor running: {r.kairos_processor.check}",
     ]
-    p = r.kairos_processor
-    if p.processed is not None:
-        caught = (
-            f"it caught up {p.catch_up_s:.1f} s after the load stopped"
-            if p.catch_up_s is not None
-            else "it had not caught up 120 s after the load stopped"
-        )
-        out += [
-            "",
-            f"With the processor in the same process, it applied {fmt(p.processed)} events during the"
-            f" {r.duration:g} s run ({fmt(p.processed / r.duration)} events/s) while ingest ran;"
-            f" {fmt(p.lag_after or 0)} events were waiting when wrk stopped, and {caught}.",
-        ]
     out += [
         "",
-        "Where a request's time goes, in-process on the same bodies (µs per 100-event batch, best of 3):",
-        "",
-        *table(
-            ["step", "µs per batch", "µs per event"],
-            [[k, fmt(v), f"{v / BATCH:.2f}"] for k, v in r.breakdown_us.items()],
-        ),
+        "wrk keeps every connection busy (closed loop), so its latency is the latency at saturation; wrk 4 adds"
+        " synthetic samples for responses slower than twice the mean, which raises p99 when the server stalls.",
     ]
+    if "old" in by_version and "new" in by_version:
+        ratio = Stat.ratios(_rates(by_version["new"]), _rates(by_version["old"]))
+        out += ["", f"new / old, per repeat: {ratio.show('x')}."]
+    out += ["", "Honesty check: after each Kairos run the event log was counted.", ""]
+    for label, runs in by_version.items():
+        out += [f"- {label}, run {i + 1}: {r.check if r else 'failed'}" for i, r in enumerate(runs)]
+    out += ["", "The processor while the load ran (from `/healthz` before and after the measured run):", ""]
+    for label, all_runs in by_version.items():
+        done = [r for r in all_runs if r]
+        caught = [r.catch_up_s for r in done]
+        applied = Stat.of(r.processed / duration if r.processed is not None and duration else None for r in done)
+        late = sum(c is None for c in caught)
+        out.append(
+            f"- {label}: applied {applied.show()} events/s while"
+            f" ingest ran; {Stat.of(r.lag_after for r in done).show()} events waiting when wrk stopped; lag 0"
+            f" {Stat.of(caught).show()} s after the load stopped"
+            + (f" ({late} run{'s' if late != 1 else ''} not within {some.catch_up_timeout:g} s)" if late else "")
+            + "."
+        )
+    parts = {label: next((r.breakdown_us for r in rs if r and r.breakdown_us), {}) for label, rs in by_version.items()}
+    steps = list(dict.fromkeys(k for b in parts.values() for k in b))
+    if steps:
+        out += [
+            "",
+            "Where a request's time goes, in-process on the same bodies (µs per 100-event batch, best of 3):",
+            "",
+            *table(["step", *parts], [[s, *(fmt(parts[v].get(s)) for v in parts)] for s in steps]),
+        ]
     return out
-
-
-def to_json(r: IngestResult) -> dict[str, Any]:
-    data = asdict(r)
-    for key in ("bare", "kairos", "kairos_processor"):
-        run_: Run = getattr(r, key)
-        data[key]["events_per_s"] = run_.events_per_s
-        data[key]["batches_per_s"] = run_.batches_per_s
-    return data
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured wrk run")
+    parser.add_argument("--server", choices=("kairos", "bare"), default="kairos")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of the measured wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of the warm-up run before it")
+    parser.add_argument("--catch-up-timeout", type=float, default=30.0, help="most seconds to wait for lag 0")
+    parser.add_argument("--breakdown", action="store_true", help="also time each step in-process")
+    parser.add_argument("--json-out", type=Path, help="write the result here (make bench runs it this way)")
     args = parser.parse_args()
-    result = run(args.duration, args.warmup)
-    save_json("ingest", to_json(result))
-    print("\n".join(section(result)))
-    for t in targets(result):
-        print(" | ".join(t.row()))
+    exit_on_sigterm()
+    if wrk_path() is None:
+        raise SystemExit("wrk is not installed; install it with: apt-get install -y wrk")
+    use_defaults()
+    with tmp_dir("ingest") as workdir:
+        if args.server == "bare":
+            result = bare_run(workdir, args.duration, args.warmup)
+        else:
+            result = kairos_run(workdir, args.duration, args.warmup, args.catch_up_timeout)
+        if args.breakdown:
+            result = dataclasses.replace(result, breakdown_us=breakdown(workdir))
+    print(
+        f"    {args.server}: {fmt(result.events_per_s)} events/s, p99 {result.wrk.p99_ms:.1f} ms"
+        + (f"; {result.check}" if result.check else ""),
+        flush=True,
+    )
+    data = {"kairos_path": _compat.kairos_path(), **asdict(result)}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(data, indent=2) + "\n")
+    else:
+        print(json.dumps(data, indent=2))
 
 
 if __name__ == "__main__":

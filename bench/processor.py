@@ -6,34 +6,41 @@ device identifies) through the real write path (``Kairos.prepare_for`` + ``Kairo
 
 - baseline: a pure read of the whole log (``store.log.read`` in pages + msgspec decode of each payload);
 - measured: ``kairos.processor.run_until_caught_up()``, with the time split between the store calls it
-  makes (read, identity and profile look-ups, commit) and the in-memory work between them.
+  makes (read, identity and profile look-ups, commit), when the code under test has them, and the rest.
 
-Runs on SQLite and, when reachable, on PostgreSQL (a fresh schema, dropped afterwards).
-Run alone: ``python bench/processor.py [--events 200000] [--people 30000] [--no-postgres]``.
+Runs on SQLite and, when reachable, on PostgreSQL (a fresh schema, dropped afterwards). The events come
+from fixed seeds, so every version and repeat applies the same ones.
+Run alone: ``python bench/processor.py [--events 200000] [--people 30000] [--no-postgres]``;
+``make bench`` runs it once per version and repeat with ``--json-out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
+import json
 import os
 import random
-import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 
-from _common import PG_URL, Target, fmt, save_json, table, tmp_dir, use_defaults
+import _compat
+from _common import PG_URL, exit_on_sigterm, tmp_dir, use_defaults
 from _events import Stream, batch_body, event_size, people
+from _stats import Stat, fmt, median_index, table
 
-__all__ = ["ProcessorResult", "main", "run", "section", "targets"]
+__all__ = ["BackendRun", "ProcessorResult", "from_json", "main", "run", "section"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 CHUNK = 1_000
 SEED = 11
+REST = "everything else (in-memory apply, untimed calls)"
 
 
 @dataclass(slots=True)
@@ -41,26 +48,25 @@ class BackendRun:
     backend: str
     events: int
     fill_s: float  # validate + normalize + append through the real write path
-    read_s: float  # baseline: read + decode the whole log
+    read_s: float | None  # baseline: read + decode the whole log
     process_s: float
-    applied: int
-    duplicates: int
-    merges: int
-    profiles: int
+    applied: int | None = None  # from Kairos' metrics, when it has them
+    duplicates: int | None = None
+    merges: int | None = None
+    profiles: int | None = None
     phases_s: dict[str, float] = field(default_factory=dict)
-    first_fifth: float = 0.0  # events/s over the first 20% of the log
-    last_fifth: float = 0.0  # events/s over the last 20%: the store is larger by then
+    first_fifth: float | None = None  # events/s over the first 20% of the log
+    last_fifth: float | None = None  # events/s over the last 20%: the store is larger by then
     commits_ms: list[float] = field(default_factory=list)  # p50, p90, max of state commits
     commit_count: int = 0
-    probe_ms: dict[str, float] = field(default_factory=dict)  # one 500-key identity look-up, several ways
 
     @property
     def events_per_s(self) -> float:
         return self.events / self.process_s
 
     @property
-    def read_per_s(self) -> float:
-        return self.events / self.read_s
+    def read_per_s(self) -> float | None:
+        return self.events / self.read_s if self.read_s else None
 
     @property
     def fill_per_s(self) -> float:
@@ -73,22 +79,24 @@ class ProcessorResult:
     people: int
     mix: dict[str, int]
     event_bytes: float
-    batch_size: int
+    batch_size: int | None
     runs: list[BackendRun]
     postgres_note: str = ""
 
-
-def _metric(name: str, **labels: str) -> float:
-    from kairos.metrics import REGISTRY
-
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    def rate(self, backend: str) -> float | None:
+        return next((x.events_per_s for x in self.runs if x.backend == backend), None)
 
 
-def _merges() -> float:
-    from kairos.metrics import REGISTRY
+def from_json(data: Mapping[str, Any]) -> ProcessorResult:
+    """The result a ``--json-out`` run wrote; unknown keys are ignored, missing optional ones default."""
 
-    merges = [m for m in REGISTRY.collect() if m.name == "kairos_identity_merges"]
-    return sum(s.value for m in merges for s in m.samples if s.name.endswith("_total"))
+    def build(cls: type[Any], values: Mapping[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    result: ProcessorResult = build(ProcessorResult, {**data, "runs": []})
+    result.runs = [build(BackendRun, r) for r in data.get("runs", [])]
+    return result
 
 
 def fill(kairos: Any, events: int, n_people: int) -> tuple[float, dict[str, int], float]:
@@ -114,14 +122,18 @@ def fill(kairos: Any, events: int, n_people: int) -> tuple[float, dict[str, int]
     return elapsed, dict(mix), event_size(sample)
 
 
-def read_all(store: Any, page: int) -> float:
+def read_all(store: Any, page: int) -> float | None:
+    """Seconds to read and decode the whole log; ``None`` when the entries carry no JSON payload."""
     decode = msgspec.json.Decoder().decode
     t = time.perf_counter()
     after = 0
     while entries := store.log.read(after, page):
         for entry in entries:
-            decode(entry.payload)
-        after = entries[-1].seq
+            payload = _compat.entry_payload(entry)
+            if payload is None:
+                return None
+            decode(payload)
+        after = _compat.entry_seq(entries[-1])
     return time.perf_counter() - t
 
 
@@ -141,62 +153,69 @@ def _timed(phases: dict[str, float], name: str, fn: F, calls: list[tuple[float, 
     return wrapper  # type: ignore[return-value]
 
 
-def _fifths(batches: list[tuple[float, Any]], total: int) -> tuple[float, float]:
-    """Events/s over the first and the last fifth of the log."""
-    first: list[float] = [0.0, 0.0]
-    last: list[float] = [0.0, 0.0]
+def _fifths(batches: list[tuple[float, Any]], total: int) -> tuple[float | None, float | None]:
+    """Events/s over the first and the last fifth of the log (``None`` unless batches were seen)."""
+    if not batches or not all(isinstance(n, int) for _, n in batches):
+        return None, None
+    batches = [(took, n) for took, n in batches if n]  # the last call finds nothing left
+    first = [0.0, 0.0]
+    last = [0.0, 0.0]
     done = 0
     for took, n in batches:
         if done < total / 5:
-            first[0] += n or 0
+            first[0] += n
             first[1] += took
         if done >= total * 4 / 5:
-            last[0] += n or 0
+            last[0] += n
             last[1] += took
-        done += n or 0
-    return first[0] / max(first[1], 1e-9), last[0] / max(last[1], 1e-9)
+        done += n
+    return (first[0] / first[1] if first[1] else None), (last[0] / last[1] if last[1] else None)
+
+
+def _counters() -> tuple[float | None, float | None, float | None]:
+    return (
+        _compat.metric("kairos_processor_events_total"),
+        _compat.metric("kairos_processor_duplicates_total"),
+        _compat.merges(),
+    )
 
 
 def measure(kairos: Any, backend: str, events: int, n_people: int) -> tuple[BackendRun, dict[str, int], float]:
     fill_s, mix, size = fill(kairos, events, n_people)
-    read_s = read_all(kairos.store, kairos.processor.batch_size)
-    store = kairos.store
+    read_s = read_all(kairos.store, _compat.batch_size(kairos) or 5_000)
     phases: dict[str, float] = {}
-    # The store is one object behind log, state and admin: wrapping its methods times every call the
-    # processor and its Workspace make, at the cost of one extra Python call per batch and method.
+    # Wrapping the store's methods times every call the processor makes, at the cost of one extra Python
+    # call per batch and method. Commits are also timed one by one.
     commits: list[tuple[float, Any]] = []
-    for name, label in (
-        ("read", "log read"),
-        ("find_identities", "identity look-ups"),
-        ("load_profiles", "profile loads"),
-        ("seen", "de-duplication look-ups"),
-        ("commit", "state commit"),
-        ("checkpoint", "checkpoint read"),
-        ("last_seq", "lag read"),
-    ):
-        setattr(store, name, _timed(phases, label, getattr(store, name), commits if name == "commit" else None))
-    # run_until_caught_up calls run_once per batch: timing each gives the rate as the store grows.
+    _compat.wrap_store_calls(
+        kairos.store, lambda label, fn: _timed(phases, label, fn, commits if label == "state commit" else None)
+    )
+    # The baseline's run_until_caught_up calls run_once per batch: timing each gives the rate as the store
+    # grows. A processor that does not go through run_once reports no fifths.
     batches: list[tuple[float, Any]] = []
-    kairos.processor.run_once = _timed({}, "batch", kairos.processor.run_once, batches)
-    applied0 = _metric("kairos_processor_events_total")
-    dup0 = _metric("kairos_processor_duplicates_total")
-    merges0 = _merges()
+    if callable(getattr(kairos.processor, "run_once", None)):
+        kairos.processor.run_once = _timed({}, "batch", kairos.processor.run_once, batches)
+    before = _counters()
     t = time.perf_counter()
     n = kairos.processor.run_until_caught_up()
     process_s = time.perf_counter() - t
-    if n != events:
+    if isinstance(n, int) and n != events:
         raise RuntimeError(f"processor consumed {n} of {events} events")
-    phases["in-memory apply (decode, resolve, update)"] = process_s - sum(phases.values())
+    after = _counters()
+    phases[REST] = process_s - sum(phases.values())
+    applied, duplicates, merges = (
+        int(a - b) if a is not None and b is not None else None for a, b in zip(after, before, strict=True)
+    )
     run = BackendRun(
         backend,
         events,
         fill_s,
         read_s,
         process_s,
-        int(_metric("kairos_processor_events_total") - applied0),
-        int(_metric("kairos_processor_duplicates_total") - dup0),
-        int(_merges() - merges0),
-        store.count_profiles(),
+        applied,
+        duplicates,
+        merges,
+        _compat.count_profiles(kairos),
         phases,
     )
     run.first_fifth, run.last_fifth = _fifths(batches, events)
@@ -206,17 +225,12 @@ def measure(kairos: Any, backend: str, events: int, n_people: int) -> tuple[Back
     return run, mix, size
 
 
-def _sqlite(events: int, n_people: int) -> tuple[BackendRun, dict[str, int], float, int]:
-    from kairos.config import load_settings
-    from kairos.runtime import Kairos
-
+def _sqlite(events: int, n_people: int) -> tuple[BackendRun, dict[str, int], float, int | None]:
     with tmp_dir("processor") as workdir:
-        db = workdir / "kairos.db"
-        kairos = Kairos(load_settings(store={"url": f"sqlite:///{db}"}))
+        kairos = _compat.open_kairos({"url": f"sqlite:///{workdir / 'kairos.db'}"})
         try:
             run_, mix, size = measure(kairos, "SQLite", events, n_people)
-            run_.probe_ms = _probe_identities(kairos, lambda: sqlite3.connect(db), "?")
-            return run_, mix, size, kairos.processor.batch_size
+            return run_, mix, size, _compat.batch_size(kairos)
         finally:
             kairos.close()
 
@@ -224,20 +238,10 @@ def _sqlite(events: int, n_people: int) -> tuple[BackendRun, dict[str, int], flo
 def _postgres(url: str, events: int, n_people: int) -> BackendRun:
     import psycopg
 
-    from kairos.config import load_settings
-    from kairos.runtime import Kairos
-
     schema = f"kairos_bench_{os.getpid()}"
-    kairos = Kairos(load_settings(store={"url": url, "schema_name": schema}))
+    kairos = _compat.open_kairos({"url": url, "schema_name": schema})
     try:
         run_, _, _ = measure(kairos, "PostgreSQL", events, n_people)
-
-        def connect() -> Any:
-            conn = psycopg.connect(url, autocommit=True)
-            conn.execute(f"SET search_path TO {schema}")
-            return conn
-
-        run_.probe_ms = _probe_identities(kairos, connect, "%s")
         return run_
     finally:
         kairos.close()
@@ -245,156 +249,112 @@ def _postgres(url: str, events: int, n_people: int) -> BackendRun:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
-CURRENT = "SqlStore.find_identities"
-
-
-def _probe_identities(kairos: Any, connect: Callable[[], Any], param: str, rounds: int = 10) -> dict[str, float]:
-    """ms per look-up of 500 identity keys on the filled store: Kairos' own ``find_identities`` and the
-    same look-up written as other SQL. Each must find all 500 keys."""
-    from kairos.store import SqlStore
-
-    conn = connect()
-    try:
-        rows = conn.execute("SELECT type, value FROM identities ORDER BY random() LIMIT 500").fetchall()
-        keys = [(str(t), str(v)) for t, v in rows]
-        flat = [p for k in keys for p in k]
-        pair = f"({param}, {param})"
-        queries: dict[str, tuple[str, Any]] = {
-            "500-term OR chain": (
-                "SELECT type, value, profile_id FROM identities WHERE "
-                + " OR ".join(f"(type = {param} AND value = {param})" for _ in keys),
-                flat,
-            ),
-            "join on VALUES": (
-                f"SELECT i.type, i.value, i.profile_id FROM (VALUES {','.join([pair] * len(keys))}) AS k"
-                " JOIN identities i ON i.type = k.column1 AND i.value = k.column2",
-                flat,
-            ),
-        }
-        if param == "%s":
-            queries["join on unnest(arrays)"] = (
-                "SELECT i.type, i.value, i.profile_id FROM unnest(%s::text[], %s::text[]) AS k(t, v)"
-                " JOIN identities i ON i.type = k.t AND i.value = k.v",
-                ([k[0] for k in keys], [k[1] for k in keys]),
-            )
-        ways: dict[str, Callable[[], int]] = {
-            CURRENT: lambda: len(SqlStore.find_identities(kairos.store, keys)),  # unwrapped: not in the phases
-        }
-
-        def query(sql: str, params: Any) -> Callable[[], int]:
-            return lambda: len(conn.execute(sql, params).fetchall())
-
-        for name, (sql, params) in queries.items():
-            ways[name] = query(sql, params)
-        out = {}
-        for name, fn in ways.items():
-            found = fn()  # warm-up
-            if found != len(keys):
-                raise RuntimeError(f"{name} found {found} of {len(keys)} identity keys")
-            t = time.perf_counter()
-            for _ in range(rounds):
-                fn()
-            out[name] = (time.perf_counter() - t) / rounds * 1000
-        return out
-    finally:
-        conn.close()
-
-
 def run(events: int = 200_000, n_people: int = 30_000, postgres: str | None = PG_URL) -> ProcessorResult:
     use_defaults()
     sqlite_run, mix, size, batch_size = _sqlite(events, n_people)
-    print(f"  SQLite: {fmt(sqlite_run.events_per_s)} events/s", flush=True)
+    print(f"    SQLite: {fmt(sqlite_run.events_per_s)} events/s", flush=True)
     result = ProcessorResult(events, n_people, mix, size, batch_size, [sqlite_run])
     if postgres:
         try:
             pg = _postgres(postgres, events, n_people)
             result.runs.append(pg)
-            print(f"  PostgreSQL: {fmt(pg.events_per_s)} events/s", flush=True)
+            print(f"    PostgreSQL: {fmt(pg.events_per_s)} events/s", flush=True)
         except Exception as exc:  # no server: report it, keep the SQLite numbers
             result.postgres_note = f"PostgreSQL at {postgres} was not measured: {type(exc).__name__}: {exc}"
-            print("  " + result.postgres_note, flush=True)
+            print("    " + result.postgres_note, flush=True)
     else:
         result.postgres_note = "PostgreSQL was not measured (--no-postgres)."
     return result
 
 
-def targets(r: ProcessorResult) -> list[Target]:
-    return [Target(f"Processor, {x.backend}", x.events_per_s, 20_000, "events/s") for x in r.runs]
+# -- report ------------------------------------------------------------------------------------------
+def median_runs(by_version: Mapping[str, Sequence[ProcessorResult | None]]) -> dict[str, ProcessorResult]:
+    """Per version, the repeat whose SQLite rate is the median: its details stand for the version."""
+    out = {}
+    for label, results in by_version.items():
+        i = median_index([r.rate("SQLite") if r else None for r in results])
+        if i is not None and (chosen := results[i]) is not None:
+            out[label] = chosen
+    return out
 
 
-def section(r: ProcessorResult) -> list[str]:
+def _cell(x: BackendRun | None, fn: Callable[[BackendRun], str]) -> str:
+    if x is None:
+        return "n/a"
+    try:
+        return fn(x)
+    except (TypeError, IndexError, KeyError, ZeroDivisionError):
+        return "n/a"
+
+
+def section(by_version: Mapping[str, Sequence[ProcessorResult | None]], versions: Mapping[str, str]) -> list[str]:
+    """Old vs new (or one version alone): rates over the repeats, then the median run of each in detail.
+
+    A repeat that failed is ``None``: it keeps its place so that ratios still pair runs of one repeat.
+    """
+    chosen = median_runs(by_version)
+    if not chosen:
+        return ["## (b) Processor", "", "Not measured."]
+    r = next(iter(chosen.values()))
     mix = ", ".join(f"{fmt(n)} {t}" for t, n in sorted(r.mix.items(), key=lambda kv: -kv[1]))
-    rows = [
-        [
-            x.backend,
-            fmt(x.events_per_s),
-            f"{x.process_s:.1f}",
-            fmt(x.read_per_s),
-            f"{x.events_per_s / x.read_per_s * 100:.1f}%",
-            fmt(x.fill_per_s),
-            f"{fmt(x.profiles)} / {fmt(x.merges)}",
-            f"{fmt(x.first_fifth)} / {fmt(x.last_fifth)}",
-        ]
-        for x in r.runs
-    ]
+    backends = list(dict.fromkeys(x.backend for res in chosen.values() for x in res.runs))
+    labels = list(by_version)
+    repeats = max(len(v) for v in by_version.values())
+    header = ["backend", *(f"{label} events/s" for label in labels)]
+    if "old" in by_version and "new" in by_version:
+        header.append("new / old (per pair)")
+    rows = []
+    for b in backends:
+        rates = {label: [res.rate(b) if res else None for res in by_version[label]] for label in labels}
+        row = [b, *(Stat.of(rates[label]).show() for label in labels)]
+        if "old" in rates and "new" in rates:
+            row.append(Stat.ratios(rates["new"], rates["old"]).show("x"))
+        rows.append(row)
     out = [
         "## (b) Processor: identity resolution and profile updates",
         "",
         f"{fmt(r.events)} events ({mix}; {r.event_bytes:.0f} bytes each on average) from {fmt(r.people)}"
         " people, 60% of whom identify (user id + e-mail) on each of their devices sooner or later; 20% use"
         " two devices, so their second identify merges two profiles. The log is filled through"
-        " `Kairos.prepare_for` + `Kairos.append` in batches of 1,000, then"
-        f" `processor.run_until_caught_up()` applies it in batches of {fmt(r.batch_size)} (the default).",
-        "Baseline: reading the whole log (`store.log.read` pages of the same size) and decoding every payload.",
+        " `Kairos.prepare_for` + `Kairos.append` in batches of 1,000, then `processor.run_until_caught_up()`"
+        " applies it with the version's default batch size. Every version and repeat applies the same events"
+        f" (fixed seeds); {repeats} repeat{'s' if repeats != 1 else ''} per version, interleaved; median"
+        " (min-max):",
         "",
-        *table(
-            [
-                "backend",
-                "processor events/s",
-                "seconds",
-                "baseline: read + decode events/s",
-                "processor / baseline",
-                "fill (prepare + append) events/s",
-                "profiles / merges",
-                "first / last fifth of the log, events/s",
-            ],
-            rows,
+        *table(header, rows),
+        "",
+        "The median run of each version in detail (store calls timed around the real methods, where the"
+        " version has them; the rest is the processor's Python work and any call not timed):",
+        "",
+    ]
+    cols = [(label, b) for b in backends for label in chosen]
+    runs = {(label, b): next((x for x in chosen[label].runs if x.backend == b), None) for label, b in cols}
+    metrics: list[tuple[str, Callable[[BackendRun], str]]] = [
+        ("events/s", lambda x: fmt(x.events_per_s)),
+        ("seconds", lambda x: f"{x.process_s:.1f}"),
+        ("baseline: read + decode the log, events/s", lambda x: fmt(x.read_per_s)),
+        ("fill (prepare_for + append), events/s", lambda x: fmt(x.fill_per_s)),
+        ("profiles / merges", lambda x: f"{fmt(x.profiles)} / {fmt(x.merges)}"),
+        ("first / last fifth of the log, events/s", lambda x: f"{fmt(x.first_fifth)} / {fmt(x.last_fifth)}"),
+        (
+            "state commits: count, p50 / p90 / max ms",
+            lambda x: f"{x.commit_count}: " + " / ".join(f"{ms:.0f}" for ms in x.commits_ms) if x.commits_ms else "n/a",
         ),
-        "",
-        "Where the processor's time goes (store calls timed around the real methods; the rest is Python work"
-        " in `Processor._apply` and `Workspace.finish`):",
-        "",
     ]
-    names = list(dict.fromkeys(n for x in r.runs for n in x.phases_s))
-    phase_rows = []
-    for name in sorted(names, key=lambda n: -r.runs[0].phases_s.get(n, 0.0)):
-        cells = [name]
-        for x in r.runs:
-            s = x.phases_s.get(name, 0.0)
-            cells.append(f"{s:.2f} s ({s / x.process_s * 100:.0f}%)")
-        phase_rows.append(cells)
-    out += table(["phase", *(x.backend for x in r.runs)], phase_rows)
-    out += [
-        "",
-        "State commits (one per batch, with the checkpoint): "
-        + "; ".join(
-            f"{x.backend} {x.commit_count} commits, p50 {x.commits_ms[0]:.0f} ms, p90 {x.commits_ms[1]:.0f} ms,"
-            f" max {x.commits_ms[2]:.0f} ms"
-            for x in r.runs
-            if x.commits_ms
-        )
-        + ".",
-    ]
-    for x in r.runs:
-        if x.probe_ms:
-            out += [
-                "",
-                f"{x.backend}, one look-up of 500 random identity keys on the filled store (mean of 10): "
-                + "; ".join(f"{name} {ms:.1f} ms" for name, ms in x.probe_ms.items())
-                + ".",
-            ]
-    if r.postgres_note:
-        out += ["", r.postgres_note]
+    detail = [[name, *(_cell(runs[c], fn) for c in cols)] for name, fn in metrics]
+    phases = list(dict.fromkeys(n for x in runs.values() if x for n in x.phases_s))
+    first = next((x for x in runs.values() if x), None)
+    for name in sorted(phases, key=lambda n: -(first.phases_s.get(n, 0.0) if first else 0.0)):
+
+        def phase(x: BackendRun, name: str = name) -> str:
+            s = x.phases_s[name]
+            return f"{s:.2f} s ({s / x.process_s * 100:.0f}%)"
+
+        detail.append([f"phase: {name}", *(_cell(runs[c], phase) for c in cols)])
+    out += table(["", *(f"{b}, {label}" for label, b in cols)], detail)
+    notes = list(dict.fromkeys(res.postgres_note for res in chosen.values() if res.postgres_note))
+    if notes:
+        out += ["", *notes]
     return out
 
 
@@ -404,12 +364,15 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=30_000)
     parser.add_argument("--postgres", default=os.environ.get("KAIROS_BENCH_PG", PG_URL))
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--json-out", type=Path, help="write the result here (make bench runs it this way)")
     args = parser.parse_args()
-    result = run(args.events, args.people, None if args.no_postgres else args.postgres)
-    save_json("processor", asdict(result))
-    print("\n".join(section(result)))
-    for t in targets(result):
-        print(" | ".join(t.row()))
+    exit_on_sigterm()
+    result = run(args.events, args.people, None if args.no_postgres or args.postgres == "none" else args.postgres)
+    data = {"kairos_path": _compat.kairos_path(), **asdict(result)}
+    if args.json_out:
+        args.json_out.write_text(json.dumps(data, indent=2) + "\n")
+        return
+    print("\n".join(section({"this": [result]}, {})))
 
 
 if __name__ == "__main__":

@@ -1,239 +1,184 @@
-"""``make bench``: run the three benchmarks on this machine and write ``docs/benchmarks.md``.
+"""``make bench``: the current code beside a baseline commit, on this machine; writes ``docs/benchmarks.md``.
 
-(a) ingest over HTTP (``ingest.py``), (b) processor throughput (``processor.py``), (c) profile look-up
-latency with 1M profiles (``lookup.py``). Each also runs alone; see its docstring. ``--quick`` runs
-everything small and short to check the harness (its numbers are not comparable and it does not write
-the docs unless ``--write`` is given).
+Parts: (b) processor throughput on SQLite and PostgreSQL (``processor.py``), (a) ingest over HTTP with the
+processor running, beside a bare Starlette app (``ingest.py``), (d) a sustained constant load with the
+processor's lag (``sustained.py``), and, only when asked with ``--only``, (c) profile look-up latency with
+1M profiles (``lookup.py``, current code only).
+
+The baseline (``--baseline``, default ``BASELINE_COMMIT`` in ``_common.py``) is checked out in a temporary
+git worktree and run with this virtualenv (``_versions.py``). (a) and (b) run once per version and repeat,
+old and new alternating; (d) runs once per version, the current code first. ``--quick`` runs everything
+small and short to check the harness (its numbers are not comparable and it does not write the docs unless
+``--write`` is given). A default run takes about 12 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import contextlib
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any, TypeVar
 
 import ingest
 import lookup
 import processor
-from _common import PG_URL, ROOT, Target, fmt, machine, save_json, table, wrk_path
+import sustained
+from _common import BASELINE_COMMIT, PG_URL, ROOT, exit_on_sigterm, machine, save_json, tmp_dir, wrk_path
+from _report import DOC, Results, write_doc
+from _versions import Version, baseline_version, current_version, interleaved, run_part
 
 __all__ = ["main"]
 
-DOC = ROOT / "docs" / "benchmarks.md"
+PARTS = ("processor", "ingest", "sustained", "lookup")
+DEFAULT_PARTS = "processor,ingest,sustained"
+T = TypeVar("T")
 
 
-def limits_ingest(r: ingest.IngestResult, missed: list[Target]) -> list[str]:
-    if not missed:
-        return []
-    b = r.breakdown_us
-    prepare = b.get("Kairos.prepare (validate, normalize, encode)", float("nan"))
-    decode = b.get("decode_body", float("nan"))
-    append = b.get("log append, 32 batches per commit (per batch)", float("nan"))
-    per_batch_us = r.kairos.server_cores * 1e6 / r.kairos.batches_per_s
-    bare_us = r.bare.server_cores * 1e6 / r.bare.batches_per_s
-    return [
-        "**Ingest.** "
-        + "; ".join(f"{t.name}: {fmt(t.measured)} {t.unit}, {t.ratio:.2f}x of the target" for t in missed)
-        + f". The server is one process whose Python work is serialized by the GIL: it used"
-        f" {r.kairos.server_cores:.2f} cores of {os.cpu_count()}"
-        f" (wrk {r.kairos.wrk_cores:.2f}), i.e. {per_batch_us:.0f} µs of CPU per batch against {bare_us:.0f} µs"
-        f" for the bare app. In-process, `Kairos.prepare` alone costs {prepare:.0f} µs per 100-event batch"
-        f" ({prepare / 100:.1f} µs per event: `msgspec.convert` to `Message`, rebuilding each event as a dict,"
-        f" formatting the corrected timestamp, re-encoding), the untyped decode {decode:.0f} µs and the log append"
-        f" {append:.0f} µs (the writer thread, holding the GIL while it builds rows). Prepare alone caps one"
-        f" process near {fmt(1e6 / prepare * 100)} events/s; reaching 25% of the bare app"
-        f" ({fmt(r.bare.events_per_s / 4)} events/s) needs the whole request under {bare_us * 4:.0f} µs of"
-        " CPU per batch, so per-event work must shrink several-fold (or run in more processes).",
-    ]
+def _args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small and short: checks the harness only")
+    add("--write", action="store_true", help="with --quick: write docs/benchmarks.md anyway")
+    add("--only", default=DEFAULT_PARTS, help=f"comma-separated parts among {','.join(PARTS)} (default: %(default)s)")
+    add("--baseline", default=BASELINE_COMMIT, help="commit to compare with (default: %(default)s); 'none' to skip")
+    add("--repeats", type=int, help="runs per version of (a) and (b) (default 3; --quick 2)")
+    add("--events", type=int, help="(b) events in the log (default 200,000; --quick 20,000)")
+    add("--people", type=int, help="(b) people they come from (default: 15%% of --events)")
+    add("--postgres", default=PG_URL, help="PostgreSQL URL for (b); 'none' to skip (default: %(default)s)")
+    add("--duration", type=float, help="(a) seconds of each measured wrk run (default 10; --quick 3)")
+    add("--warmup", type=float, help="(a) seconds of the warm-up before it (default 2; --quick 1)")
+    add("--rate", type=float, default=200, help="(d) batches of 100 events per second (default: %(default)s)")
+    add("--sustained-duration", type=float, help="(d) seconds of load (default 60; --quick 10)")
+    add("--sustained-versions", default="new,old", help="(d) versions to load, in order (default: %(default)s)")
+    add("--profiles", type=int, help="(c) profiles in the store (default 1,000,000; --quick 50,000)")
+    args = parser.parse_args()
+    q = args.quick
+    args.repeats = args.repeats or (2 if q else 3)
+    args.events = args.events or (20_000 if q else 200_000)
+    args.people = args.people or max(100, args.events * 3 // 20)
+    args.duration = args.duration or (3.0 if q else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if q else 2.0)
+    args.sustained_duration = args.sustained_duration or (10.0 if q else 60.0)
+    args.profiles = args.profiles or (50_000 if q else 1_000_000)
+    args.parts = [p for p in args.only.split(",") if p]
+    if unknown := set(args.parts) - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    return args
 
 
-def limits_processor(r: processor.ProcessorResult, missed: list[Target]) -> list[str]:
-    out = []
-    apply = "in-memory apply (decode, resolve, update)"
-    for t in missed:
-        x = next(x for x in r.runs if f"Processor, {x.backend}" == t.name)
-        phases = x.phases_s
-        commit = phases.get("state commit", 0.0)
-        reads = sum(v for k, v in phases.items() if k not in (apply, "state commit"))
-        text = (
-            f"**Processor on {x.backend}.** {fmt(x.events_per_s)} events/s, {t.ratio:.2f}x of the target. It"
-            f" slows as the store grows: {fmt(x.first_fifth)} events/s over the first fifth of the log,"
-            f" {fmt(x.last_fifth)} over the last. Of its {x.process_s:.1f} s, state commits take {commit:.1f} s"
-            f" ({commit / x.process_s * 100:.0f}%), the look-ups and loads before each batch {reads:.1f} s and the"
-            f" in-memory work {phases.get(apply, 0.0):.1f} s (identifier extraction and normalization,"
-            " resolution, trait updates)."
+def _attempt(failures: list[str], what: str, fn: Callable[[], T]) -> T | None:
+    """Run one measurement; a failure is recorded and reported, and the run goes on without it."""
+    try:
+        return fn()
+    except Exception as exc:
+        failures.append(f"{what}: {type(exc).__name__}: {exc}")
+        print(f"  FAILED {what}: {exc}", file=sys.stderr, flush=True)
+        return None
+
+
+def run_processor(args: argparse.Namespace, versions: list[Version], workdir: Path, res: Results) -> None:
+    part_args = ["--events", str(args.events), "--people", str(args.people), "--postgres", args.postgres]
+
+    def one(v: Version, i: int) -> processor.ProcessorResult | None:
+        print(f"  (b) processor, {v.label}, run {i + 1} of {args.repeats}", flush=True)
+        return _attempt(
+            res.failures,
+            f"(b) processor, {v.label}, run {i + 1}",
+            lambda: processor.from_json(run_part("processor", v, part_args, workdir, f"r{i}")),
         )
-        top = sorted(((k, v) for k, v in phases.items() if k != apply), key=lambda kv: -kv[1])[:3]
-        text += " The largest store phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in top) + "."
-        if x.probe_ms.get(processor.CURRENT):
-            current = x.probe_ms[processor.CURRENT]
-            best, best_ms = min(x.probe_ms.items(), key=lambda kv: kv[1])
-            if best != processor.CURRENT and current > 1.5 * best_ms:
-                text += (
-                    f" The identity look-up is slow as written: `{processor.CURRENT}` took {current:.1f} ms for"
-                    f" 500 keys on the filled store where a {best} took {best_ms:.1f} ms ({current / best_ms:.0f}x"
-                    " less), and its cost grows with the table (it does not use the primary key)."
-                    if x.backend == "SQLite"
-                    else f" The identity look-up is slow as written: `{processor.CURRENT}` took {current:.1f} ms for"
-                    f" 500 keys on the filled store where a {best} took {best_ms:.1f} ms ({current / best_ms:.0f}x"
-                    " less)."
-                )
-        if x.backend == "SQLite" and x.commits_ms:
-            text += (
-                f" Commits are uneven (p50 {x.commits_ms[0]:.0f} ms, p90 {x.commits_ms[1]:.0f} ms, max"
-                f" {x.commits_ms[2]:.0f} ms): a batch of {fmt(r.batch_size)} events dirties pages all over the"
-                " random-key indexes (`seen`, profile ids, `identities`, `timeline` by profile); each COMMIT"
-                " writes those pages to the WAL, and the commit that crosses `wal_autocheckpoint` (100,000"
-                " pages) also copies the WAL back into the database. Fewer, larger batches amortize it"
-                " (`processor.batch_size`); an integer surrogate for profile ids would shrink the indexes."
+
+    res.processor = interleaved(versions, args.repeats, one)
+
+
+def run_ingest(args: argparse.Namespace, versions: list[Version], workdir: Path, res: Results) -> None:
+    new = versions[-1]
+    timing = ["--duration", str(args.duration), "--warmup", str(args.warmup)]
+    catch_up = ["--catch-up-timeout", "10" if args.quick else "30"]
+    res.ingest_duration = args.duration
+    res.ingest = {v.label: [] for v in versions}
+    for i in range(args.repeats):
+        # The baseline and the current code back to back, then the bare app: one repeat sees one machine.
+        for v, server in [*((v, "kairos") for v in versions), (new, "bare")]:
+            print(f"  (a) ingest, {server if server == 'bare' else v.label}, run {i + 1} of {args.repeats}", flush=True)
+            extra = [*catch_up, *(["--breakdown"] if i == 0 and server == "kairos" else [])]
+            tag = f"{server}-r{i}"
+            run = _attempt(
+                res.failures,
+                f"(a) ingest, {server}, {v.label}, run {i + 1}",
+                lambda v=v, server=server, extra=extra, tag=tag: ingest.run_from_json(  # type: ignore[misc]
+                    run_part("ingest", v, ["--server", server, *timing, *extra], workdir, tag)
+                ),
             )
-        if x.backend == "PostgreSQL":
-            text += (
-                " Every store call is a round trip to a server that shares the two cores; the commit upserts"
-                " profiles (three `jsonb` columns and a GIN index on traits), identities, timeline rows and"
-                " `seen` keys."
-            )
-        out.append(text)
-    return out
+            (res.bare if server == "bare" else res.ingest[v.label]).append(run)
 
 
-def limits_lookup(r: lookup.LookupResult, missed: list[Target]) -> list[str]:
-    if not missed:
-        return []
-    return [
-        f"**Look-up.** p99 {r.http_profile.p99_ms:.2f} ms over HTTP against {r.http_health.p99_ms:.2f} ms for"
-        f" `/healthz` on the same server and {r.in_process.p99_ms:.2f} ms in-process."
+def run_sustained(args: argparse.Namespace, versions: list[Version], workdir: Path, res: Results) -> None:
+    by_label = {v.label: v for v in versions}
+    part_args = [
+        "--rate",
+        f"{args.rate:g}",
+        "--duration",
+        f"{args.sustained_duration:g}",
+        "--catch-up-timeout",
+        "30" if args.quick else "180",
     ]
-
-
-def write_doc(
-    info: dict[str, str],
-    command: str,
-    seconds: float,
-    ing: ingest.IngestResult | None,
-    proc: processor.ProcessorResult | None,
-    look: lookup.LookupResult | None,
-) -> None:
-    all_targets = [
-        *(ingest.targets(ing) if ing else []),
-        *(processor.targets(proc) if proc else []),
-        *(lookup.targets(look) if look else []),
-    ]
-    baselines = []
-    if ing:
-        baselines.append(
-            [
-                "(a) ingest, events/s",
-                fmt(ing.kairos.events_per_s),
-                f"bare Starlette + msgspec: {fmt(ing.bare.events_per_s)}",
-                f"{ing.ratio * 100:.1f}%",
-            ]
+    for label in args.sustained_versions.split(","):
+        if (v := by_label.get(label)) is None:
+            continue
+        print(f"  (d) sustained load, {label}", flush=True)
+        result = _attempt(
+            res.failures,
+            f"(d) sustained, {label}",
+            lambda v=v: sustained.from_json(run_part("sustained", v, part_args, workdir, "r0")),  # type: ignore[misc]
         )
-    if proc:
-        for x in proc.runs:
-            baselines.append(
-                [
-                    f"(b) processor on {x.backend}, events/s",
-                    fmt(x.events_per_s),
-                    f"read + decode the log: {fmt(x.read_per_s)}",
-                    f"{x.events_per_s / x.read_per_s * 100:.1f}%",
-                ]
-            )
-    if look:
-        baselines.append(
-            [
-                "(c) profile GET p99, ms",
-                f"{look.http_profile.p99_ms:.2f}",
-                f"GET /healthz: {look.http_health.p99_ms:.2f}",
-                f"{look.http_profile.p99_ms - look.http_health.p99_ms:+.2f} ms",
-            ]
-        )
-    lines = [
-        "# Benchmarks",
-        "",
-        "Generated by `make bench` (which runs the command below) and overwritten by each run: edit"
-        " `bench/run.py`, not this file. All three parts ran in one go on the machine described here, taking"
-        f" {seconds / 60:.1f} minutes.",
-        "",
-        "```",
-        command,
-        "```",
-        "",
-        "Each part also runs alone: `.venv/bin/python bench/ingest.py`, `bench/processor.py`, `bench/lookup.py`"
-        " (`--help` for their options). Load is generated on the same 2-core machine as the server, over"
-        " loopback; treat absolute numbers as ±30% between runs on a shared VM, and compare within one run.",
-        "",
-        "## Machine",
-        "",
-        *table(["", ""], [[k, v] for k, v in info.items()]),
-        "",
-        "## Targets",
-        "",
-        *table(["target", "measured", "target", "ratio", ""], [t.row() for t in all_targets]),
-        "",
-        "Ratio: measured relative to the target, above 1 when better (for the latency target, target / measured).",
-        "",
-        "## Baselines",
-        "",
-        *table(["benchmark", "Kairos", "baseline (same run)", "Kairos / baseline"], baselines),
-        "",
-    ]
-    for part in (ingest.section(ing) if ing else [], processor.section(proc) if proc else []):
-        lines += [*part, ""]
-    if look:
-        lines += [*lookup.section(look), ""]
-    missed = [t for t in all_targets if not t.met]
-    lines += ["## What limits it", ""]
-    if not missed:
-        lines += ["Every target was met in this run.", ""]
-    limits = [
-        *(limits_ingest(ing, [t for t in missed if t.name.startswith("Ingest")]) if ing else []),
-        *(limits_processor(proc, [t for t in missed if t.name.startswith("Processor")]) if proc else []),
-        *(limits_lookup(look, [t for t in missed if t.name.startswith("Profile")]) if look else []),
-    ]
-    for paragraph in limits:
-        lines += [paragraph, ""]
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text("\n".join(lines).rstrip() + "\n")
+        if result is not None:
+            res.sustained[label] = result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small and short: checks the harness only")
-    parser.add_argument("--write", action="store_true", help="with --quick: write docs/benchmarks.md anyway")
-    parser.add_argument("--only", default="ingest,processor,lookup", help="comma-separated parts to run")
-    parser.add_argument("--postgres", default=PG_URL, help="PostgreSQL URL for (b); 'none' to skip")
-    args = parser.parse_args()
-    parts = set(args.only.split(","))
-    if "ingest" in parts and wrk_path() is None:
+    args = _args()
+    exit_on_sigterm()
+    if {"ingest", "sustained"} & set(args.parts) and wrk_path() is None:
         sys.exit("wrk is not installed; install it with: apt-get install -y wrk  (Debian package `wrk`)")
     started = time.monotonic()
     info = machine()
-    pg = None if args.postgres == "none" else args.postgres
-    ing = proc = look = None
-    if "ingest" in parts:
-        print("(a) ingest over HTTP", flush=True)
-        ing = ingest.run(duration=3 if args.quick else 10, warmup=1 if args.quick else 2)
-        save_json("ingest", ingest.to_json(ing))
-    if "processor" in parts:
-        print("(b) processor", flush=True)
-        proc = processor.run(20_000 if args.quick else 200_000, 3_000 if args.quick else 30_000, pg)
-        save_json("processor", asdict(proc))
-    if "lookup" in parts:
-        print("(c) profile look-up", flush=True)
-        look = lookup.run(50_000 if args.quick else 1_000_000, 2_000 if args.quick else 20_000)
-        save_json("lookup", asdict(look))
+    settings: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("parts",)}
+    with contextlib.ExitStack() as stack:
+        versions = [current_version()]
+        if args.baseline != "none":
+            versions.insert(0, stack.enter_context(baseline_version(args.baseline)))
+        res = Results({f"{v.label}": v.describe() for v in versions})
+        print("versions: " + "; ".join(f"{v.label} = {v.describe()}" for v in versions), flush=True)
+        workdir = stack.enter_context(tmp_dir("run"))
+        if "processor" in args.parts:
+            print("(b) processor", flush=True)
+            run_processor(args, versions, workdir, res)
+        if "ingest" in args.parts:
+            print("(a) ingest over HTTP", flush=True)
+            run_ingest(args, versions, workdir, res)
+        if "sustained" in args.parts:
+            print("(d) sustained load", flush=True)
+            run_sustained(args, versions, workdir, res)
+    if "lookup" in args.parts:
+        print("(c) profile look-up (current code)", flush=True)
+        res.lookup = _attempt(
+            res.failures, "(c) look-up", lambda: lookup.run(args.profiles, 2_000 if args.quick else 20_000)
+        )
     seconds = time.monotonic() - started
+    save_json("run", {"settings": settings, "machine": info, "seconds": seconds, **asdict(res)})
     command = "make bench   # = " + shlex.join([".venv/bin/python", "bench/run.py", *sys.argv[1:]])
     if not args.quick or args.write:
-        write_doc(info, command, seconds, ing, proc, look)
+        write_doc(info, command, seconds, settings, res)
         print(f"wrote {DOC.relative_to(ROOT)} ({seconds / 60:.1f} min)")
     else:
-        print(f"done in {seconds / 60:.1f} min (--quick: {Path(DOC).name} not written)")
+        print(f"done in {seconds / 60:.1f} min (--quick: {DOC.name} not written; results in bench/results/run.json)")
+    if res.failures:
+        sys.exit("failed: " + "; ".join(res.failures))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 -- POST pre-generated Segment batches to /v1/batch, rotating through them (see bench/ingest.py).
 --
 -- BENCH_BODIES names a file with one JSON body per line. Each messageId in it holds the marker @@N@@,
--- replaced on every request by "<thread>.<request number>": every event wrk sends has a messageId never
--- sent before, so the processor (when it runs) applies each one instead of skipping duplicates.
+-- replaced on every request by "<run>.<thread>.<request number>" (BENCH_RUN names the wrk run, so a
+-- measured run does not repeat its warm-up's ids): every event wrk sends has a messageId never sent
+-- before, so the processor (when it runs) applies each one instead of skipping duplicates.
 -- BENCH_AUTH is the whole Authorization header (HTTP Basic with the write key as user name).
+-- BENCH_RATE, when set, paces each wrk thread at that many requests per second (see delay() below).
 
 local MARK = "@@N@@"
+local RUN = os.getenv("BENCH_RUN") or "0"
 local bodies = {}
 local threads = {}
 
@@ -45,7 +48,44 @@ end
 function request()
   sent = sent + 1
   local parts = bodies[(sent - 1) % #bodies + 1]
-  return wrk.format(nil, nil, nil, table.concat(parts, id .. "." .. sent))
+  return wrk.format(nil, nil, nil, table.concat(parts, RUN .. "." .. id .. "." .. sent))
+end
+
+-- Pacing. wrk calls delay() when a connection is ready to send (after its previous response) and waits
+-- that many milliseconds. Each call claims the next slot of a fixed schedule (one every 1000 / rate ms
+-- from the first call), so the thread sends at the rate as long as it has idle connections, whatever
+-- the latency; a slot already past is sent at once, so a stall is followed by a catch-up burst. wrk then
+-- times each request from its write to its response: the time a request waited for a free connection
+-- is not counted (no correction for coordinated omission against the schedule, unlike wrk2's -R; wrk's
+-- own after-the-fact correction only adds samples for responses slower than twice the mean interval
+-- between requests on one connection).
+local rate = tonumber(os.getenv("BENCH_RATE") or "")
+if rate and rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef([[
+    typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+    int clock_gettime(int clk_id, bench_timespec *tp);
+  ]])
+  local CLOCK_MONOTONIC = 1
+  local now_ts = ffi.new("bench_timespec")
+  local interval = 1000 / rate
+  local next_slot = nil
+
+  local function now_ms()
+    ffi.C.clock_gettime(CLOCK_MONOTONIC, now_ts)
+    return tonumber(now_ts.tv_sec) * 1000 + tonumber(now_ts.tv_nsec) / 1e6
+  end
+
+  function delay()
+    local now = now_ms()
+    next_slot = next_slot or now
+    local slot = next_slot
+    next_slot = next_slot + interval
+    if slot <= now then
+      return 0
+    end
+    return math.floor(slot - now + 0.5)
+  end
 end
 
 function done(summary, latency, requests)
