@@ -15,7 +15,7 @@ from tests.conftest import PG_URL, REQUIRE, make_settings
 
 
 def events(n: int, tag: str) -> list[NewEvent]:
-    return [NewEvent(f"{tag}-{i}", 1_000 + i, b'{"type":"track","i":%d}' % i) for i in range(n)]
+    return [NewEvent(f"{tag}-{i}", 1_000 + i, 1_000 + i, "observed", b'{"type":"track","i":%d}' % i) for i in range(n)]
 
 
 def test_append_returns_gap_free_seqs_in_order(kairos: Kairos) -> None:

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from kairos.collect.ingest import epoch_ms
 from kairos.config import Settings
 from kairos.errors import CheckpointConflict
 from kairos.identity.normalize import Identifiers
@@ -42,15 +40,6 @@ def dedup_key(source: str, message_id: str) -> str:
     return f"{source}\x1f{message_id}"
 
 
-def _ms(value: Any, default: int) -> int:
-    if isinstance(value, str):
-        try:
-            return epoch_ms(datetime.fromisoformat(value))
-        except ValueError:
-            pass
-    return default
-
-
 class Processor:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -58,7 +47,6 @@ class Processor:
         self.identifiers = Identifiers(settings.identity)
         self.rules = TraitRules(settings.profiles)
         self.resolver = Resolver(self.identifiers, self.rules)
-        self.default_kind = settings.profiles.default_trait_kind
         self._stop = threading.Event()
         self.changed: list[str] = []  # profile ids changed by the last batch (for cache invalidation)
 
@@ -157,7 +145,7 @@ class Processor:
             ws.changes.seen.append(key)
             if event.get("type") == "alias":
                 ids = self._alias_resolved(ws, event, ids)
-            ts = _ms(event.get("timestamp"), entry.received_at)
+            ts = entry.ts
             reason = "alias" if event.get("type") == "alias" else "shared_identifier"
             profile = self.resolver.resolve(ws, ids, seq=entry.seq, ts=ts, message_id=entry.message_id, reason=reason)
             if profile is None:
@@ -182,15 +170,13 @@ class Processor:
         return sorted(dict.fromkeys([*ids, *previous]), key=lambda k: (rank.get(k[0], len(rank)), k in previous, k[1]))
 
     def _update(self, ws: Workspace, profile: Profile, entry: LogEntry, event: dict[str, Any], ts: int) -> None:
-        stamp = event.get("_kairos") or {}
-        source = stamp.get("source") or entry.source
+        source = entry.source
         context = event.get("context") if isinstance(event.get("context"), dict) else {}
         override = context.get("kairos") if isinstance(context, dict) else None
         # The source's kind is the strongest its events may claim: a public write key must not be able to
         # pass its data off as the customer's own (stated) words. An event may claim a weaker kind.
         # (Collect validates context.kairos; the log is still read defensively: it outlives any validator.)
-        stamped = stamp.get("trait_kind")
-        kind: str = stamped if isinstance(stamped, str) else self.default_kind
+        kind = entry.trait_kind
         claimed = override.get("trait_kind") if isinstance(override, dict) else None
         if isinstance(claimed, str) and self.rules.rank.get(claimed, 99) >= self.rules.rank.get(kind, 99):
             kind = claimed

@@ -28,6 +28,8 @@ class LogEntry:
     received_at: int  # epoch ms
     message_id: str
     payload: bytes
+    ts: int  # event time, epoch ms (skew-corrected at collect)
+    trait_kind: str  # the source's trait kind when the event was accepted
 
 
 @dataclass(slots=True)

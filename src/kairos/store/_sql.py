@@ -150,7 +150,9 @@ class SqlStore:
 
     # -- event log ---------------------------------------------------------------------------------
     def append_many(self, groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
-        rows = [(src, e.received_at, e.message_id, e.payload) for src, events in groups for e in events]
+        rows = [
+            (src, e.received_at, e.message_id, e.payload, e.ts, e.trait_kind) for src, events in groups for e in events
+        ]
         if not rows:
             return [[] for _ in groups]
         with self._tx(write=True) as conn:
@@ -160,7 +162,8 @@ class SqlStore:
             seqs = list(range(first, first + len(rows)))
             self._many(
                 conn,
-                "INSERT INTO log (seq, source, received_at, message_id, payload) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO log (seq, source, received_at, message_id, payload, ts, trait_kind)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(seq, *row) for seq, row in zip(seqs, rows, strict=True)],
             )
         out: list[list[int]] = []
@@ -174,10 +177,11 @@ class SqlStore:
         conn = self._conn()
         rows = self._rows(
             conn,
-            "SELECT seq, source, received_at, message_id, payload FROM log WHERE seq > ? ORDER BY seq LIMIT ?",
+            "SELECT seq, source, received_at, message_id, payload, ts, trait_kind FROM log"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
             (after, limit),
         )
-        return [LogEntry(r[0], r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        return [LogEntry(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6]) for r in rows]
 
     def _where_in(self, column: str, values: Sequence[Any]) -> Iterator[tuple[str, list[Any]]]:
         """``column IN (values)`` as SQL and parameters: one array parameter, or chunks of placeholders."""
@@ -191,9 +195,9 @@ class SqlStore:
         out: dict[int, LogEntry] = {}
         conn = self._conn()
         for cond, params in self._where_in("seq", list(seqs)):
-            sql = f"SELECT seq, source, received_at, message_id, payload FROM log WHERE {cond}"
+            sql = f"SELECT seq, source, received_at, message_id, payload, ts, trait_kind FROM log WHERE {cond}"
             for r in self._rows(conn, sql, params):
-                out[r[0]] = LogEntry(r[0], r[1], r[2], r[3], bytes(r[4]))
+                out[r[0]] = LogEntry(r[0], r[1], r[2], r[3], bytes(r[4]), r[5], r[6])
         return out
 
     def last_seq(self) -> int:

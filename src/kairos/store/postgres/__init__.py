@@ -22,7 +22,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE log (
         seq BIGINT PRIMARY KEY, source TEXT NOT NULL, received_at BIGINT NOT NULL,
-        message_id TEXT NOT NULL, payload BYTEA NOT NULL);
+        message_id TEXT NOT NULL, payload BYTEA NOT NULL, ts BIGINT NOT NULL,
+        trait_kind TEXT NOT NULL);
     CREATE TABLE checkpoint (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
     INSERT INTO checkpoint (name, seq) VALUES ('profiles', 0);
     CREATE TABLE seen (key BYTEA PRIMARY KEY);

@@ -21,7 +21,8 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE log (
         seq INTEGER PRIMARY KEY, source TEXT NOT NULL, received_at INTEGER NOT NULL,
-        message_id TEXT NOT NULL, payload BLOB NOT NULL);
+        message_id TEXT NOT NULL, payload BLOB NOT NULL, ts INTEGER NOT NULL,
+        trait_kind TEXT NOT NULL);
     CREATE TABLE checkpoint (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
     INSERT INTO checkpoint (name, seq) VALUES ('profiles', 0);
     CREATE TABLE seen (key BLOB PRIMARY KEY) WITHOUT ROWID;
