@@ -161,7 +161,7 @@ def _kairos_run(workdir: Path, bodies: Path, *, processor: bool, duration: float
     name = "processor" if processor else "ingest"
     db = workdir / f"{name}.db"
     kairos = Kairos(load_settings(store={"url": f"sqlite:///{db}"}))
-    write_key = kairos.store.admin.add_source("bench", "observed").write_key
+    write_key = kairos.source_named("bench", "observed").write_key
     kairos.close()
     env = _wrk_env(bodies, write_key)
     with Server.kairos(f"sqlite:///{db}", workdir, processor=processor) as server:
@@ -221,7 +221,7 @@ def breakdown(workdir: Path, bodies: Path, rounds: int = 300) -> dict[str, float
     raw = [line.replace(MARK, "1.1").encode() for line in bodies.read_text().splitlines()]
     kairos = Kairos(load_settings(store={"url": f"sqlite:///{workdir / 'breakdown.db'}"}))
     try:
-        source = kairos.store.admin.add_source("bench", "observed")
+        source = kairos.source_named("bench", "observed")
         limits = kairos.settings.collect
         bare = msgspec.json.Decoder()
 

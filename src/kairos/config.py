@@ -61,6 +61,9 @@ class StoreSettings(BaseModel):
         description="SQLite only: `normal` survives a crash of Kairos (kill -9); `full` also fsyncs each "
         "commit so that it survives power loss, at a cost in throughput.",
     )
+    pool_size: int = Field(
+        4, ge=1, le=100, description="PostgreSQL only: most connections each Kairos process keeps open (a pool)."
+    )
     cache_size: int = Field(100_000, ge=0, description="Profiles kept in the in-process read cache.")
     cache_ttl_seconds: float = Field(
         2.0, ge=0, description="How long a cached profile may be served before it is read again."
@@ -153,6 +156,18 @@ class ProcessorSettings(BaseModel):
         description="Most events applied in one state transaction (bigger: faster, more memory).",
     )
     poll_interval_ms: int = Field(50, ge=1, description="How often an idle processor looks for new events.")
+    max_consecutive_failures: int = Field(
+        10,
+        ge=1,
+        description="Events in a row that may go to the dead-letter table before the processor pauses and "
+        "says why in /healthz (a bug should stop the pipeline, not skip the log).",
+    )
+    timer_grace_ms: int = Field(
+        2000,
+        ge=0,
+        description="When the log is idle, a timer fires this long after it is due, so that an event "
+        "received before it but still being appended is applied first.",
+    )
 
 
 class Settings(BaseSettings):

@@ -6,8 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "EVENTS_APPLIED",
+    "EVENTS_DEADLETTERED",
     "EVENTS_DUPLICATE",
-    "EVENTS_FAILED",
     "EVENTS_UNATTRIBUTED",
     "IDENTITY_CONFLICTS",
     "INGESTED",
@@ -16,6 +16,7 @@ __all__ = [
     "REGISTRY",
     "REJECTED",
     "REQUEST_SECONDS",
+    "TIMERS_FIRED",
 ]
 
 REGISTRY = CollectorRegistry()
@@ -32,9 +33,12 @@ EVENTS_DUPLICATE = Counter(
     "Events skipped because their messageId was already applied.",
     registry=REGISTRY,
 )
-EVENTS_FAILED = Counter(
-    "kairos_processor_failed", "Events that could not be applied and were stepped over (see logs).", registry=REGISTRY
+EVENTS_DEADLETTERED = Counter(
+    "kairos_processor_deadlettered",
+    "Events that could not be applied and went to the dead-letter table (kairos deadletters list).",
+    registry=REGISTRY,
 )
+TIMERS_FIRED = Counter("kairos_processor_timers_fired", "Durable timers fired.", registry=REGISTRY)
 EVENTS_UNATTRIBUTED = Counter(
     "kairos_processor_unattributed",
     "Events with no usable identifier (all blocked or invalid).",

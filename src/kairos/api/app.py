@@ -43,7 +43,7 @@ def create_app(kairos: Kairos, *, run_processor: bool | None = None) -> Starlett
                 daemon=True,
             )
             thread.start()
-        log.info("kairos started", extra={"store": kairos.store.d.name, "processor": run_processor})
+        log.info("kairos started", extra={"store": kairos.store.name, "processor": run_processor})
         try:
             yield
         finally:

@@ -20,7 +20,7 @@ async def healthz(request: Request) -> Response:
     kairos = runtime(request)
     try:
         last, checkpoint = await run_in_threadpool(
-            lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint())
+            lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint().seq)
         )
     except Exception as exc:  # the store is down: say so instead of failing with a 500
         return json_response({"status": "unavailable", "store": type(exc).__name__}, 503)
@@ -28,7 +28,7 @@ async def healthz(request: Request) -> Response:
         {
             "status": "ok",
             "version": __version__,
-            "store": kairos.store.d.name,
+            "store": kairos.store.name,
             "log_seq": last,
             "processed_seq": checkpoint,
             "lag": last - checkpoint,
@@ -38,7 +38,9 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     kairos = runtime(request)
-    last, checkpoint = await run_in_threadpool(lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint()))
+    last, checkpoint = await run_in_threadpool(
+        lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint().seq)
+    )
     PROCESSOR_LAG.set(max(0, last - checkpoint))
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
