@@ -127,6 +127,22 @@ def test_a_child_that_cannot_start_is_retried_with_backoff(tmp_path: Path, caplo
     assert delays[:4] == [0.1, 0.2, 0.4, 0.4]
 
 
+def test_a_child_that_does_not_stop_is_terminated_then_killed(
+    store_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(store_settings, processor={"stop_timeout_seconds": 0.2})
+    w = ProcessWorker(settings, SpyCache())
+    w.start()
+    child = w.status()["pid"]
+    os.kill(child, signal.SIGSTOP)  # frozen: it can neither read the request nor act on SIGTERM
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="kairos.processor"):
+        w.stop()
+    assert not pid_alive(child)
+    assert 2.0 <= time.monotonic() - started < 5.0  # 0.2 s asking, 2 s after SIGTERM, then SIGKILL
+    assert "did not stop in time" in caplog.text
+
+
 def test_stop_before_start_and_twice(kairos: Kairos) -> None:
     w = ProcessWorker(kairos.settings, SpyCache())
     w.stop()

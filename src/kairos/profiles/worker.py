@@ -187,10 +187,13 @@ class ProcessWorker:
         self._supervisor = threading.Thread(target=self._supervise, name="kairos-processor-supervisor", daemon=True)
         self._supervisor.start()
 
-    def _spawn(self) -> bool:
+    def _spawn(self, restart: bool = False) -> bool:
         with self._lock:
             if self._stopping.is_set():
                 return False
+            if restart:
+                self.restarts += 1
+                PROCESSOR_RESTARTS.inc()
             conn, child_conn = self._ctx.Pipe()
             process = self._ctx.Process(
                 target=_child.run,
@@ -232,10 +235,8 @@ class ProcessWorker:
                 "processor process exited unexpectedly; restarting",
                 extra={"pid": pid, "exitcode": exitcode, "restart_in": delay, "failures": failures},
             )
-            if self._stopping.wait(delay) or not self._spawn():
+            if self._stopping.wait(delay) or not self._spawn(restart=True):
                 return
-            self.restarts += 1
-            PROCESSOR_RESTARTS.inc()
 
     def _read(self, conn: Connection) -> None:
         while True:
@@ -243,16 +244,22 @@ class ProcessWorker:
                 kind, body = conn.recv()
             except (EOFError, OSError):
                 return
-            if kind == "batch":
-                self.cache.invalidate(body)
-                self._last_batch_at = time.time()
-                PROCESSOR_LAST_BATCH.set(self._last_batch_at)
-            elif kind == "status":
-                self._mirror(body.get("counters", []))
-                with self._lock:
-                    # The last error outlives the child that hit it: a crash loop shows why it loops.
-                    self._info = {**body, "last_error": body.get("last_error") or self._info.get("last_error")}
-                    self._state = body.get("state", "running")
+            try:
+                self._handle(kind, body)
+            except Exception:  # e.g. a cache backend that is down: never lose the supervisor for it
+                log.exception("processor report could not be handled", extra={"kind": kind})
+
+    def _handle(self, kind: str, body: Any) -> None:
+        if kind == "batch":
+            self.cache.invalidate(body)
+            self._last_batch_at = time.time()
+            PROCESSOR_LAST_BATCH.set(self._last_batch_at)
+        elif kind == "status":
+            self._mirror(body.get("counters", []))
+            with self._lock:
+                # The last error outlives the child that hit it: a crash loop shows why it loops.
+                self._info = {**body, "last_error": body.get("last_error") or self._info.get("last_error")}
+                self._state = body.get("state", "running")
 
     def _mirror(self, counters: list[tuple[str, dict[str, str], float]]) -> None:
         """Add what the child's counters grew by since its last snapshot to ours (a new child starts at 0)."""
