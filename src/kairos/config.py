@@ -23,6 +23,7 @@ __all__ = [
     "CollectSettings",
     "IdentitySettings",
     "IdentityTypeSettings",
+    "ProcessorMode",
     "ProcessorSettings",
     "ProfileSettings",
     "ServerSettings",
@@ -147,8 +148,32 @@ class ProfileSettings(BaseModel):
     default_trait_kind: TraitKind = Field("observed", description="Kind of traits from a source that declares none.")
 
 
+ProcessorMode = Literal["process", "thread", "off"]
+
+
 class ProcessorSettings(BaseModel):
-    enabled: bool = Field(True, description="Run the processor inside `kairos serve`.")
+    enabled: bool = Field(
+        True, description='Run a processor under `kairos serve`; `false` is the same as `mode = "off"`.'
+    )
+    mode: ProcessorMode = Field(
+        "process",
+        description="How `kairos serve` runs the processor: `process` (its own OS process, supervised and "
+        "restarted; ingest and processing use separate cores), `thread` (inside the API process: shares one "
+        "core through Python's GIL; for tests and tiny deployments) or `off` (run `kairos process` elsewhere).",
+    )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description='`mode = "process"` only: niceness the processor process adds to itself (`os.nice`), so '
+        "that when both compete for a core, ingest latency wins and the processor catches up later; 0 disables.",
+    )
+    stop_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description='`mode = "process"` only: how long shutdown waits for the processor to finish its batch '
+        "before it is terminated (an interrupted batch is rolled back and applied again on the next start).",
+    )
     batch_size: int = Field(
         5000,
         ge=1,
@@ -168,6 +193,10 @@ class ProcessorSettings(BaseModel):
         description="When the log is idle, a timer fires this long after it is due, so that an event "
         "received before it but still being appended is applied first.",
     )
+
+    def serve_mode(self) -> ProcessorMode:
+        """How `kairos serve` runs the processor once ``enabled`` is taken into account."""
+        return self.mode if self.enabled else "off"
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,9 @@
-"""Prometheus metrics, one registry for the process (served at ``/metrics``)."""
+"""Prometheus metrics, one registry for the process (served at ``/metrics``).
+
+A processor running in its own process (``processor.mode = "process"``) increments its own copy of the
+counters in :data:`PROCESSOR_COUNTERS`; it reports their values in its status snapshots and the API process
+adds the differences to its copies, so ``/metrics`` of ``kairos serve`` shows them whatever the mode.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,11 @@ __all__ = [
     "IDENTITY_CONFLICTS",
     "INGESTED",
     "MERGES",
+    "PROCESSOR_COUNTERS",
     "PROCESSOR_LAG",
+    "PROCESSOR_LAST_BATCH",
+    "PROCESSOR_RESTARTS",
+    "PROCESSOR_UP",
     "REGISTRY",
     "REJECTED",
     "REQUEST_SECONDS",
@@ -56,3 +65,30 @@ PROCESSOR_LAG = Gauge(
 REQUEST_SECONDS = Histogram(
     "kairos_http_request_seconds", "HTTP request latency by route group.", ["route"], registry=REGISTRY
 )
+PROCESSOR_UP = Gauge(
+    "kairos_processor_up",
+    "1 while the processor of this server runs; 0 when it is paused, restarting, stopped or off.",
+    registry=REGISTRY,
+)
+PROCESSOR_RESTARTS = Counter(
+    "kairos_processor_restarts",
+    "Times the processor process died unexpectedly and was started again.",
+    registry=REGISTRY,
+)
+PROCESSOR_LAST_BATCH = Gauge(
+    "kairos_processor_last_batch_timestamp_seconds",
+    "Unix time at which the processor of this server last committed a batch.",
+    registry=REGISTRY,
+)
+
+# The counters the processor increments, by metric name: what a processor process reports to its parent.
+# A new processor counter belongs here too, or it stays invisible under `kairos serve`.
+PROCESSOR_COUNTERS: dict[str, Counter] = {
+    "kairos_processor_events": EVENTS_APPLIED,
+    "kairos_processor_duplicates": EVENTS_DUPLICATE,
+    "kairos_processor_deadlettered": EVENTS_DEADLETTERED,
+    "kairos_processor_timers_fired": TIMERS_FIRED,
+    "kairos_processor_unattributed": EVENTS_UNATTRIBUTED,
+    "kairos_identity_conflicts": IDENTITY_CONFLICTS,
+    "kairos_identity_merges": MERGES,
+}

@@ -73,7 +73,7 @@ def _resolve(kairos: Kairos, ref: str) -> int:
 
 def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
     pk = _resolve(kairos, ref)
-    key = str(pk)
+    key = profile_id_for(pk)  # the processor reports changed profiles by public id
     cached = kairos.cache.get(key)
     if cached is not None:
         return cached  # type: ignore[no-any-return]

@@ -60,7 +60,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default: server.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: server.port).")] = None,
 ) -> None:
-    """Run the HTTP API with the processor in the same process."""
+    """Run the HTTP API, and the processor as `processor.mode` says (by default a supervised child process)."""
     import uvicorn
 
     from kairos.api import create_app
