@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from kairos.config import Settings, load_settings
+from kairos.profiles import TraitValue
 from kairos.runtime import Kairos
 from kairos.store import Source
 
@@ -41,6 +44,21 @@ def postgres_available() -> str | None:
     except Exception as exc:
         return f"PostgreSQL at {PG_URL} is not reachable: {exc}"
     return None
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie (exited, not yet reaped by its new parent) counts as gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +97,7 @@ def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
 
 @pytest.fixture
 def source(kairos: Kairos) -> Source:
-    return kairos.store.admin.add_source("web", "observed")
+    return kairos.store.admin.add_source("web", "observed", kairos.clock.now())
 
 
 class Feed:
@@ -101,12 +119,40 @@ class Feed:
             self.kairos.processor.run_until_caught_up()
         return result.seqs
 
-    def profile(self, ref: str) -> Any:
-        pid = self.kairos.store.state.resolve(ref)
-        assert pid is not None, f"no profile for {ref}"
-        profile = self.kairos.store.state.profile(pid)
-        assert profile is not None
-        return profile
+    def profile(self, ref: str) -> Look:
+        return look(self.kairos, ref)
+
+
+@dataclass(frozen=True)
+class Look:
+    """A profile as tests read it: public id, key, identities and each projection's state."""
+
+    id: str
+    pk: int
+    identities: set[tuple[str, str]]
+    traits: dict[str, TraitValue]
+    consents: dict[str, Any]
+    event_count: int
+    created_at: int
+    updated_at: int
+
+
+def look(kairos: Kairos, ref: str) -> Look:
+    pk = kairos.resolve(ref)
+    assert pk is not None, f"no profile for {ref}"
+    p = kairos.profile(pk)
+    assert p is not None
+    counts = p.sections["counters"]
+    return Look(
+        p.id,
+        p.pk,
+        set(p.identities),
+        dict(p.sections["traits"]),
+        dict(p.sections["consents"]),
+        counts.event_count,
+        counts.created_at,
+        counts.updated_at,
+    )
 
 
 @pytest.fixture
@@ -121,3 +167,30 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_sep(
             "=", f"{len(skipped)} PostgreSQL backend tests SKIPPED: no server at {PG_URL} (set KAIROS_TEST_PG_URL)"
         )
+
+
+def dump_state(kairos: Kairos) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of derived state (and the outbox), canonical and sorted: replay, batch size and merge
+    order must leave exactly this equal. Checkpoint versions and serial ids count commits, not state."""
+    db = kairos.store.db  # type: ignore[attr-defined]
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with db.conn() as conn:
+        for table in (*db.derived, db.tables["outbox"]):
+            cols = [c.name for c in table.columns if c.type != "serial" and c.name not in ("version", "created_at")]
+            if table.name == "outbox":
+                cols = ["key", "type", "profile_id", "payload"]
+            if table.name == "deadletters":
+                cols = ["seq", "source", "error_class", "message"]
+            rows = conn.execute(f"SELECT {', '.join(cols)} FROM {table.name}").fetchall()
+            json_at = [i for i, c in enumerate(cols) if next(x for x in table.columns if x.name == c).type == "json"]
+            canon = []
+            for r in rows:
+                values = [bytes(v) if isinstance(v, memoryview) else v for v in r]
+                for i in json_at:
+                    if values[i] is not None:
+                        values[i] = msgspec.json.encode(
+                            db.d.load_json(values[i]) if isinstance(values[i], str) else values[i], order="sorted"
+                        )
+                canon.append(tuple(values))
+            out[table.name] = sorted(canon, key=repr)
+    return out

@@ -23,7 +23,7 @@ def client(kairos: Kairos) -> Iterator[TestClient]:
 
 @pytest.fixture
 def read_key(kairos: Kairos) -> dict[str, str]:
-    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}))
+    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}), 0)
     return {"Authorization": f"Bearer {secret}"}
 
 
@@ -174,10 +174,10 @@ def test_read_errors_are_precise(
 
 
 def test_scope_is_enforced(client: TestClient, kairos: Kairos) -> None:
-    _, secret = kairos.store.admin.add_api_key("decider", frozenset({"decide"}))
+    _, secret = kairos.store.admin.add_api_key("decider", frozenset({"decide"}), 0)
     r = client.get("/v1/profiles", headers={"Authorization": f"Bearer {secret}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
-    _, admin = kairos.store.admin.add_api_key("root", frozenset({"admin"}))
+    _, admin = kairos.store.admin.add_api_key("root", frozenset({"admin"}), 0)
     assert client.get("/v1/profiles", headers={"Authorization": f"Bearer {admin}"}).status_code == 200
 
 

@@ -79,10 +79,10 @@ def test_import_jsonl_is_validated_and_safe_to_rerun(env: Path) -> None:
     assert (again["accepted"], again["already_imported"]) == (0, 3)
     kairos = Kairos()
     try:
-        pid = kairos.store.state.resolve("email:a@x.io")
+        pid = kairos.resolve("email:a@x.io")
         assert pid is not None
-        profile = kairos.store.state.profile(pid)
-        assert profile is not None and profile.event_count == 2
+        profile = kairos.profile(pid)
+        assert profile is not None and profile.sections["counters"].event_count == 2
         assert kairos.store.log.count() == 3
     finally:
         kairos.close()
@@ -120,11 +120,12 @@ def test_import_csv_with_mapping(env: Path) -> None:
     assert json.loads(run(*args).stdout)["accepted"] == 0
     kairos = Kairos()
     try:
-        pid = kairos.store.state.resolve("loyalty_card:LC-1")
-        assert pid is not None and pid == kairos.store.state.resolve("email:jane@x.io")
-        profile = kairos.store.state.profile(pid)
+        pid = kairos.resolve("loyalty_card:LC-1")
+        assert pid is not None and pid == kairos.resolve("email:jane@x.io")
+        profile = kairos.profile(pid)
         assert profile is not None
-        assert profile.traits["orders"].value == 3 and profile.traits["first_name"].kind == "stated"
+        assert profile.sections["traits"]["orders"].value == 3
+        assert profile.sections["traits"]["first_name"].kind == "stated"
     finally:
         kairos.close()
 
@@ -143,12 +144,12 @@ def test_demo_and_replay(env: Path) -> None:
     assert loaded["rejected"] == 0 and loaded["profiles"] > 150
     kairos = Kairos()
     try:
-        pid = kairos.store.state.resolve("user_id:u-jane")
+        pid = kairos.resolve("user_id:u-jane")
         assert pid is not None
         rows = kairos.store.state.timeline(pid, 100, None)
         sources = {e.source for e in kairos.store.log.get([r.seq for r in rows]).values()}
         assert sources == {"web", "app", "store", "callcentre", "crm"}
-        before = kairos.store.state.profile(pid)
+        before = kairos.profile(pid)
     finally:
         kairos.close()
     skipped = run("demo", "--if-empty")
@@ -157,7 +158,7 @@ def test_demo_and_replay(env: Path) -> None:
     assert replayed["profiles"] == loaded["profiles"] and replayed["events"] == loaded["events"]
     kairos = Kairos()
     try:
-        assert kairos.store.state.profile(pid) == before
+        assert kairos.profile(pid) == before
     finally:
         kairos.close()
 

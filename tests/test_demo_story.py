@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from kairos.collect import EventError, Message, validate
@@ -13,6 +14,7 @@ from kairos.config import IdentitySettings, IdentityTypeSettings
 from kairos.demo import SHARED_ANONYMOUS_ID, SOURCES, STORY_USER_ID, demo_events
 from kairos.demo._story import DEMO_NOW
 from kairos.identity import Identifiers
+from kairos.pipeline import Event
 
 Pairs = list[tuple[str, dict[str, Any]]]
 STORY_LENGTH = 13
@@ -133,7 +135,7 @@ def _components(events: Pairs, identifiers: Identifiers) -> dict[tuple[str, str]
         return key
 
     for _, event in events:
-        keys = identifiers.extract(event)
+        keys = identifiers.extract(msgspec.convert(event, Event))
         for key in keys[1:]:
             parent[find(key)] = find(keys[0])
     return {key: find(key) for key in parent}
@@ -149,7 +151,7 @@ def test_story_stitches_into_one_person(events: Pairs, identifiers: Identifiers)
     assert ("loyalty_card", "LC-0042-7781") in keys
     # No background event touches any of Jane's identifiers, so her profile holds only her story.
     for _, event in events[STORY_LENGTH:]:
-        assert not keys.intersection(identifiers.extract(event)), event
+        assert not keys.intersection(identifiers.extract(msgspec.convert(event, Event))), event
 
 
 def test_shared_laptop_has_two_known_users(events: Pairs) -> None:

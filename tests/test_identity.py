@@ -8,6 +8,7 @@ import pytest
 
 from kairos.config import IdentitySettings
 from kairos.identity import Identifiers, normalize
+from kairos.pipeline import Event
 from kairos.runtime import Kairos
 from tests.conftest import Feed
 
@@ -51,20 +52,20 @@ def test_blocked_values_are_not_identifiers(value: str) -> None:
     ids = Identifiers(IdentitySettings())
     kind = "email" if "@" in value else "user_id"
     assert ids.usable(kind, value) is None
-    assert ids.extract({"userId": value, "anonymousId": value, "traits": {"email": value}}) == []
+    assert ids.extract(Event(userId=value, anonymousId=value, traits={"email": value})) == []
 
 
 def test_extract_orders_by_priority_and_reads_external_ids() -> None:
     ids = Identifiers(IdentitySettings(types={"crm_id": {"paths": ["traits.crm_id"], "priority": 90}}))
-    event = {
-        "anonymousId": "a1",
-        "userId": "u1",
-        "traits": {"email": "J@X.io", "crm_id": "C1"},
-        "context": {
+    event = Event(
+        anonymousId="a1",
+        userId="u1",
+        traits={"email": "J@X.io", "crm_id": "C1"},
+        context={
             "device": {"id": "d1"},
             "externalIds": [{"id": "C2", "type": "crm_id"}, {"id": "z", "type": "nope"}],
         },
-    }
+    )
     assert ids.extract(event) == [
         ("user_id", "u1"),
         ("crm_id", "C1"),
@@ -92,7 +93,7 @@ def test_shared_device_never_merges_two_known_people(feed: Feed, kairos: Kairos)
     assert alice.traits["name"].value == "Alice" and bob.traits["name"].value == "Bob"
     assert ("anonymous_id", "laptop") in alice.identities
     assert ("anonymous_id", "laptop") not in bob.identities
-    assert kairos.store.state.merges(alice.id) == [] and kairos.store.state.merges(bob.id) == []
+    assert kairos.store.state.merges(alice.pk) == [] and kairos.store.state.merges(bob.pk) == []
     # Later anonymous activity on the device stays with the first person, never bridges the two.
     feed({"type": "track", "anonymousId": "laptop", "event": "Viewed"})
     assert feed.profile("user_id:bob").event_count == 1
@@ -110,16 +111,16 @@ def test_blocked_anonymous_id_does_not_merge_strangers(feed: Feed) -> None:
 def test_event_with_only_blocked_ids_is_unattributed(feed: Feed, kairos: Kairos) -> None:
     feed({"type": "track", "anonymousId": "null", "event": "X"})
     assert kairos.store.state.count_profiles() == 0
-    assert kairos.store.state.checkpoint() == kairos.store.log.last_seq()
+    assert kairos.store.state.checkpoint().seq == kairos.store.log.last_seq()
 
 
 def test_merge_chain_a_b_then_b_c(feed: Feed, kairos: Kairos) -> None:
     feed({"type": "identify", "anonymousId": "a", "traits": {"email": "a@x.io", "color": "red"}})
     feed({"type": "identify", "anonymousId": "b", "traits": {"phone": "+1 415 555 0100"}})
     feed({"type": "identify", "anonymousId": "c", "userId": "u-c", "traits": {"size": "M"}})
-    a_id = feed.profile("anonymous_id:a").id
-    b_id = feed.profile("anonymous_id:b").id
-    c_id = feed.profile("anonymous_id:c").id
+    a_id, a_pk = feed.profile("anonymous_id:a").id, feed.profile("anonymous_id:a").pk
+    b_id, b_pk = feed.profile("anonymous_id:b").id, feed.profile("anonymous_id:b").pk
+    c_id, c_pk = feed.profile("anonymous_id:c").id, feed.profile("anonymous_id:c").pk
     # A <-> B: an event carrying identifiers of both.
     feed(
         {
@@ -145,17 +146,17 @@ def test_merge_chain_a_b_then_b_c(feed: Feed, kairos: Kairos) -> None:
     assert merged.traits["color"].value == "red" and merged.traits["size"].value == "M"
     assert merged.event_count == 5
     for old in (b_id, c_id):
-        assert kairos.store.state.resolve(old) == a_id
-    merges = kairos.store.state.merges(a_id)
+        assert kairos.resolve(old) == a_pk
+    merges = kairos.store.state.merges(a_pk)
     assert [(m.winner, m.loser, m.reason) for m in merges] == [
-        (a_id, b_id, "shared_identifier"),
-        (a_id, c_id, "alias"),
+        (a_pk, b_pk, "shared_identifier"),
+        (a_pk, c_pk, "alias"),
     ]
     assert merges[0].identities == [("phone", "+14155550100")]
-    assert sorted(kairos.store.state.merged_ids(a_id)) == sorted([b_id, c_id])
+    assert sorted(kairos.store.state.merged_keys(a_pk)) == sorted([b_pk, c_pk])
     # Events were re-attributed: the timeline of A holds all five.
-    assert len(kairos.store.state.timeline(a_id, 50, None)) == 5
-    assert kairos.store.state.timeline(c_id, 50, None) == []
+    assert len(kairos.store.state.timeline(a_pk, 50, None)) == 5
+    assert kairos.store.state.timeline(c_pk, 50, None) == []
 
 
 def test_merge_chain_within_one_batch(feed: Feed, kairos: Kairos) -> None:
@@ -169,7 +170,7 @@ def test_merge_chain_within_one_batch(feed: Feed, kairos: Kairos) -> None:
     )
     p = feed.profile("user_id:u1")
     assert {("anonymous_id", x) for x in "abc"} <= p.identities
-    assert len(kairos.store.state.timeline(p.id, 50, None)) == 6
+    assert len(kairos.store.state.timeline(p.pk, 50, None)) == 6
     assert kairos.store.state.count_profiles() == 1
 
 

@@ -31,7 +31,7 @@ def captured() -> Iterator[io.StringIO]:
 
 
 def test_requests_and_processing_log_no_identifiers(captured: io.StringIO, kairos: Kairos, source: Source) -> None:
-    _, secret = kairos.store.admin.add_api_key("r", frozenset({"read"}))
+    _, secret = kairos.store.admin.add_api_key("r", frozenset({"read"}), 0)
     with TestClient(create_app(kairos, run_processor=False)) as client:
         body = {
             "writeKey": source.write_key,

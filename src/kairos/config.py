@@ -23,6 +23,7 @@ __all__ = [
     "CollectSettings",
     "IdentitySettings",
     "IdentityTypeSettings",
+    "ProcessorMode",
     "ProcessorSettings",
     "ProfileSettings",
     "ServerSettings",
@@ -60,6 +61,9 @@ class StoreSettings(BaseModel):
         "normal",
         description="SQLite only: `normal` survives a crash of Kairos (kill -9); `full` also fsyncs each "
         "commit so that it survives power loss, at a cost in throughput.",
+    )
+    pool_size: int = Field(
+        4, ge=1, le=100, description="PostgreSQL only: most connections each Kairos process keeps open (a pool)."
     )
     cache_size: int = Field(100_000, ge=0, description="Profiles kept in the in-process read cache.")
     cache_ttl_seconds: float = Field(
@@ -144,8 +148,32 @@ class ProfileSettings(BaseModel):
     default_trait_kind: TraitKind = Field("observed", description="Kind of traits from a source that declares none.")
 
 
+ProcessorMode = Literal["process", "thread", "off"]
+
+
 class ProcessorSettings(BaseModel):
-    enabled: bool = Field(True, description="Run the processor inside `kairos serve`.")
+    enabled: bool = Field(
+        True, description='Run a processor under `kairos serve`; `false` is the same as `mode = "off"`.'
+    )
+    mode: ProcessorMode = Field(
+        "process",
+        description="How `kairos serve` runs the processor: `process` (its own OS process, supervised and "
+        "restarted; ingest and processing use separate cores), `thread` (inside the API process: shares one "
+        "core through Python's GIL; for tests and tiny deployments) or `off` (run `kairos process` elsewhere).",
+    )
+    nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description='`mode = "process"` only: niceness the processor process adds to itself (`os.nice`), so '
+        "that when both compete for a core, ingest latency wins and the processor catches up later; 0 disables.",
+    )
+    stop_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description='`mode = "process"` only: how long shutdown waits for the processor to finish its batch '
+        "before it is terminated (an interrupted batch is rolled back and applied again on the next start).",
+    )
     batch_size: int = Field(
         5000,
         ge=1,
@@ -153,6 +181,22 @@ class ProcessorSettings(BaseModel):
         description="Most events applied in one state transaction (bigger: faster, more memory).",
     )
     poll_interval_ms: int = Field(50, ge=1, description="How often an idle processor looks for new events.")
+    max_consecutive_failures: int = Field(
+        10,
+        ge=1,
+        description="Events in a row that may go to the dead-letter table before the processor pauses and "
+        "says why in /healthz (a bug should stop the pipeline, not skip the log).",
+    )
+    timer_grace_ms: int = Field(
+        2000,
+        ge=0,
+        description="When the log is idle, a timer fires this long after it is due, so that an event "
+        "received before it but still being appended is applied first.",
+    )
+
+    def serve_mode(self) -> ProcessorMode:
+        """How `kairos serve` runs the processor once ``enabled`` is taken into account."""
+        return self.mode if self.enabled else "off"
 
 
 class Settings(BaseSettings):

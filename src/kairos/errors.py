@@ -17,6 +17,7 @@ __all__ = [
     "NotFoundError",
     "PayloadTooLarge",
     "StoreError",
+    "StoreUnavailable",
     "TransientError",
     "ValidationError",
     "http_status",
@@ -76,6 +77,13 @@ class NotFoundError(KairosError):
 
 class StoreError(KairosError):
     code = "store_error"
+
+
+class StoreUnavailable(TransientError):
+    """The store is down, locked or timing out: nothing was changed; retry shortly (HTTP 503)."""
+
+    code = "store_unavailable"
+    retry_after = 1
 
 
 class CheckpointConflict(TransientError):

@@ -1,4 +1,9 @@
-"""Prometheus metrics, one registry for the process (served at ``/metrics``)."""
+"""Prometheus metrics, one registry for the process (served at ``/metrics``).
+
+A processor running in its own process (``processor.mode = "process"``) increments its own copy of the
+counters in :data:`PROCESSOR_COUNTERS`; it reports their values in its status snapshots and the API process
+adds the differences to its copies, so ``/metrics`` of ``kairos serve`` shows them whatever the mode.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,21 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
     "EVENTS_APPLIED",
+    "EVENTS_DEADLETTERED",
     "EVENTS_DUPLICATE",
-    "EVENTS_FAILED",
     "EVENTS_UNATTRIBUTED",
     "IDENTITY_CONFLICTS",
     "INGESTED",
     "MERGES",
+    "PROCESSOR_COUNTERS",
     "PROCESSOR_LAG",
+    "PROCESSOR_LAST_BATCH",
+    "PROCESSOR_RESTARTS",
+    "PROCESSOR_UP",
     "REGISTRY",
     "REJECTED",
     "REQUEST_SECONDS",
+    "TIMERS_FIRED",
 ]
 
 REGISTRY = CollectorRegistry()
@@ -32,9 +42,12 @@ EVENTS_DUPLICATE = Counter(
     "Events skipped because their messageId was already applied.",
     registry=REGISTRY,
 )
-EVENTS_FAILED = Counter(
-    "kairos_processor_failed", "Events that could not be applied and were stepped over (see logs).", registry=REGISTRY
+EVENTS_DEADLETTERED = Counter(
+    "kairos_processor_deadlettered",
+    "Events that could not be applied and went to the dead-letter table (kairos deadletters list).",
+    registry=REGISTRY,
 )
+TIMERS_FIRED = Counter("kairos_processor_timers_fired", "Durable timers fired.", registry=REGISTRY)
 EVENTS_UNATTRIBUTED = Counter(
     "kairos_processor_unattributed",
     "Events with no usable identifier (all blocked or invalid).",
@@ -52,3 +65,30 @@ PROCESSOR_LAG = Gauge(
 REQUEST_SECONDS = Histogram(
     "kairos_http_request_seconds", "HTTP request latency by route group.", ["route"], registry=REGISTRY
 )
+PROCESSOR_UP = Gauge(
+    "kairos_processor_up",
+    "1 while the processor of this server runs; 0 when it is paused, restarting, stopped or off.",
+    registry=REGISTRY,
+)
+PROCESSOR_RESTARTS = Counter(
+    "kairos_processor_restarts",
+    "Times the processor process died unexpectedly and was started again.",
+    registry=REGISTRY,
+)
+PROCESSOR_LAST_BATCH = Gauge(
+    "kairos_processor_last_batch_timestamp_seconds",
+    "Unix time at which the processor of this server last committed a batch.",
+    registry=REGISTRY,
+)
+
+# The counters the processor increments, by metric name: what a processor process reports to its parent.
+# A new processor counter belongs here too, or it stays invisible under `kairos serve`.
+PROCESSOR_COUNTERS: dict[str, Counter] = {
+    "kairos_processor_events": EVENTS_APPLIED,
+    "kairos_processor_duplicates": EVENTS_DUPLICATE,
+    "kairos_processor_deadlettered": EVENTS_DEADLETTERED,
+    "kairos_processor_timers_fired": TIMERS_FIRED,
+    "kairos_processor_unattributed": EVENTS_UNATTRIBUTED,
+    "kairos_identity_conflicts": IDENTITY_CONFLICTS,
+    "kairos_identity_merges": MERGES,
+}

@@ -17,10 +17,12 @@ from cachetools import TTLCache
 from kairos.collect import EventError, NewEvent, prepare
 from kairos.collect.ingest import body_write_key
 from kairos.config import Settings, load_settings
-from kairos.errors import AuthError, ForbiddenError
+from kairos.errors import AuthError, ForbiddenError, ValidationError
 from kairos.metrics import INGESTED, REJECTED
-from kairos.profiles import Processor
-from kairos.store import Source, SqlStore, open_store
+from kairos.pipeline import Clock, Processor, ProfileState, Projection, SystemClock
+from kairos.pipeline._codec import ProfileCodec
+from kairos.profiles import default_projections
+from kairos.store import Source, Store, open_store
 from kairos.store.cache import Cache, MemoryCache
 
 __all__ = ["IngestResult", "Kairos"]
@@ -34,10 +36,19 @@ class IngestResult:
 
 
 class Kairos:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        clock: Clock | None = None,
+        projections: Sequence[Projection[Any]] | None = None,
+    ) -> None:
         self.settings = settings or load_settings()
-        self.store: SqlStore = open_store(self.settings.store)
-        self.processor = Processor(self.store, self.settings)
+        self.clock: Clock = clock or SystemClock()
+        self.projections = list(projections if projections is not None else default_projections(self.settings))
+        self.codec = ProfileCodec(self.projections)
+        self.store: Store = open_store(self.settings.store, self.codec.columns, self.codec.indexes, self.codec.tables)
+        self.processor = Processor(self.store, self.settings, self.projections, self.clock)
         self.cache: Cache = MemoryCache(self.settings.store.cache_size, self.settings.store.cache_ttl_seconds)
         # Write keys are checked on every collect request; a disabled source takes effect within 5 s.
         self._sources: TTLCache[str, Source | None] = TTLCache(maxsize=10_000, ttl=5.0)
@@ -76,7 +87,7 @@ class Kairos:
         self, source: Source, payload: Any, endpoint: str, received_at: datetime | None = None
     ) -> tuple[list[NewEvent], list[EventError]]:
         """Validate one request for a known source (``kairos import`` has no write key)."""
-        received_at = received_at or datetime.now(UTC)
+        received_at = received_at or datetime.fromtimestamp(self.clock.now() / 1000, UTC)
         prepared = prepare(
             payload,
             endpoint,
@@ -105,19 +116,41 @@ class Kairos:
         seqs = self.append([(source.name, events)])[0] if events else []
         return IngestResult(len(events), seqs, errors)
 
-    def source_named(self, name: str, trait_kind: str = "observed") -> Source:
+    def source_named(self, name: str, trait_kind: str | None = None) -> Source:
         """The source called ``name``, created on first use (import and demo)."""
         for source in self.store.admin.sources():
             if source.name == name:
                 return source
-        return self.store.admin.add_source(name, trait_kind)
+        return self.store.admin.add_source(
+            name, trait_kind or self.settings.profiles.default_trait_kind, self.clock.now()
+        )
 
     def wait_processed(self, timeout: float = 10.0) -> bool:
         """Block until the processor has applied everything in the log (tests, CLI)."""
         deadline = time.monotonic() + timeout
         target = self.store.log.last_seq()
-        while self.store.state.checkpoint() < target:
+        while self.store.state.checkpoint().seq < target:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
         return True
+
+    # -- reading profiles --------------------------------------------------------------------------
+    def resolve(self, ref: str) -> int | None:
+        """The canonical profile key for a profile id (following merges) or a ``type:value`` identity.
+
+        An identity is normalized as the processor normalizes it (``email:Jane@X.io`` finds
+        ``jane@x.io``); an unknown identity type is a :class:`ValidationError`.
+        """
+        kind, sep, value = ref.partition(":")
+        if not sep:
+            return self.store.state.resolve_id(ref)
+        identifiers = self.processor.identifiers
+        if kind not in identifiers.types:
+            raise ValidationError(f"unknown identity type {kind!r}", code="invalid_ref", field="ref")
+        usable = identifiers.usable(kind, value)
+        return None if usable is None else self.store.state.resolve_identity((kind, usable))
+
+    def profile(self, pk: int) -> ProfileState | None:
+        row = self.store.state.load_profiles([pk]).get(pk)
+        return None if row is None else self.codec.state(row)

@@ -1,10 +1,9 @@
-"""The ASGI application: routes, CORS, error envelope, lifecycle of the writer and processor threads."""
+"""The ASGI application: routes, CORS, error envelope, lifecycle of the writer thread and the processor."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -17,6 +16,8 @@ from starlette.responses import Response
 from kairos.api import collect, ops, profiles
 from kairos.api._common import AccessLog, json_response
 from kairos.api._writer import LogWriter
+from kairos.config import ProcessorMode
+from kairos.pipeline.worker import create_worker
 from kairos.runtime import Kairos
 
 __all__ = ["create_app"]
@@ -24,33 +25,31 @@ __all__ = ["create_app"]
 log = logging.getLogger("kairos.http")
 
 
-def create_app(kairos: Kairos, *, run_processor: bool | None = None) -> Starlette:
-    """Build the app around a :class:`Kairos`; the processor runs in a thread unless disabled."""
+def create_app(
+    kairos: Kairos, *, run_processor: bool | None = None, processor_mode: ProcessorMode | None = None
+) -> Starlette:
+    """Build the app around a :class:`Kairos`.
+
+    The processor runs as ``processor.mode`` says (its own process by default); ``run_processor=False``
+    runs none (in-process tests feed the processor themselves), ``processor_mode`` overrides the setting.
+    """
     settings = kairos.settings
-    if run_processor is None:
-        run_processor = settings.processor.enabled
+    mode = processor_mode or settings.processor.serve_mode()
+    if run_processor is False:
+        mode = "off"
+    worker = create_worker(kairos, mode)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.kairos = kairos
         app.state.writer = LogWriter(kairos.store.log.append_many)
-        thread = None
-        if run_processor:
-            thread = threading.Thread(
-                target=kairos.processor.run_forever,
-                args=(settings.processor.poll_interval_ms / 1000, kairos.cache.invalidate),
-                name="kairos-processor",
-                daemon=True,
-            )
-            thread.start()
-        log.info("kairos started", extra={"store": kairos.store.d.name, "processor": run_processor})
+        worker.start()
+        log.info("kairos started", extra={"store": kairos.store.name, "processor": worker.status()})
         try:
             yield
         finally:
             app.state.writer.close()
-            kairos.processor.stop()
-            if thread is not None:
-                thread.join(timeout=30)
+            worker.stop()
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -77,7 +76,7 @@ def create_app(kairos: Kairos, *, run_processor: bool | None = None) -> Starlett
         lifespan=lifespan,
     )
     app.state.kairos = kairos
-
+    app.state.processor = worker
     return app
 
 

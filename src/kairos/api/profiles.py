@@ -14,8 +14,10 @@ from starlette.routing import Route
 from kairos.api._common import error_response, json_response, require_scope, runtime
 from kairos.collect import iso
 from kairos.errors import KairosError, NotFoundError, ValidationError
+from kairos.identity import profile_id_for
+from kairos.pipeline import ProfileState
 from kairos.runtime import Kairos
-from kairos.store import MergeRecord, Profile, decode_cursor, encode_cursor
+from kairos.store import MergeRecord, decode_cursor, encode_cursor
 
 __all__ = ["profile_view", "routes"]
 
@@ -23,31 +25,24 @@ MAX_LIMIT = 200
 _decode = msgspec.json.Decoder()
 
 
-def profile_view(profile: Profile, merged_ids: list[str]) -> dict[str, Any]:
-    return {
+def profile_view(kairos: Kairos, profile: ProfileState, merged_ids: list[str]) -> dict[str, Any]:
+    view: dict[str, Any] = {
         "id": profile.id,
         "identities": [{"type": t, "value": v} for t, v in sorted(profile.identities)],
-        "traits": {name: t.value for name, t in sorted(profile.traits.items())},
-        "trait_meta": {
-            name: {"kind": t.kind, "source": t.source, "updated_at": iso(t.updated_at)}
-            for name, t in sorted(profile.traits.items())
-        },
+        "traits": {},
+        "trait_meta": {},
         "segments": [],
-        "consents": {
-            purpose: {"granted": c["granted"], "source": c["source"], "updated_at": iso(c["updated_at"])}
-            for purpose, c in sorted(profile.consents.items())
-        },
-        "created_at": iso(profile.created_at),
-        "updated_at": iso(profile.updated_at),
-        "event_count": profile.event_count,
-        "merged_ids": merged_ids,
+        "consents": {},
     }
+    view.update(kairos.codec.view(profile))  # each projection adds what it keeps
+    view["merged_ids"] = merged_ids
+    return view
 
 
 def _merge_view(m: MergeRecord) -> dict[str, Any]:
     return {
-        "winner": m.winner,
-        "loser": m.loser,
+        "winner": profile_id_for(m.winner),
+        "loser": profile_id_for(m.loser),
         "at": iso(m.at),
         "reason": m.reason,
         "identities": [{"type": t, "value": v} for t, v in m.identities],
@@ -65,63 +60,67 @@ def _limit(request: Request, default: int = 50) -> int:
     return int(raw)
 
 
-def _resolve(kairos: Kairos, ref: str) -> str:
+def _resolve(kairos: Kairos, ref: str) -> int:
     if not ref or len(ref) > 600 or "\x00" in ref:
         raise ValidationError(
             "profile reference must be 1 to 600 characters, without NUL", code="invalid_ref", field="ref"
         )
-    kind, sep, value = ref.partition(":")
-    if sep:
-        usable = kairos.processor.identifiers.usable(kind, value)
-        if kind not in kairos.processor.identifiers.types:
-            raise ValidationError(f"unknown identity type {kind!r}", code="invalid_ref", field="ref")
-        pid = kairos.store.state.resolve(f"{kind}:{usable}") if usable is not None else None
-    else:
-        pid = kairos.store.state.resolve(ref)
-    if pid is None:
+    pk = kairos.resolve(ref)
+    if pk is None:
         raise NotFoundError(f"no profile for {ref!r}", field="ref")
-    return pid
+    return pk
 
 
 def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
-    pid = _resolve(kairos, ref)
-    cached = kairos.cache.get(pid)
+    pk = _resolve(kairos, ref)
+    key = profile_id_for(pk)  # the processor reports changed profiles by public id
+    cached = kairos.cache.get(key)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
     token = kairos.cache.token()
-    profile = kairos.store.state.profile(pid)
+    profile = kairos.profile(pk)
     if profile is None:
         raise NotFoundError(f"no profile for {ref!r}", field="ref")
-    view = profile_view(profile, kairos.store.state.merged_ids(pid))
-    kairos.cache.put(pid, view, token)
+    view = profile_view(kairos, profile, [profile_id_for(k) for k in kairos.store.state.merged_keys(pk)])
+    kairos.cache.put(key, view, token)
     return view
 
 
 def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[str, Any]:
-    before = decode_cursor(cursor) if cursor else None
-    pid = _resolve(kairos, ref)
-    rows = kairos.store.state.timeline(pid, limit + 1, before)
+    before = None
+    if cursor:
+        ts, seq, sub = decode_cursor(cursor, 3)
+        before = (ts, seq, sub)
+    pk = _resolve(kairos, ref)
+    rows = kairos.store.state.timeline(pk, limit + 1, before)
     more = len(rows) > limit
     rows = rows[:limit]
-    entries = kairos.store.log.get([r.seq for r in rows])
+    entries = kairos.store.log.get([r.seq for r in rows if r.sub == 0])
     items = []
     for r in rows:
-        event = _decode.decode(entries[r.seq].payload) if r.seq in entries else None
+        entry = entries.get(r.seq) if r.sub == 0 else None
+        event = _decode.decode(entry.payload) if entry is not None else None
         if isinstance(event, dict):
             event.pop("_kairos", None)
-        items.append({"seq": r.seq, "type": r.type, "name": r.name, "timestamp": iso(r.ts), "event": event})
+        item: dict[str, Any] = {"seq": r.seq, "type": r.type, "name": r.name, "timestamp": iso(r.ts), "event": event}
+        if r.sub:
+            item["data"] = r.data
+        items.append(item)
     return {
-        "profile_id": pid,
+        "profile_id": profile_id_for(pk),
         "items": items,
-        "next_cursor": encode_cursor(rows[-1].ts, rows[-1].seq) if more and rows else None,
+        "next_cursor": encode_cursor(rows[-1].ts, rows[-1].seq, rows[-1].sub) if more and rows else None,
     }
 
 
 def _list(kairos: Kairos, filters: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
-    page = kairos.store.state.list_profiles(filters, limit, cursor)
+    after = decode_cursor(cursor, 1)[0] if cursor else None
+    rows = kairos.store.state.list_profiles(filters, limit + 1, after)
+    more = len(rows) > limit
+    rows = rows[:limit]
     return {
-        "items": [profile_view(p, []) for p in page.items],
-        "next_cursor": page.next_cursor,
+        "items": [profile_view(kairos, kairos.codec.state(r), []) for r in rows],
+        "next_cursor": encode_cursor(rows[-1].pk) if more and rows else None,
     }
 
 
@@ -146,6 +145,8 @@ def _filters(request: Request) -> dict[str, Any]:
                 value = raw
         except (msgspec.DecodeError, RecursionError):
             value = raw
+        if isinstance(value, str) and "\x00" in value:  # "\u0000" in JSON: no stored trait can hold NUL
+            raise ValidationError(f"{key} must not hold NUL characters", code="invalid_query", field=key)
         out[key[6:]] = value
     return out
 
@@ -181,18 +182,15 @@ def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 @read_endpoint
 def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
-    pid = _resolve(kairos, request.path_params["ref"])
-    return {"profile_id": pid, "items": [_merge_view(m) for m in kairos.store.state.merges(pid)]}
+    pk = _resolve(kairos, request.path_params["ref"])
+    return {"profile_id": profile_id_for(pk), "items": [_merge_view(m) for m in kairos.store.state.merges(pk)]}
 
 
 @read_endpoint
 def list_profiles(kairos: Kairos, request: Request) -> dict[str, Any]:
     filters = _filters(request)
     limit = _limit(request)
-    cursor = request.query_params.get("cursor")
-    if cursor is not None and (len(cursor) > 200 or "\x00" in cursor):
-        raise ValidationError("cursor is not one this API returned", code="invalid_cursor", field="cursor")
-    return _list(kairos, filters, limit, cursor)
+    return _list(kairos, filters, limit, request.query_params.get("cursor"))
 
 
 routes = [

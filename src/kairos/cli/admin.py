@@ -43,7 +43,7 @@ def sources_add(
 ) -> None:
     """Create a source and print its write key."""
     with open_kairos(as_json) as kairos:
-        source = kairos.store.admin.add_source(name, kind.value)
+        source = kairos.store.admin.add_source(name, kind.value, kairos.clock.now())
     if as_json:
         print_json(
             {
@@ -112,7 +112,7 @@ def keys_add(
 ) -> None:
     """Create an API key; the secret is printed once and only its hash is kept."""
     with open_kairos(as_json) as kairos:
-        key, secret = kairos.store.admin.add_api_key(name, frozenset(s.value for s in scope))
+        key, secret = kairos.store.admin.add_api_key(name, frozenset(s.value for s in scope), kairos.clock.now())
     if as_json:
         print_json({"id": key.id, "name": key.name, "scopes": sorted(key.scopes), "key": secret})
     else:

@@ -18,9 +18,9 @@ from kairos.cli.admin import Kind
 from kairos.collect import NewEvent
 from kairos.collect.files import parse_mapping, read_csv, read_jsonl
 from kairos.errors import KairosError, ValidationError
-from kairos.profiles.processor import dedup_key
+from kairos.pipeline import dedup_key
 from kairos.runtime import Kairos
-from kairos.store import Source
+from kairos.store import Source, digest
 
 __all__ = ["ImportSummary", "import_events", "import_file"]
 
@@ -70,9 +70,9 @@ def import_events(
         events, errors = kairos.prepare_for(source, {"batch": [e for _, e in chunk]}, "batch")
         for error in errors:
             summary.reject(lines[error.index], error.code, error.field, error.message)
-        keys: dict[str, NewEvent] = {}
+        keys: dict[bytes, NewEvent] = {}
         for e in events:  # the first of repeated message ids wins, as in the processor
-            keys.setdefault(dedup_key(source.name, e.message_id), e)
+            keys.setdefault(digest(dedup_key(source.name, e.message_id)), e)
         applied = kairos.store.state.seen(keys)
         fresh = [e for k, e in keys.items() if k not in applied]
         summary.already_imported += len(events) - len(fresh)

@@ -12,10 +12,12 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kairos import __version__
-from kairos.cli._common import console, open_kairos, print_json
+from kairos.cli._common import console, err_console, open_kairos, print_json
 from kairos.cli.admin import keys, sources
+from kairos.cli.deadletters import deadletters
 from kairos.cli.importer import import_file
 from kairos.demo.load import demo
+from kairos.runtime import Kairos
 
 __all__ = ["app", "main"]
 
@@ -26,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(sources, name="sources")
 app.add_typer(keys, name="keys")
+app.add_typer(deadletters, name="deadletters")
 app.command("import")(import_file)
 app.command("demo")(demo)
 
@@ -57,7 +60,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Listen address (default: server.host).")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port (default: server.port).")] = None,
 ) -> None:
-    """Run the HTTP API with the processor in the same process."""
+    """Run the HTTP API, and the processor as `processor.mode` says (by default a supervised child process)."""
     import uvicorn
 
     from kairos.api import create_app
@@ -73,7 +76,7 @@ def serve(
         gc.set_threshold(50_000, 20, 100)
         console.print(
             f"Kairos {__version__} on http://{host or server.host}:{port or server.port} "
-            f"(store: {kairos.store.d.name}); API docs at /docs",
+            f"(store: {kairos.store.name}); API docs at /docs",
             highlight=False,
         )
         uvicorn.run(
@@ -93,7 +96,6 @@ def replay(as_json: JsonOpt = False) -> None:
         started = time.perf_counter()
         total = kairos.store.log.count()
         kairos.store.state.reset()
-        done = 0
         with Progress(
             TextColumn("replaying"),
             BarColumn(),
@@ -103,9 +105,8 @@ def replay(as_json: JsonOpt = False) -> None:
             disable=as_json,
         ) as bar:
             task = bar.add_task("replay", total=total)
-            while n := kairos.processor.run_once():
-                done += n
-                bar.update(task, completed=done)
+            done = kairos.processor.run_until_caught_up(lambda n: bar.advance(task, n))
+        _paused(kairos, as_json)
         summary = {
             "events": done,
             "profiles": kairos.store.state.count_profiles(),
@@ -136,11 +137,23 @@ def process(
             with contextlib.suppress(KeyboardInterrupt):
                 kairos.processor.run_forever(kairos.settings.processor.poll_interval_ms / 1000)
             return
+        _paused(kairos, as_json)
         summary = {"events": done, "seconds": round(time.perf_counter() - started, 2), "lag": 0}
     if as_json:
         print_json(summary)
     else:
         console.print(f"applied {summary['events']} events in {summary['seconds']} s")
+
+
+def _paused(kairos: Kairos, as_json: bool) -> None:
+    """A paused processor is an error the operator must see (exit status 1), not a quiet early stop."""
+    reason = kairos.processor.paused
+    if reason:
+        if as_json:
+            print_json({"error": {"code": "processor_paused", "message": reason}})
+        else:
+            err_console.print(f"[red]processor paused[/red]: {reason}")
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -34,7 +34,9 @@ class NewEvent:
 
     message_id: str
     received_at: int  # epoch milliseconds
-    payload: bytes  # the normalized event as JSON
+    ts: int  # event time, epoch milliseconds, corrected for the client's clock skew
+    trait_kind: str  # the source's trait kind: the strongest kind the event's traits may claim
+    payload: bytes  # the event as JSON
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ def prepare(
             out.errors.append(checked)
             continue
         try:
-            event = _normalize(item, checked, received_at, received_iso, stamp)
+            event, ts = _normalize(item, checked, received_at, received_iso, stamp)
         except (OverflowError, ValueError, OSError):
             out.errors.append(EventError(index, "invalid_field", "timestamp", "timestamp is out of range"))
             continue
@@ -152,7 +154,7 @@ def prepare(
         if isinstance(error, EventError):
             out.errors.append(error)
             continue
-        out.events.append(NewEvent(event["messageId"], received_ms, error))
+        out.events.append(NewEvent(event["messageId"], received_ms, ts, trait_kind, error))
     return out
 
 
@@ -217,7 +219,7 @@ def _check_encoded(index: int, event: dict[str, Any], limits: CollectSettings) -
 
 def _normalize(
     item: dict[str, Any], msg: Message, received_at: datetime, received_iso: str, stamp: dict[str, str]
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], int]:
     event = dict(item)
     for key in _RESERVED:
         event.pop(key, None)
@@ -234,7 +236,8 @@ def _normalize(
         corrected = _utc(client_time)
     if client_time is not None:
         event["originalTimestamp"] = item.get("timestamp", item.get("originalTimestamp"))
-    event["timestamp"] = iso(epoch_ms(corrected))
+    ts = epoch_ms(corrected)
+    event["timestamp"] = iso(ts)
     event["receivedAt"] = received_iso
     event["_kairos"] = stamp
-    return event
+    return event, ts

@@ -57,7 +57,7 @@ def demo(
                 "the in-store purchase will not stitch to Jane's profile"
             )
         summary = load_demo(kairos, profiles, seed)
-        _, secret = kairos.store.admin.add_api_key("demo", frozenset({"read"}))
+        _, secret = kairos.store.admin.add_api_key("demo", frozenset({"read"}), kairos.clock.now())
     summary["read_key"] = secret
     summary["story_profile"] = f"user_id:{STORY_USER_ID}"
     if as_json:

@@ -1,8 +1,8 @@
-"""Identity resolution: extracting and normalizing identifiers, and stitching them into profiles."""
+"""Identity resolution: extracting and normalizing identifiers, and deciding which profile they belong to."""
 
 from __future__ import annotations
 
 from kairos.identity.normalize import Identifiers, normalize
-from kairos.identity.resolver import Resolver, Workspace, profile_id_for
+from kairos.identity.resolver import Graph, Resolution, Resolver, profile_id_for
 
-__all__ = ["Identifiers", "Resolver", "Workspace", "normalize", "profile_id_for"]
+__all__ = ["Graph", "Identifiers", "Resolution", "Resolver", "normalize", "profile_id_for"]

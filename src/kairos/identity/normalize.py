@@ -14,9 +14,15 @@ from typing import Any
 import phonenumbers
 
 from kairos.config import IdentitySettings, IdentityTypeSettings
-from kairos.store import IdentityKey
+from kairos.errors import ConfigError
 
-__all__ = ["Identifiers", "normalize"]
+__all__ = ["EVENT_FIELDS", "Identifiers", "IdentityKey", "normalize"]
+
+IdentityKey = tuple[str, str]  # (type, normalized value)
+# Top-level fields of a logged event that identity paths may start from (the processor decodes these).
+EVENT_FIELDS = frozenset(
+    ("userId", "anonymousId", "previousId", "groupId", "event", "name", "category", "properties", "traits", "context")
+)
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_VALUE = 512
@@ -67,6 +73,12 @@ class Identifiers:
         self.rank = {t: i for i, t in enumerate(self.order)}
         # Paths split once: extraction runs for every event and is the processor's hottest loop.
         self._paths = [(kind, tuple(path.split("."))) for kind in self.order for path in self.types[kind].paths]
+        for kind, parts in self._paths:
+            if parts[0] not in EVENT_FIELDS or not all(parts):
+                raise ConfigError(
+                    f"identity.types.{kind}.paths: {'.'.join(parts)!r} must start at one of {sorted(EVENT_FIELDS)}",
+                    field=f"identity.types.{kind}.paths",
+                )
         # A group call's traits describe the company (Segment spec), never the person: skip them there.
         self._group_paths = [(kind, parts) for kind, parts in self._paths if parts[0] != "traits"]
         self.limits = {t: c.limit for t, c in self.types.items() if c.limit is not None}
@@ -80,15 +92,16 @@ class Identifiers:
                 return None
         return value
 
-    def extract(self, event: dict[str, Any]) -> list[IdentityKey]:
-        """The event's usable identifiers, highest priority first, without duplicates."""
+    def extract(self, event: Any) -> list[IdentityKey]:
+        """The usable identifiers of a decoded event (its top-level fields are attributes), highest priority
+        first, without duplicates."""
         found: dict[IdentityKey, None] = {}
-        for kind, parts in self._group_paths if event.get("type") == "group" else self._paths:
-            node: Any = event
-            for part in parts:
-                node = node.get(part) if type(node) is dict else None
+        for kind, parts in self._group_paths if event.type == "group" else self._paths:
+            node: Any = getattr(event, parts[0], None)
+            for part in parts[1:]:
                 if node is None:
                     break
+                node = node.get(part) if type(node) is dict else None
             if node is not None and (value := self.usable(kind, node)) is not None:
                 found[(kind, value)] = None
         external = _external_ids(event)
@@ -103,9 +116,9 @@ class Identifiers:
         return sorted(keys, key=lambda k: (self.rank.get(k[0], len(self.rank)), k[1]))
 
 
-def _external_ids(event: dict[str, Any]) -> list[tuple[str, Any]]:
+def _external_ids(event: Any) -> list[tuple[str, Any]]:
     """Segment's ``context.externalIds``: ``[{"id": ..., "type": ...}, ...]``."""
-    context = event.get("context")
+    context = event.context
     items = context.get("externalIds") if isinstance(context, dict) else None
     if not isinstance(items, list):
         return []

@@ -1,8 +1,33 @@
-"""Profiles: the processor that turns the log into profiles, and the trait precedence rules."""
+"""Profiles: the first projections (counters, traits with provenance, consents, timeline).
+
+:func:`default_projections` is the ordered list the processor runs: later projections see what earlier ones
+made of each event (``ctx.profile``), so derived kinds (segments, moments) go after the ones they read.
+"""
 
 from __future__ import annotations
 
-from kairos.profiles.processor import Processor
-from kairos.profiles.traits import TraitRules, set_consent
+from typing import Any
 
-__all__ = ["Processor", "TraitRules", "set_consent"]
+from kairos.config import Settings
+from kairos.pipeline.projection import Projection
+from kairos.profiles.consents import Consents
+from kairos.profiles.counters import Counters, Counts
+from kairos.profiles.timeline import TIMELINE, Timeline, record
+from kairos.profiles.traits import TraitRules, Traits, TraitValue
+
+__all__ = [
+    "TIMELINE",
+    "Consents",
+    "Counters",
+    "Counts",
+    "Timeline",
+    "TraitRules",
+    "TraitValue",
+    "Traits",
+    "default_projections",
+    "record",
+]
+
+
+def default_projections(settings: Settings) -> list[Projection[Any]]:
+    return [Counters(), Traits(settings.profiles), Consents(), Timeline()]

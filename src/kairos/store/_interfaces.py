@@ -1,28 +1,32 @@
-"""The three small interfaces every backend implements: event log, state store, admin store.
+"""The small interfaces every backend implements: event log, state store, admin store, outbox.
 
-The processor and the API only see these; a backend is one folder under ``kairos.store`` whose driver is
-imported when its URL is opened. NATS JetStream (log) and Redis (cache) plug in here later.
+The processor, the API and the CLI only see these (``Kairos.store`` is typed as :class:`Store`); a backend
+is one folder under ``kairos.store`` whose driver is imported when its URL is opened. NATS JetStream (log)
+and Redis (cache) plug in here later.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from kairos.collect.ingest import NewEvent
 from kairos.store._model import (
     ApiKey,
-    Changes,
+    Checkpoint,
+    DeadLetter,
     IdentityKey,
     LogEntry,
     MergeRecord,
-    Profile,
-    ProfilePage,
+    OutboxMessage,
+    ProfileRow,
     Source,
     TimelineRow,
+    TimerRow,
+    Writes,
 )
 
-__all__ = ["AdminStore", "EventLog", "StateStore", "Store"]
+__all__ = ["AdminStore", "EventLog", "Outbox", "StateStore", "Store"]
 
 
 class EventLog(Protocol):
@@ -48,55 +52,51 @@ class EventLog(Protocol):
 class StateStore(Protocol):
     """Everything the processor derives from the log, and the reads the profile API needs."""
 
-    def checkpoint(self) -> int: ...
+    def checkpoint(self, name: str = ...) -> Checkpoint: ...
 
-    def find_identities(self, keys: Iterable[IdentityKey]) -> dict[IdentityKey, str]:
-        """Profile id currently holding each known key (unknown keys are absent)."""
+    def find_identities(self, keys: Iterable[IdentityKey]) -> dict[IdentityKey, int]:
+        """Profile key currently holding each known identifier (unknown ones are absent)."""
         ...
 
-    def load_profiles(self, ids: Iterable[str]) -> dict[str, Profile]:
-        """Profiles with their traits, consents and identities; unknown ids are absent."""
+    def load_profiles(self, pks: Iterable[int]) -> dict[int, ProfileRow]: ...
+
+    def seen(self, digests: Iterable[bytes]) -> set[bytes]:
+        """Which de-duplication digests were already applied."""
         ...
 
-    def seen(self, keys: Iterable[str]) -> set[str]:
-        """Which de-duplication keys were already applied."""
-        ...
+    def timers_of(self, pks: Iterable[int]) -> list[TimerRow]: ...
 
-    def commit(self, changes: Changes, from_seq: int, to_seq: int) -> None:
-        """Apply ``changes`` and move the checkpoint ``from_seq`` → ``to_seq`` in one transaction.
+    def due_timers(self, until: int, limit: int) -> list[TimerRow]: ...
 
-        Raises :class:`kairos.errors.CheckpointConflict` (and changes nothing) if the checkpoint is no
-        longer ``from_seq``: another processor got there first.
-        """
+    def commit(self, writes: Writes, expect: Checkpoint, to_seq: int, name: str = ..., dry_run: bool = ...) -> None:
+        """Apply ``writes`` and move the checkpoint in one transaction (see :meth:`SqlState.commit`)."""
         ...
 
     def reset(self) -> None:
-        """Delete all derived state and rewind the checkpoint to 0 (``kairos replay``)."""
+        """Delete all derived state and rewind the checkpoints to 0 (``kairos replay``)."""
         ...
 
-    def resolve(self, ref: str) -> str | None:
-        """Canonical profile id for a profile id (following merges) or a ``type:value`` identity."""
+    def resolve_id(self, profile_id: str) -> int | None: ...
+
+    def resolve_identity(self, key: IdentityKey) -> int | None: ...
+
+    def list_profiles(self, traits: dict[str, Any], limit: int, after: int | None) -> list[ProfileRow]: ...
+
+    def timeline(self, pk: int, limit: int, before: tuple[int, int, int] | None) -> list[TimelineRow]:
+        """Newest first; ``before`` = (ts, seq, sub) of the last row of the previous page."""
         ...
 
-    def list_profiles(self, traits: dict[str, str], limit: int, cursor: str | None) -> ProfilePage: ...
+    def merges(self, pk: int) -> list[MergeRecord]: ...
 
-    def timeline(self, profile_id: str, limit: int, before: tuple[int, int] | None) -> list[TimelineRow]:
-        """Newest first; ``before`` = (ts, seq) of the last row of the previous page."""
-        ...
-
-    def merges(self, profile_id: str) -> list[MergeRecord]:
-        """Every merge whose winner is, or has since been merged into, ``profile_id``."""
-        ...
-
-    def merged_ids(self, profile_id: str) -> list[str]:
-        """Ids of profiles that were merged (directly or through a chain) into ``profile_id``."""
-        ...
+    def merged_keys(self, pk: int) -> list[int]: ...
 
     def count_profiles(self) -> int: ...
 
+    def deadletters(self, limit: int = ..., seqs: Sequence[int] | None = ...) -> list[DeadLetter]: ...
+
 
 class AdminStore(Protocol):
-    def add_source(self, name: str, trait_kind: str) -> Source: ...
+    def add_source(self, name: str, trait_kind: str, now: int) -> Source: ...
 
     def sources(self) -> list[Source]: ...
 
@@ -104,7 +104,7 @@ class AdminStore(Protocol):
 
     def set_source_enabled(self, name: str, enabled: bool) -> Source: ...
 
-    def add_api_key(self, name: str, scopes: frozenset[str]) -> tuple[ApiKey, str]:
+    def add_api_key(self, name: str, scopes: frozenset[str], now: int) -> tuple[ApiKey, str]:
         """Create a key; the secret is returned once and only its hash is stored."""
         ...
 
@@ -113,8 +113,16 @@ class AdminStore(Protocol):
     def api_keys(self) -> list[ApiKey]: ...
 
 
+class Outbox(Protocol):
+    def read(self, after: int, limit: int) -> list[OutboxMessage]:
+        """Messages with ``id > after`` in id order (the order they were committed in)."""
+        ...
+
+
 class Store(Protocol):
-    driver_errors: tuple[type[Exception], ...]  # errors of the store itself (down, timeout), never retried away
+    name: str  # "sqlite" or "postgresql"
+    driver_errors: tuple[type[Exception], ...]  # anything the driver raises
+    transient_errors: tuple[type[Exception], ...]  # the store's own trouble (down, locked): retried
 
     @property
     def log(self) -> EventLog: ...
@@ -124,5 +132,12 @@ class Store(Protocol):
 
     @property
     def admin(self) -> AdminStore: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
+
+    def start_maintenance(self) -> None:
+        """Start background upkeep in the process that appends to the log (SQLite: WAL checkpoints)."""
+        ...
 
     def close(self) -> None: ...

@@ -7,15 +7,17 @@ from typing import Any
 
 __all__ = [
     "ApiKey",
-    "Changes",
+    "Checkpoint",
+    "DeadLetter",
     "IdentityKey",
     "LogEntry",
     "MergeRecord",
-    "Profile",
-    "ProfilePage",
+    "OutboxMessage",
+    "ProfileRow",
     "Source",
     "TimelineRow",
-    "TraitValue",
+    "TimerRow",
+    "Writes",
 ]
 
 IdentityKey = tuple[str, str]  # (type, normalized value)
@@ -28,51 +30,51 @@ class LogEntry:
     received_at: int  # epoch ms
     message_id: str
     payload: bytes
+    ts: int  # event time, epoch ms (skew-corrected at collect)
+    trait_kind: str  # the source's trait kind when the event was accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    seq: int  # last log position applied
+    version: int  # bumped by every commit (events or timers): the compare-and-set token
 
 
 @dataclass(slots=True)
-class TraitValue:
-    value: Any
-    kind: str
-    source: str
-    updated_at: int  # epoch ms of the event that set it
-    seq: int  # log position of that event: breaks ties deterministically
+class ProfileRow:
+    """A profile as stored: the core columns, the projections' columns (JSON decoded) and its identities."""
 
-    def to_meta(self) -> dict[str, Any]:
-        return {"kind": self.kind, "source": self.source, "updated_at": self.updated_at, "seq": self.seq}
-
-
-@dataclass(slots=True)
-class Profile:
-    """A profile as the processor holds it. ``merged_into`` is set on the losing side of a merge."""
-
+    pk: int
     id: str
-    created_seq: int
-    created_at: int
-    updated_at: int
-    traits: dict[str, TraitValue] = field(default_factory=dict)
-    consents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    merged_into: int | None
+    values: tuple[Any, ...]
     identities: set[IdentityKey] = field(default_factory=set)
-    event_count: int = 0
-    merged_into: str | None = None
-    # False while traits, consents and merged_into are as stored: the commit then only updates the counters
-    # (most events are tracks and page views that change no trait). New and changed profiles are written whole.
-    full_write: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class TimelineRow:
-    profile_id: str
+    profile_pk: int
     ts: int
     seq: int
+    sub: int
     type: str
     name: str | None
+    data: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRow:
+    profile_pk: int
+    projection: str
+    key: str
+    due_at: int
+    payload: Any
 
 
 @dataclass(frozen=True, slots=True)
 class MergeRecord:
-    winner: str
-    loser: str
+    winner: int  # profile keys
+    loser: int
     at: int  # event time (ms) of the event that caused it
     seq: int
     message_id: str
@@ -80,22 +82,44 @@ class MergeRecord:
     identities: list[IdentityKey]  # what linked the two
 
 
-@dataclass(slots=True)
-class Changes:
-    """Everything one processor batch changes; committed atomically with the checkpoint."""
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event that could not be applied. Only what identifies it and the error's class and place."""
 
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    identities: dict[IdentityKey, tuple[str, int]] = field(default_factory=dict)  # key → (profile, seq)
-    timeline: list[TimelineRow] = field(default_factory=list)
-    redirects: dict[str, str] = field(default_factory=dict)  # loser → final winner
-    merges: list[MergeRecord] = field(default_factory=list)
-    seen: list[str] = field(default_factory=list)  # de-duplication keys of applied events
+    seq: int
+    source: str
+    error_class: str
+    message: str
+    failed_at: int  # epoch ms
+    retried_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ProfilePage:
-    items: list[Profile]
-    next_cursor: str | None
+class OutboxMessage:
+    id: int
+    key: str  # deterministic: a replay re-emits the same keys, which the outbox ignores
+    type: str
+    profile_id: str | None
+    payload: Any
+    created_at: int
+
+
+@dataclass(slots=True)
+class Writes:
+    """Everything one processor batch changes; committed atomically with the checkpoint."""
+
+    redirects: dict[int, int] = field(default_factory=dict)  # loser → final winner
+    new_profiles: list[tuple[Any, ...]] = field(default_factory=list)  # whole rows, every profiles column
+    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = field(default_factory=dict)  # columns → (*values, pk)
+    identities: list[tuple[str, str, int, int]] = field(default_factory=list)  # new (type, value, pk, seq)
+    inserts: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)  # table → new rows
+    merges: list[MergeRecord] = field(default_factory=list)
+    seen: list[bytes] = field(default_factory=list)  # de-duplication digests of applied events
+    timers_set: list[TimerRow] = field(default_factory=list)
+    timers_deleted: list[tuple[int, str, str]] = field(default_factory=list)
+    outbox: list[tuple[str, str, str | None, Any, int]] = field(default_factory=list)  # key, type, pid, payload, at
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    retried: list[tuple[int, int]] = field(default_factory=list)  # (seq, at): dead letters applied on retry
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,10 @@ class Cache(Protocol):
 
     def invalidate(self, keys: Iterable[str]) -> None: ...
 
+    def clear(self) -> None:
+        """Invalidate everything: what changed is unknown (a processor process died mid-report)."""
+        ...
+
 
 class MemoryCache:
     def __init__(self, size: int, ttl: float) -> None:
@@ -56,3 +60,9 @@ class MemoryCache:
                 self._generation += 1
                 for key in keys:
                     self._data.pop(key, None)
+
+    def clear(self) -> None:
+        if self._data is not None:
+            with self._lock:
+                self._generation += 1
+                self._data.clear()

@@ -1,56 +1,26 @@
 """Scale-out backend: PostgreSQL holds the log and all state (``KAIROS__STORE__URL=postgresql://...``).
 
-psycopg is imported only when this backend is opened (``pip install kairos[postgres]``).
+psycopg and psycopg_pool are imported only when this backend is opened (``pip install kairos[postgres]``).
+Connections come from a pool (``store.pool_size``); a connection the server dropped is replaced by the pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
 
 from kairos.errors import ConfigError
-from kairos.store._sql import SqlStore
+from kairos.store.schema import Column, Index, Table
 
-__all__ = ["PostgresDialect", "open_postgres"]
+__all__ = ["PostgresDialect"]
 
-# An arbitrary constant: the advisory lock that serializes log appends (see lock_log).
-LOG_LOCK = 0x6B6169726F73
-
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE log (
-        seq BIGINT PRIMARY KEY, source TEXT NOT NULL, received_at BIGINT NOT NULL,
-        message_id TEXT NOT NULL, payload BYTEA NOT NULL);
-    CREATE TABLE checkpoint (name TEXT PRIMARY KEY, seq BIGINT NOT NULL);
-    INSERT INTO checkpoint (name, seq) VALUES ('profiles', 0);
-    CREATE TABLE seen (key BYTEA PRIMARY KEY);
-    CREATE TABLE profiles (
-        id TEXT PRIMARY KEY, created_seq BIGINT NOT NULL, created_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL, traits JSONB NOT NULL, trait_meta JSONB NOT NULL, consents JSONB NOT NULL,
-        event_count BIGINT NOT NULL, merged_into TEXT);
-    CREATE INDEX profiles_merged_into ON profiles (merged_into) WHERE merged_into IS NOT NULL;
-    CREATE INDEX profiles_traits ON profiles USING GIN (traits jsonb_path_ops);
-    CREATE TABLE identities (
-        type TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL, seq BIGINT NOT NULL,
-        PRIMARY KEY (type, value));
-    CREATE INDEX identities_profile ON identities (profile_id);
-    CREATE TABLE timeline (
-        profile_id TEXT NOT NULL, ts BIGINT NOT NULL, seq BIGINT NOT NULL, type TEXT NOT NULL, name TEXT,
-        PRIMARY KEY (profile_id, ts, seq));
-    CREATE TABLE merges (
-        id BIGSERIAL PRIMARY KEY, winner TEXT NOT NULL, loser TEXT NOT NULL, at BIGINT NOT NULL,
-        seq BIGINT NOT NULL, message_id TEXT NOT NULL, reason TEXT NOT NULL, identities JSONB NOT NULL);
-    CREATE INDEX merges_winner ON merges (winner);
-    CREATE TABLE sources (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, write_key TEXT NOT NULL UNIQUE,
-        enabled INTEGER NOT NULL, trait_kind TEXT NOT NULL, created_at BIGINT NOT NULL);
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL,
-        enabled INTEGER NOT NULL, created_at BIGINT NOT NULL);
-    """,
-]
+_TYPES = {"int": "BIGINT", "text": "TEXT", "bytes": "BYTEA", "json": "JSONB", "serial": "BIGSERIAL PRIMARY KEY"}
+_encode = msgspec.json.Encoder().encode
 
 
 class PostgresDialect:
@@ -58,61 +28,107 @@ class PostgresDialect:
     param = "%s"
     array_params = True
 
-    @property
-    def driver_errors(self) -> tuple[type[Exception], ...]:
-        import psycopg
-
-        return (psycopg.Error,)
-
-    def __init__(self, url: str, schema: str) -> None:
+    def __init__(self, url: str, schema: str, pool_size: int = 4, timeout: float = 30.0) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
             raise ConfigError(f"store.schema_name {schema!r} must be a lower-case SQL identifier")
+        try:
+            import psycopg
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ConfigError("PostgreSQL needs the driver: pip install 'kairos[postgres]'") from exc
         self.url = url
         self.schema = schema
+        # Created once, before the pool opens connections in parallel (concurrent CREATE SCHEMA IF NOT
+        # EXISTS can fail on the catalog's unique index).
+        with psycopg.connect(url, autocommit=True, connect_timeout=int(timeout)) as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (0x6B6169,))
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute("SELECT pg_advisory_unlock(%s)", (0x6B6169,))
+        self.driver_errors: tuple[type[Exception], ...] = (psycopg.Error,)
+        # Connection lost, server shutting down, lock or statement timeouts: the store's trouble.
+        self.transient_errors: tuple[type[Exception], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(1, pool_size),
+            timeout=timeout,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            open=True,
+            name=f"kairos-{schema}",
+        )
 
-    def connect(self) -> Any:
-        import psycopg
-        from psycopg.types.json import set_json_loads
+    def _configure(self, conn: Any) -> None:
+        from psycopg.types.json import set_json_dumps, set_json_loads
 
-        conn = psycopg.connect(self.url, autocommit=True)
         set_json_loads(msgspec.json.decode, conn)  # several times faster than the stdlib for profile rows
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self.schema}")
+        set_json_dumps(_encode, conn)
         conn.execute(f"SET search_path TO {self.schema}")
-        return conn
 
-    def begin(self, conn: Any, write: bool) -> None:
-        conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    @contextlib.contextmanager
+    def transaction(self, write: bool, dry_run: bool = False) -> Iterator[Any]:
+        with self._pool.connection() as conn:
+            if not write:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    yield conn
+                finally:
+                    conn.execute("ROLLBACK")
+                return
+            with conn.transaction(force_rollback=dry_run):
+                yield conn
 
-    def lock_log(self, conn: Any) -> None:
-        # Without it, two API processes could commit seq 11 before seq 10, and a processor that had read
-        # up to 11 would never see 10. The lock makes commit order equal seq order.
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK,))
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._pool.connection() as conn:
+            yield conn
 
-    def migrate(self, conn: Any) -> None:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK + 1,))
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        version = row[0] or 0
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            conn.execute(script)
-            conn.execute("INSERT INTO schema_version (version) VALUES (%s)", (number,))
+    def close(self) -> None:
+        self._pool.close()
 
-    def insert_new(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    def column_type(self, column: Column) -> str:
+        return _TYPES[column.type]
+
+    def create_index(self, table: Table, index: Index) -> str | None:
+        unique = "UNIQUE " if index.unique else ""
+        using = " USING GIN" if index.gin else ""
+        cols = ", ".join(f"{c} jsonb_path_ops" if index.gin else c for c in index.columns)
+        where = f" WHERE {index.where}" if index.where else ""
+        return f"CREATE {unique}INDEX IF NOT EXISTS {index.name} ON {table.name}{using} ({cols}){where}"
+
+    def table_columns(self, conn: Any, table: str) -> list[str]:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
+            " ORDER BY ordinal_position",
+            (self.schema, table),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def lock(self, conn: Any, name: str) -> None:
+        # A transaction-scoped advisory lock per name. For the log it makes commit order equal seq order:
+        # without it two API processes could commit seq 11 before seq 10, and a processor that had read up
+        # to 11 would never see 10.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(f"kairos:{self.schema}:{name}".encode()),))
+
+    def dump_json(self, value: Any) -> Any:
+        from psycopg.types.json import Jsonb
+
+        return Jsonb(value)
+
+    def load_json(self, value: Any) -> Any:
+        return value  # psycopg decodes jsonb
+
+    def insert_new(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             with conn.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)
 
-    def load_json(self, value: Any) -> Any:
-        return value  # psycopg decodes jsonb
-
     def trait_filter(self, name: str, value: Any) -> tuple[str, list[Any]]:
-        return "traits @> %s::jsonb", [msgspec.json.encode({name: value}).decode()]
+        from psycopg.types.json import Jsonb
 
+        return "traits @> %s", [Jsonb({name: value})]
 
-def open_postgres(url: str, schema: str = "public") -> SqlStore:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError("PostgreSQL needs the driver: pip install 'kairos[postgres]'") from exc
-    return SqlStore(PostgresDialect(url, schema))
+    def keys_join(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
+        return [("unnest(%s::text[], %s::text[]) AS k(t, v)", [[k[0] for k in keys], [k[1] for k in keys]])]

@@ -2,55 +2,34 @@
 
 Durability: a commit in WAL mode with ``synchronous=NORMAL`` reaches the operating system before
 ``COMMIT`` returns, so it survives ``kill -9`` of Kairos; ``synchronous=FULL`` also fsyncs, for power loss.
+
+WAL checkpoints never run inside a writer's commit (``wal_autocheckpoint`` is off): :class:`Checkpointer`, a
+background thread of the process that appends to the log, copies the WAL back into the database with
+``PASSIVE`` checkpoints, which wait for no reader and block no writer, so ingest never stalls behind one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from kairos.store._sql import SqlStore
+from kairos.store.schema import Column, Index, Table
 
-__all__ = ["SqliteDialect", "open_sqlite"]
+__all__ = ["Checkpointer", "SqliteDialect"]
 
-MIGRATIONS: list[str] = [
-    # 1: the foundation
-    """
-    CREATE TABLE log (
-        seq INTEGER PRIMARY KEY, source TEXT NOT NULL, received_at INTEGER NOT NULL,
-        message_id TEXT NOT NULL, payload BLOB NOT NULL);
-    CREATE TABLE checkpoint (name TEXT PRIMARY KEY, seq INTEGER NOT NULL);
-    INSERT INTO checkpoint (name, seq) VALUES ('profiles', 0);
-    CREATE TABLE seen (key BLOB PRIMARY KEY) WITHOUT ROWID;
-    CREATE TABLE profiles (
-        id TEXT PRIMARY KEY, created_seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL, traits TEXT NOT NULL, trait_meta TEXT NOT NULL, consents TEXT NOT NULL,
-        event_count INTEGER NOT NULL, merged_into TEXT);
-    CREATE INDEX profiles_merged_into ON profiles (merged_into) WHERE merged_into IS NOT NULL;
-    CREATE TABLE identities (
-        type TEXT NOT NULL, value TEXT NOT NULL, profile_id TEXT NOT NULL, seq INTEGER NOT NULL,
-        PRIMARY KEY (type, value)) WITHOUT ROWID;
-    CREATE INDEX identities_profile ON identities (profile_id);
-    CREATE TABLE timeline (
-        profile_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL, type TEXT NOT NULL, name TEXT,
-        PRIMARY KEY (profile_id, ts, seq)) WITHOUT ROWID;
-    CREATE TABLE merges (
-        id INTEGER PRIMARY KEY, winner TEXT NOT NULL, loser TEXT NOT NULL, at INTEGER NOT NULL,
-        seq INTEGER NOT NULL, message_id TEXT NOT NULL, reason TEXT NOT NULL, identities TEXT NOT NULL);
-    CREATE INDEX merges_winner ON merges (winner);
-    CREATE TABLE sources (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, write_key TEXT NOT NULL UNIQUE,
-        enabled INTEGER NOT NULL, trait_kind TEXT NOT NULL, created_at INTEGER NOT NULL);
-    CREATE TABLE api_keys (
-        id TEXT PRIMARY KEY, name TEXT NOT NULL, key_hash TEXT NOT NULL UNIQUE, scopes TEXT NOT NULL,
-        enabled INTEGER NOT NULL, created_at INTEGER NOT NULL);
-    """,
-]
-
-_decode = msgspec.json.Decoder()
+log = logging.getLogger("kairos.store")
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+_TYPES = {"int": "INTEGER", "text": "TEXT", "bytes": "BLOB", "json": "TEXT", "serial": "INTEGER"}
+# Largest number of bound parameters per statement (SQLite ≥ 3.32 allows 32,766).
+MAX_PARAMS = 30_000
 
 
 class SqliteDialect:
@@ -58,46 +37,96 @@ class SqliteDialect:
     param = "?"
     array_params = False
     driver_errors: tuple[type[Exception], ...] = (sqlite3.Error,)
+    # "database is locked", disk I/O errors: the store's trouble, not the data's.
+    transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
-    def __init__(self, path: str, synchronous: str = "normal") -> None:
+    def __init__(self, path: str, synchronous: str = "normal", busy_timeout: float = 30.0) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
 
-    def connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache per connection, at most
-        # Checkpoints rewrite every page the WAL touched; random-key indexes touch many, so checkpoint
-        # rarely (up to ~400 MB of WAL) and truncate the file back afterwards.
-        conn.execute("PRAGMA wal_autocheckpoint=100000")
-        conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer thread does it, outside commits
+        conn.execute("PRAGMA journal_size_limit=67108864")  # a WAL reset truncates the file back to 64 MiB
         conn.execute("PRAGMA temp_store=MEMORY")
         return conn
 
-    def begin(self, conn: Any, write: bool) -> None:
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def transaction(self, write: bool, dry_run: bool = False) -> Iterator[Any]:
+        conn = self._conn()
         # IMMEDIATE takes the write lock up front: no deadlock from upgrading a read lock mid-transaction.
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):  # a failed ROLLBACK must not hide the original error
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("ROLLBACK" if dry_run else "COMMIT")
 
-    def lock_log(self, conn: Any) -> None:
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        yield self._conn()
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    def column_type(self, column: Column) -> str:
+        return "INTEGER PRIMARY KEY AUTOINCREMENT" if column.type == "serial" else _TYPES[column.type]
+
+    def create_index(self, table: Table, index: Index) -> str | None:
+        if index.gin:
+            return None
+        unique = "UNIQUE " if index.unique else ""
+        where = f" WHERE {index.where}" if index.where else ""
+        return f"CREATE {unique}INDEX IF NOT EXISTS {index.name} ON {table.name} ({', '.join(index.columns)}){where}"
+
+    def table_columns(self, conn: Any, table: str) -> list[str]:
+        return [r[1] for r in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+
+    def lock(self, conn: Any, name: str) -> None:
         """SQLite has one writer at a time: BEGIN IMMEDIATE already serialized us."""
 
-    def migrate(self, conn: Any) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {number}")
-
-    def insert_new(self, conn: Any, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        if rows:
-            marks = ", ".join("?" * len(columns))
-            conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+    def dump_json(self, value: Any) -> Any:
+        return _encode(value).decode()
 
     def load_json(self, value: Any) -> Any:
-        return _decode.decode(value)
+        return _decode(value)
+
+    def insert_new(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # Multi-row VALUES: one statement step per chunk instead of one per row, so a writer thread does not
+        # hand the GIL back and forth with the event loop for every row.
+        if not rows:
+            return
+        width = len(columns)
+        per = max(1, MAX_PARAMS // width)
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        one = "(" + ", ".join("?" * width) + ")"
+        for i in range(0, len(rows), per):
+            chunk = rows[i : i + per]
+            conn.execute(head + ", ".join([one] * len(chunk)), [v for row in chunk for v in row])
 
     def trait_filter(self, name: str, value: Any) -> tuple[str, list[Any]]:
         # json_each gives the JSON type, so true is not 1 and null matches null, as jsonb @> does.
@@ -108,8 +137,46 @@ class SqliteDialect:
             return match.format("type IN ('integer', 'real') AND value = ?"), [name, value]
         return match.format("type = 'text' AND value = ?"), [name, value]
 
+    def keys_join(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
+        # A join on the keys drives the primary key (type, value); SQLite 3.40 scans the whole table for
+        # `(type, value) IN (VALUES ...)`.
+        out = []
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            values = ",".join(["(?, ?)"] * len(chunk))
+            out.append(
+                (f"(SELECT column1 AS t, column2 AS v FROM (VALUES {values})) AS k", [p for k in chunk for p in k])
+            )
+        return out
 
-def open_sqlite(path: str, synchronous: str = "normal") -> SqlStore:
-    if path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return SqlStore(SqliteDialect(path, synchronous))
+
+class Checkpointer:
+    """Copies the WAL into the database in the background (``PASSIVE``: never waits, never blocks)."""
+
+    def __init__(self, path: str, interval: float = 1.0) -> None:
+        self.path = path
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kairos-wal-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=1)
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; retrying", exc_info=True)
+            # On the way out, try to leave a small WAL behind (TRUNCATE waits briefly for readers).
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        finally:
+            conn.close()

@@ -1,0 +1,64 @@
+"""Profiles between the store's rows and the processor's states, through each projection's columns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kairos.identity import profile_id_for
+from kairos.pipeline.projection import ProfileState, Projection
+from kairos.store import ProfileRow
+from kairos.store.schema import Column, Index, Table
+
+__all__ = ["ProfileCodec"]
+
+
+class ProfileCodec:
+    def __init__(self, projections: Sequence[Projection[Any]]) -> None:
+        self.projections = list(projections)
+        names = [p.name for p in self.projections]
+        if len(set(names)) != len(names):
+            raise ValueError(f"projection names must be unique: {names}")
+        self.slices: list[tuple[Projection[Any], slice]] = []
+        start = 0
+        for p in self.projections:
+            self.slices.append((p, slice(start, start + len(p.columns))))
+            start += len(p.columns)
+        self.columns: tuple[Column, ...] = tuple(c for p in self.projections for c in p.columns)
+        self.indexes: tuple[Index, ...] = tuple(i for p in self.projections for i in p.indexes)
+        self.tables: tuple[Table, ...] = tuple(t for p in self.projections for t in p.tables)
+        self.by_name = {p.name: p for p in self.projections}
+        self.column_names = {p.name: tuple(c.name for c in p.columns) for p in self.projections}
+
+    def new(self, pk: int) -> ProfileState:
+        return ProfileState(pk, profile_id_for(pk), {p.name: p.initial() for p in self.projections}, new=True)
+
+    def state(self, row: ProfileRow) -> ProfileState:
+        sections = {p.name: p.decode(row.values[s]) for p, s in self.slices}
+        return ProfileState(row.pk, row.id, sections, set(row.identities), row.merged_into)
+
+    def row(self, profile: ProfileState) -> tuple[Any, ...]:
+        """Every ``profiles`` column of ``profile``: core columns first, then each projection's."""
+        values: list[Any] = [profile.pk, profile.id, profile.merged_into]
+        for p in self.projections:
+            values += p.encode(profile.sections[p.name])
+        return tuple(values)
+
+    def changed(self, profile: ProfileState) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """The columns of ``profile``'s dirty sections (and ``merged_into``) and their values."""
+        columns: list[str] = []
+        values: list[Any] = []
+        if "merged_into" in profile.dirty:
+            columns.append("merged_into")
+            values.append(profile.merged_into)
+        for p in self.projections:
+            if p.name in profile.dirty and p.columns:
+                columns += self.column_names[p.name]
+                values += p.encode(profile.sections[p.name])
+        return tuple(columns), tuple(values)
+
+    def view(self, profile: ProfileState) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in self.projections:
+            out.update(p.view(profile.sections[p.name]))
+        return out

@@ -1,0 +1,393 @@
+"""The processor: applies the event log, in order, through identity resolution to every projection.
+
+Each batch is read from the log, applied in memory (:class:`~kairos.pipeline._batch.Batch`) and committed
+with the new checkpoint in one transaction, so every event takes effect exactly once even if the process
+dies at any instant. A duplicate ``messageId`` from the same source is skipped.
+
+Timers fire in log order: a timer due at *T* fires before the first event (in log order) received at or
+after *T*, and, when the log is idle, once the clock passes *T* plus a grace period (``timer_grace_ms``, so an
+event received before *T* but still being appended is applied first). Replay and any batch size therefore
+fire them at the same places.
+
+Failures: an error of the store itself (connection lost, database locked) is retried, never blamed on an
+event. Any other error is narrowed down to the event that causes it, by bisection over prefixes of the
+batch (trial commits that roll back find what the database refuses); that event goes to the dead-letter
+table, the rest of the batch is applied. After ``max_consecutive_failures`` dead letters in a row the
+processor pauses and says why (``status()``, ``/healthz``): a bug should stop the pipeline, not skip the log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from kairos.config import Settings
+from kairos.errors import CheckpointConflict, KairosError
+from kairos.identity import Identifiers, Resolver
+from kairos.metrics import (
+    EVENTS_APPLIED,
+    EVENTS_DEADLETTERED,
+    EVENTS_DUPLICATE,
+    EVENTS_UNATTRIBUTED,
+    MERGES,
+    PROCESSOR_LAG,
+    TIMERS_FIRED,
+)
+from kairos.pipeline._batch import Batch
+from kairos.pipeline._codec import ProfileCodec
+from kairos.pipeline.clock import Clock
+from kairos.pipeline.projection import Entry, Event, Projection, Timer
+from kairos.store import Checkpoint, DeadLetter, IdentityKey, LogEntry, Store, Writes, digest
+
+__all__ = ["Processor", "dedup_key"]
+
+log = logging.getLogger("kairos.processor")
+_decode = msgspec.json.Decoder(Event).decode
+TIMER_LIMIT = 10_000  # most due timers loaded per batch
+_PACKAGE = str(Path(__file__).resolve().parent.parent)
+
+
+def dedup_key(source: str, message_id: str) -> str:
+    """What makes two log entries the same event: Segment's messageId, unique per source."""
+    return f"{source}\x1f{message_id}"
+
+
+class _Failed(Exception):
+    """Applying entry ``index`` of a batch raised ``cause``."""
+
+    def __init__(self, index: int, cause: BaseException) -> None:
+        super().__init__(f"entry {index}: {type(cause).__name__}")
+        self.index = index
+        self.cause = cause
+
+
+@dataclass(slots=True)
+class _Outcome:
+    batch: Batch
+    consumed: int  # log entries consumed (applied, duplicate, unattributed)
+    applied: int
+    duplicates: int
+    unattributed: int
+
+
+def describe(exc: BaseException) -> str:
+    """An error's message without personal data: our own messages are written without it; for anything
+    else only the place it was raised (file, line, function) is kept, never ``str(exc)``, which may quote a
+    value from the event."""
+    if isinstance(exc, KairosError):
+        return exc.message[:500]
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if f.filename.startswith(_PACKAGE)] or frames
+    if not ours:
+        return "raised outside any traceback"
+    f = ours[-1]
+    return f"raised at {Path(f.filename).name}:{f.lineno} in {f.name}"
+
+
+class Processor:
+    def __init__(self, store: Store, settings: Settings, projections: Sequence[Projection[Any]], clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+        self.codec = ProfileCodec(projections)
+        self.batch_size = settings.processor.batch_size
+        self.max_failures = settings.processor.max_consecutive_failures
+        self.grace = settings.processor.timer_grace_ms
+        self.identifiers = Identifiers(settings.identity)
+        self.resolver = Resolver(self.identifiers)
+        self._stop = threading.Event()
+        self.changed: list[str] = []  # public ids of profiles changed by the last batch (cache invalidation)
+        self.paused: str | None = None
+        self.consecutive_failures = 0
+        self.totals = {"applied": 0, "duplicates": 0, "unattributed": 0, "deadlettered": 0, "timers_fired": 0}
+        self.last_batch_at: int | None = None
+        self.last_error: str | None = None
+
+    # -- driving -----------------------------------------------------------------------------------
+    def run_once(self) -> int:
+        """Apply one batch; return how many log entries it consumed (0 = caught up or paused)."""
+        if self.paused:
+            return 0
+        state = self.store.state
+        cp = state.checkpoint()
+        entries = self.store.log.read(cp.seq, self.batch_size)
+        idle_until = None if entries else self.clock.now() - self.grace
+        horizon = max(e.received_at for e in entries) if entries else idle_until
+        assert horizon is not None
+        due = state.due_timers(horizon, TIMER_LIMIT)
+        if len(due) == TIMER_LIMIT:  # too many due at once: stop this batch where the loaded timers end
+            horizon = due[-1].due_at
+            cut = next((i for i, e in enumerate(entries) if e.received_at > horizon), len(entries))
+            entries = entries[:cut]
+            idle_until = horizon if not entries else None
+        if not entries and not due:
+            PROCESSOR_LAG.set(0)
+            return 0
+        due_pks = [t.profile_pk for t in due]
+        try:
+            outcome = self._apply(cp, entries, due_pks, idle_until)
+            writes = self._finish(outcome)
+            state.commit(writes, cp, entries[-1].seq if entries else cp.seq)
+        except CheckpointConflict:
+            log.warning("checkpoint moved under us; re-reading", extra={"from_seq": cp.seq})
+            return 0
+        except self.store.transient_errors:
+            raise
+        except KairosError as exc:
+            if exc.transient:
+                raise
+            return self._narrow(cp, entries, due_pks, idle_until, exc)
+        except Exception as exc:
+            return self._narrow(cp, entries, due_pks, idle_until, exc)
+        self._done(outcome, entries)
+        return outcome.consumed
+
+    def run_until_caught_up(self, progress: Callable[[int], Any] | None = None) -> int:
+        """Apply everything in the log; the number of entries *this* processor consumed. A conflict with
+        another processor is not "caught up": it re-reads and goes on until the checkpoint reaches the end
+        of the log (or the processor pauses)."""
+        total = 0
+        while True:
+            n = self.run_once()
+            if n:
+                total += n
+                if progress is not None:
+                    progress(n)
+                continue
+            if self.paused or self.store.state.checkpoint().seq >= self.store.log.last_seq():
+                return total
+
+    def run_forever(self, poll_seconds: float, on_batch: Callable[[list[str]], Any] | None = None) -> None:
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+            except Exception as exc:
+                log.exception("processor batch failed; retrying")
+                self.last_error = type(exc).__name__
+                n = 0
+                self._stop.wait(1.0)
+            if n and on_batch is not None:
+                on_batch(self.changed)
+            if not n:
+                self._stop.wait(poll_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def status(self) -> dict[str, Any]:
+        """JSON-safe state for ``/healthz`` and ``/metrics``."""
+        return {
+            "state": "paused" if self.paused else "running",
+            "reason": self.paused,
+            "consecutive_failures": self.consecutive_failures,
+            "last_batch_at": self.last_batch_at,
+            "last_error": self.last_error,
+            **self.totals,
+        }
+
+    # -- applying ----------------------------------------------------------------------------------
+    def _apply(
+        self, cp: Checkpoint, entries: Sequence[LogEntry], due_pks: Sequence[int], idle_until: int | None
+    ) -> _Outcome:
+        batch = Batch(self.store.state, self.codec, self.clock.now(), cp.seq)
+        decoded: list[tuple[Entry, list[IdentityKey], bytes]] = []
+        keys: list[IdentityKey] = []
+        for i, e in enumerate(entries):
+            try:
+                event = _decode(e.payload)
+                ids = self.identifiers.extract(event)
+                if event.type == "alias":
+                    keys += self._alias_candidates(event)
+            except Exception as exc:
+                raise _Failed(i, exc) from exc
+            entry = Entry(e.seq, e.source, e.trait_kind, e.received_at, e.ts, e.message_id, event)
+            decoded.append((entry, ids, digest(dedup_key(e.source, e.message_id))))
+            keys += ids
+        batch.prefetch(keys, (d for _, _, d in decoded), due_pks)
+        applied = duplicates = unattributed = 0
+        for i, (entry, ids, key) in enumerate(decoded):
+            try:
+                batch.fire_until(entry.received_at, self._timer_failed)
+                if key in batch.seen:
+                    duplicates += 1
+                    continue
+                batch.seen.add(key)
+                batch.applied_digests.append(key)
+                event = entry.event
+                if event.type == "alias":
+                    ids = self._alias_resolved(batch, event, ids)
+                resolution = self.resolver.resolve(batch, ids, entry.seq)
+                if resolution is None:
+                    unattributed += 1
+                    batch.last_seq = entry.seq
+                    continue
+                profile = batch.resolve(resolution, entry, "alias" if event.type == "alias" else "shared_identifier")
+                batch.apply(profile, entry)
+                applied += 1
+            except Exception as exc:
+                raise _Failed(i, exc) from exc
+        if idle_until is not None:
+            batch.fire_until(idle_until, self._timer_failed)
+        return _Outcome(batch, len(entries), applied, duplicates, unattributed)
+
+    def _timer_failed(self, timer: Timer, exc: BaseException) -> None:
+        log.error(
+            "timer could not be fired; dropped",
+            extra={"projection": timer.projection, "error_class": type(exc).__name__, "where": describe(exc)},
+        )
+        self.last_error = type(exc).__name__
+
+    def _alias_candidates(self, event: Event) -> list[IdentityKey]:
+        prev = event.previousId
+        return [(kind, v) for kind in ("user_id", "anonymous_id") if (v := self.identifiers.usable(kind, prev))]
+
+    def _alias_resolved(self, batch: Batch, event: Event, ids: list[IdentityKey]) -> list[IdentityKey]:
+        """``previousId`` is whichever known id it names: a user id if one is known, else an anonymous id."""
+        candidates = self._alias_candidates(event)
+        known = [k for k in candidates if batch.owner(k) is not None]
+        previous = known[:1] or [k for k in candidates if k[0] == "anonymous_id"]
+        # The event's own ids rank before previousId of the same type, so when a limit forbids the merge
+        # (two user ids) it is previousId that is dropped, whatever the ids' spelling.
+        rank = self.identifiers.rank
+        return sorted(dict.fromkeys([*ids, *previous]), key=lambda k: (rank.get(k[0], len(rank)), k in previous, k[1]))
+
+    def _finish(self, outcome: _Outcome) -> Writes:
+        return outcome.batch.writes()
+
+    def _done(self, outcome: _Outcome, entries: Sequence[LogEntry], deadlettered: int = 0) -> None:
+        """After a commit: counters, metrics, the ids to invalidate. Never before: a retried batch must not
+        count twice."""
+        batch = outcome.batch
+        self.changed = batch.changed_ids()
+        self.last_batch_at = self.clock.now()
+        if outcome.applied:
+            self.consecutive_failures = 0
+        for name, n in (
+            ("applied", outcome.applied),
+            ("duplicates", outcome.duplicates),
+            ("unattributed", outcome.unattributed),
+            ("timers_fired", batch.fired),
+            ("deadlettered", deadlettered),
+        ):
+            self.totals[name] += n
+        EVENTS_APPLIED.inc(outcome.applied)
+        EVENTS_DUPLICATE.inc(outcome.duplicates)
+        EVENTS_UNATTRIBUTED.inc(outcome.unattributed)
+        TIMERS_FIRED.inc(batch.fired)
+        EVENTS_DEADLETTERED.inc(deadlettered)
+        for merge in batch.merges:
+            MERGES.labels(merge.reason).inc()
+        if entries:
+            PROCESSOR_LAG.set(max(0, self.store.log.last_seq() - entries[-1].seq))
+
+    # -- failures ----------------------------------------------------------------------------------
+    def _probe(self, cp: Checkpoint, entries: Sequence[LogEntry], due_pks: Sequence[int]) -> _Outcome:
+        """Apply ``entries`` and commit them on trial (rolled back); raises what either step raises."""
+        outcome = self._apply(cp, entries, due_pks, None)
+        self.store.state.commit(self._finish(outcome), cp, entries[-1].seq if entries else cp.seq, dry_run=True)
+        return outcome
+
+    def _narrow(
+        self,
+        cp: Checkpoint,
+        entries: Sequence[LogEntry],
+        due_pks: Sequence[int],
+        idle_until: int | None,
+        error: BaseException,
+    ) -> int:
+        """Find the first event that cannot be applied, by bisection; apply what precedes it and dead-letter it."""
+        if not entries:  # a timers-only batch: a timer's effects were refused by the database
+            log.error("due timers could not be committed; dropped", extra={"error_class": type(error).__name__})
+            self._drop_due_timers(cp, idle_until)
+            return 0
+        # Invariant: entries[:hi] fails, entries[:lo] applies and commits (the empty prefix is taken as good).
+        lo, hi = 0, len(entries)
+        if isinstance(error, _Failed):  # the failing event is known: first try everything before it
+            hi, error = error.index + 1, error.cause
+        probes = 0
+        mid = hi - 1
+        while hi - lo > 1:
+            probes += 1
+            try:
+                self._probe(cp, entries[:mid], due_pks)
+                lo = mid
+            except self.store.transient_errors:
+                raise
+            except _Failed as failed:
+                hi, error = failed.index + 1, failed.cause
+            except Exception as exc:
+                hi, error = mid, exc
+            mid = (lo + hi) // 2
+        bad = entries[lo]
+        outcome = self._apply(cp, entries[:lo], due_pks, None) if lo else None
+        writes = self._finish(outcome) if outcome else Writes()
+        writes.deadletters.append(
+            DeadLetter(bad.seq, bad.source, type(error).__name__, describe(error), self.clock.now())
+        )
+        try:
+            self.store.state.commit(writes, cp, bad.seq)
+        except CheckpointConflict:
+            return 0
+        log.error(
+            "event could not be applied; dead-lettered",
+            extra={"seq": bad.seq, "source": bad.source, "error_class": type(error).__name__, "probes": probes},
+        )
+        self.consecutive_failures += 1
+        self.last_error = type(error).__name__
+        if outcome is not None:
+            self._done(outcome, entries[:lo], deadlettered=1)
+            if outcome.applied:
+                self.consecutive_failures = 1
+        else:
+            self.totals["deadlettered"] += 1
+            EVENTS_DEADLETTERED.inc()
+        if self.consecutive_failures >= self.max_failures:
+            self.paused = (
+                f"{self.consecutive_failures} events in a row could not be applied (last: seq {bad.seq},"
+                f" {type(error).__name__} {describe(error)}); fix the cause, then restart the processor and"
+                " `kairos deadletters retry`"
+            )
+            log.error("processor paused", extra={"reason": self.paused})
+        return lo + 1
+
+    def _drop_due_timers(self, cp: Checkpoint, until: int | None) -> None:
+        if until is None:
+            return
+        writes = Writes()
+        writes.timers_deleted = [
+            (t.profile_pk, t.projection, t.key) for t in self.store.state.due_timers(until, TIMER_LIMIT)
+        ]
+        with contextlib.suppress(CheckpointConflict):
+            self.store.state.commit(writes, cp, cp.seq)
+
+    def retry(self, seqs: Sequence[int]) -> list[DeadLetter]:
+        """Apply dead-lettered events again (after a fix), out of order; what still fails stays dead-lettered."""
+        still: list[DeadLetter] = []
+        letters = {d.seq: d for d in self.store.state.deadletters(seqs=list(seqs))}
+        entries = self.store.log.get(list(letters))
+        for seq in sorted(letters):
+            cp = self.store.state.checkpoint()
+            try:
+                outcome = self._apply(cp, [entries[seq]], [], None)
+                writes = self._finish(outcome)
+                writes.retried.append((seq, self.clock.now()))
+                self.store.state.commit(writes, cp, cp.seq)
+                self._done(outcome, [])
+            except self.store.transient_errors:
+                raise
+            except CheckpointConflict:
+                raise
+            except Exception as exc:
+                cause = exc.cause if isinstance(exc, _Failed) else exc
+                letter = DeadLetter(seq, letters[seq].source, type(cause).__name__, describe(cause), self.clock.now())
+                writes = Writes(deadletters=[letter])
+                self.store.state.commit(writes, cp, cp.seq)
+                still.append(letter)
+        return still

@@ -1,0 +1,195 @@
+"""The one interface every kind of derived state implements.
+
+A projection keeps one piece of a profile's state current as events stream in. Like River's learners, it
+has a handful of methods and its constructor arguments are its whole configuration:
+
+- ``columns`` / ``indexes``: what it keeps on the profile row; the processor loads those columns for every
+  profile a batch touches, in one query (its prefetch). ``tables``: rows it owns elsewhere (e.g. the
+  timeline), moved to the winner when profiles merge.
+- :meth:`Projection.apply`: one event → the profile's new state. It sees the profile as earlier projections
+  left it for this event (``ctx.profile``) and as it was before the event (``ctx.before``).
+- :meth:`Projection.merge`: the state of two profiles that turn out to be one person.
+- :meth:`Projection.wake`: a durable timer it set (``ctx.schedule``) is due.
+- :meth:`Projection.encode` / :meth:`Projection.decode`: its state ↔ its columns; :meth:`Projection.view`:
+  what it adds to the profile API's answer.
+
+Rules every projection follows (the conformance suite in ``tests/test_projections.py`` checks them):
+state is a value: ``apply``/``merge``/``wake`` return a new object instead of changing the one they got
+(``ctx.before`` depends on it), return the very same object when nothing changed (the commit then skips the
+row), are deterministic functions of their inputs (time only through ``ctx.now`` and the event), and never
+talk to the network or count a metric: side effects go through ``ctx.emit`` (the durable outbox).
+
+A minimal projection, counting orders::
+
+    class Orders(Projection[int]):
+        name = "orders"
+        columns = (Column("orders", "int", default="0"),)
+
+        def initial(self) -> int:
+            return 0
+
+        def apply(self, state: int, entry: Entry, ctx: Context) -> int:
+            return state + 1 if entry.event.event == "Order Completed" else state
+
+        def merge(self, winner: int, loser: int, ctx: Context) -> int:
+            return winner + loser
+
+        def encode(self, state: int) -> tuple[Any, ...]:
+            return (state,)
+
+        def decode(self, values: Sequence[Any]) -> int:
+            return int(values[0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+import msgspec
+
+from kairos.store.schema import Column, Index, Table
+
+__all__ = [
+    "Context",
+    "Entry",
+    "Event",
+    "ProfileState",
+    "Projection",
+    "Timer",
+]
+
+S = TypeVar("S")
+Id = str | int
+IdentityKey = tuple[str, str]
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """The fields of a logged Segment event that Kairos reads, decoded straight from the log's bytes."""
+
+    type: str = ""
+    messageId: str | None = None
+    userId: Id | None = None
+    anonymousId: Id | None = None
+    previousId: Id | None = None
+    groupId: Id | None = None
+    event: str | None = None
+    name: str | None = None
+    category: str | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One log entry as projections see it: where and when it was received, and the event."""
+
+    seq: int
+    source: str
+    trait_kind: str  # the source's kind: the strongest kind its traits may claim
+    received_at: int  # epoch ms
+    ts: int  # event time, epoch ms, skew-corrected at collect
+    message_id: str
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    projection: str
+    key: str
+    due_at: int  # epoch ms
+    payload: Any = None
+
+
+@dataclass(slots=True)
+class ProfileState:
+    """A profile as the processor holds it during a batch.
+
+    ``pk`` is the log position of the event that created the profile; ``id`` is the public uuid derived
+    from it. ``sections`` holds each projection's state by projection name.
+    """
+
+    pk: int
+    id: str
+    sections: dict[str, Any]
+    identities: set[IdentityKey] = field(default_factory=set)
+    merged_into: int | None = None
+    new: bool = False  # created in this batch: written whole
+    dirty: set[str] = field(default_factory=set)  # sections changed in this batch
+
+
+class Context(Protocol):
+    """What a projection may see and do while it applies an event or a timer."""
+
+    @property
+    def profile(self) -> ProfileState:
+        """The profile now, as earlier projections (in order) left it for this event."""
+        ...
+
+    @property
+    def before(self) -> Mapping[str, Any]:
+        """Every projection's state as it was before this event (or timer)."""
+        ...
+
+    @property
+    def now(self) -> int:
+        """The processor's clock, epoch ms (the injected clock: tests drive it)."""
+        ...
+
+    @property
+    def seq(self) -> int:
+        """The log position being applied (for a timer: the last position applied before it fired)."""
+        ...
+
+    def schedule(self, key: str, due_at: int, payload: Any = None) -> None:
+        """Wake this profile at ``due_at`` (epoch ms); replaces this projection's timer ``key`` if set."""
+        ...
+
+    def cancel(self, key: str) -> None: ...
+
+    def timers(self) -> Mapping[str, Timer]:
+        """This projection's pending timers on this profile, by key."""
+        ...
+
+    def emit(self, type: str, payload: dict[str, Any]) -> None:
+        """Queue a message for subscribers in the durable outbox, committed with the state."""
+        ...
+
+    def insert(self, table: Table, row: tuple[Any, ...]) -> None:
+        """Add a row, new by construction, to a table this projection owns."""
+        ...
+
+
+class Projection(Generic[S]):
+    """Base class of every projection; see the module docstring for the contract."""
+
+    name: ClassVar[str]
+    columns: ClassVar[tuple[Column, ...]] = ()
+    indexes: ClassVar[tuple[Index, ...]] = ()
+    tables: ClassVar[tuple[Table, ...]] = ()
+
+    def initial(self) -> S:
+        raise NotImplementedError
+
+    def apply(self, state: S, entry: Entry, ctx: Context) -> S:
+        raise NotImplementedError
+
+    def merge(self, winner: S, loser: S, ctx: Context) -> S:
+        raise NotImplementedError
+
+    def wake(self, state: S, timer: Timer, ctx: Context) -> S:
+        return state
+
+    def encode(self, state: S) -> tuple[Any, ...]:
+        """The values of ``columns`` for ``state`` (JSON columns take plain Python values)."""
+        return ()
+
+    def decode(self, values: Sequence[Any]) -> S:
+        """The state stored in ``columns`` (JSON columns arrive decoded)."""
+        return self.initial()
+
+    def view(self, state: S) -> dict[str, Any]:
+        """Fields this projection adds to ``GET /v1/profiles/{ref}``."""
+        return {}

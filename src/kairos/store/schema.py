@@ -1,0 +1,216 @@
+"""The one schema source: tables declared once, rendered by each dialect.
+
+Core tables (the log, sources, keys, checkpoints, identities, ...) are declared here; projections declare the
+columns they keep on ``profiles`` and the tables they own (see :mod:`kairos.pipeline.projection`), so adding a
+kind of derived state adds its storage without editing the store. A dialect turns a :class:`Table` into
+``CREATE TABLE`` text (:meth:`kairos.store._sql.Dialect.column_type`), so SQLite and PostgreSQL cannot drift.
+
+Tables are *durable* (the log and what people configure: never dropped) or *derived* (rebuilt from the log
+by replay). When the derived schema changes, the store drops and recreates the derived tables and the
+processor rebuilds them from the log: a schema change needs no hand-written migration of derived state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "CHECKPOINTS",
+    "CORE_PROFILE_COLUMNS",
+    "DEADLETTERS",
+    "DURABLE",
+    "IDENTITIES",
+    "LOG",
+    "MERGES",
+    "OUTBOX",
+    "SEEN",
+    "TIMERS",
+    "Column",
+    "ColumnType",
+    "Index",
+    "Table",
+    "derived_tables",
+    "fingerprint",
+    "profiles_table",
+]
+
+# Logical types; each dialect maps them (``int`` → INTEGER / BIGINT, ``json`` → TEXT / JSONB, ...).
+ColumnType = Literal["int", "text", "bytes", "json", "serial"]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: ColumnType
+    nullable: bool = False
+    default: str | None = None  # SQL literal, the same in both dialects (``0``, ``'{}'``)
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    name: str
+    columns: tuple[str, ...]
+    unique: bool = False
+    where: str | None = None  # partial index condition, the same SQL in both dialects
+    gin: bool = False  # PostgreSQL: a GIN index (jsonb containment); SQLite has none and skips it
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    indexes: tuple[Index, ...] = ()
+    # The column holding a profile's key: on a merge the store moves the loser's rows to the winner.
+    profile_column: str | None = None
+    without_rowid: bool = False  # SQLite: a clustered primary key (the table is its index)
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+
+def _cols(*spec: tuple[str, ColumnType] | Column) -> tuple[Column, ...]:
+    return tuple(c if isinstance(c, Column) else Column(*c) for c in spec)
+
+
+# -- durable -------------------------------------------------------------------------------------------------
+LOG = Table(
+    "log",
+    _cols(
+        ("seq", "int"),
+        ("source", "text"),
+        ("received_at", "int"),
+        ("message_id", "text"),
+        ("payload", "bytes"),
+        ("ts", "int"),
+        ("trait_kind", "text"),
+    ),
+    ("seq",),
+)
+SOURCES = Table(
+    "sources",
+    _cols(
+        ("id", "text"),
+        ("name", "text"),
+        ("write_key", "text"),
+        ("enabled", "int"),
+        ("trait_kind", "text"),
+        ("created_at", "int"),
+    ),
+    ("id",),
+    (Index("sources_name", ("name",), unique=True), Index("sources_write_key", ("write_key",), unique=True)),
+)
+API_KEYS = Table(
+    "api_keys",
+    _cols(
+        ("id", "text"),
+        ("name", "text"),
+        ("key_hash", "text"),
+        ("scopes", "text"),
+        ("enabled", "int"),
+        ("created_at", "int"),
+    ),
+    ("id",),
+    (Index("api_keys_hash", ("key_hash",), unique=True),),
+)
+# Side effects for subscribers. Durable: a replay re-emits with the same keys, which are ignored, so a
+# subscriber never sees a message twice because state was rebuilt.
+OUTBOX = Table(
+    "outbox",
+    _cols(
+        ("id", "serial"),
+        ("key", "text"),
+        ("type", "text"),
+        Column("profile_id", "text", nullable=True),
+        ("payload", "json"),
+        ("created_at", "int"),
+    ),
+    ("id",),
+    (Index("outbox_key", ("key",), unique=True),),
+)
+META = Table("meta", _cols(("key", "text"), ("value", "text")), ("key",))
+DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META)
+
+# -- derived -------------------------------------------------------------------------------------------------
+CHECKPOINTS = Table("checkpoints", _cols(("name", "text"), ("seq", "int"), ("version", "int")), ("name",))
+SEEN = Table("seen", _cols(("key", "bytes")), ("key",), without_rowid=True)
+# Profiles are keyed by an integer: the log position of the event that created them (``created_seq``), so
+# keys grow with the log and index pages stay local. ``id`` is the public uuid derived from it.
+CORE_PROFILE_COLUMNS = _cols(("pk", "int"), ("id", "text"), Column("merged_into", "int", nullable=True))
+IDENTITIES = Table(
+    "identities",
+    _cols(("type", "text"), ("value", "text"), ("profile_pk", "int"), ("seq", "int")),
+    ("type", "value"),
+    (Index("identities_profile", ("profile_pk",)),),
+    profile_column="profile_pk",
+    without_rowid=True,
+)
+MERGES = Table(
+    "merges",
+    _cols(
+        ("id", "serial"),
+        ("winner", "int"),
+        ("loser", "int"),
+        ("at", "int"),
+        ("seq", "int"),
+        ("message_id", "text"),
+        ("reason", "text"),
+        ("identities", "json"),
+    ),
+    ("id",),
+    (Index("merges_winner", ("winner",)),),
+)
+# Durable timers: "wake this profile at due_at"; one per (profile, projection, key), moved with the profile.
+TIMERS = Table(
+    "timers",
+    _cols(
+        ("profile_pk", "int"),
+        ("projection", "text"),
+        ("key", "text"),
+        ("due_at", "int"),
+        Column("payload", "json", nullable=True),
+    ),
+    ("profile_pk", "projection", "key"),
+    (Index("timers_due", ("due_at",)),),
+    profile_column="profile_pk",
+)
+# Events that could not be applied. No payload and no personal data: the event stays in the log.
+DEADLETTERS = Table(
+    "deadletters",
+    _cols(
+        ("seq", "int"),
+        ("source", "text"),
+        ("error_class", "text"),
+        ("message", "text"),
+        ("failed_at", "int"),
+        Column("retried_at", "int", nullable=True),
+    ),
+    ("seq",),
+)
+
+
+def profiles_table(columns: Iterable[Column], indexes: Iterable[Index] = ()) -> Table:
+    """``profiles``: the core columns plus the columns (and indexes) the projections keep there."""
+    return Table(
+        "profiles",
+        (*CORE_PROFILE_COLUMNS, *columns),
+        ("pk",),
+        (
+            Index("profiles_id", ("id",), unique=True),
+            Index("profiles_merged_into", ("merged_into",), where="merged_into IS NOT NULL"),
+            *indexes,
+        ),
+    )
+
+
+def derived_tables(profiles: Table, owned: Iterable[Table]) -> tuple[Table, ...]:
+    return (CHECKPOINTS, SEEN, profiles, IDENTITIES, MERGES, TIMERS, DEADLETTERS, *owned)
+
+
+def fingerprint(tables: Iterable[Table]) -> str:
+    """Changes whenever a derived table's declaration does: the store then rebuilds derived state."""
+    return hashlib.sha256(repr(sorted(tables, key=lambda t: t.name)).encode()).hexdigest()[:16]
