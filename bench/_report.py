@@ -201,17 +201,20 @@ def limits_sustained(res: Results, missed: Sequence[Target]) -> list[str]:
     s = res.sustained.get("new")
     if s is None:
         return []
-    delivered = s.achieved_events_per_s >= 0.98 * s.offered_events_per_s and not s.errors
+    delivered = s.kept_schedule and not s.errors
     facts = (
-        f" The server received {fmt(s.achieved_events_per_s)} of the {fmt(s.offered_events_per_s)} events/s"
+        f" The server acknowledged {fmt(s.achieved_events_per_s)} of the {fmt(s.offered_events_per_s)} events/s"
         f" offered ({s.errors} errors) and, with its processor, used {s.server_cores:.2f} cores of"
         f" {os.cpu_count()} (wrk {s.wrk_cores:.2f})."
     )
-    if not delivered:
+    if not s.kept_schedule:
         facts += (
-            " The offered rate was not delivered: requests queued on all"
-            f" {s.connections} connections, so the figures describe a server past its capacity."
+            f" wrk sent only {fmt(s.wrk.sent)} of the {fmt(s.rate * s.duration)} batches the schedule called for:"
+            f" all {s.connections} connections were waiting for responses, so the server was past its capacity"
+            " and the figures describe a lighter load than intended."
         )
+    elif s.errors:
+        facts += " Some requests failed, so the figures describe a lighter load than intended."
     if not missed:
         return [] if delivered else ["**Sustained load, caveat.**" + facts]
     text = "**Sustained load.** " + "; ".join(t.shortfall() for t in missed) + "." + facts
@@ -233,10 +236,11 @@ def limits_sustained(res: Results, missed: Sequence[Target]) -> list[str]:
     if any("p99" in t.name for t in missed):
         text += f" Latency: p50 {fmt(s.wrk.p50_ms)} ms, p99 {fmt(s.wrk.p99_ms)} ms, max {fmt(s.wrk.max_ms)} ms."
         text += (
-            " At a rate the server sustains, the tail comes from pauses rather than throughput: a request waits"
-            " while the process that answers it is busy with something else (a processor batch holding the"
-            " interpreter lock, a commit or checkpoint on the single writer)."
-            if delivered
+            " The schedule was kept, so the tail comes from pauses rather than a lack of throughput: a request"
+            " waits while the process that answers it is busy with something else (a processor batch holding the"
+            " interpreter lock, a commit or checkpoint on the single writer, the other processes on the two"
+            " cores)."
+            if s.kept_schedule
             else " Past capacity, latency is mostly the wait in the queue of open connections."
         )
     return [text]

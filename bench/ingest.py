@@ -125,20 +125,22 @@ def wrk_env(bodies: Path, write_key: str, run: str) -> dict[str, str]:
     return {"BENCH_BODIES": str(bodies), "BENCH_AUTH": auth, "BENCH_PATH": "/v1/batch", "BENCH_RUN": run}
 
 
-def check_stored(result: WrkResult, stored: int) -> str:
+def check_stored(stored: int, *runs: WrkResult) -> str:
+    """Whether the log gained what the wrk ``runs`` (one after the other) say they sent."""
+    ok, sent = sum(r.ok for r in runs), sum(r.sent for r in runs)
     problems = []
-    if result.non_2xx:
-        problems.append(f"{result.non_2xx} non-2xx responses")
-    if result.socket_errors:
-        problems.append(f"{result.socket_errors} socket errors")
+    if non_2xx := sum(r.non_2xx for r in runs):
+        problems.append(f"{non_2xx} non-2xx responses")
+    if socket_errors := sum(r.socket_errors for r in runs):
+        problems.append(f"{socket_errors} socket errors")
     if stored % BATCH:
         problems.append(f"{stored} events stored is not a whole number of batches")
-    if not BATCH * result.ok <= stored <= BATCH * result.sent:
-        problems.append(f"{stored} events stored, outside [{BATCH * result.ok}, {BATCH * result.sent}]")
+    if not BATCH * ok <= stored <= BATCH * sent:
+        problems.append(f"{stored} events stored, outside [{BATCH * ok}, {BATCH * sent}]")
     if problems:
         return "FAILED: " + "; ".join(problems)
-    extra = stored // BATCH - result.ok
-    return f"ok: {fmt(stored)} events stored = {fmt(result.ok)} acked batches x {BATCH}" + (
+    extra = stored // BATCH - ok
+    return f"ok: {fmt(stored)} events stored = {fmt(ok)} acked batches x {BATCH}" + (
         f" + {extra} batches in flight when wrk stopped (sent, not yet answered)" if extra else ""
     )
 
@@ -191,7 +193,7 @@ def kairos_run(workdir: Path, duration: float, warmup: float, catch_up_timeout: 
         event_bytes,
         body_bytes,
         stored,
-        check_stored(result, stored),
+        check_stored(stored, result),
         health1["processed_seq"] - health0["processed_seq"],
         health1["lag"],
         catch_up,

@@ -124,6 +124,8 @@ def run_sustained(args: argparse.Namespace, versions: list[Version], workdir: Pa
         f"{args.rate:g}",
         "--duration",
         f"{args.sustained_duration:g}",
+        "--warmup",
+        "2" if args.quick else "5",
         "--catch-up-timeout",
         "30" if args.quick else "180",
     ]

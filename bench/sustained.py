@@ -64,6 +64,12 @@ class SustainedResult:
     processed_during: int | None = None  # events the processor applied while the load ran
     server_cores: float = 0.0
     wrk_cores: float = 0.0
+    warmup: float = 0.0  # seconds at the same rate just before, not measured
+
+    @property
+    def kept_schedule(self) -> bool:
+        """wrk sent (nearly) every batch the schedule called for: it never ran out of idle connections."""
+        return self.wrk.sent >= 0.98 * self.rate * self.duration
 
     @property
     def offered_events_per_s(self) -> float:
@@ -133,27 +139,30 @@ class LagSampler(threading.Thread):
         self.join()
 
 
-def sustained_run(workdir: Path, rate: float, duration: float, connections: int, timeout: float) -> SustainedResult:
+def sustained_run(
+    workdir: Path, rate: float, duration: float, connections: int, timeout: float, warmup: float
+) -> SustainedResult:
     bodies = workdir / "bodies.jsonl"
     make_bodies(bodies)
     db = workdir / "kairos.db"
     url = f"sqlite:///{db}"
     write_key = add_source(url, workdir)
+
+    def load(run: str, seconds: float) -> WrkResult:
+        env = wrk_env(bodies, write_key, run)
+        return run_wrk(server.url + "/v1/batch", SCRIPT, env, duration=seconds, connections=connections, rate=rate)
+
     with Server.kairos(url, workdir) as server:
         before = _compat.count_log(db)
+        # The warm-up runs at the same rate and flows straight into the measured run: the server is past
+        # its start-up, and whatever lag the warm-up left is part of the load.
+        warm = [load("0", warmup)] if warmup > 0 else []
         health0 = server.get_json("/healthz")
         sampler = LagSampler(server.port)
         cpu0, t0 = server.cpu(), time.monotonic()
         sampler.start()
         try:
-            result = run_wrk(
-                server.url + "/v1/batch",
-                SCRIPT,
-                wrk_env(bodies, write_key, "1"),
-                duration=duration,
-                connections=connections,
-                rate=rate,
-            )
+            result = load("1", duration)
         finally:
             sampler.stop()
         cores = (server.cpu() - cpu0) / (time.monotonic() - t0)
@@ -167,7 +176,7 @@ def sustained_run(workdir: Path, rate: float, duration: float, connections: int,
         connections,
         result,
         stored,
-        check_stored(result, stored),
+        check_stored(stored, *warm, result) + (" (warm-up and measured run together)" if warm else ""),
         samples,
         sampler.errors,
         end.lag if end else None,
@@ -176,6 +185,7 @@ def sustained_run(workdir: Path, rate: float, duration: float, connections: int,
         end.processed_seq - health0["processed_seq"] if end else None,
         cores,
         result.cpu_seconds / result.seconds,
+        warmup,
     )
 
 
@@ -196,6 +206,7 @@ def section(results: Mapping[str, SustainedResult], versions: Mapping[str, str])
                 f"{label} ({versions[label].split(' ')[0]})" if label in versions else label,
                 fmt(x.offered_events_per_s),
                 fmt(x.achieved_events_per_s),
+                f"{x.wrk.sent / (x.rate * x.duration) * 100:.0f}%",
                 fmt(x.wrk.p50_ms),
                 fmt(x.wrk.p99_ms),
                 fmt(x.wrk.max_ms),
@@ -212,9 +223,11 @@ def section(results: Mapping[str, SustainedResult], versions: Mapping[str, str])
         "",
         f"`kairos serve` with default settings on a fresh SQLite store; wrk sends {r.rate:g} batches of"
         f" {BATCH} events per second ({fmt(r.offered_events_per_s)} events/s) for {r.duration:g} s over"
-        f" {r.connections} connections, paced by {r.wrk.paced_by or 'nothing'} (one run per version, no"
-        " warm-up). `/healthz` is read every second meanwhile; lag = `log_seq - processed_seq`, in events and"
-        " in seconds of the offered load.",
+        f" {r.connections} connections, paced by {r.wrk.paced_by or 'nothing'}, one run per version"
+        + (f" right after {r.warmup:g} s of the same load (not measured)" if r.warmup else ", no warm-up")
+        + ". `/healthz` is read every second meanwhile; lag = `log_seq - processed_seq`, in events and in"
+        " seconds of the offered load. sent / scheduled: the batches wrk sent against the ones the schedule"
+        " called for (fewer when every connection was waiting for a response).",
         "",
         "```",
         "BENCH_BODIES=bodies.jsonl BENCH_AUTH='Basic <base64 of writeKey:>' BENCH_RUN=1 "
@@ -227,6 +240,7 @@ def section(results: Mapping[str, SustainedResult], versions: Mapping[str, str])
                 "version",
                 "offered events/s",
                 "achieved events/s",
+                "sent / scheduled",
                 "p50 ms",
                 "p99 ms",
                 "max ms",
@@ -273,6 +287,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200, help="batches of 100 events per second")
     parser.add_argument("--duration", type=float, default=60, help="seconds of load")
     parser.add_argument("--connections", type=int, default=100)
+    parser.add_argument("--warmup", type=float, default=5, help="seconds of the same load before, not measured")
     parser.add_argument("--catch-up-timeout", type=float, default=180, help="most seconds to wait for lag 0")
     parser.add_argument("--json-out", type=Path, help="write the result here (make bench runs it this way)")
     args = parser.parse_args()
@@ -281,7 +296,7 @@ def main() -> None:
         raise SystemExit("wrk is not installed; install it with: apt-get install -y wrk")
     use_defaults()
     with tmp_dir("sustained") as workdir:
-        result = sustained_run(workdir, args.rate, args.duration, args.connections, args.catch_up_timeout)
+        result = sustained_run(workdir, args.rate, args.duration, args.connections, args.catch_up_timeout, args.warmup)
     print(summary(result), flush=True)
     data = {"kairos_path": _compat.kairos_path(), **asdict(result)}
     if args.json_out:
