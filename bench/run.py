@@ -9,7 +9,8 @@ The baseline (``--baseline``, default ``BASELINE_COMMIT`` in ``_common.py``) is 
 git worktree and run with this virtualenv (``_versions.py``). (a) and (b) run once per version and repeat,
 old and new alternating; (d) runs once per version, the current code first. ``--quick`` runs everything
 small and short to check the harness (its numbers are not comparable and it does not write the docs unless
-``--write`` is given). A default run takes about 12 minutes on 2 cores.
+``--write`` is given). A default run takes 12-15 minutes on 2 cores (more when the old code falls far
+behind in (d): the wait for its lag to reach 0 is capped at 3 minutes).
 """
 
 from __future__ import annotations
