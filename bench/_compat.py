@@ -11,6 +11,7 @@ may come back as ``None``: a missing figure is reported as such instead of faili
 from __future__ import annotations
 
 import contextlib
+import inspect
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +22,13 @@ __all__ = [
     "batch_size",
     "count_log",
     "count_profiles",
-    "decode_body",
     "entry_payload",
     "entry_seq",
     "kairos_path",
     "merges",
     "metric",
     "open_kairos",
+    "request_decoder",
     "wrap_store_calls",
 ]
 
@@ -124,12 +125,21 @@ def count_log(db: Path) -> int:
         kairos.close()
 
 
-def decode_body() -> Callable[..., Any] | None:
+def request_decoder(kairos: Any) -> Callable[[bytes], Any] | None:
+    """``raw body -> what Kairos.prepare takes`` on the HTTP path, for a ``batch`` request.
+
+    The baseline's ``decode_body(body, content_encoding, limits)`` returns the decoded JSON; a later one
+    takes the endpoint too (``decode_body(body, content_encoding, endpoint, limits)``).
+    """
     try:
-        from kairos.collect import decode_body as fn
+        from kairos.collect import decode_body
     except ImportError:
         return None
-    return fn
+    fn: Any = decode_body  # typed against whichever version this checkout has
+    limits = kairos.settings.collect
+    if "endpoint" in inspect.signature(fn).parameters:
+        return lambda raw: fn(raw, None, "batch", limits)
+    return lambda raw: fn(raw, None, limits)
 
 
 def wrap_store_calls(store: Any, wrap: Callable[[str, Callable[..., Any]], Callable[..., Any]]) -> list[str]:

@@ -178,13 +178,15 @@ def limits_ingest(res: Results, missed: Sequence[Target]) -> list[str]:
         if processed.n and res.ingest_duration:
             text += f" The processor applied {fmt(processed.median)} events/s while the load ran."
         parts = next((r.breakdown_us for r in new if r.breakdown_us), {})
-        prepare = parts.get("prepare_for (validate, normalize, encode)")
+        prepare = parts.get(ingest.PREPARE)
         if prepare:
+            decode = parts.get("decode_body")
             text += (
-                f" In-process, `prepare_for` costs {fmt(prepare)} µs per 100-event batch ({prepare / 100:.1f} µs"
+                f" In-process, `Kairos.prepare` costs {fmt(prepare)} µs per 100-event batch ({prepare / 100:.1f} µs"
                 f" per event), capping one process near {fmt(1e6 / prepare * 100)} events/s"
+                + (f"; `decode_body` {fmt(decode)} µs" if decode else "")
             )
-            append = parts.get("append, 32 batches per call (per batch)")
+            append = parts.get(ingest.APPEND)
             text += f"; the log append {fmt(append)} µs per batch." if append else "."
         if bare:
             target = next((t for t in missed if "bare" in t.name), None)
