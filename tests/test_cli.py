@@ -165,6 +165,20 @@ def test_import_errors(env: Path) -> None:
     path.write_text("a,b\n1,2\n")
     bad = run("import", str(path), "--map", "zzz=identity:email", "--json")
     assert bad.exit_code == 2 and json.loads(bad.stdout)["error"]["field"] == "zzz"
+    path.write_text("a,b\n1,2\n")
+    unknown = run("import", str(path), "--map", "a=identity:email", "--map", "b=identity:nosuchtype", "--json")
+    assert unknown.exit_code == 2
+    error = json.loads(unknown.stdout)["error"]
+    assert (error["code"], error["field"]) == ("invalid_mapping", "b")
+    assert "'nosuchtype' is not configured (configured: anonymous_id, crm_id, device_id, email," in error["message"]
+    custom = run_json("import", str(path), "--map", "a=identity:crm_id", "--map", "b=identity:loyalty_card")
+    assert custom["accepted"] == 1
+    kairos = Kairos()
+    try:
+        assert kairos.store.state.resolve("loyalty_card:2") == kairos.store.state.resolve("crm_id:1") is not None
+        assert kairos.store.log.count() == 1
+    finally:
+        kairos.close()
 
 
 def test_demo_and_replay(env: Path) -> None:

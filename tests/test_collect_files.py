@@ -297,6 +297,24 @@ def test_parse_mapping_errors(spec: list[str], message: str) -> None:
         parse_mapping(spec)
 
 
+def test_parse_mapping_refuses_identity_types_that_are_not_configured() -> None:
+    types = {"user_id": ["userId"], "email": ["traits.email"], "crm_id": ["context.traits.crm_id"]}
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(["mail=identity:email", "x=identity:nosuchtype"], identity_types=types)
+    assert (caught.value.code, caught.value.field) == ("invalid_mapping", "x")
+    assert caught.value.message == (
+        "column x: identity type 'nosuchtype' is not configured (configured: crm_id, email, user_id); "
+        "declare it under [identity.types] in kairos.toml"
+    )
+    # Configured, but not read from traits.crm_id, where the mapping would write it: it would be a trait.
+    with pytest.raises(
+        ValidationError, match=r"'crm_id' is read from context\.traits\.crm_id, not from traits\.crm_id"
+    ):
+        parse_mapping(["c=identity:crm_id"], identity_types=types)
+    mapping = parse_mapping(["u=identity:user_id", "m=identity:email"], identity_types=types)
+    assert mapping == parse_mapping(["u=identity:user_id", "m=identity:email"])
+
+
 def test_parse_mapping_forms() -> None:
     mapping = parse_mapping(
         ["a=b=identity:crm_id", "n=trait:orders:int", "c=city"], id_column="a=b", trait_kind="third_party"

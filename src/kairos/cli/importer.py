@@ -127,7 +127,11 @@ def import_file(
         try:
             if fmt == "csv":
                 spec = parse_mapping(
-                    mapping or [], id_column=id_column, timestamp_column=timestamp_column, trait_kind=kind.value
+                    mapping or [],
+                    id_column=id_column,
+                    timestamp_column=timestamp_column,
+                    trait_kind=kind.value,
+                    identity_types={name: t.paths for name, t in kairos.settings.identity.types.items()},
                 )
                 rows = read_csv(path, spec)
             else:

@@ -26,7 +26,8 @@ Each ``--map`` is ``COLUMN=TARGET`` where ``TARGET`` is one of
 
 * ``identity:TYPE``: ``user_id`` fills ``userId``, ``anonymous_id`` fills ``anonymousId``, ``device_id``
   fills ``context.device.id``; any other type (``email``, ``phone``, or a custom type such as
-  ``loyalty_card``) is written to ``traits.TYPE``, where the identity types read it;
+  ``loyalty_card``) is written to ``traits.TYPE``, where the identity types read it; ``kairos import``
+  refuses a type that is not configured, or whose configured paths do not include where it is written;
 * ``trait:NAME``, ``trait:NAME:int`` or ``trait:NAME:float``: ``traits.NAME``, a string unless typed (a
   cell that does not parse is an error for that row); a bare ``NAME`` means ``trait:NAME``.
 
@@ -45,7 +46,7 @@ import hashlib
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from os import PathLike
@@ -160,6 +161,9 @@ class CsvMapping:
     id_column: str | None = None
     timestamp_column: str | None = None
     trait_kind: str = "observed"
+    # The configured identity types and the paths each is read from (``settings.identity.types``); when
+    # given, a column mapped to any other type, or to one that would not read the value, is refused.
+    identity_types: Mapping[str, Sequence[str]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.identities and self.id_column is None:
@@ -178,6 +182,7 @@ class CsvMapping:
         for column, kind in self.identities.items():
             if not _TYPE_NAME.match(kind):
                 raise _bad_target(column, f"identity type {kind!r} must be lower_snake_case")
+            self._check_configured(column, kind)
             _claim(targets, _ID_FIELDS.get(kind, "context.device.id" if kind == "device_id" else kind), column)
         for column, target in self.traits.items():
             name, _, type_ = target.partition(":")
@@ -186,6 +191,23 @@ class CsvMapping:
             if type_ and type_ not in _TRAIT_TYPES:
                 raise _bad_target(column, f"unknown trait type {type_!r} (use :int or :float)")
             _claim(targets, name, column)
+
+    def _check_configured(self, column: str, kind: str) -> None:
+        if self.identity_types is None:
+            return
+        # Without this check an unknown type would be written to traits.TYPE and stored as a plain trait.
+        if kind not in self.identity_types:
+            configured = ", ".join(sorted(self.identity_types))
+            raise _bad_target(
+                column,
+                f"identity type {kind!r} is not configured (configured: {configured}); "
+                "declare it under [identity.types] in kairos.toml",
+            )
+        path = _ID_FIELDS.get(kind, "context.device.id" if kind == "device_id" else f"traits.{kind}")
+        paths = self.identity_types[kind]
+        if path not in paths:
+            read_from = ", ".join(paths) or "context.externalIds only"
+            raise _bad_target(column, f"identity type {kind!r} is read from {read_from}, not from {path}")
 
 
 def _bad_target(column: str, reason: str) -> ValidationError:
@@ -204,8 +226,9 @@ def parse_mapping(
     id_column: str | None = None,
     timestamp_column: str | None = None,
     trait_kind: str = "observed",
+    identity_types: Mapping[str, Sequence[str]] | None = None,
 ) -> CsvMapping:
-    """Build a :class:`CsvMapping` from ``--map COLUMN=TARGET`` options.
+    """Build a :class:`CsvMapping` from ``--map COLUMN=TARGET`` options (``identity_types``: see there).
 
     >>> m = parse_mapping(["email_address=identity:email", "first=trait:first_name", "town=city"])
     >>> m.identities, m.traits
@@ -232,7 +255,7 @@ def parse_mapping(
             raise _bad_target(column, f"{kind}: needs a name")
         else:
             traits[column] = target
-    return CsvMapping(identities, traits, id_column, timestamp_column, trait_kind)
+    return CsvMapping(identities, traits, id_column, timestamp_column, trait_kind, identity_types)
 
 
 def _columns(mapping: CsvMapping) -> list[str]:
