@@ -284,3 +284,19 @@ def test_trait_filters_compare_json_types(
     assert users(**{"trait.n": "null"}) == ["u1"]
     assert users(**{"trait.n": '"null"'}) == ["u2"]
     assert users(**{'trait.q"r': "5"}) == ["u1"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/track", {"POST"}),
+        ("PUT", "/v1/b", {"POST"}),
+        ("DELETE", "/v1/profiles/x", {"GET", "HEAD"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+    ],
+)
+def test_405_says_which_methods_are_allowed(client: TestClient, method: str, path: str, allowed: set[str]) -> None:
+    r = client.request(method, path)
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) == allowed  # RFC 9110: a 405 must carry Allow
+    assert r.json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
