@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kairos.api import collect, ops, profiles
-from kairos.api._common import JSON, AccessLog, json_response
+from kairos.api._common import JSON, AccessLog, Disconnects, json_response
 from kairos.api._writer import LogWriter
 from kairos.runtime import Kairos
 
@@ -65,6 +65,7 @@ def create_app(kairos: Kairos, *, run_processor: bool | None = None) -> Starlett
     app = Starlette(
         routes=[*collect.routes, *profiles.routes, *ops.routes],
         middleware=[
+            Middleware(Disconnects),
             Middleware(AccessLog),
             Middleware(
                 CORSMiddleware,
