@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import json
 import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -372,3 +373,17 @@ def test_stalled_body_is_408_after_the_body_timeout(store_settings: dict[str, An
             "message": "no part of the request body arrived for 0.2 seconds",
         },
     }
+
+
+def test_docs_page_is_self_contained(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "://" not in page.text
+    csp = dict(part.split(" ", 1) for part in page.headers["content-security-policy"].split("; "))
+    assert csp["default-src"] == "'none'" and csp["connect-src"] == "'self'"
+    assert csp["script-src"].startswith("'self' 'sha256-")  # the one inline initializer, by its hash
+    assets = re.findall(r'(?:src|href)="(docs/assets/[^"]+)"', page.text)
+    assert len(assets) == 2
+    for asset in assets:
+        r = client.get("/" + asset)
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
+    assert client.get("/docs/assets/nope.js").json()["error"]["code"] == "not_found"
