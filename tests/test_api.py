@@ -387,3 +387,12 @@ def test_docs_page_is_self_contained(client: TestClient) -> None:
         r = client.get("/" + asset)
         assert r.status_code == 200 and len(r.content) > 10_000, asset
     assert client.get("/docs/assets/nope.js").json()["error"]["code"] == "not_found"
+
+
+def test_basic_auth_header_with_non_ascii_bytes_is_401_not_500(client: TestClient) -> None:
+    # Starlette decodes header bytes as latin-1; base64 then refused the non-ASCII text with a ValueError.
+    for value in (b"Basic \xe9\xe9\xe9\xe9", b"Basic \xff"):
+        headers = {b"Authorization": value}
+        r = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "unauthorized"

@@ -101,7 +101,7 @@ def basic_user(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):  # ValueError: non-ASCII in the header
         return None
     return decoded.partition(":")[0] or None
 
