@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import json
+import logging
+import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from kairos.api import create_app
 from kairos.runtime import Kairos
 from kairos.store import Source
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -284,3 +291,108 @@ def test_trait_filters_compare_json_types(
     assert users(**{"trait.n": "null"}) == ["u1"]
     assert users(**{"trait.n": '"null"'}) == ["u2"]
     assert users(**{'trait.q"r': "5"}) == ["u1"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/track", {"POST"}),
+        ("PUT", "/v1/b", {"POST"}),
+        ("DELETE", "/v1/profiles/x", {"GET", "HEAD"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+    ],
+)
+def test_405_says_which_methods_are_allowed(client: TestClient, method: str, path: str, allowed: set[str]) -> None:
+    r = client.request(method, path)
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) == allowed  # RFC 9110: a 405 must carry Allow
+    assert r.json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
+
+
+def _asgi_request(app: Any, path: str, messages: list[Message]) -> list[Message]:
+    """Drive ``app`` with one POST whose ``receive`` returns ``messages`` and then waits for ever."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that stalls
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    return sent
+
+
+def test_client_that_disconnects_mid_body_is_not_a_server_error(
+    kairos: Kairos, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(kairos, run_processor=False)
+    partial: Message = {"type": "http.request", "body": b'{"userId": "u-secret", "ev', "more_body": True}
+    with caplog.at_level(logging.DEBUG, logger="kairos.http"):
+        sent = _asgi_request(app, "/v1/track", [partial, {"type": "http.disconnect"}])
+    assert sent == []  # nobody to answer: no 500 is started
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+    assert caplog.records[0].getMessage() == "client disconnected"
+    assert "u-secret" not in caplog.text
+
+
+def test_stalled_body_is_408_after_the_body_timeout(store_settings: dict[str, Any]) -> None:
+    kairos = Kairos(make_settings(store_settings, server={"body_timeout_seconds": 0.2}))
+    try:
+        app = create_app(kairos, run_processor=False)
+        start = time.monotonic()
+        sent = _asgi_request(app, "/v1/track", [{"type": "http.request", "body": b'{"us', "more_body": True}])
+        elapsed = time.monotonic() - start
+    finally:
+        kairos.close()
+    assert 0.2 <= elapsed < 5
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {
+        "success": False,
+        "error": {
+            "code": "body_timeout",
+            "field": "body",
+            "message": "no part of the request body arrived for 0.2 seconds",
+        },
+    }
+
+
+def test_docs_page_is_self_contained(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "://" not in page.text
+    csp = dict(part.split(" ", 1) for part in page.headers["content-security-policy"].split("; "))
+    assert csp["default-src"] == "'none'" and csp["connect-src"] == "'self'"
+    assert csp["script-src"].startswith("'self' 'sha256-")  # the one inline initializer, by its hash
+    assets = re.findall(r'(?:src|href)="(docs/assets/[^"]+)"', page.text)
+    assert len(assets) == 2
+    for asset in assets:
+        r = client.get("/" + asset)
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
+    assert client.get("/docs/assets/nope.js").json()["error"]["code"] == "not_found"
+
+
+def test_basic_auth_header_with_non_ascii_bytes_is_401_not_500(client: TestClient) -> None:
+    # Starlette decodes header bytes as latin-1; base64 then refused the non-ASCII text with a ValueError.
+    for value in (b"Basic \xe9\xe9\xe9\xe9", b"Basic \xff"):
+        headers = {b"Authorization": value}
+        r = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "unauthorized"

@@ -46,6 +46,12 @@ class ServerSettings(BaseModel):
         default_factory=lambda: ["*"],
         description="Origins allowed to call the API from a browser (CORS). `*` lets any web site send events.",
     )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for the next part of a request body; a client that stalls longer is answered "
+        "`408 body_timeout` and the connection closed.",
+    )
 
 
 class StoreSettings(BaseModel):

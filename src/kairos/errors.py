@@ -16,6 +16,7 @@ __all__ = [
     "KairosError",
     "NotFoundError",
     "PayloadTooLarge",
+    "RequestTimeout",
     "StoreError",
     "StoreUnavailable",
     "TransientError",
@@ -63,6 +64,12 @@ class PayloadTooLarge(ValidationError):
     code = "too_large"
 
 
+class RequestTimeout(ValidationError):
+    """The client stopped sending the request body before it was complete."""
+
+    code = "body_timeout"
+
+
 class AuthError(KairosError):
     code = "unauthorized"
 
@@ -95,6 +102,7 @@ class CheckpointConflict(TransientError):
 # Most specific class first: the first match wins.
 HTTP_STATUS: list[tuple[type[KairosError], int]] = [
     (PayloadTooLarge, 413),
+    (RequestTimeout, 408),
     (ValidationError, 400),
     (AuthError, 401),
     (ForbiddenError, 403),
