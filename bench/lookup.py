@@ -25,7 +25,6 @@ import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,9 +147,9 @@ def _apply_bulk(kairos: Any) -> float:
         changes = Changes()
         for entry in entries:
             event = decode(entry.payload)
-            ts = int(datetime.fromisoformat(event["timestamp"]).timestamp() * 1000)
+            ts = entry.ts
             profile = Profile(profile_id_for(entry.seq), entry.seq, ts, ts, event_count=1)
-            source = event["_kairos"]["source"]
+            source = entry.source
             for name, value in event["traits"].items():
                 profile.traits[name] = TraitValue(value, "observed", source, ts, entry.seq)
             for key in ids.extract(event):

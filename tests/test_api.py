@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from kairos.api import create_app
+from kairos.collect import NewEvent
 from kairos.runtime import Kairos
 from kairos.store import Source
 
@@ -284,3 +286,51 @@ def test_trait_filters_compare_json_types(
     assert users(**{"trait.n": "null"}) == ["u1"]
     assert users(**{"trait.n": '"null"'}) == ["u2"]
     assert users(**{'trait.q"r': "5"}) == ["u1"]
+
+
+def test_timeline_presents_logged_events_in_both_payload_formats(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    """Kairos' decisions live in the log's columns now; rows written before kept them in the payload."""
+    r = client.post(
+        "/v1/track",
+        json={"userId": "u9", "event": "New", "timestamp": "2026-01-01T10:00:00Z", "sentAt": "2026-01-01T10:00:05Z"},
+        auth=(source.write_key, ""),
+    )
+    assert r.status_code == 200, r.text
+    old = NewEvent(
+        "m-old",
+        1_767_261_600_000,
+        1_767_261_000_000,
+        "observed",
+        b'{"type":"track","userId":"u9","event":"Old","messageId":"m-old","timestamp":"2026-01-01T10:50:00.000Z",'
+        b'"originalTimestamp":"2026-01-01T10:50:03Z","receivedAt":"2026-01-01T11:00:00.000Z",'
+        b'"_kairos":{"source":"web","trait_kind":"observed"}}',
+    )
+    kairos.append([(source.name, [old])])
+    kairos.processor.run_until_caught_up()
+    items = client.get("/v1/profiles/user_id:u9/events", headers=read_key).json()["items"]
+    events = {item["name"]: item["event"] for item in items}
+    assert events["Old"] == {
+        "type": "track",
+        "userId": "u9",
+        "event": "Old",
+        "messageId": "m-old",
+        "timestamp": "2026-01-01T10:50:00.000Z",
+        "originalTimestamp": "2026-01-01T10:50:03Z",
+        "receivedAt": "2026-01-01T11:00:00.000Z",
+    }
+    new = events["New"]
+    received = new.pop("receivedAt")
+    message_id = new.pop("messageId")
+    assert message_id.startswith("kairos-")
+    # Sent 5 s after it happened: it happened 5 s before it was received.
+    corrected = datetime.fromisoformat(received) - timedelta(seconds=5)
+    assert new.pop("timestamp") == corrected.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert new == {
+        "type": "track",
+        "userId": "u9",
+        "event": "New",
+        "originalTimestamp": "2026-01-01T10:00:00Z",
+        "sentAt": "2026-01-01T10:00:05Z",
+    }

@@ -15,7 +15,7 @@ from kairos.api._common import error_response, json_response, require_scope, run
 from kairos.collect import iso
 from kairos.errors import KairosError, NotFoundError, ValidationError
 from kairos.runtime import Kairos
-from kairos.store import MergeRecord, Profile, decode_cursor, encode_cursor
+from kairos.store import LogEntry, MergeRecord, Profile, decode_cursor, encode_cursor
 
 __all__ = ["profile_view", "routes"]
 
@@ -106,15 +106,34 @@ def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[
     entries = kairos.store.log.get([r.seq for r in rows])
     items = []
     for r in rows:
-        event = _decode.decode(entries[r.seq].payload) if r.seq in entries else None
-        if isinstance(event, dict):
-            event.pop("_kairos", None)
+        event = _event_view(entries[r.seq]) if r.seq in entries else None
         items.append({"seq": r.seq, "type": r.type, "name": r.name, "timestamp": iso(r.ts), "event": event})
     return {
         "profile_id": pid,
         "items": items,
         "next_cursor": encode_cursor(rows[-1].ts, rows[-1].seq) if more and rows else None,
     }
+
+
+def _event_view(entry: LogEntry) -> Any:
+    """A logged event as Segment shows it: the payload is what the client sent; what Kairos decided
+    (message id, corrected time, time received) is in the log's columns. Logs written before that kept
+    all of it in the payload, under ``_kairos``."""
+    event = _decode.decode(entry.payload)
+    if not isinstance(event, dict):
+        return event
+    if "_kairos" in event:  # the older format: already presented, but for Kairos' own stamp
+        del event["_kairos"]
+        return event
+    event["messageId"] = entry.message_id
+    sent = event.get("timestamp")
+    if sent is None:
+        sent = event.get("originalTimestamp")
+    if sent is not None:
+        event["originalTimestamp"] = sent
+    event["timestamp"] = iso(entry.ts)
+    event["receivedAt"] = iso(entry.received_at)
+    return event
 
 
 def _list(kairos: Kairos, filters: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
