@@ -15,8 +15,10 @@ __all__ = [
     "ForbiddenError",
     "KairosError",
     "NotFoundError",
+    "Overloaded",
     "PayloadTooLarge",
     "StoreError",
+    "StoreUnavailable",
     "TransientError",
     "ValidationError",
     "http_status",
@@ -44,10 +46,26 @@ class KairosError(Exception):
 
 
 class TransientError(KairosError):
-    """Worth retrying: the same call may succeed later (lock held, server restarting)."""
+    """Worth retrying: the same call may succeed later (lock held, server restarting).
+
+    Over HTTP it is a ``503`` whose ``Retry-After`` header says when to try again.
+    """
 
     code = "unavailable"
     transient = True
+    retry_after = 1  # seconds
+
+
+class Overloaded(TransientError):
+    """More events are waiting for the log than the server accepts to hold (``collect.max_pending_events``)."""
+
+    code = "overloaded"
+
+
+class StoreUnavailable(TransientError):
+    """The store failed (locked, connection lost, timed out): nothing was written, the same request may succeed."""
+
+    code = "store_unavailable"
 
 
 class ConfigError(KairosError):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kairos.errors import AuthError, ForbiddenError, KairosError, PayloadTooLarge, http_status
+from kairos.errors import AuthError, ForbiddenError, KairosError, PayloadTooLarge, TransientError, http_status
 from kairos.runtime import Kairos
 from kairos.store import ApiKey
 
@@ -49,6 +49,8 @@ def error_response(error: KairosError, *, collect: bool = False) -> JSON:
         body["success"] = False
     status = http_status(error)
     headers = {"WWW-Authenticate": 'Bearer realm="kairos"'} if status == 401 and not collect else None
+    if isinstance(error, TransientError):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSON(body, status_code=status, headers=headers)
 
 

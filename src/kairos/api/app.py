@@ -33,7 +33,11 @@ def create_app(kairos: Kairos, *, run_processor: bool | None = None) -> Starlett
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.kairos = kairos
-        app.state.writer = LogWriter(kairos.store.log.append_many)
+        app.state.writer = LogWriter(
+            kairos.store.log.append_many,
+            max_pending=settings.collect.max_pending_events,
+            store_errors=kairos.store.driver_errors,
+        )
         thread = None
         if run_processor:
             thread = threading.Thread(
