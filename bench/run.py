@@ -30,8 +30,8 @@ def limits_ingest(r: ingest.IngestResult, missed: list[Target]) -> list[str]:
     if not missed:
         return []
     b = r.breakdown_us
-    prepare = b.get("Kairos.prepare (validate, normalize, encode)", float("nan"))
-    decode = b.get("decode_body", float("nan"))
+    prepare = b.get(ingest.PREPARE, float("nan"))
+    decode = b.get(ingest.DECODE, float("nan"))
     append = b.get("log append, 32 batches per commit (per batch)", float("nan"))
     per_batch_us = r.kairos.server_cores * 1e6 / r.kairos.batches_per_s
     bare_us = r.bare.server_cores * 1e6 / r.bare.batches_per_s
@@ -42,8 +42,8 @@ def limits_ingest(r: ingest.IngestResult, missed: list[Target]) -> list[str]:
         f" {r.kairos.server_cores:.2f} cores of {os.cpu_count()}"
         f" (wrk {r.kairos.wrk_cores:.2f}), i.e. {per_batch_us:.0f} µs of CPU per batch against {bare_us:.0f} µs"
         f" for the bare app. In-process, `Kairos.prepare` alone costs {prepare:.0f} µs per 100-event batch"
-        f" ({prepare / 100:.1f} µs per event: `msgspec.convert` to `Message`, rebuilding each event as a dict,"
-        f" formatting the corrected timestamp, re-encoding), the untyped decode {decode:.0f} µs and the log append"
+        f" ({prepare / 100:.1f} µs per event: the typed decode into `Message`, the checks, the corrected time),"
+        f" splitting the body into events {decode:.0f} µs and the log append"
         f" {append:.0f} µs (the writer thread, holding the GIL while it builds rows). Prepare alone caps one"
         f" process near {fmt(1e6 / prepare * 100)} events/s; reaching 25% of the bare app"
         f" ({fmt(r.bare.events_per_s / 4)} events/s) needs the whole request under {bare_us * 4:.0f} µs of"

@@ -7,16 +7,24 @@ import gzip
 import json
 import logging
 import re
+import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import Message
 
 from kairos.api import create_app
+from kairos.api._common import error_response
+from kairos.api._writer import LogWriter
+from kairos.collect import NewEvent
+from kairos.errors import Overloaded, StoreUnavailable
 from kairos.runtime import Kairos
 from kairos.store import Source
 from tests.conftest import make_settings
@@ -396,3 +404,178 @@ def test_basic_auth_header_with_non_ascii_bytes_is_401_not_500(client: TestClien
         r = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
         assert r.status_code == 401, r.text
         assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_timeline_presents_logged_events_in_both_payload_formats(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    """Kairos' decisions live in the log's columns now; rows written before kept them in the payload."""
+    r = client.post(
+        "/v1/track",
+        json={"userId": "u9", "event": "New", "timestamp": "2026-01-01T10:00:00Z", "sentAt": "2026-01-01T10:00:05Z"},
+        auth=(source.write_key, ""),
+    )
+    assert r.status_code == 200, r.text
+    old = NewEvent(
+        "m-old",
+        1_767_261_600_000,
+        1_767_261_000_000,
+        "observed",
+        b'{"type":"track","userId":"u9","event":"Old","messageId":"m-old","timestamp":"2026-01-01T10:50:00.000Z",'
+        b'"originalTimestamp":"2026-01-01T10:50:03Z","receivedAt":"2026-01-01T11:00:00.000Z",'
+        b'"_kairos":{"source":"web","trait_kind":"observed"}}',
+    )
+    kairos.append([(source.name, [old])])
+    kairos.processor.run_until_caught_up()
+    items = client.get("/v1/profiles/user_id:u9/events", headers=read_key).json()["items"]
+    events = {item["name"]: item["event"] for item in items}
+    assert events["Old"] == {
+        "type": "track",
+        "userId": "u9",
+        "event": "Old",
+        "messageId": "m-old",
+        "timestamp": "2026-01-01T10:50:00.000Z",
+        "originalTimestamp": "2026-01-01T10:50:03Z",
+        "receivedAt": "2026-01-01T11:00:00.000Z",
+    }
+    new = events["New"]
+    received = new.pop("receivedAt")
+    message_id = new.pop("messageId")
+    assert message_id.startswith("kairos-")
+    # Sent 5 s after it happened: it happened 5 s before it was received.
+    corrected = datetime.fromisoformat(received) - timedelta(seconds=5)
+    assert new.pop("timestamp") == corrected.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert new == {
+        "type": "track",
+        "userId": "u9",
+        "event": "New",
+        "originalTimestamp": "2026-01-01T10:00:00Z",
+        "sentAt": "2026-01-01T10:00:05Z",
+    }
+
+
+# -- back-pressure and store failures on the write path ----------------------------------------------
+
+
+def _batch(n: int, user: str = "u") -> dict[str, Any]:
+    return {"batch": [{"type": "track", "userId": user, "event": f"E{i}"} for i in range(n)]}
+
+
+def test_writer_refuses_beyond_max_pending_without_blocking() -> None:
+    release = threading.Event()
+    appended: list[int] = []
+
+    def blocked(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(10)
+        appended.extend(len(events) for _, events in groups)
+        return [list(range(len(events))) for _, events in groups]
+
+    events = [NewEvent(f"m{i}", 1, 1, "observed", b"{}") for i in range(100)]
+    writer = LogWriter(blocked, max_pending=150)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(writer.append("s", events))
+        await asyncio.sleep(0.05)
+        assert writer.pending == 100
+        started = time.monotonic()
+        with pytest.raises(Overloaded):
+            await writer.append("s", events)
+        assert time.monotonic() - started < 0.05  # refused at once, not queued behind the blocked commit
+        release.set()
+        assert await first == list(range(100))
+        assert writer.pending == 0
+        assert len(await writer.append("s", events)) == 100  # room again
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        writer.close()
+    assert appended == [100, 100]
+
+
+def test_queue_full_is_503_with_retry_after(client: TestClient, source: Source) -> None:
+    release = threading.Event()
+
+    def blocked(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(10)
+        return [list(range(len(events))) for _, events in groups]
+
+    app = client.app
+    assert isinstance(app, Starlette)
+    app.state.writer.close()
+    app.state.writer = LogWriter(blocked, max_pending=150)
+    auth = (source.write_key, "")
+    first: list[int] = []
+    sender = threading.Thread(
+        target=lambda: first.append(client.post("/v1/batch", json=_batch(100), auth=auth).status_code)
+    )
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while app.state.writer.pending == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = client.post("/v1/batch", json=_batch(100), auth=auth)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert r.json() == {"success": False, "error": {"code": "overloaded", "message": r.json()["error"]["message"]}}
+    finally:
+        release.set()
+        sender.join(10)
+        app.state.writer.close()
+    assert first == [200]
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"), "psycopg"])
+def test_store_error_during_append_is_503_with_retry_after(
+    client: TestClient, kairos: Kairos, source: Source, error: Any
+) -> None:
+    if error == "psycopg":
+        psycopg = pytest.importorskip("psycopg")
+        error = psycopg.OperationalError("server closed the connection unexpectedly")
+
+    def failing(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        raise error
+
+    app = client.app
+    assert isinstance(app, Starlette)
+    app.state.writer.close()
+    app.state.writer = LogWriter(failing, store_errors=(sqlite3.Error, type(error)))
+    r = client.post("/v1/batch", json=_batch(3), auth=(source.write_key, ""))
+    app.state.writer.close()
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    body = r.json()
+    assert body["success"] is False and body["error"]["code"] == "store_unavailable"
+
+
+def test_store_error_mid_append_writes_nothing(kairos: Kairos, source: Source) -> None:
+    """Two requests share one group commit and the driver fails on the second: neither is half in the log."""
+    release = threading.Event()
+
+    def first_call_waits(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(5)  # holds the writer on the first request, so the next two are committed together
+        return kairos.store.log.append_many(groups)
+
+    writer = LogWriter(first_call_waits, store_errors=kairos.store.driver_errors)
+    events = [[NewEvent(f"{r}-{i}", 1, 1, "observed", b'{"type":"track"}') for i in range(5)] for r in "ab"]
+    unbindable = [NewEvent("bad", 1, 1, "observed", object())]  # type: ignore[arg-type]  # no driver binds it
+    before = kairos.store.log.last_seq()
+
+    async def scenario() -> list[Any]:
+        requests = [asyncio.ensure_future(writer.append(source.name, events[0]))]
+        await asyncio.sleep(0.1)  # the writer thread took it and waits
+        requests += [asyncio.ensure_future(writer.append(source.name, e)) for e in (events[1], unbindable)]
+        await asyncio.sleep(0.1)
+        release.set()
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    try:
+        first, second, third = asyncio.run(scenario())
+    finally:
+        release.set()
+        writer.close()
+    assert first == list(range(before + 1, before + 6))
+    assert isinstance(second, StoreUnavailable) and isinstance(third, StoreUnavailable)
+    assert kairos.store.log.last_seq() == before + 5
+    assert error_response(second, collect=True).headers["retry-after"] == "1"

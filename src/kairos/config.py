@@ -83,6 +83,12 @@ class CollectSettings(BaseModel):
         500 * 1024, ge=1024, description="Largest accepted request body, after gunzip (Segment: 500 KB)."
     )
     max_batch_items: int = Field(2500, ge=1, description="Most events accepted in one batch request.")
+    max_pending_events: int = Field(
+        50_000,
+        ge=1,
+        description="Events accepted but not yet committed to the log; beyond it, collect answers `503` with "
+        "`Retry-After` instead of queueing more (a request is always taken when nothing is pending).",
+    )
 
 
 class IdentityTypeSettings(BaseModel):

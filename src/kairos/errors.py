@@ -15,6 +15,7 @@ __all__ = [
     "ForbiddenError",
     "KairosError",
     "NotFoundError",
+    "Overloaded",
     "PayloadTooLarge",
     "RequestTimeout",
     "StoreError",
@@ -46,10 +47,26 @@ class KairosError(Exception):
 
 
 class TransientError(KairosError):
-    """Worth retrying: the same call may succeed later (lock held, server restarting)."""
+    """Worth retrying: the same call may succeed later (lock held, server restarting).
+
+    Over HTTP it is a ``503`` whose ``Retry-After`` header says when to try again.
+    """
 
     code = "unavailable"
     transient = True
+    retry_after = 1  # seconds
+
+
+class Overloaded(TransientError):
+    """More events are waiting for the log than the server accepts to hold (``collect.max_pending_events``)."""
+
+    code = "overloaded"
+
+
+class StoreUnavailable(TransientError):
+    """The store failed (locked, connection lost, timed out): nothing was written, the same request may succeed."""
+
+    code = "store_unavailable"
 
 
 class ConfigError(KairosError):
@@ -84,13 +101,6 @@ class NotFoundError(KairosError):
 
 class StoreError(KairosError):
     code = "store_error"
-
-
-class StoreUnavailable(TransientError):
-    """The store is down, locked or timing out: nothing was changed; retry shortly (HTTP 503)."""
-
-    code = "store_unavailable"
-    retry_after = 1
 
 
 class CheckpointConflict(TransientError):

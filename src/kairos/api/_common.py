@@ -15,7 +15,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kairos.errors import AuthError, ForbiddenError, KairosError, PayloadTooLarge, RequestTimeout, http_status
+from kairos.errors import (
+    AuthError,
+    ForbiddenError,
+    KairosError,
+    PayloadTooLarge,
+    RequestTimeout,
+    TransientError,
+    http_status,
+)
 from kairos.runtime import Kairos
 from kairos.store import ApiKey
 
@@ -53,6 +61,8 @@ def error_response(error: KairosError, *, collect: bool = False) -> JSON:
     headers = {"WWW-Authenticate": 'Bearer realm="kairos"'} if status == 401 and not collect else None
     if status == 408:  # the rest of a stalled body may still come: it must not be read as the next request
         headers = {"Connection": "close"}
+    if isinstance(error, TransientError):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSON(body, status_code=status, headers=headers)
 
 

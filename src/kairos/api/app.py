@@ -42,7 +42,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.kairos = kairos
-        app.state.writer = LogWriter(kairos.store.log.append_many)
+        app.state.writer = LogWriter(
+            kairos.store.log.append_many,
+            max_pending=settings.collect.max_pending_events,
+            store_errors=kairos.store.driver_errors,
+        )
         worker.start()
         log.info("kairos started", extra={"store": kairos.store.name, "processor": worker.status()})
         try:

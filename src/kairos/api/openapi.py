@@ -162,7 +162,7 @@ def spec() -> dict[str, Any]:
     client_id = {"type": ["string", "integer", "null"]}
     text = {"type": ["string", "null"]}
     fields = {"type": ["object", "null"], "additionalProperties": True}
-    client_time = {"type": ["string", "number", "null"], "description": "RFC 3339, or seconds since the epoch."}
+    client_time = {"type": ["string", "null"], "description": "RFC 3339 (ISO-8601) date-time; numbers are refused."}
     message = {
         "messageId": text,
         "userId": client_id,
