@@ -18,7 +18,12 @@ run: $(STAMP)
 	$(BIN)/kairos demo --if-empty
 	$(BIN)/kairos serve
 
+# The /docs browser test needs Debian's chromium; it skips without it (and fails in CI).
 test: $(STAMP)
+	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null 2>&1 || { \
+		echo "make test: installing Debian's chromium for the /docs browser test"; \
+		(apt-get install -y chromium || (apt-get update && apt-get install -y chromium)) >/dev/null 2>&1 \
+		|| echo "make test: could not install chromium; the browser test will skip"; }
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
-from collections.abc import Iterator
+import json
+import logging
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from kairos.api import create_app
+from kairos.api._common import error_response
+from kairos.api._writer import LogWriter
+from kairos.collect import NewEvent
+from kairos.errors import Overloaded, StoreUnavailable
 from kairos.runtime import Kairos
 from kairos.store import Source
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -284,3 +299,283 @@ def test_trait_filters_compare_json_types(
     assert users(**{"trait.n": "null"}) == ["u1"]
     assert users(**{"trait.n": '"null"'}) == ["u2"]
     assert users(**{'trait.q"r': "5"}) == ["u1"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("GET", "/v1/track", {"POST"}),
+        ("PUT", "/v1/b", {"POST"}),
+        ("DELETE", "/v1/profiles/x", {"GET", "HEAD"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+    ],
+)
+def test_405_says_which_methods_are_allowed(client: TestClient, method: str, path: str, allowed: set[str]) -> None:
+    r = client.request(method, path)
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) == allowed  # RFC 9110: a 405 must carry Allow
+    assert r.json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
+
+
+def _asgi_request(app: Any, path: str, messages: list[Message]) -> list[Message]:
+    """Drive ``app`` with one POST whose ``receive`` returns ``messages`` and then waits for ever."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop(0)
+        await asyncio.Event().wait()  # a client that stalls
+        raise AssertionError("unreachable")
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    return sent
+
+
+def test_client_that_disconnects_mid_body_is_not_a_server_error(
+    kairos: Kairos, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(kairos, run_processor=False)
+    partial: Message = {"type": "http.request", "body": b'{"userId": "u-secret", "ev', "more_body": True}
+    with caplog.at_level(logging.DEBUG, logger="kairos.http"):
+        sent = _asgi_request(app, "/v1/track", [partial, {"type": "http.disconnect"}])
+    assert sent == []  # nobody to answer: no 500 is started
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]
+    assert caplog.records[0].getMessage() == "client disconnected"
+    assert "u-secret" not in caplog.text
+
+
+def test_stalled_body_is_408_after_the_body_timeout(store_settings: dict[str, Any]) -> None:
+    kairos = Kairos(make_settings(store_settings, server={"body_timeout_seconds": 0.2}))
+    try:
+        app = create_app(kairos, run_processor=False)
+        start = time.monotonic()
+        sent = _asgi_request(app, "/v1/track", [{"type": "http.request", "body": b'{"us', "more_body": True}])
+        elapsed = time.monotonic() - start
+    finally:
+        kairos.close()
+    assert 0.2 <= elapsed < 5
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert json.loads(sent[1]["body"]) == {
+        "success": False,
+        "error": {
+            "code": "body_timeout",
+            "field": "body",
+            "message": "no part of the request body arrived for 0.2 seconds",
+        },
+    }
+
+
+def test_docs_page_is_self_contained(client: TestClient) -> None:
+    page = client.get("/docs")
+    assert page.status_code == 200 and "://" not in page.text
+    csp = dict(part.split(" ", 1) for part in page.headers["content-security-policy"].split("; "))
+    assert csp["default-src"] == "'none'" and csp["connect-src"] == "'self'"
+    assert csp["script-src"].startswith("'self' 'sha256-")  # the one inline initializer, by its hash
+    assets = re.findall(r'(?:src|href)="(docs/assets/[^"]+)"', page.text)
+    assert len(assets) == 2
+    for asset in assets:
+        r = client.get("/" + asset)
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
+    assert client.get("/docs/assets/nope.js").json()["error"]["code"] == "not_found"
+
+
+def test_basic_auth_header_with_non_ascii_bytes_is_401_not_500(client: TestClient) -> None:
+    # Starlette decodes header bytes as latin-1; base64 then refused the non-ASCII text with a ValueError.
+    for value in (b"Basic \xe9\xe9\xe9\xe9", b"Basic \xff"):
+        headers = {b"Authorization": value}
+        r = client.post("/v1/track", json={"userId": "u", "event": "E"}, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "unauthorized"
+
+
+def test_timeline_presents_logged_events_in_both_payload_formats(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    """Kairos' decisions live in the log's columns now; rows written before kept them in the payload."""
+    r = client.post(
+        "/v1/track",
+        json={"userId": "u9", "event": "New", "timestamp": "2026-01-01T10:00:00Z", "sentAt": "2026-01-01T10:00:05Z"},
+        auth=(source.write_key, ""),
+    )
+    assert r.status_code == 200, r.text
+    old = NewEvent(
+        "m-old",
+        1_767_261_600_000,
+        1_767_261_000_000,
+        "observed",
+        b'{"type":"track","userId":"u9","event":"Old","messageId":"m-old","timestamp":"2026-01-01T10:50:00.000Z",'
+        b'"originalTimestamp":"2026-01-01T10:50:03Z","receivedAt":"2026-01-01T11:00:00.000Z",'
+        b'"_kairos":{"source":"web","trait_kind":"observed"}}',
+    )
+    kairos.append([(source.name, [old])])
+    kairos.processor.run_until_caught_up()
+    items = client.get("/v1/profiles/user_id:u9/events", headers=read_key).json()["items"]
+    events = {item["name"]: item["event"] for item in items}
+    assert events["Old"] == {
+        "type": "track",
+        "userId": "u9",
+        "event": "Old",
+        "messageId": "m-old",
+        "timestamp": "2026-01-01T10:50:00.000Z",
+        "originalTimestamp": "2026-01-01T10:50:03Z",
+        "receivedAt": "2026-01-01T11:00:00.000Z",
+    }
+    new = events["New"]
+    received = new.pop("receivedAt")
+    message_id = new.pop("messageId")
+    assert message_id.startswith("kairos-")
+    # Sent 5 s after it happened: it happened 5 s before it was received.
+    corrected = datetime.fromisoformat(received) - timedelta(seconds=5)
+    assert new.pop("timestamp") == corrected.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    assert new == {
+        "type": "track",
+        "userId": "u9",
+        "event": "New",
+        "originalTimestamp": "2026-01-01T10:00:00Z",
+        "sentAt": "2026-01-01T10:00:05Z",
+    }
+
+
+# -- back-pressure and store failures on the write path ----------------------------------------------
+
+
+def _batch(n: int, user: str = "u") -> dict[str, Any]:
+    return {"batch": [{"type": "track", "userId": user, "event": f"E{i}"} for i in range(n)]}
+
+
+def test_writer_refuses_beyond_max_pending_without_blocking() -> None:
+    release = threading.Event()
+    appended: list[int] = []
+
+    def blocked(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(10)
+        appended.extend(len(events) for _, events in groups)
+        return [list(range(len(events))) for _, events in groups]
+
+    events = [NewEvent(f"m{i}", 1, 1, "observed", b"{}") for i in range(100)]
+    writer = LogWriter(blocked, max_pending=150)
+
+    async def scenario() -> None:
+        first = asyncio.create_task(writer.append("s", events))
+        await asyncio.sleep(0.05)
+        assert writer.pending == 100
+        started = time.monotonic()
+        with pytest.raises(Overloaded):
+            await writer.append("s", events)
+        assert time.monotonic() - started < 0.05  # refused at once, not queued behind the blocked commit
+        release.set()
+        assert await first == list(range(100))
+        assert writer.pending == 0
+        assert len(await writer.append("s", events)) == 100  # room again
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        release.set()
+        writer.close()
+    assert appended == [100, 100]
+
+
+def test_queue_full_is_503_with_retry_after(client: TestClient, source: Source) -> None:
+    release = threading.Event()
+
+    def blocked(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(10)
+        return [list(range(len(events))) for _, events in groups]
+
+    app = client.app
+    assert isinstance(app, Starlette)
+    app.state.writer.close()
+    app.state.writer = LogWriter(blocked, max_pending=150)
+    auth = (source.write_key, "")
+    first: list[int] = []
+    sender = threading.Thread(
+        target=lambda: first.append(client.post("/v1/batch", json=_batch(100), auth=auth).status_code)
+    )
+    sender.start()
+    try:
+        deadline = time.monotonic() + 5
+        while app.state.writer.pending == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r = client.post("/v1/batch", json=_batch(100), auth=auth)
+        assert r.status_code == 503, r.text
+        assert r.headers["retry-after"] == "1"
+        assert r.json() == {"success": False, "error": {"code": "overloaded", "message": r.json()["error"]["message"]}}
+    finally:
+        release.set()
+        sender.join(10)
+        app.state.writer.close()
+    assert first == [200]
+
+
+@pytest.mark.parametrize("error", [sqlite3.OperationalError("database is locked"), "psycopg"])
+def test_store_error_during_append_is_503_with_retry_after(
+    client: TestClient, kairos: Kairos, source: Source, error: Any
+) -> None:
+    if error == "psycopg":
+        psycopg = pytest.importorskip("psycopg")
+        error = psycopg.OperationalError("server closed the connection unexpectedly")
+
+    def failing(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        raise error
+
+    app = client.app
+    assert isinstance(app, Starlette)
+    app.state.writer.close()
+    app.state.writer = LogWriter(failing, store_errors=(sqlite3.Error, type(error)))
+    r = client.post("/v1/batch", json=_batch(3), auth=(source.write_key, ""))
+    app.state.writer.close()
+    assert r.status_code == 503, r.text
+    assert r.headers["retry-after"] == "1"
+    body = r.json()
+    assert body["success"] is False and body["error"]["code"] == "store_unavailable"
+
+
+def test_store_error_mid_append_writes_nothing(kairos: Kairos, source: Source) -> None:
+    """Two requests share one group commit and the driver fails on the second: neither is half in the log."""
+    release = threading.Event()
+
+    def first_call_waits(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(5)  # holds the writer on the first request, so the next two are committed together
+        return kairos.store.log.append_many(groups)
+
+    writer = LogWriter(first_call_waits, store_errors=kairos.store.driver_errors)
+    events = [[NewEvent(f"{r}-{i}", 1, 1, "observed", b'{"type":"track"}') for i in range(5)] for r in "ab"]
+    unbindable = [NewEvent("bad", 1, 1, "observed", object())]  # type: ignore[arg-type]  # no driver binds it
+    before = kairos.store.log.last_seq()
+
+    async def scenario() -> list[Any]:
+        requests = [asyncio.ensure_future(writer.append(source.name, events[0]))]
+        await asyncio.sleep(0.1)  # the writer thread took it and waits
+        requests += [asyncio.ensure_future(writer.append(source.name, e)) for e in (events[1], unbindable)]
+        await asyncio.sleep(0.1)
+        release.set()
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    try:
+        first, second, third = asyncio.run(scenario())
+    finally:
+        release.set()
+        writer.close()
+    assert first == list(range(before + 1, before + 6))
+    assert isinstance(second, StoreUnavailable) and isinstance(third, StoreUnavailable)
+    assert kairos.store.log.last_seq() == before + 5
+    assert error_response(second, collect=True).headers["retry-after"] == "1"

@@ -74,7 +74,7 @@ def test_import_jsonl_is_validated_and_safe_to_rerun(env: Path) -> None:
     assert first.exit_code == 1  # some rows were rejected
     summary = json.loads(first.stdout)
     assert (summary["read"], summary["accepted"], summary["rejected"]) == (5, 3, 2)
-    assert {(e["line"], e["code"]) for e in summary["errors"]} == {(3, "missing_field"), (4, "invalid_row")}
+    assert {(e["line"], e["code"]) for e in summary["errors"]} == {(3, "missing_field"), (4, "invalid_json")}
     again = json.loads(run("import", str(path), "--json").stdout)
     assert (again["accepted"], again["already_imported"]) == (0, 3)
     kairos = Kairos()
@@ -86,6 +86,35 @@ def test_import_jsonl_is_validated_and_safe_to_rerun(env: Path) -> None:
         assert kairos.store.log.count() == 3
     finally:
         kairos.close()
+
+
+def test_import_jsonl_line_that_is_not_utf8_is_reported_and_the_rest_imported(env: Path) -> None:
+    path = env / "events.jsonl"
+    good = [json.dumps({"type": "identify", "userId": f"u{i}"}).encode() for i in range(4)]
+    path.write_bytes(b"\n".join([*good[:2], b'{"type": "identify", "userId": "ren\xe9"}', *good[2:]]) + b"\n")
+    result = run("import", str(path), "--json")
+    assert result.exit_code == 1, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["read"], summary["accepted"], summary["rejected"]) == (5, 4, 1)
+    assert summary["errors"] == [
+        {"line": 3, "code": "invalid_encoding", "field": None, "message": "line 3: not UTF-8 text"}
+    ]
+    kairos = Kairos()
+    try:
+        assert all(kairos.resolve(f"user_id:u{i}") for i in range(4))
+    finally:
+        kairos.close()
+
+
+def test_import_csv_unterminated_quote_is_reported_with_its_row(env: Path) -> None:
+    path = env / "people.csv"
+    rows = ["a@x.io,Ann", 'b@x.io,"Bob', *(f"{c}@x.io,{c}" for c in "cdefg")]
+    path.write_text("email,first\n" + "\n".join(rows) + "\n")
+    result = run("import", str(path), "--map", "email=identity:email", "--map", "first=trait:first_name")
+    assert result.exit_code == 1
+    out = " ".join(result.stdout.split())  # the console wraps long lines
+    assert "2 read, 1 accepted, 0 already imported, 1 rejected" in out
+    assert "unterminated_quote: row 3 (line 3): a quoted field is never closed, so lines 3 to 8" in out
 
 
 def test_import_csv_with_mapping(env: Path) -> None:
@@ -137,6 +166,20 @@ def test_import_errors(env: Path) -> None:
     path.write_text("a,b\n1,2\n")
     bad = run("import", str(path), "--map", "zzz=identity:email", "--json")
     assert bad.exit_code == 2 and json.loads(bad.stdout)["error"]["field"] == "zzz"
+    path.write_text("a,b\n1,2\n")
+    unknown = run("import", str(path), "--map", "a=identity:email", "--map", "b=identity:nosuchtype", "--json")
+    assert unknown.exit_code == 2
+    error = json.loads(unknown.stdout)["error"]
+    assert (error["code"], error["field"]) == ("invalid_mapping", "b")
+    assert "'nosuchtype' is not configured (configured: anonymous_id, crm_id, device_id, email," in error["message"]
+    custom = run_json("import", str(path), "--map", "a=identity:crm_id", "--map", "b=identity:loyalty_card")
+    assert custom["accepted"] == 1
+    kairos = Kairos()
+    try:
+        assert kairos.resolve("loyalty_card:2") == kairos.resolve("crm_id:1") is not None
+        assert kairos.store.log.count() == 1
+    finally:
+        kairos.close()
 
 
 def test_demo_and_replay(env: Path) -> None:

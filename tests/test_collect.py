@@ -1,4 +1,4 @@
-"""Collect: per-event validation, normalization, limits (no HTTP here; see test_api and e2e)."""
+"""Collect: per-event validation, the stored payload, limits (no HTTP here; see test_api and e2e)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,27 @@ from typing import Any
 import msgspec
 import pytest
 
-from kairos.collect import decode_body, prepare
+from kairos.collect import Prepared, decode_body, iso, prepare
 from kairos.config import CollectSettings
 from kairos.errors import PayloadTooLarge, ValidationError
 
 LIMITS = CollectSettings()
 NOW = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+NOW_MS = 1772366400000
 
 
-def run(payload: Any, endpoint: str = "batch") -> Any:
-    return prepare(payload, endpoint, NOW, LIMITS, source="web")
+def run(payload: Any, endpoint: str = "batch") -> Prepared:
+    """Through the HTTP path: the payload encoded, then split and validated from its bytes."""
+    body = payload if isinstance(payload, bytes) else msgspec.json.encode(payload)
+    return prepare(decode_body(body, None, endpoint, LIMITS), endpoint, NOW, LIMITS)
 
 
-def decoded(result: Any, i: int = 0) -> dict[str, Any]:
+def run_decoded(payload: Any, endpoint: str = "batch") -> Prepared:
+    """Through the path of import and the demo: an already decoded request."""
+    return prepare(payload, endpoint, NOW, LIMITS)
+
+
+def decoded(result: Prepared, i: int = 0) -> dict[str, Any]:
     out: dict[str, Any] = msgspec.json.decode(result.events[i].payload)
     return out
 
@@ -41,6 +49,12 @@ def decoded(result: Any, i: int = 0) -> dict[str, Any]:
         ({"type": "identify", "userId": "u", "traits": "x"}, "invalid_field", "traits"),
         ({"type": "identify", "userId": "u", "context": []}, "invalid_field", "context"),
         ({"type": "identify", "userId": "u", "timestamp": "yesterday"}, "invalid_field", "timestamp"),
+        # msgspec would read a number as seconds since 1970; a client that sends one meant something else.
+        ({"type": "identify", "userId": "u", "timestamp": 12345}, "invalid_field", "timestamp"),
+        ({"type": "identify", "userId": "u", "sentAt": 12345}, "invalid_field", "sentAt"),
+        ({"type": "identify", "userId": "u", "originalTimestamp": 1.5}, "invalid_field", "originalTimestamp"),
+        ({"type": "identify", "userId": "u", "messageId": "m" * 257}, "invalid_field", "messageId"),
+        ({"type": "identify", "anonymousId": "a", "groupId": " "}, "invalid_field", "groupId"),
         ({"type": "identify", "userId": "   "}, "invalid_field", "userId"),
         ({"type": "identify", "userId": "x" * 513}, "invalid_field", "userId"),
         ({"type": "identify", "userId": "u", "messageId": ""}, "invalid_field", "messageId"),
@@ -53,9 +67,10 @@ def decoded(result: Any, i: int = 0) -> dict[str, Any]:
         ("not an object", "invalid_type", None),
     ],
 )
-def test_invalid_event_is_rejected_with_index_code_field(event: Any, code: str, field: str | None) -> None:
+@pytest.mark.parametrize("path", [run, run_decoded])
+def test_invalid_event_is_rejected_with_index_code_field(path: Any, event: Any, code: str, field: str | None) -> None:
     good = {"type": "identify", "userId": "ok"}
-    result = run({"batch": [good, event, good]})
+    result = path({"batch": [good, event, good]})
     assert len(result.events) == 2
     [error] = result.errors
     assert (error.index, error.code, error.field) == (1, code, field)
@@ -81,28 +96,66 @@ def test_batch_context_and_integrations_merge_into_items() -> None:
     assert event["integrations"] == {"All": False}
 
 
+def test_an_event_that_needs_no_change_is_stored_byte_for_byte() -> None:
+    item = b'{"type":"track", "userId":"u","event":"E",  "properties":{"price":1.50,"n":1e3},"zz":[1, 2]}'
+    body = b'{"sentAt":"2026-03-01T12:00:00Z","batch":[' + item + b' , {"type":"identify","userId":"v"}]}'
+    result = run(body)
+    assert result.errors == []
+    assert result.events[0].payload == item  # whitespace, number spellings and unknown keys as sent
+    assert result.events[1].payload == b'{"type":"identify","userId":"v"}'
+
+
+def test_single_event_gets_the_endpoints_type_and_keeps_the_rest() -> None:
+    assert run(b' {"userId": "u", "event": "E"}\n', "track").events[0].payload == (
+        b'{"type":"track","userId": "u", "event": "E"}'
+    )
+    same = b'{"type":"track","userId":"u","event":"E"}'
+    assert run(same, "track").events[0].payload == same
+    # "type": null takes the slow path; the result says what the endpoint implies.
+    assert decoded(run({"type": None, "userId": "u", "event": "E"}, "track"))["type"] == "track"
+
+
 def test_clock_skew_is_corrected_from_sent_at() -> None:
     # The client clock is one hour fast: sentAt 13:00 while the server receives at 12:00.
-    result = run(
+    for body in (
         {
             "sentAt": "2026-03-01T13:00:00Z",
             "batch": [{"type": "identify", "userId": "u", "timestamp": "2026-03-01T12:59:50Z"}],
-        }
-    )
-    event = decoded(result)
-    assert event["timestamp"] == "2026-03-01T11:59:50.000Z"
-    assert event["originalTimestamp"] == "2026-03-01T12:59:50Z"
-    assert event["receivedAt"] == "2026-03-01T12:00:00.000Z"
+        },
+        {
+            "batch": [
+                {
+                    "type": "identify",
+                    "userId": "u",
+                    "timestamp": "2026-03-01T12:59:50Z",
+                    "sentAt": "2026-03-01T13:00:00Z",
+                }
+            ]
+        },
+    ):
+        [event] = run(body).events
+        assert iso(event.ts) == "2026-03-01T11:59:50.000Z"
+        assert event.received_at == NOW_MS
+        # The payload keeps the client's own times; Kairos' decisions are columns.
+        assert decoded(run(body))["timestamp"] == "2026-03-01T12:59:50Z"
+        assert "receivedAt" not in decoded(run(body))
+
+
+def test_an_invalid_batch_sent_at_is_a_request_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        run({"sentAt": 5, "batch": [{"type": "identify", "userId": "u"}]})
+    assert info.value.field == "sentAt"
 
 
 def test_timestamp_defaults_to_received_at_and_naive_times_are_utc() -> None:
-    assert decoded(run({"userId": "u"}, "identify"))["timestamp"] == "2026-03-01T12:00:00.000Z"
-    event = decoded(run({"userId": "u", "timestamp": "2026-02-01T08:00:00"}, "identify"))
-    assert event["timestamp"] == "2026-02-01T08:00:00.000Z"
+    assert run({"userId": "u"}, "identify").events[0].ts == NOW_MS
+    event = run({"userId": "u", "originalTimestamp": "2026-02-01T08:00:00"}, "identify").events[0]
+    assert iso(event.ts) == "2026-02-01T08:00:00.000Z"
 
 
-def test_message_id_generated_and_reserved_keys_stripped() -> None:
-    result = run(
+@pytest.mark.parametrize("path", [run, run_decoded])
+def test_message_id_generated_and_reserved_keys_stripped(path: Any) -> None:
+    result = path(
         {
             "userId": "u",
             "writeKey": "secret",
@@ -113,11 +166,16 @@ def test_message_id_generated_and_reserved_keys_stripped() -> None:
         "identify",
     )
     event = decoded(result)
-    assert "writeKey" not in event and event["receivedAt"] == "2026-03-01T12:00:00.000Z"
-    assert event["_kairos"]["source"] == "web"
-    assert event["extra"] == {"kept": True}  # fields outside the spec are kept, not lost
+    assert event == {"userId": "u", "extra": {"kept": True}, "type": "identify"}  # outside the spec: kept
     assert result.events[0].message_id.startswith("kairos-")
+    assert result.events[0].received_at == NOW_MS
     assert result.write_key == "secret"
+
+
+def test_import_path_stores_what_the_http_path_stores() -> None:
+    batch = {"batch": [{"type": "track", "userId": "u", "event": "E", "messageId": "m1", "properties": {"a": [1]}}]}
+    assert [e.payload for e in run(batch).events] == [e.payload for e in run_decoded(batch).events]
+    assert run(batch).events[0].message_id == "m1"
 
 
 def test_event_size_limit() -> None:
@@ -144,32 +202,107 @@ def test_malformed_request_shapes(payload: Any, field: str) -> None:
 
 def test_decode_body_gzip_plain_and_errors() -> None:
     body = b'{"userId": "u"}'
-    assert decode_body(gzip.compress(body), "gzip", LIMITS) == {"userId": "u"}
-    assert decode_body(body, None, LIMITS) == {"userId": "u"}
+    assert decode_body(gzip.compress(body), "gzip", "track", LIMITS).items == [body]
+    assert decode_body(body, None, "track", LIMITS).items == [body]
     with pytest.raises(ValidationError, match="not valid JSON"):
-        decode_body(b"{nope", None, LIMITS)
+        decode_body(b"{nope", None, "track", LIMITS)
     with pytest.raises(ValidationError, match="empty"):
-        decode_body(b"  ", None, LIMITS)
+        decode_body(b"  ", None, "track", LIMITS)
     with pytest.raises(ValidationError, match="gzip"):
-        decode_body(b"not gzip", "gzip", LIMITS)
+        decode_body(b"not gzip", "gzip", "track", LIMITS)
     with pytest.raises(ValidationError, match="Content-Encoding"):
-        decode_body(body, "br", LIMITS)
+        decode_body(body, "br", "track", LIMITS)
+
+
+@pytest.mark.parametrize("endpoint", ["track", "batch"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"userId": "\xff", "event": "e"}',  # not UTF-8 at all
+        b'{"userId": "\xed\xa0\x80", "event": "e"}',  # a surrogate encoded as UTF-8 (CESU-8)
+        # A truncated sequence in a key a typed decode skips.
+        b'{"batch": [{"type": "track", "userId": "u", "event": "e", "x": "\xc3"}]}',
+    ],
+)
+def test_body_that_is_not_utf8_is_invalid_json(body: bytes, endpoint: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        decode_body(body, None, endpoint, LIMITS)
+    assert (info.value.code, info.value.field) == ("invalid_json", "body")
+    assert "UTF-8" in info.value.message
+
+
+def test_lone_surrogate_is_a_per_event_error_and_the_others_are_kept() -> None:
+    good = b'{"type": "track", "userId": "u", "event": "e"}'
+    bad = b'{"type": "track", "userId": "u", "event": "e", "properties": {"name": "x\\ud800y"}}'
+    result = run(b'{"batch": [' + good + b", " + bad + b"]}")
+    assert len(result.events) == 1
+    [error] = result.errors
+    assert (error.index, error.code, error.field) == (1, "invalid_field", "properties.name")
+    assert "unpaired" in error.message and "truncated" not in error.message
+    [error] = run(b'{"userId": "\\udc00", "event": "e"}', "track").errors
+    assert (error.index, error.field) == (0, "userId")
+    # A paired surrogate is a character like any other.
+    assert run(b'{"userId": "\\ud83d\\ude00", "event": "e"}', "track").errors == []
+
+
+def test_lone_surrogate_outside_the_events_is_a_request_error() -> None:
+    with pytest.raises(ValidationError) as info:
+        run(b'{"context": {"ip": "\\ud800"}, "batch": [{"type": "track", "userId": "u", "event": "e"}]}')
+    assert (info.value.code, info.value.field) == ("invalid_json", "context.ip")
+    assert "unpaired" in info.value.message
+
+
+def test_lone_surrogate_in_a_decoded_request_is_a_per_event_error() -> None:
+    [error] = run_decoded({"userId": "u", "event": "\ud800"}, "track").errors
+    assert (error.code, error.field) == ("invalid_field", "event")
+
+
+def test_truncated_json_is_still_reported_as_such() -> None:
+    with pytest.raises(ValidationError, match="truncated"):
+        decode_body(b'{"batch": [{"type": "track"', None, "batch", LIMITS)
+
+
+def test_number_out_of_range_outside_the_spec_is_refused_not_stored() -> None:
+    good = b'{"type": "identify", "userId": "u"}'
+    for bad in (
+        b'{"type": "identify", "userId": "u", "x": 1e999}',
+        b'{"type": "identify", "userId": "u", "x": {"n": 1e999}}',
+    ):
+        result = run(b'{"batch": [' + good + b", " + bad + b"]}")
+        assert len(result.events) == 1
+        assert [(e.index, e.code) for e in result.errors] == [(1, "invalid_field")]
+
+
+def test_nul_and_depth_are_refused_wherever_they_are() -> None:
+    deep = b"[" * 70 + b"]" * 70
+    items = [b'"a\\u0000"', deep, b'"a\\\\u0000 is fine"']
+    batch = b'{"batch": [%s]}' % b", ".join(b'{"type": "identify", "userId": "u", "x": %s}' % x for x in items)
+    result = run(batch)
+    assert [(e.index, e.code) for e in result.errors] == [(0, "invalid_character"), (1, "too_deep")]
+    assert len(result.events) == 1
 
 
 def test_gzip_bomb_is_refused_without_inflating_it_all() -> None:
     bomb = gzip.compress(b"[" + b" " * 50_000_000 + b"]")
     assert len(bomb) < LIMITS.max_request_bytes
     with pytest.raises(PayloadTooLarge):
-        decode_body(bomb, "gzip", LIMITS)
+        decode_body(bomb, "gzip", "batch", LIMITS)
 
 
-def test_deeply_nested_json_is_a_clean_error_or_value() -> None:
-    deep = b"[" * 100_000 + b"]" * 100_000
-    with pytest.raises(ValidationError):
-        decode_body(deep, None, CollectSettings(max_request_bytes=1_000_000))
+@pytest.mark.parametrize("endpoint", ["track", "batch"])
+def test_deeply_nested_json_is_a_clean_error_or_value(endpoint: str) -> None:
+    for deep in (b"[" * 100_000 + b"]" * 100_000, b'{"batch": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"):
+        with pytest.raises(ValidationError):
+            decode_body(deep, None, endpoint, CollectSettings(max_request_bytes=1_000_000))
 
 
 def test_timestamps_keep_exact_milliseconds() -> None:
     # A date where float seconds * 1000 truncates to one millisecond less.
-    event = decoded(run({"userId": "u", "timestamp": "6398-07-14T18:14:24.291Z"}, "identify"))
-    assert event["timestamp"] == "6398-07-14T18:14:24.291Z"
+    [event] = run({"userId": "u", "timestamp": "6398-07-14T18:14:24.291Z"}, "identify").events
+    assert iso(event.ts) == "6398-07-14T18:14:24.291Z"
+
+
+def test_absurd_skew_is_out_of_range_not_a_crash() -> None:
+    body = {"userId": "u", "timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"}
+    [error] = run(body, "identify").errors
+    assert (error.code, error.field) == ("invalid_field", "timestamp")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kairos.collect import Message, validate
-from kairos.collect.files import CsvMapping, Item, parse_mapping, read_csv, read_jsonl
+from kairos.collect.files import CsvMapping, Item, RowError, parse_mapping, read_csv, read_jsonl
 from kairos.errors import ValidationError
 
 MAPPING = parse_mapping(
@@ -40,7 +40,11 @@ def _events(items: list[Item]) -> list[dict[str, Any]]:
 
 
 def _errors(items: list[Item]) -> list[tuple[int, str]]:
-    return [(n, error) for n, _, error in items if error is not None]
+    return [(n, error.message) for n, _, error in items if error is not None]
+
+
+def _codes(items: list[Item]) -> list[tuple[int, str]]:
+    return [(n, error.code) for n, _, error in items if error is not None]
 
 
 # -- JSONL --------------------------------------------------------------------------------------------------
@@ -81,6 +85,7 @@ def test_jsonl_good_bad_and_batch_lines(tmp_path: Path) -> None:
     assert errors[4] == "line 4: expected a JSON object, got list"
     assert errors[5] == "line 5: batch item 2 is not a JSON object"
     assert errors[7] == "line 7: batch must be a list of events"
+    assert _codes(items) == [(3, "invalid_json"), (4, "invalid_row"), (5, "invalid_row"), (7, "invalid_row")]
     for i, event in enumerate(events):
         assert isinstance(validate(i, event, None), Message)
 
@@ -107,6 +112,18 @@ def test_jsonl_bom_and_crlf(tmp_path: Path) -> None:
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"type": "identify", "userId": "u1"}\r\n{"type": "page", "anonymousId": "a"}\r\n')
     assert [(n, e is not None, err) for n, e, err in read_jsonl(path)] == [(1, True, None), (2, True, None)]
+
+
+def test_jsonl_line_that_is_not_utf8_or_too_deep_is_one_error(tmp_path: Path) -> None:
+    good = [json.dumps({"type": "identify", "userId": f"u{i}"}).encode() for i in range(3)]
+    bad_utf8 = b'{"type": "identify", "userId": "caf\xe9"}'  # latin-1, not UTF-8
+    too_deep = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    (tmp_path / "mixed.jsonl").write_bytes(b"\n".join([good[0], bad_utf8, good[1], too_deep, good[2]]) + b"\n")
+    items = list(read_jsonl(tmp_path / "mixed.jsonl"))
+    assert [event["userId"] for event in _events(items)] == ["u0", "u1", "u2"]
+    assert _codes(items) == [(2, "invalid_encoding"), (4, "invalid_json")]
+    assert _errors(items)[0][1] == "line 2: not UTF-8 text"
+    assert "caf" not in _errors(items)[0][1]  # the line's content stays out of the message
 
 
 def test_jsonl_missing_file(tmp_path: Path) -> None:
@@ -209,7 +226,7 @@ def test_csv_without_id_column_hashes_the_identifiers(tmp_path: Path) -> None:
 def test_csv_row_with_every_mapped_cell_empty(tmp_path: Path) -> None:
     mapping = parse_mapping(["email=identity:email"])
     path = _write(tmp_path / "p.csv", "email,note\n,just a note\n")
-    assert list(read_csv(path, mapping)) == [(2, None, "row 2: every mapped cell is empty")]
+    assert list(read_csv(path, mapping)) == [(2, None, RowError("empty_row", "row 2: every mapped cell is empty"))]
 
 
 def test_csv_missing_column_raises_before_reading(tmp_path: Path) -> None:
@@ -228,9 +245,37 @@ def test_csv_file_level_errors(tmp_path: Path) -> None:
         read_csv(_write(tmp_path / "empty.csv", ""), mapping)
     with pytest.raises(ValidationError, match="appears 2 times"):
         read_csv(_write(tmp_path / "dup.csv", "email,email\n"), mapping)
-    (tmp_path / "latin1.csv").write_bytes("email\nren\xe9@example.com\n".encode("latin-1"))
-    with pytest.raises(ValidationError, match="not UTF-8"):
-        list(read_csv(tmp_path / "latin1.csv", mapping))
+    (tmp_path / "latin1.csv").write_bytes("ren\xe9,email\nx,a@example.com\n".encode("latin-1"))
+    with pytest.raises(ValidationError, match="header row is not UTF-8"):
+        read_csv(tmp_path / "latin1.csv", mapping)
+    with pytest.raises(ValidationError, match="header row: a quoted field is never closed") as caught:
+        read_csv(_write(tmp_path / "quote.csv", 'email,"note\na@example.com,x\n'), mapping)
+    assert caught.value.code == "invalid_csv"
+    with pytest.raises(ValidationError, match="header row: field larger than field limit"):
+        read_csv(_write(tmp_path / "huge.csv", "email," + "n" * 200_000 + "\n"), mapping)
+
+
+def test_csv_unterminated_quote_names_the_row_and_loses_nothing_silently(tmp_path: Path) -> None:
+    mapping = parse_mapping(["email=identity:email", "note=trait:note"])
+    rows = ["a@example.com,ok", 'b@example.com,"multi\nline",', 'c@example.com,"never closed', "d@example.com,x"]
+    rows += [f"{c}@example.com,y" for c in "efg"]
+    items = list(read_csv(_write(tmp_path / "p.csv", "email,note\n" + "\n".join(rows) + "\n"), mapping))
+    assert [e["traits"]["email"] for e in _events(items)] == ["a@example.com", "b@example.com"]
+    assert _events(items)[1]["traits"]["note"] == "multi\nline"  # a closed quote may span lines
+    assert _codes(items) == [(4, "unterminated_quote")]
+    assert _errors(items) == [
+        (4, "row 4 (line 5): a quoted field is never closed, so lines 5 to 9, the end of the file, were not read")
+    ]
+
+
+def test_csv_broken_or_non_utf8_record_is_one_error_and_reading_goes_on(tmp_path: Path) -> None:
+    mapping = parse_mapping(["email=identity:email", "note=trait:note"])
+    text = b'email,note\na@example.com,"quoted"junk\nb@example.com,caf\xe9\nc@example.com,fine\n'
+    (tmp_path / "p.csv").write_bytes(text)
+    items = list(read_csv(tmp_path / "p.csv", mapping))
+    assert [e["traits"]["email"] for e in _events(items)] == ["c@example.com"]
+    assert _codes(items) == [(2, "invalid_csv"), (3, "invalid_encoding")]
+    assert _errors(items)[1] == (3, "row 3 (line 3): not UTF-8 text")
 
 
 @pytest.mark.parametrize(
@@ -250,6 +295,24 @@ def test_csv_file_level_errors(tmp_path: Path) -> None:
 def test_parse_mapping_errors(spec: list[str], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         parse_mapping(spec)
+
+
+def test_parse_mapping_refuses_identity_types_that_are_not_configured() -> None:
+    types = {"user_id": ["userId"], "email": ["traits.email"], "crm_id": ["context.traits.crm_id"]}
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(["mail=identity:email", "x=identity:nosuchtype"], identity_types=types)
+    assert (caught.value.code, caught.value.field) == ("invalid_mapping", "x")
+    assert caught.value.message == (
+        "column x: identity type 'nosuchtype' is not configured (configured: crm_id, email, user_id); "
+        "declare it under [identity.types] in kairos.toml"
+    )
+    # Configured, but not read from traits.crm_id, where the mapping would write it: it would be a trait.
+    with pytest.raises(
+        ValidationError, match=r"'crm_id' is read from context\.traits\.crm_id, not from traits\.crm_id"
+    ):
+        parse_mapping(["c=identity:crm_id"], identity_types=types)
+    mapping = parse_mapping(["u=identity:user_id", "m=identity:email"], identity_types=types)
+    assert mapping == parse_mapping(["u=identity:user_id", "m=identity:email"])
 
 
 def test_parse_mapping_forms() -> None:

@@ -46,6 +46,12 @@ class ServerSettings(BaseModel):
         default_factory=lambda: ["*"],
         description="Origins allowed to call the API from a browser (CORS). `*` lets any web site send events.",
     )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for the next part of a request body; a client that stalls longer is answered "
+        "`408 body_timeout` and the connection closed.",
+    )
 
 
 class StoreSettings(BaseModel):
@@ -77,6 +83,12 @@ class CollectSettings(BaseModel):
         500 * 1024, ge=1024, description="Largest accepted request body, after gunzip (Segment: 500 KB)."
     )
     max_batch_items: int = Field(2500, ge=1, description="Most events accepted in one batch request.")
+    max_pending_events: int = Field(
+        50_000,
+        ge=1,
+        description="Events accepted but not yet committed to the log; beyond it, collect answers `503` with "
+        "`Retry-After` instead of queueing more (a request is always taken when nothing is pending).",
+    )
 
 
 class IdentityTypeSettings(BaseModel):

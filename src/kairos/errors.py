@@ -15,7 +15,9 @@ __all__ = [
     "ForbiddenError",
     "KairosError",
     "NotFoundError",
+    "Overloaded",
     "PayloadTooLarge",
+    "RequestTimeout",
     "StoreError",
     "StoreUnavailable",
     "TransientError",
@@ -45,10 +47,26 @@ class KairosError(Exception):
 
 
 class TransientError(KairosError):
-    """Worth retrying: the same call may succeed later (lock held, server restarting)."""
+    """Worth retrying: the same call may succeed later (lock held, server restarting).
+
+    Over HTTP it is a ``503`` whose ``Retry-After`` header says when to try again.
+    """
 
     code = "unavailable"
     transient = True
+    retry_after = 1  # seconds
+
+
+class Overloaded(TransientError):
+    """More events are waiting for the log than the server accepts to hold (``collect.max_pending_events``)."""
+
+    code = "overloaded"
+
+
+class StoreUnavailable(TransientError):
+    """The store failed (locked, connection lost, timed out): nothing was written, the same request may succeed."""
+
+    code = "store_unavailable"
 
 
 class ConfigError(KairosError):
@@ -61,6 +79,12 @@ class ValidationError(KairosError):
 
 class PayloadTooLarge(ValidationError):
     code = "too_large"
+
+
+class RequestTimeout(ValidationError):
+    """The client stopped sending the request body before it was complete."""
+
+    code = "body_timeout"
 
 
 class AuthError(KairosError):
@@ -79,13 +103,6 @@ class StoreError(KairosError):
     code = "store_error"
 
 
-class StoreUnavailable(TransientError):
-    """The store is down, locked or timing out: nothing was changed; retry shortly (HTTP 503)."""
-
-    code = "store_unavailable"
-    retry_after = 1
-
-
 class CheckpointConflict(TransientError):
     """Another processor committed past the checkpoint this one started from; re-read and retry."""
 
@@ -95,6 +112,7 @@ class CheckpointConflict(TransientError):
 # Most specific class first: the first match wins.
 HTTP_STATUS: list[tuple[type[KairosError], int]] = [
     (PayloadTooLarge, 413),
+    (RequestTimeout, 408),
     (ValidationError, 400),
     (AuthError, 401),
     (ForbiddenError, 403),

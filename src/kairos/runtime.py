@@ -14,8 +14,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from kairos.collect import EventError, NewEvent, prepare
-from kairos.collect.ingest import body_write_key
+from kairos.collect import Body, EventError, NewEvent, body_from_payload, prepare
 from kairos.config import Settings, load_settings
 from kairos.errors import AuthError, ForbiddenError, ValidationError
 from kairos.metrics import INGESTED, REJECTED
@@ -33,6 +32,17 @@ class IngestResult:
     accepted: int
     seqs: list[int] = field(default_factory=list)
     errors: list[EventError] = field(default_factory=list)
+
+
+def _utf8(text: str) -> bool:
+    """False for a string holding an unpaired surrogate (JSON allows the escape; no driver binds it)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Kairos:
@@ -61,7 +71,7 @@ class Kairos:
         """The enabled source a write key belongs to, or an :class:`AuthError`."""
         if not write_key:
             raise AuthError("missing write key: send it as the Basic auth user name or as writeKey", field="writeKey")
-        if "\x00" in write_key or len(write_key) > 200:
+        if "\x00" in write_key or len(write_key) > 200 or not _utf8(write_key):
             raise AuthError("unknown write key", code="invalid_write_key", field="writeKey")
         if write_key in self._sources:
             source = self._sources[write_key]
@@ -75,27 +85,22 @@ class Kairos:
         return source
 
     def prepare(
-        self, payload: Any, endpoint: str, write_key: str | None, received_at: datetime | None = None
+        self, payload: Body | Any, endpoint: str, write_key: str | None, received_at: datetime | None = None
     ) -> tuple[Source, list[NewEvent], list[EventError]]:
-        """Authenticate and validate one request; nothing is written yet."""
+        """Authenticate and validate one request (a :class:`Body` or a decoded one); nothing is written yet."""
+        if not isinstance(payload, Body):
+            payload = body_from_payload(payload, endpoint, self.settings.collect)
         # The key in the body wins over Basic auth: a Bearer token beside it is for something else.
-        source = self.source_for(body_write_key(payload) or write_key)
+        source = self.source_for(payload.write_key or write_key)
         events, errors = self.prepare_for(source, payload, endpoint, received_at)
         return source, events, errors
 
     def prepare_for(
-        self, source: Source, payload: Any, endpoint: str, received_at: datetime | None = None
+        self, source: Source, payload: Body | Any, endpoint: str, received_at: datetime | None = None
     ) -> tuple[list[NewEvent], list[EventError]]:
         """Validate one request for a known source (``kairos import`` has no write key)."""
         received_at = received_at or datetime.fromtimestamp(self.clock.now() / 1000, UTC)
-        prepared = prepare(
-            payload,
-            endpoint,
-            received_at,
-            self.settings.collect,
-            source=source.name,
-            trait_kind=source.trait_kind,
-        )
+        prepared = prepare(payload, endpoint, received_at, self.settings.collect, trait_kind=source.trait_kind)
         for error in prepared.errors:
             REJECTED.labels(error.code).inc()
         return prepared.events, prepared.errors

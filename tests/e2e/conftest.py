@@ -247,8 +247,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(backend: str, workdir: Path, pg_reason: str | None) -> Iterator[Server]:
-    """A started server with a source ``web`` and a read key; stopped and its store removed afterwards."""
+def running_server(
+    backend: str, workdir: Path, pg_reason: str | None, settings: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A started server with a source ``web`` and a read key; stopped and its store removed afterwards.
+
+    ``settings`` are extra environment variables (``KAIROS__SECTION__KEY``) for this server.
+    """
     if backend == "postgres" and pg_reason is not None:
         if REQUIRE_BACKENDS:
             pytest.fail(pg_reason)
@@ -257,6 +262,7 @@ def running_server(backend: str, workdir: Path, pg_reason: str | None) -> Iterat
     env = {k: v for k, v in os.environ.items() if not k.startswith("KAIROS_")}
     env["KAIROS_CONFIG"] = str(workdir / "kairos.toml")
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(settings or {})
     schema = None
     if backend == "sqlite":
         env["KAIROS__STORE__URL"] = f"sqlite:///{workdir}/k.db"

@@ -575,3 +575,57 @@ def test_group_traits_do_not_stitch_people(server: Server) -> None:
     a = server.wait_profile(f"anonymous_id:{first}")
     b = server.wait_profile(f"anonymous_id:{second}")
     assert a["id"] != b["id"]
+
+
+# -- bodies msgspec alone would misread: every collect route, long and short -------------------------
+
+COLLECT_ROUTES = [
+    *[(f"/v1/{kind}", kind, fields) for kind, fields in SHORT_PATHS.values()],
+    *[(f"/v1/{short}", kind, fields) for short, (kind, fields) in SHORT_PATHS.items()],
+    ("/v1/batch", "batch", {}),
+    ("/v1/b", "batch", {}),
+]
+
+
+def _route_body(kind: str, fields: dict[str, Any], event: dict[str, Any]) -> bytes:
+    """``event`` sent to a route: as the body, or as the second item of a batch after a valid one."""
+    if kind == "batch":
+        good = {"type": "track", "userId": uid(), "event": "Good"}
+        return json.dumps({"batch": [good, {"type": "track", "event": "E", **event}]}).encode()
+    return json.dumps({**fields, **event}).encode()
+
+
+@pytest.mark.parametrize(("path", "kind", "fields"), COLLECT_ROUTES, ids=[r[0] for r in COLLECT_ROUTES])
+def test_body_not_utf8_is_400_on_every_route(server: Server, path: str, kind: str, fields: dict[str, Any]) -> None:
+    body = _route_body(kind, fields, {"userId": "@@"}).replace(b"@@", b"\xff\xfe")
+    r = post(server, path, body, basic=server.write_key)
+    error = assert_clean_error(r, 400, "invalid_json")["error"]
+    assert error["field"] == "body" and "UTF-8" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "kind", "fields"), COLLECT_ROUTES, ids=[r[0] for r in COLLECT_ROUTES])
+@pytest.mark.parametrize("key", ["timestamp", "sentAt", "originalTimestamp"])
+def test_numeric_times_are_refused_on_every_route(
+    server: Server, path: str, kind: str, fields: dict[str, Any], key: str
+) -> None:
+    r = post(server, path, _route_body(kind, fields, {"userId": uid(), key: 12345}), basic=server.write_key)
+    assert r.status_code == 400, r.text
+    body = r.json()
+    assert body["accepted"] == (1 if kind == "batch" else 0)
+    [error] = body["errors"]
+    assert (error["index"], error["code"], error["field"]) == (1 if kind == "batch" else 0, "invalid_field", key)
+    assert "ISO-8601" in error["message"]
+
+
+@pytest.mark.parametrize(("path", "kind", "fields"), COLLECT_ROUTES, ids=[r[0] for r in COLLECT_ROUTES])
+def test_lone_surrogate_is_a_precise_per_event_error_on_every_route(
+    server: Server, path: str, kind: str, fields: dict[str, Any]
+) -> None:
+    user = uid()
+    body = _route_body(kind, fields, {"userId": user, "properties": {"note": "@@"}}).replace(b"@@", b"\\ud800")
+    r = post(server, path, body, basic=server.write_key)
+    assert r.status_code == 400, r.text
+    [error] = r.json()["errors"]
+    assert (error["code"], error["field"]) == ("invalid_field", "properties.note")
+    assert "unpaired" in error["message"] and "truncated" not in error["message"]
+    assert r.json()["accepted"] == (1 if kind == "batch" else 0)

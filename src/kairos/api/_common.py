@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -10,17 +11,26 @@ from typing import Any
 
 import msgspec
 from cachetools import TTLCache
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kairos.errors import AuthError, ForbiddenError, KairosError, PayloadTooLarge, http_status
+from kairos.errors import (
+    AuthError,
+    ForbiddenError,
+    KairosError,
+    PayloadTooLarge,
+    RequestTimeout,
+    TransientError,
+    http_status,
+)
 from kairos.runtime import Kairos
 from kairos.store import ApiKey
 
 __all__ = [
     "JSON",
     "AccessLog",
+    "Disconnects",
     "basic_user",
     "error_response",
     "json_response",
@@ -49,6 +59,10 @@ def error_response(error: KairosError, *, collect: bool = False) -> JSON:
         body["success"] = False
     status = http_status(error)
     headers = {"WWW-Authenticate": 'Bearer realm="kairos"'} if status == 401 and not collect else None
+    if status == 408:  # the rest of a stalled body may still come: it must not be read as the next request
+        headers = {"Connection": "close"}
+    if isinstance(error, TransientError):
+        headers = {"Retry-After": str(error.retry_after)}
     return JSON(body, status_code=status, headers=headers)
 
 
@@ -57,18 +71,37 @@ def runtime(request: Request) -> Kairos:
     return kairos
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Read at most ``limit`` bytes; a longer body is refused without being buffered whole."""
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
+    """Read at most ``limit`` bytes; a longer body is refused without being buffered whole.
+
+    A client that sends no part of the body for ``timeout`` seconds (``server.body_timeout_seconds``) gets
+    :class:`RequestTimeout` (408) instead of holding a connection and a task for ever.
+    """
+    if timeout is None:
+        timeout = runtime(request).settings.server.body_timeout_seconds
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
-        chunks.append(chunk)
+    stream = request.stream()
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(timeout):
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                raise RequestTimeout(
+                    f"no part of the request body arrived for {timeout:g} seconds", field="body"
+                ) from None
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
+            chunks.append(chunk)
+    finally:
+        await stream.aclose()
     return b"".join(chunks)
 
 
@@ -78,7 +111,7 @@ def basic_user(authorization: str | None) -> str | None:
         return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError):  # ValueError: non-ASCII in the header
         return None
     return decoded.partition(":")[0] or None
 
@@ -128,3 +161,23 @@ class AccessLog:
         route = getattr(scope.get("route"), "path", "?")
         ms = round((time.perf_counter() - start) * 1000, 2)
         self.log.debug("request", extra={"method": scope["method"], "route": route, "status": status, "ms": ms})
+
+
+class Disconnects:
+    """A client that goes away before its body is read is no server error: the request ends quietly.
+
+    Starlette's ``request.stream()`` raises ``ClientDisconnect`` when the server reports the disconnect;
+    uncaught, it reached the error handler, which logged an unhandled error and started a 500 for no one.
+    The server already knows the connection is gone, so nothing is sent.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.log = logging.getLogger("kairos.http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except ClientDisconnect:
+            route = getattr(scope.get("route"), "path", "?")
+            self.log.debug("client disconnected", extra={"method": scope.get("method"), "route": route})

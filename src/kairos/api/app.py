@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kairos.api import collect, ops, profiles
-from kairos.api._common import AccessLog, json_response
+from kairos.api._common import JSON, AccessLog, Disconnects, json_response
 from kairos.api._writer import LogWriter
 from kairos.config import ProcessorMode
 from kairos.pipeline.worker import create_worker
@@ -42,7 +42,11 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         app.state.kairos = kairos
-        app.state.writer = LogWriter(kairos.store.log.append_many)
+        app.state.writer = LogWriter(
+            kairos.store.log.append_many,
+            max_pending=settings.collect.max_pending_events,
+            store_errors=kairos.store.driver_errors,
+        )
         worker.start()
         log.info("kairos started", extra={"store": kairos.store.name, "processor": worker.status()})
         try:
@@ -54,7 +58,8 @@ def create_app(
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return json_response({"error": {"code": code, "message": exc.detail}}, exc.status_code)
+        # The routing's headers (405's Allow) are part of the answer.
+        return JSON({"error": {"code": code, "message": exc.detail}}, exc.status_code, headers=exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", extra={"method": request.method, "route": _route(request)})
@@ -63,6 +68,7 @@ def create_app(
     app = Starlette(
         routes=[*collect.routes, *profiles.routes, *ops.routes],
         middleware=[
+            Middleware(Disconnects),
             Middleware(AccessLog),
             Middleware(
                 CORSMiddleware,

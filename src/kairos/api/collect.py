@@ -22,7 +22,7 @@ def _endpoint(name: str) -> Any:
         limits = kairos.settings.collect
         try:
             body = await read_body(request, limits.max_request_bytes)
-            payload = decode_body(body, request.headers.get("content-encoding"), limits)
+            payload = decode_body(body, request.headers.get("content-encoding"), name, limits)
             write_key = basic_user(request.headers.get("authorization"))
             source, events, errors = kairos.prepare(payload, name, write_key)
             if events:

@@ -118,23 +118,29 @@ def spec() -> dict[str, Any]:
         ("/docs", "Interactive API docs"),
     ):
         paths[path] = {"get": {"tags": ["operations"], "summary": summary, "responses": {"200": {"description": "OK"}}}}
-    identity = {"type": "object", "properties": {"type": {"type": "string"}, "value": {"type": "string"}}}
+    identity = {
+        "type": "object",
+        "required": ["type", "value"],
+        "properties": {"type": {"type": "string"}, "value": {"type": "string"}},
+    }
+    stamp = {"type": "string", "format": "date-time"}
+    provenance = {"source": {"type": "string"}, "updated_at": stamp}
     profile = {
         "type": "object",
-        "required": ["id", "identities", "traits", "trait_meta", "segments", "consents"],
+        "required": [
+            *("id", "identities", "traits", "trait_meta", "segments", "consents"),
+            *("created_at", "updated_at", "event_count", "merged_ids"),
+        ],
         "properties": {
             "id": {"type": "string"},
             "identities": {"type": "array", "items": identity},
-            "traits": {"type": "object"},
+            "traits": {"type": "object", "additionalProperties": True, "description": "Any JSON value per trait."},
             "trait_meta": {
                 "type": "object",
                 "additionalProperties": {
                     "type": "object",
-                    "properties": {
-                        "kind": {"enum": ["stated", "observed", "inferred", "third_party"]},
-                        "source": {"type": "string"},
-                        "updated_at": {"type": "string", "format": "date-time"},
-                    },
+                    "required": ["kind", "source", "updated_at"],
+                    "properties": {"kind": {"enum": ["stated", "observed", "inferred", "third_party"]}, **provenance},
                 },
             },
             "segments": {"type": "array", "items": {"type": "string"}},
@@ -142,40 +148,64 @@ def spec() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": {
                     "type": "object",
-                    "properties": {
-                        "granted": {"type": "boolean"},
-                        "source": {"type": "string"},
-                        "updated_at": {"type": "string", "format": "date-time"},
-                    },
+                    "required": ["granted", "source", "updated_at"],
+                    "properties": {"granted": {"type": "boolean"}, **provenance},
                 },
             },
-            "created_at": {"type": "string", "format": "date-time"},
-            "updated_at": {"type": "string", "format": "date-time"},
+            "created_at": stamp,
+            "updated_at": stamp,
             "event_count": {"type": "integer"},
             "merged_ids": {"type": "array", "items": {"type": "string"}},
         },
     }
+    # Every field of a message may be sent as null, and is stored and served back as sent.
+    client_id = {"type": ["string", "integer", "null"]}
+    text = {"type": ["string", "null"]}
+    fields = {"type": ["object", "null"], "additionalProperties": True}
+    client_time = {"type": ["string", "null"], "description": "RFC 3339 (ISO-8601) date-time; numbers are refused."}
+    message = {
+        "messageId": text,
+        "userId": client_id,
+        "anonymousId": client_id,
+        "previousId": client_id,
+        "groupId": client_id,
+        "event": text,
+        "name": text,
+        "category": text,
+        "properties": fields,
+        "traits": fields,
+        "context": fields,
+        "integrations": fields,
+        "originalTimestamp": client_time,
+        "sentAt": client_time,
+    }
     event = {
         "type": "object",
-        "description": "A Segment Tracking API message (https://segment.com/docs/connections/spec/).",
+        "description": "A Segment Tracking API message (https://segment.com/docs/connections/spec/); fields "
+        "outside the spec are kept.",
+        "additionalProperties": True,
         "properties": {
-            "type": {"enum": sorted(EVENT_TYPES)},
-            "messageId": {"type": "string"},
-            "userId": {"type": ["string", "integer"]},
-            "anonymousId": {"type": ["string", "integer"]},
-            "previousId": {"type": ["string", "integer"]},
-            "groupId": {"type": ["string", "integer"]},
-            "event": {"type": "string"},
-            "name": {"type": "string"},
-            "properties": {"type": "object"},
-            "traits": {"type": "object"},
-            "context": {"type": "object"},
-            "integrations": {"type": "object"},
-            "timestamp": {"type": "string", "format": "date-time"},
-            "sentAt": {"type": "string"},
-            "writeKey": {"type": "string"},
+            "type": {"enum": [*sorted(EVENT_TYPES), None]},
+            **message,
+            "timestamp": client_time,
+            "writeKey": text,
         },
     }
+    stored_event = {
+        "type": "object",
+        "description": "An event as stored: what the client sent (less `writeKey`), with `messageId`, the "
+        "skew-corrected `timestamp` and `receivedAt` set by Kairos; `originalTimestamp` is the client's.",
+        "additionalProperties": True,
+        "required": ["type", "messageId", "timestamp", "receivedAt"],
+        "properties": {
+            **message,
+            "type": {"enum": sorted(EVENT_TYPES)},
+            "messageId": {"type": "string"},
+            "timestamp": stamp,
+            "receivedAt": stamp,
+        },
+    }
+    cursor = {"type": ["string", "null"], "description": "Pass as `cursor` for the next page; null on the last."}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -199,24 +229,27 @@ def spec() -> dict[str, Any]:
                     "type": "object",
                     "required": ["batch"],
                     "properties": {
-                        "batch": {"type": "array", "items": event},
-                        "context": {"type": "object"},
-                        "integrations": {"type": "object"},
-                        "sentAt": {"type": "string"},
-                        "writeKey": {"type": "string"},
+                        "batch": {"type": "array", "items": _ref("Event")},
+                        "context": fields,
+                        "integrations": fields,
+                        "sentAt": client_time,
+                        "writeKey": text,
                     },
                 },
                 "Error": {
                     "type": "object",
+                    "required": ["error"],
                     "properties": {
+                        "success": {"const": False, "description": "Collect routes only."},
                         "error": {
                             "type": "object",
+                            "required": ["code", "message"],
                             "properties": {
                                 "code": {"type": "string"},
                                 "field": {"type": "string"},
                                 "message": {"type": "string"},
                             },
-                        }
+                        },
                     },
                 },
                 "CollectRejected": {
@@ -241,26 +274,30 @@ def spec() -> dict[str, Any]:
                 "Profile": profile,
                 "ProfileList": {
                     "type": "object",
-                    "properties": {
-                        "items": {"type": "array", "items": profile},
-                        "next_cursor": {"type": ["string", "null"]},
-                    },
+                    "required": ["items", "next_cursor"],
+                    "properties": {"items": {"type": "array", "items": _ref("Profile")}, "next_cursor": cursor},
                 },
+                "StoredEvent": stored_event,
                 "Timeline": {
                     "type": "object",
+                    "required": ["profile_id", "items", "next_cursor"],
                     "properties": {
                         "profile_id": {"type": "string"},
-                        "next_cursor": {"type": ["string", "null"]},
+                        "next_cursor": cursor,
                         "items": {
                             "type": "array",
                             "items": {
                                 "type": "object",
+                                "required": ["seq", "type", "name", "timestamp", "event"],
                                 "properties": {
                                     "seq": {"type": "integer"},
-                                    "type": {"type": "string"},
-                                    "name": {"type": ["string", "null"]},
-                                    "timestamp": {"type": "string"},
-                                    "event": event,
+                                    "type": {"enum": sorted(EVENT_TYPES)},
+                                    "name": {"type": ["string", "null"], "description": "Event or page name."},
+                                    "timestamp": stamp,
+                                    "event": {
+                                        "description": "null if the log no longer holds the event.",
+                                        "anyOf": [_ref("StoredEvent"), {"type": "null"}],
+                                    },
                                 },
                             },
                         },
@@ -268,16 +305,18 @@ def spec() -> dict[str, Any]:
                 },
                 "Merges": {
                     "type": "object",
+                    "required": ["profile_id", "items"],
                     "properties": {
                         "profile_id": {"type": "string"},
                         "items": {
                             "type": "array",
                             "items": {
                                 "type": "object",
+                                "required": ["winner", "loser", "at", "reason", "identities", "message_id", "seq"],
                                 "properties": {
                                     "winner": {"type": "string"},
                                     "loser": {"type": "string"},
-                                    "at": {"type": "string"},
+                                    "at": stamp,
                                     "reason": {"enum": ["alias", "shared_identifier"]},
                                     "identities": {"type": "array", "items": identity},
                                     "message_id": {"type": "string"},

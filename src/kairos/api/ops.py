@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from kairos import __version__
 from kairos.api._common import json_response, runtime
@@ -63,23 +68,49 @@ async def openapi(request: Request) -> Response:
     return json_response(spec())
 
 
-_DOCS = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Kairos API</title>
-<link rel="stylesheet" href="https://unpkg.com/swagger-ui-dist@5/swagger-ui.css"></head>
+def _swagger_ui_assets() -> Path:
+    """Swagger UI's files, from the swagger-ui-py package (see docs/decisions.md), located without importing
+    it: only its static files are used. Served from here, /docs works without internet access."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is missing; reinstall kairos")
+    return Path(spec.submodule_search_locations[0]) / "static"
+
+
+# Relative URLs, so that the page also works behind a proxy that serves Kairos under a path prefix.
+_INIT = 'SwaggerUIBundle({url: "openapi.json", dom_id: "#ui", validatorUrl: null});'
+_DOCS = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Kairos API</title>
+<link rel="stylesheet" href="docs/assets/swagger-ui.css"></head>
 <body><div id="ui"></div>
-<script src="https://unpkg.com/swagger-ui-dist@5/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script>
-<noscript>The API description is at <a href="/openapi.json">/openapi.json</a>.</noscript>
+<script src="docs/assets/swagger-ui-bundle.js"></script>
+<script>{_INIT}</script>
+<noscript>The API description is at <a href="openapi.json">openapi.json</a>.</noscript>
 </body></html>"""
+# Only this origin, and of inline script only the initializer above (by its hash). Swagger UI's icons are
+# data: URIs, and its "try it out" calls this origin.
+_CSP = "; ".join(
+    [
+        "default-src 'none'",
+        f"script-src 'self' 'sha256-{base64.b64encode(hashlib.sha256(_INIT.encode()).digest()).decode()}'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ]
+)
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(_DOCS)
+    return HTMLResponse(_DOCS, headers={"Content-Security-Policy": _CSP})
 
 
-routes = [
+routes: list[BaseRoute] = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
+    Mount("/docs/assets", StaticFiles(directory=_swagger_ui_assets()), name="docs-assets"),
 ]

@@ -17,7 +17,7 @@ from kairos.errors import KairosError, NotFoundError, ValidationError
 from kairos.identity import profile_id_for
 from kairos.pipeline import ProfileState
 from kairos.runtime import Kairos
-from kairos.store import MergeRecord, decode_cursor, encode_cursor
+from kairos.store import LogEntry, MergeRecord, decode_cursor, encode_cursor
 
 __all__ = ["profile_view", "routes"]
 
@@ -98,10 +98,7 @@ def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[
     entries = kairos.store.log.get([r.seq for r in rows if r.sub == 0])
     items = []
     for r in rows:
-        entry = entries.get(r.seq) if r.sub == 0 else None
-        event = _decode.decode(entry.payload) if entry is not None else None
-        if isinstance(event, dict):
-            event.pop("_kairos", None)
+        event = _event_view(entries[r.seq]) if r.sub == 0 and r.seq in entries else None
         item: dict[str, Any] = {"seq": r.seq, "type": r.type, "name": r.name, "timestamp": iso(r.ts), "event": event}
         if r.sub:
             item["data"] = r.data
@@ -111,6 +108,27 @@ def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[
         "items": items,
         "next_cursor": encode_cursor(rows[-1].ts, rows[-1].seq, rows[-1].sub) if more and rows else None,
     }
+
+
+def _event_view(entry: LogEntry) -> Any:
+    """A logged event as Segment shows it: the payload is what the client sent; what Kairos decided
+    (message id, corrected time, time received) is in the log's columns. Logs written before that kept
+    all of it in the payload, under ``_kairos``."""
+    event = _decode.decode(entry.payload)
+    if not isinstance(event, dict):
+        return event
+    if "_kairos" in event:  # the older format: already presented, but for Kairos' own stamp
+        del event["_kairos"]
+        return event
+    event["messageId"] = entry.message_id
+    sent = event.get("timestamp")
+    if sent is None:
+        sent = event.get("originalTimestamp")
+    if sent is not None:
+        event["originalTimestamp"] = sent
+    event["timestamp"] = iso(entry.ts)
+    event["receivedAt"] = iso(entry.received_at)
+    return event
 
 
 def _list(kairos: Kairos, filters: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:

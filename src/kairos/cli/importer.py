@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from kairos.cli._common import console, fail, open_kairos, print_json
 from kairos.cli.admin import Kind
 from kairos.collect import NewEvent
-from kairos.collect.files import parse_mapping, read_csv, read_jsonl
+from kairos.collect.files import Item, parse_mapping, read_csv, read_jsonl
 from kairos.errors import KairosError, ValidationError
 from kairos.pipeline import dedup_key
 from kairos.runtime import Kairos
@@ -56,7 +56,7 @@ def _stable_id(source: str, event: dict[str, Any]) -> str:
 def import_events(
     kairos: Kairos,
     source: Source,
-    rows: Iterator[tuple[int, dict[str, Any] | None, str | None]],
+    rows: Iterator[Item],
     summary: ImportSummary,
     progress: Any = None,
 ) -> None:
@@ -86,7 +86,8 @@ def import_events(
         if progress is not None:
             progress()
         if event is None:
-            summary.reject(line, "invalid_row", None, error or "unreadable")
+            assert error is not None  # the readers set exactly one of the two
+            summary.reject(line, error.code, None, error.message)
             continue
         if not event.get("messageId"):
             event["messageId"] = _stable_id(source.name, event)
@@ -126,7 +127,11 @@ def import_file(
         try:
             if fmt == "csv":
                 spec = parse_mapping(
-                    mapping or [], id_column=id_column, timestamp_column=timestamp_column, trait_kind=kind.value
+                    mapping or [],
+                    id_column=id_column,
+                    timestamp_column=timestamp_column,
+                    trait_kind=kind.value,
+                    identity_types={name: t.paths for name, t in kairos.settings.identity.types.items()},
                 )
                 rows = read_csv(path, spec)
             else:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from kairos.collect._body import Body, body_from_payload, decode_body
 from kairos.collect._message import EVENT_TYPES, SHORT_PATHS, EventError, Message, validate
-from kairos.collect.ingest import NewEvent, Prepared, decode_body, iso, prepare
+from kairos.collect.ingest import NewEvent, Prepared, iso, prepare
 
 __all__ = [
     "EVENT_TYPES",
     "SHORT_PATHS",
+    "Body",
     "EventError",
     "Message",
     "NewEvent",
     "Prepared",
+    "body_from_payload",
     "decode_body",
     "iso",
     "prepare",

@@ -1,19 +1,32 @@
 """The Segment Tracking API message, validated one event at a time.
 
-Events are decoded untyped (so that every field the client sent is kept in the log) and then checked with
-:func:`msgspec.convert` against :class:`Message`, which names the spec's fields and their types. The checks
-the type system cannot express (which ids a type requires, sizes) follow in :func:`validate`.
+Each event arrives as the JSON bytes the client sent and is decoded straight into :class:`Message`, which
+names the spec's fields and their types; the bytes themselves are what the log keeps, so fields outside the
+spec are never lost. The checks the type system cannot express (which ids a type requires, sizes) follow
+in :func:`validate`.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
-__all__ = ["EVENT_TYPES", "SHORT_PATHS", "EventError", "EventType", "Message", "validate"]
+__all__ = [
+    "EVENT_TYPES",
+    "SHORT_PATHS",
+    "UNPAIRED",
+    "EventError",
+    "EventType",
+    "Message",
+    "decode",
+    "encode",
+    "surrogate_path",
+    "validate",
+]
 
 EventType = Literal["identify", "track", "page", "screen", "group", "alias"]
 EVENT_TYPES: Final[frozenset[str]] = frozenset(("identify", "track", "page", "screen", "group", "alias"))
@@ -29,21 +42,31 @@ SHORT_PATHS: Final[dict[str, str]] = {
 }
 
 TRAIT_KINDS: Final[frozenset[str]] = frozenset(("stated", "observed", "inferred", "third_party"))
-Id = str | int  # Segment clients send numeric ids too; they are stored as the client sent them.
+MAX_ID_LENGTH: Final = 512
+MAX_NAME_LENGTH: Final = 512
+MAX_MESSAGE_ID_LENGTH: Final = 256
+# Segment clients send numeric ids too; they are stored as the client sent them. Lengths are checked
+# while decoding; a blank id (only spaces) in validate().
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)] | int
+Name = Annotated[str, Meta(max_length=MAX_NAME_LENGTH)]
 
 
 class Message(msgspec.Struct, kw_only=True):
-    """Fields of the spec Kairos reads; others are kept in the log but not interpreted."""
+    """Fields of the spec Kairos reads; others are kept in the log but not interpreted.
 
-    type: EventType | None = None
-    messageId: str | None = None
+    ``UNSET`` tells a key the client did not send from one it sent as ``null``: an event that lacks only
+    its ``type`` (implied by the endpoint) and holds none of the keys Kairos reserves is stored verbatim.
+    """
+
+    type: EventType | UnsetType | None = UNSET
+    messageId: Annotated[str, Meta(min_length=1, max_length=MAX_MESSAGE_ID_LENGTH)] | None = None
     userId: Id | None = None
     anonymousId: Id | None = None
     previousId: Id | None = None
     groupId: Id | None = None
-    event: str | None = None
-    name: str | None = None
-    category: str | None = None
+    event: Name | None = None
+    name: Name | None = None
+    category: Name | None = None
     properties: dict[str, Any] | None = None
     traits: dict[str, Any] | None = None
     context: dict[str, Any] | None = None
@@ -51,7 +74,22 @@ class Message(msgspec.Struct, kw_only=True):
     timestamp: datetime | None = None
     originalTimestamp: datetime | None = None
     sentAt: datetime | None = None
-    writeKey: str | None = None
+    writeKey: str | UnsetType | None = UNSET
+    # Reserved: Kairos used to write them into the log, and a client must not pass its own off as Kairos'.
+    receivedAt: Any = UNSET
+    kairos: Any = msgspec.field(default=UNSET, name="_kairos")
+    # Not read, but sent by the common libraries: named so that their events stay on the fast path.
+    channel: Any = UNSET
+    version: Any = UNSET
+    metadata: Any = msgspec.field(default=UNSET, name="_metadata")
+
+    def reserved(self) -> bool:
+        """Whether the event holds a key Kairos strips before storing it."""
+        return self.writeKey is not UNSET or self.receivedAt is not UNSET or self.kairos is not UNSET
+
+
+class _Known(Message, forbid_unknown_fields=True):
+    """A :class:`Message` with no key outside the struct: every byte of it was decoded, and so checked."""
 
 
 class EventError(msgspec.Struct):
@@ -64,59 +102,113 @@ class EventError(msgspec.Struct):
 
 
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
-MAX_ID_LENGTH: Final = 512
-MAX_NAME_LENGTH: Final = 512
+_ID_FIELDS: Final = ("userId", "anonymousId", "previousId", "groupId")
+_LIMITS: Final = {
+    **{f: f"{f} must be 1 to {MAX_ID_LENGTH} characters" for f in _ID_FIELDS},
+    **{f: f"{f} is longer than {MAX_NAME_LENGTH} characters" for f in ("event", "name", "category")},
+    "messageId": f"messageId must be 1 to {MAX_MESSAGE_ID_LENGTH} characters",
+    **{
+        f: f"{f} must be an ISO-8601 string (2026-03-01T12:00:00.000Z)"
+        for f in ("timestamp", "originalTimestamp", "sentAt")
+    },
+}
+UNPAIRED = "holds an unpaired UTF-16 surrogate (such as \\ud800), which is not valid Unicode"
+_known = msgspec.json.Decoder(_Known)
+_lenient = msgspec.json.Decoder(Message)
+_untyped = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
 
 
 def _error(index: int, code: str, field: str | None, message: str) -> EventError:
     return EventError(index=index, code=code, field=field, message=message)
 
 
-def _id_ok(value: Id | None) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, int):
-        return True
-    return 0 < len(value.strip()) <= MAX_ID_LENGTH
+def decode(index: int, raw: bytes) -> Message | EventError:
+    """Decode one event's JSON into a :class:`Message`, or say which field is wrong.
 
-
-def validate(index: int, item: Any, type_: str | None) -> Message | EventError:
-    """Check one decoded event; ``type_`` is the type the endpoint implies (``None`` in a batch)."""
-    if not isinstance(item, dict):
-        return _error(index, "invalid_type", None, "an event must be a JSON object")
+    A typed decode skips keys outside the struct without checking all of them (a number out of range,
+    say), yet the log keeps them: an event that has any is decoded untyped as well, so that nothing is
+    stored that the processor could not read back.
+    """
     try:
-        msg = msgspec.convert(item, Message, strict=False)
-    except msgspec.ValidationError as exc:
+        return _known.decode(raw)
+    except (msgspec.ValidationError, RecursionError):
+        pass  # a key outside the spec, or a real error: the slower path below tells them apart
+    try:
+        msg = _lenient.decode(raw)
+        _untyped.decode(raw)  # the keys outside the struct, which the typed decode skipped
+    except RecursionError:
+        return _error(index, "too_deep", None, "event nests objects and lists too deeply")
+    except msgspec.DecodeError as exc:  # ValidationError included
         text = str(exc)
+        if text.startswith("Expected `object`, got"):
+            return _error(index, "invalid_type", None, "an event must be a JSON object")
         found = _PATH.search(text)
         field = found.group(1) if found else None
-        return _error(index, "invalid_field", field, _PATH.sub("", text))
+        if field is None or field.startswith("["):  # an untyped decode names no key
+            return _error(index, "invalid_field", None, _PATH.sub("", text))
+        # A bad length, or a number where a date-time belongs, gets the field's own words; a container
+        # keeps msgspec's ("Expected `str | int | null`, got `array`").
+        words = _PATH.sub("", text)
+        if field in _LIMITS and not words.endswith(("got `array`", "got `object`")):
+            words = _LIMITS[field]
+        return _error(index, "invalid_field", field, words)
+    return msg
+
+
+def encode(index: int, value: Any) -> bytes | EventError:
+    """Encode a decoded event (import, the demo, a rewrite), refusing what JSON text cannot hold."""
+    try:
+        return _encoder.encode(value)
+    except RecursionError:
+        return _error(index, "too_deep", None, "event nests objects and lists too deeply")
+    except UnicodeEncodeError:
+        where = surrogate_path(value)
+        return _error(index, "invalid_field", where or None, f"{where or 'the event'} {UNPAIRED}")
+    except (TypeError, ValueError) as exc:
+        return _error(index, "invalid_field", None, f"event cannot be encoded as JSON: {exc}")
+
+
+def validate(index: int, event: bytes | Any, type_: str | None) -> Message | EventError:
+    """Check one event: its JSON, or (import, tests) the decoded value. ``type_`` is the type the endpoint
+    implies (``None`` in a batch).
+
+    The message is returned as sent: its ``type`` is unset (or null) when the endpoint implied it.
+    """
+    raw = event if type(event) is bytes else encode(index, event)
+    if isinstance(raw, EventError):
+        return raw
+    msg = decode(index, raw)
+    if isinstance(msg, EventError):
+        return msg
+    etype: object = msg.type
     if type_ is not None:
-        if msg.type is not None and msg.type != type_:
-            return _error(index, "type_mismatch", "type", f"type {msg.type!r} sent to the {type_} endpoint")
-        msg.type = type_  # type: ignore[assignment]  # endpoints are named after the event types
-    if msg.type is None:
+        if isinstance(etype, str) and etype != type_:
+            return _error(index, "type_mismatch", "type", f"type {etype!r} sent to the {type_} endpoint")
+        etype = type_
+    elif not isinstance(etype, str):
         return _error(index, "missing_field", "type", "type is required in a batch")
-    for field in ("userId", "anonymousId", "previousId", "groupId"):
-        value = getattr(msg, field)
-        if value is not None and not _id_ok(value):
-            return _error(index, "invalid_field", field, f"{field} must be 1 to {MAX_ID_LENGTH} characters")
-    if msg.type == "alias":
+    user_id, anonymous_id = msg.userId, msg.anonymousId
+    if (
+        (type(user_id) is str and user_id.isspace())
+        or (type(anonymous_id) is str and anonymous_id.isspace())
+        or (msg.previousId is not None and _blank(msg.previousId))
+        or (msg.groupId is not None and _blank(msg.groupId))
+    ):
+        field = next(f for f in _ID_FIELDS if _blank(getattr(msg, f)))
+        return _error(index, "invalid_field", field, _LIMITS[field])
+    if etype == "alias":
         if msg.previousId is None:
             return _error(index, "missing_field", "previousId", "alias requires previousId")
-        if msg.userId is None:
+        if user_id is None:
             return _error(index, "missing_field", "userId", "alias requires userId")
-    elif msg.userId is None and msg.anonymousId is None:
+    elif user_id is None and anonymous_id is None:
         return _error(index, "missing_field", "userId", "userId or anonymousId is required")
-    if msg.type == "track" and not (msg.event and msg.event.strip()):
+    elif etype == "track" and (not msg.event or msg.event.isspace()):
         return _error(index, "missing_field", "event", "track requires a non-empty event name")
-    if msg.type == "group" and msg.groupId is None:
+    elif etype == "group" and msg.groupId is None:
         return _error(index, "missing_field", "groupId", "group requires groupId")
-    for field in ("event", "name", "category"):
-        value = getattr(msg, field)
-        if value is not None and len(value) > MAX_NAME_LENGTH:
-            return _error(index, "invalid_field", field, f"{field} is longer than {MAX_NAME_LENGTH} characters")
-    kairos = (msg.context or {}).get("kairos")
+    kairos = msg.context.get("kairos") if msg.context is not None else None
     if kairos is not None:
         kind = kairos.get("trait_kind") if isinstance(kairos, dict) else None
         if not isinstance(kairos, dict) or (
@@ -128,6 +220,36 @@ def validate(index: int, item: Any, type_: str | None) -> Message | EventError:
                 "context.kairos.trait_kind",
                 f"context.kairos must be an object whose trait_kind is one of {sorted(TRAIT_KINDS)}",
             )
-    if msg.messageId is not None and not (0 < len(msg.messageId) <= 256):
-        return _error(index, "invalid_field", "messageId", "messageId must be 1 to 256 characters")
     return msg
+
+
+def _blank(value: object) -> bool:
+    return isinstance(value, str) and value.isspace()
+
+
+def surrogate_path(node: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or key) holding an unpaired surrogate, ``""`` for the root."""
+    if isinstance(node, str):
+        return None if node.isascii() or not _has_surrogate(node) else path
+    if isinstance(node, dict):
+        for key, value in node.items():
+            inner = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and _has_surrogate(key):
+                return path
+            found = surrogate_path(value, inner)
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found = surrogate_path(value, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False

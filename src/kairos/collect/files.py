@@ -1,8 +1,9 @@
 """Readers for ``kairos import FILE``: Segment JSONL (optionally gzipped) and CSV person records.
 
-Both readers yield ``(number, event, error)`` triples: exactly one of ``event`` and ``error`` is set, so that
-a bad line or row is reported and skipped without stopping the import. Problems with the file as a whole
-(an unreadable gzip stream, a CSV header that lacks a mapped column) raise
+Both readers yield ``(number, event, error)`` triples: exactly one of ``event`` and ``error`` (a
+:class:`RowError` with a machine-readable code) is set, so that a bad line or row (invalid JSON, bytes that
+are not UTF-8, a broken CSV record) is reported and skipped without stopping the import. Problems with the
+file as a whole (an unreadable gzip stream, a CSV header that lacks a mapped column) raise
 :class:`~kairos.errors.ValidationError` instead. Events are not validated here: they go through
 :func:`kairos.collect.prepare` like any other.
 
@@ -11,8 +12,10 @@ number (the batch's own ``context`` and ``integrations`` apply to each item; the
 Blank lines are skipped. A file is read as gzip when its name ends in ``.gz`` or it starts with gzip's
 magic bytes.
 
-CSV: one person per row, the first row being the header (UTF-8, a leading BOM is ignored). Each row becomes
-an ``identify``; the mapping says which columns are identifiers and which are traits. On the command line::
+CSV: one person per row, the first row being the header (UTF-8, a leading BOM is ignored). Quoting is read
+strictly: a quoted field that is never closed is reported with its row and line numbers, not read as one
+field holding the rest of the file; a row that is not UTF-8 is reported and the next one read. Each row
+becomes an ``identify``; the mapping says which columns are identifiers and which are traits. On the command line::
 
     kairos import customers.csv \\
         --map customer_no=identity:crm_id --map email_address=identity:email \\
@@ -23,7 +26,8 @@ Each ``--map`` is ``COLUMN=TARGET`` where ``TARGET`` is one of
 
 * ``identity:TYPE``: ``user_id`` fills ``userId``, ``anonymous_id`` fills ``anonymousId``, ``device_id``
   fills ``context.device.id``; any other type (``email``, ``phone``, or a custom type such as
-  ``loyalty_card``) is written to ``traits.TYPE``, where the identity types read it;
+  ``loyalty_card``) is written to ``traits.TYPE``, where the identity types read it; ``kairos import``
+  refuses a type that is not configured, or whose configured paths do not include where it is written;
 * ``trait:NAME``, ``trait:NAME:int`` or ``trait:NAME:float``: ``traits.NAME``, a string unless typed (a
   cell that does not parse is an error for that row); a bare ``NAME`` means ``trait:NAME``.
 
@@ -42,27 +46,37 @@ import hashlib
 import math
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from os import PathLike
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TextIO
 
 import msgspec
 
 from kairos.collect._message import TRAIT_KINDS
 from kairos.errors import ValidationError
 
-__all__ = ["CsvMapping", "Item", "parse_mapping", "read_csv", "read_jsonl"]
+__all__ = ["CsvMapping", "Item", "RowError", "parse_mapping", "read_csv", "read_jsonl"]
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """Why one line or row was not read: ``code`` for scripts, ``message`` (naming the line) for people."""
+
+    code: str
+    message: str
+
 
 # (line or row number, event, error): exactly one of event and error is set.
-Item = tuple[int, dict[str, Any] | None, str | None]
+Item = tuple[int, dict[str, Any] | None, RowError | None]
 StrPath = str | PathLike[str]
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _BOM: Final = b"\xef\xbb\xbf"
 _TYPE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
+_SURROGATE: Final = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a non-UTF-8 byte
 _TRAIT_TYPES: Final = ("int", "float")
 # Identity types that are top-level fields of a message rather than traits.
 _ID_FIELDS: Final = {"user_id": "userId", "anonymous_id": "anonymousId"}
@@ -91,23 +105,29 @@ def _jsonl_line(n: int, line: bytes) -> Iterator[Item]:
     try:
         value = msgspec.json.decode(line)
     except msgspec.DecodeError as exc:
-        yield n, None, f"line {n}: invalid JSON: {exc}"
+        yield n, None, RowError("invalid_json", f"line {n}: invalid JSON: {exc}")
+        return
+    except UnicodeDecodeError:  # msgspec checks UTF-8 inside strings, and raises this rather than its own
+        yield n, None, RowError("invalid_encoding", f"line {n}: not UTF-8 text")
+        return
+    except RecursionError:
+        yield n, None, RowError("invalid_json", f"line {n}: JSON nested too deeply")
         return
     if not isinstance(value, dict):
-        yield n, None, f"line {n}: expected a JSON object, got {type(value).__name__}"
+        yield n, None, RowError("invalid_row", f"line {n}: expected a JSON object, got {type(value).__name__}")
         return
     if "batch" not in value:
         yield n, value, None
         return
     items = value["batch"]
     if not isinstance(items, list):
-        yield n, None, f"line {n}: batch must be a list of events"
+        yield n, None, RowError("invalid_row", f"line {n}: batch must be a list of events")
         return
     for k, item in enumerate(items):
         if isinstance(item, dict):
             yield n, _batch_item(value, item), None
         else:
-            yield n, None, f"line {n}: batch item {k} is not a JSON object"
+            yield n, None, RowError("invalid_row", f"line {n}: batch item {k} is not a JSON object")
 
 
 def read_jsonl(path: StrPath) -> Iterator[Item]:
@@ -141,6 +161,9 @@ class CsvMapping:
     id_column: str | None = None
     timestamp_column: str | None = None
     trait_kind: str = "observed"
+    # The configured identity types and the paths each is read from (``settings.identity.types``); when
+    # given, a column mapped to any other type, or to one that would not read the value, is refused.
+    identity_types: Mapping[str, Sequence[str]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.identities and self.id_column is None:
@@ -159,6 +182,7 @@ class CsvMapping:
         for column, kind in self.identities.items():
             if not _TYPE_NAME.match(kind):
                 raise _bad_target(column, f"identity type {kind!r} must be lower_snake_case")
+            self._check_configured(column, kind)
             _claim(targets, _ID_FIELDS.get(kind, "context.device.id" if kind == "device_id" else kind), column)
         for column, target in self.traits.items():
             name, _, type_ = target.partition(":")
@@ -167,6 +191,23 @@ class CsvMapping:
             if type_ and type_ not in _TRAIT_TYPES:
                 raise _bad_target(column, f"unknown trait type {type_!r} (use :int or :float)")
             _claim(targets, name, column)
+
+    def _check_configured(self, column: str, kind: str) -> None:
+        if self.identity_types is None:
+            return
+        # Without this check an unknown type would be written to traits.TYPE and stored as a plain trait.
+        if kind not in self.identity_types:
+            configured = ", ".join(sorted(self.identity_types))
+            raise _bad_target(
+                column,
+                f"identity type {kind!r} is not configured (configured: {configured}); "
+                "declare it under [identity.types] in kairos.toml",
+            )
+        path = _ID_FIELDS.get(kind, "context.device.id" if kind == "device_id" else f"traits.{kind}")
+        paths = self.identity_types[kind]
+        if path not in paths:
+            read_from = ", ".join(paths) or "context.externalIds only"
+            raise _bad_target(column, f"identity type {kind!r} is read from {read_from}, not from {path}")
 
 
 def _bad_target(column: str, reason: str) -> ValidationError:
@@ -185,8 +226,9 @@ def parse_mapping(
     id_column: str | None = None,
     timestamp_column: str | None = None,
     trait_kind: str = "observed",
+    identity_types: Mapping[str, Sequence[str]] | None = None,
 ) -> CsvMapping:
-    """Build a :class:`CsvMapping` from ``--map COLUMN=TARGET`` options.
+    """Build a :class:`CsvMapping` from ``--map COLUMN=TARGET`` options (``identity_types``: see there).
 
     >>> m = parse_mapping(["email_address=identity:email", "first=trait:first_name", "town=city"])
     >>> m.identities, m.traits
@@ -213,7 +255,7 @@ def parse_mapping(
             raise _bad_target(column, f"{kind}: needs a name")
         else:
             traits[column] = target
-    return CsvMapping(identities, traits, id_column, timestamp_column, trait_kind)
+    return CsvMapping(identities, traits, id_column, timestamp_column, trait_kind, identity_types)
 
 
 def _columns(mapping: CsvMapping) -> list[str]:
@@ -221,15 +263,28 @@ def _columns(mapping: CsvMapping) -> list[str]:
     return list(dict.fromkeys([*mapping.identities, *mapping.traits, *(c for c in named if c is not None)]))
 
 
+def _open_csv(path: Path) -> TextIO:
+    # Bytes that are not UTF-8 decode to lone surrogates, so that one bad row is reported as such instead
+    # of ending the file; a real UTF-8 file cannot hold a surrogate.
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _bad_bytes(row: list[str]) -> bool:
+    return any(_SURROGATE.search(cell) for cell in row)
+
+
 def _read_header(path: Path, mapping: CsvMapping) -> dict[str, int]:
     """Column positions of the mapped columns; checked before any row is read."""
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            header = next(csv.reader(f), None)
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path.name}: not UTF-8 text: {exc}", code="invalid_encoding") from exc
+    with _open_csv(path) as f:
+        reader = csv.reader(f, strict=True)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise ValidationError(f"{path.name}: header row: {_csv_problem(exc, reader)}", code="invalid_csv") from exc
     if not header:
         raise ValidationError(f"{path.name}: no header row", code="invalid_csv")
+    if _bad_bytes(header):
+        raise ValidationError(f"{path.name}: the header row is not UTF-8 text", code="invalid_encoding")
     positions: dict[str, int] = {}
     for column in _columns(mapping):
         count = header.count(column)
@@ -242,6 +297,12 @@ def _read_header(path: Path, mapping: CsvMapping) -> dict[str, int]:
             )
         positions[column] = header.index(column)
     return positions
+
+
+def _csv_problem(exc: csv.Error, reader: Any) -> str:
+    if str(exc) == "unexpected end of data":
+        return f"a quoted field is never closed (it runs to the end of the file, line {reader.line_num})"
+    return str(exc)
 
 
 def _hash(*parts: Any) -> str:
@@ -273,7 +334,7 @@ def _timestamp(value: str) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _row_event(n: int, cells: dict[str, str], mapping: CsvMapping) -> dict[str, Any] | str:
+def _row_event(n: int, cells: dict[str, str], mapping: CsvMapping) -> dict[str, Any] | RowError:
     """The identify for one row's non-empty mapped cells, or the reason it has none."""
     event: dict[str, Any] = {"type": "identify"}
     traits: dict[str, Any] = {}
@@ -298,15 +359,15 @@ def _row_event(n: int, cells: dict[str, str], mapping: CsvMapping) -> dict[str, 
         value = _typed(cells[column], type_)
         if value is None:
             article = "an integer" if type_ == "int" else "a number"
-            return f"row {n}: column {column}: not {article}: {cells[column]!r}"
+            return RowError("invalid_value", f"row {n}: column {column}: not {article}: {cells[column]!r}")
         traits[name] = value
     if mapping.timestamp_column is not None and mapping.timestamp_column in cells:
         stamp = _timestamp(cells[mapping.timestamp_column])
         if stamp is None:
-            return f"row {n}: column {mapping.timestamp_column}: not an ISO-8601 timestamp"
+            return RowError("invalid_value", f"row {n}: column {mapping.timestamp_column}: not an ISO-8601 timestamp")
         event["timestamp"] = stamp
     if not traits and not identity_cells:
-        return f"row {n}: every mapped cell is empty"
+        return RowError("empty_row", f"row {n}: every mapped cell is empty")
     id_value = cells.get(mapping.id_column) if mapping.id_column is not None else None
     if "userId" not in event and "anonymousId" not in event:
         # Stable per person, not per row: the same customer must land on the same profile next import.
@@ -330,22 +391,42 @@ def read_csv(path: StrPath, mapping: CsvMapping) -> Iterator[Item]:
 
 
 def _rows(path: Path, mapping: CsvMapping, positions: dict[str, int]) -> Iterator[Item]:
-    n = 1
-    try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(f)
-            width = len(next(reader))
-            for n, row in enumerate(reader, start=2):
-                if not any(cell.strip() for cell in row):
-                    continue
-                if any(cell.strip() for cell in row[width:]):
-                    yield n, None, f"row {n}: {len(row)} cells but the header has {width} columns"
-                    continue
-                # A short row (trailing cells left off) is read as if those cells were empty.
-                cells = {c: row[i] for c, i in positions.items() if i < len(row) and row[i].strip()}
-                result = _row_event(n, cells, mapping)
-                yield (n, None, result) if isinstance(result, str) else (n, result, None)
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{path.name}: not UTF-8 text after row {n}: {exc}", code="invalid_encoding") from exc
-    except csv.Error as exc:
-        raise ValidationError(f"{path.name}: row {n + 1}: {exc}", code="invalid_csv") from exc
+    with _open_csv(path) as f:
+        # strict: a quote that is never closed is an error instead of one field holding the rest of the file.
+        reader = csv.reader(f, strict=True)
+        width = len(next(reader))
+        n = 1
+        while True:
+            n += 1
+            first_line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                if str(exc) == "unexpected end of data":
+                    lines = f"lines {first_line} to {reader.line_num}, the end of the file,"
+                    yield (
+                        n,
+                        None,
+                        RowError(
+                            "unterminated_quote",
+                            f"row {n} (line {first_line}): a quoted field is never closed, so {lines} were not read",
+                        ),
+                    )
+                    return
+                # The reader goes on with the next line: one broken record does not end the file.
+                yield n, None, RowError("invalid_csv", f"row {n} (line {first_line}): {exc}")
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+            if _bad_bytes(row):
+                yield n, None, RowError("invalid_encoding", f"row {n} (line {first_line}): not UTF-8 text")
+                continue
+            if any(cell.strip() for cell in row[width:]):
+                yield n, None, RowError("invalid_row", f"row {n}: {len(row)} cells but the header has {width} columns")
+                continue
+            # A short row (trailing cells left off) is read as if those cells were empty.
+            cells = {c: row[i] for c, i in positions.items() if i < len(row) and row[i].strip()}
+            result = _row_event(n, cells, mapping)
+            yield (n, None, result) if isinstance(result, RowError) else (n, result, None)

@@ -52,7 +52,6 @@ __all__ = ["Processor", "dedup_key"]
 log = logging.getLogger("kairos.processor")
 _decode = msgspec.json.Decoder(Event).decode
 TIMER_LIMIT = 10_000  # most due timers loaded per batch
-_PACKAGE = str(Path(__file__).resolve().parent.parent)
 
 
 def dedup_key(source: str, message_id: str) -> str:
@@ -78,6 +77,11 @@ class _Outcome:
     unattributed: int
 
 
+def _store_trouble(exc: BaseException, store: Store) -> bool:
+    """Errors that say the store is unavailable, not that an event is bad: they are retried, never blamed."""
+    return isinstance(exc, store.transient_errors) or (isinstance(exc, KairosError) and exc.transient)
+
+
 def describe(exc: BaseException) -> str:
     """An error's message without personal data: our own messages are written without it; for anything
     else only the place it was raised (file, line, function) is kept, never ``str(exc)``, which may quote a
@@ -85,10 +89,9 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, KairosError):
         return exc.message[:500]
     frames = traceback.extract_tb(exc.__traceback__)
-    ours = [f for f in frames if f.filename.startswith(_PACKAGE)] or frames
-    if not ours:
+    if not frames:
         return "raised outside any traceback"
-    f = ours[-1]
+    f = frames[-1]  # where it was raised: a file, a line and a function name hold no personal data
     return f"raised at {Path(f.filename).name}:{f.lineno} in {f.name}"
 
 
@@ -138,13 +141,10 @@ class Processor:
         except CheckpointConflict:
             log.warning("checkpoint moved under us; re-reading", extra={"from_seq": cp.seq})
             return 0
-        except self.store.transient_errors:
-            raise
-        except KairosError as exc:
-            if exc.transient:
-                raise
-            return self._narrow(cp, entries, due_pks, idle_until, exc)
         except Exception as exc:
+            cause = exc.cause if isinstance(exc, _Failed) else exc
+            if _store_trouble(cause, self.store):
+                raise cause from None  # the store's fault (down, locked): retry the batch later, skip nothing
             return self._narrow(cp, entries, due_pks, idle_until, exc)
         self._done(outcome, entries)
         return outcome.consumed
@@ -318,11 +318,13 @@ class Processor:
             try:
                 self._probe(cp, entries[:mid], due_pks)
                 lo = mid
-            except self.store.transient_errors:
-                raise
             except _Failed as failed:
+                if _store_trouble(failed.cause, self.store):
+                    raise failed.cause from failed
                 hi, error = failed.index + 1, failed.cause
             except Exception as exc:
+                if _store_trouble(exc, self.store):
+                    raise  # the store went away mid-way: retry the batch later, blame no event
                 hi, error = mid, exc
             mid = (lo + hi) // 2
         bad = entries[lo]
@@ -380,12 +382,12 @@ class Processor:
                 writes.retried.append((seq, self.clock.now()))
                 self.store.state.commit(writes, cp, cp.seq)
                 self._done(outcome, [])
-            except self.store.transient_errors:
-                raise
             except CheckpointConflict:
                 raise
             except Exception as exc:
                 cause = exc.cause if isinstance(exc, _Failed) else exc
+                if _store_trouble(cause, self.store):
+                    raise cause from None
                 letter = DeadLetter(seq, letters[seq].source, type(cause).__name__, describe(cause), self.clock.now())
                 writes = Writes(deadletters=[letter])
                 self.store.state.commit(writes, cp, cp.seq)

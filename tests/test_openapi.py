@@ -1,0 +1,142 @@
+"""Real answers of the read routes validate against the component schemas that ``/openapi.json`` serves.
+
+OpenAPI 3.1 schemas are JSON Schema 2020-12. Objects are checked *closed* here (a key the schema does not
+declare fails), except where the schema itself says ``additionalProperties``: Segment events keep every
+field the client sent.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+from starlette.testclient import TestClient
+
+from kairos.api import create_app
+from kairos.runtime import Kairos
+from kairos.store import Source
+
+SPEC_URI = "urn:kairos:openapi"
+
+
+@pytest.fixture
+def client(kairos: Kairos) -> Iterator[TestClient]:
+    with TestClient(create_app(kairos, run_processor=False), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def read_key(kairos: Kairos) -> dict[str, str]:
+    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}), 0)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def closed(node: Any) -> Any:
+    """``node`` with ``additionalProperties: false`` on every object schema that lists properties."""
+    if isinstance(node, list):
+        return [closed(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: closed(value) for key, value in node.items()}
+    if "properties" in out and isinstance(out["properties"], dict) and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
+
+
+class Contract:
+    """The served document: which schema a route answers with, and whether a body matches it."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+        document = {"components": {"schemas": closed(copy.deepcopy(spec["components"]["schemas"]))}}
+        resource: Resource[Any] = Resource.from_contents(document, default_specification=DRAFT202012)
+        self.registry: Registry[Any] = Registry().with_resource(SPEC_URI, resource)
+
+    def schema_of(self, path: str, status: str = "200") -> str:
+        content = self.spec["paths"][path]["get"]["responses"][status]["content"]
+        ref: str = content["application/json"]["schema"]["$ref"]
+        return ref.rsplit("/", 1)[1]
+
+    def check(self, schema: str, body: Any) -> None:
+        ref = {"$ref": f"{SPEC_URI}#/components/schemas/{schema}"}
+        validator = Draft202012Validator(ref, registry=self.registry)
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(body)]
+        assert not errors, errors
+
+
+@pytest.fixture
+def contract(client: TestClient) -> Contract:
+    spec = client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1")
+    return Contract(spec)
+
+
+ALL_NULL = {"properties": None, "context": None, "traits": None, "integrations": None, "name": None, "sentAt": None}
+
+
+def test_read_answers_match_the_served_schemas(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str], contract: Contract
+) -> None:
+    batch = [
+        {"type": "page", "anonymousId": "a2", "name": "Landing"},
+        {
+            "type": "identify",
+            "userId": "u1",
+            "anonymousId": "a1",
+            "traits": {"email": "jane@example.com", "plan": "pro", "orders": 3, "tags": ["a"], "gone": None},
+            "context": {"consent": {"categoryPreferences": {"marketing": True}}, "ip": "10.0.0.1"},
+            "timestamp": "2026-01-01T00:00:00Z",
+            "sentAt": "2026-01-01T00:00:01Z",
+            "customField": {"kept": True},
+        },
+        {"type": "track", "userId": "u1", "event": "All Null", "messageId": None, **ALL_NULL},
+        {"type": "page", "anonymousId": 42, "name": None, "category": None, "timestamp": "2026-01-01T00:00:00Z"},
+        {"type": "screen", "userId": "u1", "name": "Home", "originalTimestamp": "2026-01-01T00:00:00Z"},
+        {"type": "group", "userId": "u1", "groupId": 7, "traits": None},
+        {"type": "identify", "userId": "u2", "traits": {"email": "jane@example.com"}},
+        {"type": "alias", "userId": "u1", "previousId": "a-old"},
+        {"type": "identify", "userId": "u1", "anonymousId": "a2"},  # merges the a2 profile into u1's
+    ]
+    r = client.post("/v1/batch", json={"writeKey": source.write_key, "batch": batch})
+    assert r.status_code == 200, r.text
+    kairos.processor.run_until_caught_up()
+
+    for path, schema_path in (
+        ("/v1/profiles/user_id:u1", "/v1/profiles/{ref}"),
+        ("/v1/profiles/user_id:u1/events?limit=3", "/v1/profiles/{ref}/events"),
+        ("/v1/profiles/user_id:u1/events", "/v1/profiles/{ref}/events"),
+        ("/v1/profiles/user_id:u1/merges", "/v1/profiles/{ref}/merges"),
+        ("/v1/profiles?limit=1", "/v1/profiles"),
+        ("/v1/profiles?trait.plan=pro", "/v1/profiles"),
+    ):
+        answer = client.get(path, headers=read_key)
+        assert answer.status_code == 200, (path, answer.text)
+        contract.check(contract.schema_of(schema_path), answer.json())
+
+    events = client.get("/v1/profiles/user_id:u1/events", headers=read_key).json()["items"]
+    nulls = next(i["event"] for i in events if i["name"] == "All Null")
+    assert all(nulls[key] is None for key in ALL_NULL), nulls  # stored and served as sent
+    assert client.get("/v1/profiles/user_id:u1/merges", headers=read_key).json()["items"]
+
+    for path, status in (("/v1/profiles/user_id:nobody", 404), ("/v1/profiles?limit=0", 400)):
+        answer = client.get(path, headers=read_key)
+        assert answer.status_code == status
+        contract.check("Error", answer.json())
+    contract.check("Error", client.get("/v1/profiles").json())
+    unauthorized = client.post("/v1/track", json={"userId": "u", "event": "E"})
+    assert unauthorized.status_code == 401
+    contract.check("Error", unauthorized.json())
+
+
+def test_collect_answers_match_the_served_schemas(client: TestClient, source: Source, contract: Contract) -> None:
+    rejected = client.post("/v1/batch", json={"writeKey": source.write_key, "batch": [{"type": "track"}, 1]})
+    assert rejected.status_code == 400
+    contract.check("CollectRejected", rejected.json())
+    # The request schemas accept what the API accepts, nulls included.
+    contract.check("Batch", {"batch": [{"type": "track", "userId": 1, "event": "E", **ALL_NULL}], "sentAt": None})
+    contract.check("Event", {"userId": "u", "timestamp": "2026-01-01T00:00:00.500Z", "custom": [1]})

@@ -1,0 +1,215 @@
+"""The conformance suite every projection passes, on SQLite and PostgreSQL.
+
+For the whole pipeline (all default projections at once): replay gives equal state; batch sizes 1, 3 and
+1000 give equal state; duplicates have no effect; merge chains (A↔B then B↔C, and the other order) give the
+same profile. For each projection alone: ``apply`` and ``merge`` never change the state they were given,
+return the very same object when nothing changed, and ``encode``/``decode`` round-trip.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from kairos.pipeline import Entry, Event, Processor, ProfileState, Projection
+from kairos.profiles import default_projections
+from kairos.runtime import Kairos
+from tests.conftest import Feed, dump_state, make_settings
+
+
+def at(minute: int) -> str:
+    return f"2026-01-01T10:{minute:02d}:00.000Z"
+
+
+# Every projection's input: identify with traits, consent, tracks, pages, a group, an alias, late events.
+STORY: list[dict[str, Any]] = [
+    {"type": "page", "anonymousId": "a1", "name": "Home", "timestamp": at(1)},
+    {"type": "identify", "anonymousId": "a1", "userId": "u1", "timestamp": at(2), "traits": {"plan": "free"}},
+    {
+        "type": "track",
+        "anonymousId": "a2",
+        "event": "Viewed",
+        "timestamp": at(3),
+        "context": {"consent": {"categoryPreferences": {"marketing": True, "analytics": False}}},
+    },
+    {"type": "identify", "anonymousId": "a2", "traits": {"email": "J@x.io", "plan": "pro"}, "timestamp": at(4)},
+    {"type": "identify", "userId": "u1", "traits": {"email": "j@x.io", "city": "Oslo"}, "timestamp": at(5)},
+    {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"email": "corp@x.io"}, "timestamp": at(6)},
+    {"type": "alias", "previousId": "a3", "userId": "u2", "timestamp": at(7)},
+    {"type": "identify", "userId": "u2", "traits": {"plan": "gold"}, "timestamp": at(0)},  # late, older
+    {
+        "type": "track",
+        "userId": "u1",
+        "event": "Paid",
+        "timestamp": at(8),
+        "context": {"consent": {"categoryPreferences": {"marketing": False}}},
+    },
+    {"type": "screen", "anonymousId": "a3", "name": "Cart", "timestamp": at(9)},
+]
+
+
+def rebuild(kairos: Kairos, batch_size: int) -> dict[str, list[tuple[Any, ...]]]:
+    kairos.store.state.reset()
+    kairos.processor = Processor(kairos.store, kairos.settings, kairos.projections, kairos.clock)
+    kairos.processor.batch_size = batch_size
+    kairos.processor.run_until_caught_up()
+    return dump_state(kairos)
+
+
+def test_replay_gives_equal_state(feed: Feed, kairos: Kairos) -> None:
+    feed(*STORY)
+    before = dump_state(kairos)
+    assert before["profiles"] and before["timeline"] and before["merges"]
+    assert rebuild(kairos, kairos.settings.processor.batch_size) == before
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 1000])
+def test_batch_size_gives_equal_state(feed: Feed, kairos: Kairos, batch_size: int) -> None:
+    feed(*STORY, process=False)
+    expected = rebuild(kairos, 10_000)
+    assert rebuild(kairos, batch_size) == expected
+
+
+def test_duplicates_have_no_effect(feed: Feed, kairos: Kairos) -> None:
+    with_ids = [{"messageId": f"s{i}", **e} for i, e in enumerate(STORY)]
+    kairos.ingest({"batch": with_ids}, "batch", feed.source.write_key)
+    kairos.processor.run_until_caught_up()
+    once = dump_state(kairos)
+    # The same events again: in another batch, in the same batch twice, and one at a time.
+    kairos.ingest({"batch": with_ids + with_ids}, "batch", feed.source.write_key)
+    for event in with_ids:
+        kairos.ingest(event, event["type"], feed.source.write_key)
+    kairos.processor.run_until_caught_up()
+    again = dump_state(kairos)
+    assert again["profiles"] == once["profiles"] and again["timeline"] == once["timeline"]
+    assert again["identities"] == once["identities"] and again["merges"] == once["merges"]
+
+
+def _chain(order: str) -> list[dict[str, Any]]:
+    people: list[dict[str, Any]] = [
+        {"type": "identify", "anonymousId": "a", "traits": {"email": "a@x.io", "color": "red"}, "timestamp": at(1)},
+        {
+            "type": "identify",
+            "anonymousId": "b",
+            "traits": {"phone": "+1 415 555 0100", "color": "blue"},
+            "timestamp": at(2),
+            "context": {"consent": {"categoryPreferences": {"sms": True}}},
+        },
+        {"type": "identify", "anonymousId": "c", "userId": "u-c", "traits": {"size": "M"}, "timestamp": at(3)},
+    ]
+    ab: dict[str, Any] = {
+        "type": "track",
+        "anonymousId": "a",
+        "event": "Linked",
+        "context": {"traits": {"phone": "(415) 555-0100"}},
+    }
+    bc: dict[str, Any] = {"type": "identify", "anonymousId": "b", "userId": "u-c", "timestamp": at(5)}
+    links: list[dict[str, Any]] = (
+        [{**ab, "timestamp": at(4)}, bc] if order == "ab-bc" else [bc, {**ab, "timestamp": at(4)}]
+    )
+    return people + links
+
+
+def _final(kairos: Kairos) -> dict[str, Any]:
+    pk = kairos.resolve("user_id:u-c")
+    assert pk is not None and pk == kairos.resolve("anonymous_id:a") == kairos.resolve("anonymous_id:b")
+    profile = kairos.profile(pk)
+    assert profile is not None
+    view = kairos.codec.view(profile)
+    timeline = sorted((r.seq, r.type) for r in kairos.store.state.timeline(pk, 100, None))
+    return {"id": profile.id, "identities": sorted(profile.identities), "view": view, "timeline": timeline}
+
+
+def test_merge_chains_give_the_same_profile_in_either_order(store_settings: dict[str, Any]) -> None:
+    finals = []
+    for order in ("ab-bc", "bc-ab"):  # each order on a store of its own
+        if store_settings["url"].startswith("sqlite"):
+            settings = {"url": store_settings["url"].replace(".db", f"-{order}.db")}
+        else:
+            settings = {**store_settings, "schema_name": f"{store_settings['schema_name']}_{order[:2]}"}
+        kairos = Kairos(make_settings(settings))
+        try:
+            source = kairos.source_named("web")
+            kairos.ingest({"batch": _chain(order)}, "batch", source.write_key)
+            kairos.processor.run_until_caught_up()
+            finals.append(_final(kairos))
+        finally:
+            kairos.close()
+            if "schema_name" in settings:
+                import psycopg
+
+                with psycopg.connect(settings["url"], autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA IF EXISTS {settings['schema_name']} CASCADE")
+    first, second = finals
+    assert first["identities"] == second["identities"]
+    assert sorted(t for _, t in first["timeline"]) == sorted(t for _, t in second["timeline"])
+    assert first["view"] == second["view"]  # traits, consents, counters: the same person whatever the order
+
+
+# -- each projection alone ---------------------------------------------------------------------------------
+
+
+class _Ctx:
+    """A minimal Context for calling one projection directly."""
+
+    def __init__(self, profile: ProfileState) -> None:
+        self.profile = profile
+        self.before = dict(profile.sections)
+        self.now = 0
+        self.seq = 1
+        self.rows: list[tuple[Any, ...]] = []
+
+    def schedule(self, key: str, due_at: int, payload: Any = None) -> None: ...
+
+    def cancel(self, key: str) -> None: ...
+
+    def timers(self) -> dict[str, Any]:
+        return {}
+
+    def emit(self, type: str, payload: dict[str, Any]) -> None: ...
+
+    def insert(self, table: Any, row: tuple[Any, ...]) -> None:
+        self.rows.append(row)
+
+
+def _entries() -> list[Entry]:
+    import msgspec
+
+    out = []
+    for seq, raw in enumerate(STORY, start=1):
+        event = msgspec.convert({k: v for k, v in raw.items() if k != "timestamp"}, Event)
+        out.append(Entry(seq, "web", "observed", 1_000 * seq, 1_000 * seq, f"m{seq}", event))
+    return out
+
+
+def _projections() -> list[Projection[Any]]:
+    return default_projections(make_settings({"url": "sqlite:///:memory:"}))
+
+
+@pytest.mark.parametrize("projection", _projections(), ids=lambda p: p.name)
+def test_apply_and_merge_are_pure_and_round_trip(projection: Projection[Any]) -> None:
+    profile = ProfileState(1, "p1", {projection.name: projection.initial()})
+    state = projection.initial()
+    for entry in _entries():
+        ctx = _Ctx(profile)
+        frozen = copy.deepcopy(state)
+        new = projection.apply(state, entry, ctx)
+        assert state == frozen, "apply changed the state it was given"
+        if new == state:
+            assert new is state, "an unchanged state must be returned as the very same object"
+        state = new
+        if projection.columns:
+            assert projection.decode(_json_round_trip(projection.encode(state))) == state
+    other = projection.apply(projection.initial(), _entries()[3], _Ctx(profile))
+    frozen_a, frozen_b = copy.deepcopy(state), copy.deepcopy(other)
+    projection.merge(state, other, _Ctx(profile))
+    assert (state, other) == (frozen_a, frozen_b), "merge changed a state it was given"
+    assert projection.merge(state, projection.initial(), _Ctx(profile)) == state  # merging nothing changes nothing
+
+
+def _json_round_trip(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    import msgspec
+
+    return tuple(msgspec.json.decode(msgspec.json.encode(v)) for v in values)
