@@ -56,6 +56,11 @@ def _args() -> argparse.Namespace:
     add("--rate", type=float, default=200, help="(d) batches of 100 events per second (default: %(default)s)")
     add("--sustained-duration", type=float, help="(d) seconds of load (default 60; --quick 10)")
     add("--sustained-versions", default="new,old", help="(d) versions to load, in order (default: %(default)s)")
+    add(
+        "--sustained-warmup",
+        type=float,
+        help="(d) seconds of the same load before, not measured (default 5; --quick 2)",
+    )
     add("--profiles", type=int, help="(c) profiles in the store (default 1,000,000; --quick 50,000)")
     args = parser.parse_args()
     q = args.quick
@@ -65,6 +70,8 @@ def _args() -> argparse.Namespace:
     args.duration = args.duration or (3.0 if q else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if q else 2.0)
     args.sustained_duration = args.sustained_duration or (10.0 if q else 60.0)
+    if args.sustained_warmup is None:
+        args.sustained_warmup = 2.0 if q else 5.0
     args.profiles = args.profiles or (50_000 if q else 1_000_000)
     args.parts = [p for p in args.only.split(",") if p]
     if unknown := set(args.parts) - set(PARTS):
@@ -126,7 +133,7 @@ def run_sustained(args: argparse.Namespace, versions: list[Version], workdir: Pa
         "--duration",
         f"{args.sustained_duration:g}",
         "--warmup",
-        "2" if args.quick else "5",
+        f"{args.sustained_warmup:g}",
         "--catch-up-timeout",
         "30" if args.quick else "180",
     ]
