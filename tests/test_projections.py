@@ -213,3 +213,16 @@ def _json_round_trip(values: tuple[Any, ...]) -> tuple[Any, ...]:
     import msgspec
 
     return tuple(msgspec.json.decode(msgspec.json.encode(v)) for v in values)
+
+
+def test_the_processor_cache_changes_nothing(feed: Feed, kairos: Kairos) -> None:
+    """Profiles and identity owners kept between batches give the same state as loading everything each
+    batch, including when merges happen in later batches than the ones that cached the identifiers."""
+    feed(*STORY, *_chain("ab-bc"), *_chain("bc-ab"), process=False)
+    cached = rebuild(kairos, 1)
+    uncached_settings = make_settings(kairos.settings.store.model_dump(), processor={"cache_profiles": 0})
+    kairos.store.state.reset()
+    kairos.processor = Processor(kairos.store, uncached_settings, kairos.projections, kairos.clock)
+    kairos.processor.batch_size = 1
+    kairos.processor.run_until_caught_up()
+    assert dump_state(kairos) == cached

@@ -193,6 +193,12 @@ class ProcessorSettings(BaseModel):
         description="Most events applied in one state transaction (bigger: faster, more memory).",
     )
     poll_interval_ms: int = Field(50, ge=1, description="How often an idle processor looks for new events.")
+    cache_profiles: int = Field(
+        50_000,
+        ge=0,
+        description="Profiles the processor keeps in memory between batches (as committed), so that a batch "
+        "loads only the ones it has not seen lately; 0 turns the cache off.",
+    )
     max_consecutive_failures: int = Field(
         10,
         ge=1,

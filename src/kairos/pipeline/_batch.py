@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from kairos.identity import Resolution
+from kairos.pipeline._cache import StateCache
 from kairos.pipeline._codec import ProfileCodec
 from kairos.pipeline.projection import Entry, ProfileState, Projection, Timer
 from kairos.store import IdentityKey, MergeRecord, StateStore, TimerRow, Writes
@@ -84,8 +85,11 @@ class _Ctx:
 
 
 class Batch:
-    def __init__(self, state: StateStore, codec: ProfileCodec, now: int, last_seq: int) -> None:
+    def __init__(
+        self, state: StateStore, codec: ProfileCodec, now: int, last_seq: int, cache: StateCache | None = None
+    ) -> None:
         self.state = state
+        self.cache = cache
         self.codec = codec
         self.projections: Sequence[Projection[Any]] = codec.projections
         self.now = now
@@ -109,14 +113,35 @@ class Batch:
     def prefetch(self, keys: Iterable[IdentityKey], digests: Iterable[bytes], pks: Iterable[int] = ()) -> None:
         """Load in bulk everything the batch's events will look up."""
         wanted = [k for k in dict.fromkeys(keys) if k not in self.owner_of]
-        found = self.state.find_identities(wanted)
+        known = self.cache.owners if self.cache is not None else {}
+        ask = [k for k in wanted if k not in known]
+        found = self.state.find_identities(ask)
+        owners = set(pks)
         for key in wanted:
-            self.owner_of[key] = found.get(key)
-        self.load({*found.values(), *pks})
+            pk = known[key] if key in known else found.get(key)
+            self.owner_of[key] = pk
+            if pk is not None:
+                owners.add(pk)
+        self.load(owners)
         self.seen.update(self.state.seen(digests))
 
     def load(self, pks: Iterable[int]) -> None:
         missing = [pk for pk in dict.fromkeys(pks) if pk not in self.profiles]
+        if self.cache is not None and missing:
+            rest = []
+            for pk in missing:
+                cached = self.cache.take(pk)
+                if cached is None:
+                    rest.append(pk)
+                    continue
+                profile, timers = cached
+                self.profiles[pk] = profile
+                if timers:
+                    self.book[pk] = timers
+                    for (projection, key), t in timers.items():
+                        self.stored_timers[(pk, projection, key)] = t
+                        heapq.heappush(self._heap, (t.due_at, pk, projection, key))
+            missing = rest
         if not missing:
             return
         for pk, row in self.state.load_profiles(missing).items():
@@ -271,6 +296,20 @@ class Batch:
             if table.name == name:
                 return table
         raise KeyError(name)
+
+    def remember(self, version: int) -> None:
+        """After a commit at checkpoint ``version``: keep this batch's profiles and owners for the next."""
+        if self.cache is None:
+            return
+        canon = self.canonical
+        if self.redirects:  # identifiers cached by earlier batches may point at a profile merged away now
+            owners = self.cache.owners
+            for key, pk in owners.items():
+                if pk is not None and pk in self.redirects:
+                    owners[key] = canon(pk)
+        self.cache.put_owners({k: None if pk is None else canon(pk) for k, pk in self.owner_of.items()}, version)
+        for pk, profile in self.profiles.items():
+            self.cache.put(profile, self.book.get(pk, {}), version)
 
     def changed_ids(self) -> list[str]:
         return [p.id for p in self.profiles.values() if p.new or p.dirty]

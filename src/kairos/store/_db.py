@@ -60,8 +60,23 @@ class Dialect(Protocol):
 
     def load_json(self, value: Any) -> Any: ...
 
-    def insert_new(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert rows known not to exist yet, by the driver's fastest bulk path."""
+    def insert_new(
+        self, conn: Any, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert rows (Python values; ``types`` are the columns' logical types) known not to exist yet, by the
+        driver's fastest bulk path."""
+        ...
+
+    def update_many(
+        self,
+        conn: Any,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        """``UPDATE table SET columns WHERE key = ...`` for each row ``(*values, key value)``, in bulk."""
         ...
 
     def trait_filter(self, name: str, value: Any) -> tuple[str, list[Any]]:
@@ -134,24 +149,23 @@ class Database:
         for chunk in chunks(values):
             yield f"{column} IN ({','.join(['{p}'] * len(chunk))})", list(chunk)
 
+    def types(self, table: Table, columns: Sequence[str]) -> list[str]:
+        by_name = {c.name: c.type for c in table.columns}
+        return [by_name[c] for c in columns]
+
+    def insert_new(self, conn: Any, table: Table, rows: Sequence[Sequence[Any]], columns: Sequence[str] = ()) -> None:
+        if rows:
+            columns = columns or table.column_names
+            self.d.insert_new(conn, table.name, columns, self.types(table, columns), rows)
+
+    def update_many(self, conn: Any, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            key = table.primary_key[0]
+            self.d.update_many(conn, table.name, key, columns, self.types(table, (*columns, key)), rows)
+
     def json_columns(self, table: Table, columns: Sequence[str]) -> list[int]:
         types = {c.name: c.type for c in table.columns}
         return [i for i, name in enumerate(columns) if types[name] == "json"]
-
-    def encode_rows(self, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[tuple[Any, ...]]:
-        """Rows of Python values → parameters (JSON columns encoded by the dialect)."""
-        positions = self.json_columns(table, columns)
-        if not positions:
-            return [tuple(r) for r in rows]
-        dump = self.d.dump_json
-        out = []
-        for row in rows:
-            values = list(row)
-            for i in positions:
-                if values[i] is not None:
-                    values[i] = dump(values[i])
-            out.append(tuple(values))
-        return out
 
     # -- schema ------------------------------------------------------------------------------------
     def ddl(self, table: Table) -> list[str]:

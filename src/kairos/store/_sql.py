@@ -17,7 +17,6 @@ from kairos.store.schema import LOG
 
 __all__ = ["SqlAdmin", "SqlLog", "SqlOutbox", "decode_cursor", "encode_cursor", "hash_secret"]
 
-_LOG_COLUMNS = LOG.column_names
 _SELECT_LOG = "SELECT seq, source, received_at, message_id, payload, ts, trait_kind FROM log"
 
 
@@ -42,7 +41,7 @@ class SqlLog:
                 for e in events:
                     seq += 1
                     rows.append((seq, source, e.received_at, e.message_id, e.payload, e.ts, e.trait_kind))
-            self.db.d.insert_new(conn, "log", _LOG_COLUMNS, rows)
+            self.db.insert_new(conn, LOG, rows)
         out: list[list[int]] = []
         first = rows[0][0]
         for n in sizes:

@@ -20,7 +20,7 @@ from kairos.store._model import (
     TimerRow,
     Writes,
 )
-from kairos.store.schema import CORE_PROFILE_COLUMNS, TIMERS, Table
+from kairos.store.schema import CORE_PROFILE_COLUMNS, IDENTITIES, SEEN, TIMERS, Table
 
 __all__ = ["MAIN", "SqlState", "digest"]
 
@@ -156,19 +156,15 @@ class SqlState:
                 col = table.profile_column
                 db.many(conn, f"UPDATE {table.name} SET {col} = {{p}} WHERE {col} = {{p}}", moves)
             db.many(conn, "UPDATE profiles SET merged_into = {p} WHERE merged_into = {p}", moves)
-        if w.new_profiles:
-            db.d.insert_new(conn, "profiles", self.columns, db.encode_rows(self.profiles, self.columns, w.new_profiles))
+        db.insert_new(conn, self.profiles, w.new_profiles)
         for columns, rows in w.updates.items():
-            sets = ", ".join(f"{c} = {{p}}" for c in columns)
-            encoded = db.encode_rows(self.profiles, (*columns, "pk"), rows)
-            db.many(conn, f"UPDATE profiles SET {sets} WHERE pk = {{p}}", encoded)
+            db.update_many(conn, self.profiles, columns, rows)
         # Identities, timeline rows and seen keys are new by construction (an identity is written only when
         # no profile held it, and the checkpoint compare-and-set above admits one processor per batch): they
         # go in by the fastest bulk path.
-        db.d.insert_new(conn, "identities", ("type", "value", "profile_pk", "seq"), w.identities)
+        db.insert_new(conn, IDENTITIES, w.identities)
         for name, rows in w.inserts.items():
-            table = db.tables[name]
-            db.d.insert_new(conn, name, table.column_names, db.encode_rows(table, table.column_names, rows))
+            db.insert_new(conn, db.tables[name], rows)
         db.many(
             conn,
             "INSERT INTO merges (winner, loser, at, seq, message_id, reason, identities)"
@@ -186,7 +182,7 @@ class SqlState:
                 for m in w.merges
             ),
         )
-        db.d.insert_new(conn, "seen", ("key",), [(k,) for k in w.seen])
+        db.insert_new(conn, SEEN, [(k,) for k in w.seen])
         db.many(conn, "DELETE FROM timers WHERE profile_pk = {p} AND projection = {p} AND key = {p}", w.timers_deleted)
         db.many(
             conn,

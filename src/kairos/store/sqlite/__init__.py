@@ -115,11 +115,39 @@ class SqliteDialect:
     def load_json(self, value: Any) -> Any:
         return _decode(value)
 
-    def insert_new(self, conn: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def _encoded(self, types: Sequence[str], rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        json_at = [i for i, t in enumerate(types) if t == "json"]
+        if not json_at:
+            return rows
+        out = []
+        for row in rows:
+            values = list(row)
+            for i in json_at:
+                if values[i] is not None:
+                    values[i] = _encode(values[i]).decode()
+            out.append(values)
+        return out
+
+    def update_many(
+        self,
+        conn: Any,
+        table: str,
+        key: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+    ) -> None:
+        sets = ", ".join(f"{c} = ?" for c in columns)
+        conn.executemany(f"UPDATE {table} SET {sets} WHERE {key} = ?", self._encoded(types, rows))
+
+    def insert_new(
+        self, conn: Any, table: str, columns: Sequence[str], types: Sequence[str], rows: Sequence[Sequence[Any]]
+    ) -> None:
         # Multi-row VALUES: one statement step per chunk instead of one per row, so a writer thread does not
         # hand the GIL back and forth with the event loop for every row.
         if not rows:
             return
+        rows = self._encoded(types, rows)
         width = len(columns)
         per = max(1, MAX_PARAMS // width)
         head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
