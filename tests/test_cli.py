@@ -226,3 +226,27 @@ def test_process_applies_what_import_left(env: Path) -> None:
     assert run_json("import", str(path), "--no-process")["accepted"] == 2
     assert run_json("process", "--no-follow")["events"] == 2
     assert run_json("process", "--no-follow")["events"] == 0
+
+
+def test_the_readme_import_example_runs_as_written(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [command] = [b for b in re.findall(r"```sh\n(.*?)```", readme, re.S) if "kairos import" in b]
+    args = shlex.split(command.replace("\\\n", " "))
+    assert args[0] == ".venv/bin/kairos"
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the example's path is relative to the repo
+    monkeypatch.setenv("KAIROS_CONFIG", "kairos.toml")
+    summary = run_json(*args[1:])
+    assert (summary["read"], summary["accepted"], summary["rejected"]) == (3, 3, 0)
+    kairos = Kairos()
+    try:
+        pk = kairos.resolve("crm_id:C-1001")
+        assert pk is not None and pk == kairos.resolve("email:maya.chen@example.com")
+        profile = kairos.profile(pk)
+        assert profile is not None
+        traits = profile.sections["traits"]
+        assert traits["lifetime_spend"].value == 812.4 and traits["first_name"].kind == "stated"
+    finally:
+        kairos.close()

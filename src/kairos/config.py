@@ -187,7 +187,7 @@ class ProcessorSettings(BaseModel):
         "before it is terminated (an interrupted batch is rolled back and applied again on the next start).",
     )
     batch_size: int = Field(
-        5000,
+        20_000,
         ge=1,
         le=100_000,
         description="Most events applied in one state transaction (bigger: faster, more memory).",
