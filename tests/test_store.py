@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import struct
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,27 @@ def test_postgres_connections_the_server_drops_are_replaced(pg_reason: str | Non
         store.close()
         with psycopg.connect(PG_URL, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_sqlite_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Path) -> None:
+    store = open_store(make_settings({"url": f"sqlite:///{tmp_path}/w.db"}).store)
+    try:
+        with store.db.conn() as conn:  # type: ignore[attr-defined]
+            assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never stall on it
+        for i in range(20):
+            store.log.append_many([("web", events(500, f"w{i}"))])
+        wal = tmp_path / "w.db-wal"
+        assert wal.exists() and wal.stat().st_size > 0
+        deadline = time.monotonic() + 10
+        while True:  # the checkpointer copies the WAL into the database within about a second
+            # Read the WAL index header (the -shm file) without touching the database: mxFrame (frames in
+            # the WAL) at byte 16, nBackfill (frames copied back) at byte 96; a probe connection would
+            # checkpoint by itself.
+            shm = (tmp_path / "w.db-shm").read_bytes()
+            frames, done = struct.unpack_from("=I", shm, 16)[0], struct.unpack_from("=I", shm, 96)[0]
+            if frames > 0 and done == frames:
+                break
+            assert time.monotonic() < deadline, f"WAL not checkpointed: {done} of {frames} frames"
+            time.sleep(0.2)
+    finally:
+        store.close()

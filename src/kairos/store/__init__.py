@@ -101,7 +101,11 @@ def open_store(
         path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db → rel.db; sqlite:////abs → /abs
         path = path or "kairos.db"
         checkpointer = Checkpointer(path) if path != ":memory:" else None
-        return SqlStore(SqliteDialect(path, settings.synchronous), profiles, owned, checkpointer)
+        store = SqlStore(SqliteDialect(path, settings.synchronous), profiles, owned, checkpointer)
+        # Commits never checkpoint the WAL themselves (wal_autocheckpoint=0): every process that opens the
+        # file copies it back in the background, so no writer stalls and the WAL cannot grow for ever.
+        store.start_maintenance()
+        return store
     if url.startswith(("postgresql://", "postgres://")):
         from kairos.store.postgres import PostgresDialect
 
