@@ -179,7 +179,7 @@ def test_postgres_connections_the_server_drops_are_replaced(pg_reason: str | Non
 def test_sqlite_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: Path) -> None:
     store = open_store(make_settings({"url": f"sqlite:///{tmp_path}/w.db"}).store)
     try:
-        with store.db.conn() as conn:  # type: ignore[attr-defined]
+        with store.db.conn() as conn:
             assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never stall on it
         for i in range(20):
             store.log.append_many([("web", events(500, f"w{i}"))])
