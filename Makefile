@@ -37,4 +37,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) kairos.db kairos.db-wal kairos.db-shm
+	rm -rf $(VENV) kairos.db kairos.db-wal kairos.db-shm kairos-state.db kairos-state.db-wal kairos-state.db-shm

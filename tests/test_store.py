@@ -198,3 +198,19 @@ def test_sqlite_wal_is_checkpointed_in_the_background_not_in_commits(tmp_path: P
             time.sleep(0.2)
     finally:
         store.close()
+
+
+def test_sqlite_appends_never_wait_for_a_processor_commit(tmp_path: Path) -> None:
+    """Embedded, the log and derived state are two files with a writer each: a long state transaction (a big
+    processor batch committing) must not hold up the acknowledgement of new events."""
+    store = open_store(make_settings({"url": f"sqlite:///{tmp_path}/k.db"}).store)
+    appended: list[list[list[int]]] = []
+    try:
+        with store.db.tx(write=True):  # the state file's write lock, held
+            worker = threading.Thread(target=lambda: appended.append(store.log.append_many([("web", events(3, "x"))])))
+            worker.start()
+            worker.join(5)  # on one shared write lock it would wait for the transaction (busy timeout 30 s)
+            assert not worker.is_alive() and appended == [[[1, 2, 3]]]
+        assert (tmp_path / "k.db").exists() and (tmp_path / "k-state.db").exists()
+    finally:
+        store.close()

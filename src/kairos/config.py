@@ -57,8 +57,8 @@ class ServerSettings(BaseModel):
 class StoreSettings(BaseModel):
     url: str = Field(
         "sqlite:///kairos.db",
-        description="Where the event log and all state live: `sqlite:///PATH` (embedded, default) or "
-        "`postgresql://user@host:port/db`.",
+        description="Where the event log and all state live: `sqlite:///PATH` (embedded, default; derived "
+        "state goes beside it in PATH-state, e.g. kairos-state.db) or `postgresql://user@host:port/db`.",
     )
     schema_name: str = Field(
         "public", description="PostgreSQL only: schema that holds Kairos' tables (created if missing)."

@@ -8,6 +8,8 @@ schema is declared once (:mod:`kairos.store.schema`): core tables plus what the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from kairos.config import StoreSettings
 from kairos.errors import ConfigError
@@ -29,7 +31,7 @@ from kairos.store._model import (
 )
 from kairos.store._sql import SqlAdmin, SqlLog, SqlOutbox, decode_cursor, encode_cursor
 from kairos.store._state import MAIN, SqlState, digest
-from kairos.store.schema import Column, Index, Table, derived_tables, profiles_table
+from kairos.store.schema import LOG_FILE, STATE_FILE, Column, Index, Table, derived_tables, profiles_table
 
 __all__ = [
     "MAIN",
@@ -55,34 +57,59 @@ __all__ = [
     "digest",
     "encode_cursor",
     "open_store",
+    "state_file",
 ]
 
 
 class SqlStore:
-    """A :class:`Store` on one SQL database (SQLite or PostgreSQL)."""
+    """A :class:`Store` on SQL: one PostgreSQL database, or two SQLite files (log, and derived state).
 
-    def __init__(self, dialect: Dialect, profiles: Table, owned: Sequence[Table], maintenance: object = None) -> None:
-        self.db = Database(dialect, derived_tables(profiles, owned))
+    ``db`` holds derived state and the outbox; ``log_db`` the log, sources and keys (the same database
+    when no ``log_dialect`` is given).
+    """
+
+    def __init__(
+        self,
+        dialect: Dialect,
+        profiles: Table,
+        owned: Sequence[Table],
+        maintenance: Sequence[Any] = (),
+        log_dialect: Dialect | None = None,
+    ) -> None:
+        derived = derived_tables(profiles, owned)
+        if log_dialect is None:
+            self.db = self.log_db = Database(dialect, derived)
+        else:
+            # Derived tables and the outbox of an earlier one-file layout are rebuilt in the state file.
+            self.log_db = Database(log_dialect, (), LOG_FILE, drop_also=(*(t.name for t in derived), "outbox"))
+            self.db = Database(dialect, derived, STATE_FILE)
+            self.log_db.migrate()
         self.name = dialect.name
         self.driver_errors = dialect.driver_errors
         self.transient_errors = dialect.transient_errors
         self.db.migrate()
-        self.log = SqlLog(self.db)
+        self.log = SqlLog(self.log_db)
         self.state = SqlState(self.db, profiles, owned)
-        self.admin = SqlAdmin(self.db)
+        self.admin = SqlAdmin(self.log_db)
         self.outbox = SqlOutbox(self.db)
-        self._maintenance = maintenance
+        self._maintenance = list(maintenance)
 
     def start_maintenance(self) -> None:
-        start = getattr(self._maintenance, "start", None)
-        if start is not None:
-            start()
+        for task in self._maintenance:
+            task.start()
 
     def close(self) -> None:
-        stop = getattr(self._maintenance, "stop", None)
-        if stop is not None:
-            stop()
+        for task in self._maintenance:
+            task.stop()
         self.db.close()
+        if self.log_db is not self.db:
+            self.log_db.close()
+
+
+def state_file(path: str) -> str:
+    """Where derived state lives beside a SQLite log file: ``kairos.db`` → ``kairos-state.db``."""
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-state{p.suffix}")) if p.suffix else f"{path}-state"
 
 
 def open_store(
@@ -100,8 +127,14 @@ def open_store(
         path = url.removeprefix("sqlite://")
         path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db → rel.db; sqlite:////abs → /abs
         path = path or "kairos.db"
-        checkpointer = Checkpointer(path) if path != ":memory:" else None
-        store = SqlStore(SqliteDialect(path, settings.synchronous), profiles, owned, checkpointer)
+        state_path = state_file(path)
+        store = SqlStore(
+            SqliteDialect(state_path, settings.synchronous),
+            profiles,
+            owned,
+            [Checkpointer(path), Checkpointer(state_path)],
+            log_dialect=SqliteDialect(path, settings.synchronous),
+        )
         # Commits never checkpoint the WAL themselves (wal_autocheckpoint=0): every process that opens the
         # file copies it back in the background, so no writer stalls and the WAL cannot grow for ever.
         store.start_maintenance()

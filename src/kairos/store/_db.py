@@ -96,10 +96,18 @@ def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
 class Database:
     """One database: a dialect, the declared tables, and the helpers every store part shares."""
 
-    def __init__(self, dialect: Dialect, derived: Sequence[Table]) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        derived: Sequence[Table],
+        durable: Sequence[Table] = DURABLE,
+        drop_also: Sequence[str] = (),
+    ) -> None:
         self.d = dialect
         self.derived = tuple(derived)
-        self.tables = {t.name: t for t in (*DURABLE, *self.derived)}
+        self.durable = tuple(durable)
+        self.drop_also = tuple(drop_also)  # tables an earlier layout kept in this database
+        self.tables = {t.name: t for t in (*self.durable, *self.derived)}
         self.driver_errors = dialect.driver_errors
         self.transient_errors = dialect.transient_errors
 
@@ -193,7 +201,7 @@ class Database:
         with self.tx(write=True) as conn:
             self.d.lock(conn, "migrate")
             legacy_log = self.d.table_columns(conn, "log")
-            for table in DURABLE:
+            for table in self.durable:
                 for statement in self.ddl(table):
                     conn.execute(statement)
             if legacy_log and "ts" not in legacy_log:
@@ -203,7 +211,7 @@ class Database:
             if found and found[0][0] == wanted:
                 return
             # The first release's derived tables had other names or layouts; all of it is rebuilt from the log.
-            for name in (*(t.name for t in self.derived), "checkpoint", "profiles", "timeline"):
+            for name in (*(t.name for t in self.derived), "checkpoint", "profiles", "timeline", *self.drop_also):
                 conn.execute(f"DROP TABLE IF EXISTS {name}")
             for table in self.derived:
                 for statement in self.ddl(table):

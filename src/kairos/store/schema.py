@@ -24,9 +24,11 @@ __all__ = [
     "DURABLE",
     "IDENTITIES",
     "LOG",
+    "LOG_FILE",
     "MERGES",
     "OUTBOX",
     "SEEN",
+    "STATE_FILE",
     "TIMERS",
     "Column",
     "ColumnType",
@@ -134,6 +136,10 @@ OUTBOX = Table(
 )
 META = Table("meta", _cols(("key", "text"), ("value", "text")), ("key",))
 DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META)
+# Embedded, the log and derived state live in two SQLite files: each file has one writer at a time, and a
+# processor commit must not make an append wait. The outbox is written in the state transaction.
+LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META)
+STATE_FILE: tuple[Table, ...] = (OUTBOX, META)
 
 # -- derived -------------------------------------------------------------------------------------------------
 CHECKPOINTS = Table("checkpoints", _cols(("name", "text"), ("seq", "int"), ("version", "int")), ("name",))
