@@ -15,7 +15,9 @@ from typing import Any
 
 import msgspec
 import pytest
+from starlette.testclient import TestClient
 
+from kairos.api import create_app
 from kairos.config import Settings, load_settings
 from kairos.profiles import TraitValue
 from kairos.runtime import Kairos
@@ -93,6 +95,28 @@ def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
     k = Kairos(make_settings(store_settings))
     yield k
     k.close()
+
+
+@pytest.fixture
+def client(kairos: Kairos) -> Iterator[TestClient]:
+    """The API in-process, without a processor (tests run it when they need it)."""
+    with TestClient(create_app(kairos, run_processor=False), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def read_key(kairos: Kairos) -> dict[str, str]:
+    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}), 0)
+    return {"Authorization": f"Bearer {secret}"}
+
+
+def point_cli_at(store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch, config: Path, toml: str) -> None:
+    """Make the CLI (and ``Kairos()``) use this test's store and a kairos.toml holding ``toml``."""
+    monkeypatch.setenv("KAIROS__STORE__URL", store_settings["url"])
+    if "schema_name" in store_settings:
+        monkeypatch.setenv("KAIROS__STORE__SCHEMA_NAME", store_settings["schema_name"])
+    config.write_text(toml)
+    monkeypatch.setenv("KAIROS_CONFIG", str(config))
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,18 +28,6 @@ from kairos.errors import Overloaded, StoreUnavailable
 from kairos.runtime import Kairos
 from kairos.store import Source
 from tests.conftest import make_settings
-
-
-@pytest.fixture
-def client(kairos: Kairos) -> Iterator[TestClient]:
-    with TestClient(create_app(kairos, run_processor=False), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def read_key(kairos: Kairos) -> dict[str, str]:
-    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}), 0)
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def send(client: TestClient, source: Source, *events: dict[str, Any]) -> None:

@@ -12,21 +12,18 @@ from typer.testing import CliRunner
 
 from kairos.cli import app
 from kairos.runtime import Kairos
+from tests.conftest import point_cli_at
 
 runner = CliRunner()
 
 
 @pytest.fixture
 def env(tmp_path: Path, store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KAIROS__STORE__URL", store_settings["url"])
-    if "schema_name" in store_settings:
-        monkeypatch.setenv("KAIROS__STORE__SCHEMA_NAME", store_settings["schema_name"])
-    config = tmp_path / "kairos.toml"
-    config.write_text(
+    toml = (
         '[identity.types.loyalty_card]\npaths = ["traits.loyalty_card", "context.traits.loyalty_card"]\nlimit = 1\n'
         '[identity.types.crm_id]\npaths = ["traits.crm_id"]\nlimit = 1\npriority = 90\n'
     )
-    monkeypatch.setenv("KAIROS_CONFIG", str(config))
+    point_cli_at(store_settings, monkeypatch, tmp_path / "kairos.toml", toml)
     yield tmp_path
 
 

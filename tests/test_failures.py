@@ -18,7 +18,7 @@ from kairos.profiles import default_projections
 from kairos.profiles.counters import Counters
 from kairos.runtime import Kairos
 from kairos.store.schema import Column, Table
-from tests.conftest import make_settings
+from tests.conftest import make_settings, point_cli_at
 
 T0 = 1_700_000_000_000
 SECRET = "jane.secret@example.com"
@@ -205,12 +205,8 @@ runner = CliRunner()
 
 @pytest.fixture
 def cli_env(tmp_path: Path, store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("KAIROS__STORE__URL", store_settings["url"])
-    if "schema_name" in store_settings:
-        monkeypatch.setenv("KAIROS__STORE__SCHEMA_NAME", store_settings["schema_name"])
-    config = tmp_path / "kairos.toml"
-    config.write_text('[identity.types.crm_id]\npaths = ["traits.crm_id"]\nlimit = 1\npriority = 90\n')
-    monkeypatch.setenv("KAIROS_CONFIG", str(config))
+    toml = '[identity.types.crm_id]\npaths = ["traits.crm_id"]\nlimit = 1\npriority = 90\n'
+    point_cli_at(store_settings, monkeypatch, tmp_path / "kairos.toml", toml)
     yield tmp_path
 
 

@@ -8,7 +8,6 @@ field the client sent.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,23 +16,10 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from starlette.testclient import TestClient
 
-from kairos.api import create_app
 from kairos.runtime import Kairos
 from kairos.store import Source
 
 SPEC_URI = "urn:kairos:openapi"
-
-
-@pytest.fixture
-def client(kairos: Kairos) -> Iterator[TestClient]:
-    with TestClient(create_app(kairos, run_processor=False), raise_server_exceptions=False) as c:
-        yield c
-
-
-@pytest.fixture
-def read_key(kairos: Kairos) -> dict[str, str]:
-    _, secret = kairos.store.admin.add_api_key("reader", frozenset({"read"}), 0)
-    return {"Authorization": f"Bearer {secret}"}
 
 
 def closed(node: Any) -> Any:

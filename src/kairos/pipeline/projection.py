@@ -43,7 +43,7 @@ A minimal projection, counting orders::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -58,11 +58,35 @@ __all__ = [
     "ProfileState",
     "Projection",
     "Timer",
+    "fold",
 ]
 
 S = TypeVar("S")
 Id = str | int
 IdentityKey = tuple[str, str]
+
+
+V = TypeVar("V")
+
+
+def fold(state: Mapping[str, V], incoming: Mapping[str, V], wins: Callable[[V, V | None], bool]) -> Mapping[str, V]:
+    """``state`` with every entry of ``incoming`` that ``wins`` over the current one, copied on write:
+    ``state`` itself (the same object) when none does, as the projection contract asks.
+
+    >>> newer = lambda new, old: old is None or new > old
+    >>> fold({"a": 1}, {"a": 2, "b": 0}, newer)
+    {'a': 2, 'b': 0}
+    >>> s = {"a": 3}
+    >>> fold(s, {"a": 2}, newer) is s
+    True
+    """
+    out: dict[str, V] | None = None
+    for key, value in incoming.items():
+        if wins(value, state.get(key)):
+            if out is None:
+                out = dict(state)
+            out[key] = value
+    return state if out is None else out
 
 
 class Event(msgspec.Struct, kw_only=True):

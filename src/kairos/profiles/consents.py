@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kairos.collect import iso
-from kairos.pipeline.projection import Context, Entry, Projection
+from kairos.pipeline.projection import Context, Entry, Projection, fold
 from kairos.store.schema import Column
 
 __all__ = ["Consents"]
@@ -23,13 +23,7 @@ def _newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
 
 
 def _fold(state: ConsentMap, incoming: ConsentMap) -> ConsentMap:
-    out: dict[str, Mapping[str, Any]] | None = None
-    for purpose, consent in incoming.items():
-        if _newer(consent, state.get(purpose)):
-            if out is None:
-                out = dict(state)
-            out[purpose] = consent
-    return state if out is None else out
+    return fold(state, incoming, _newer)
 
 
 class Consents(Projection[ConsentMap]):

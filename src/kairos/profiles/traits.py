@@ -21,7 +21,7 @@ from typing import Any
 
 from kairos.collect import iso
 from kairos.config import ProfileSettings
-from kairos.pipeline.projection import Context, Entry, Projection
+from kairos.pipeline.projection import Context, Entry, Projection, fold
 from kairos.store.schema import Column, Index
 
 __all__ = ["TraitRules", "TraitValue", "Traits"]
@@ -75,13 +75,7 @@ class TraitRules:
 
     def fold(self, state: TraitMap, values: TraitMap) -> TraitMap:
         """``state`` with every value of ``values`` that wins; ``state`` itself when none does."""
-        out: dict[str, TraitValue] | None = None
-        for name, value in values.items():
-            if self.wins(value, state.get(name)):
-                if out is None:
-                    out = dict(state)
-                out[name] = value
-        return state if out is None else out
+        return fold(state, values, self.wins)
 
 
 class Traits(Projection[TraitMap]):
