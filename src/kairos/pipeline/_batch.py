@@ -29,7 +29,7 @@ TimerKey = tuple[str, str]  # (projection, key)
 class _Ctx:
     """The :class:`~kairos.pipeline.projection.Context` of one event or timer, for one projection at a time."""
 
-    __slots__ = ("_before", "_emits", "_inserts", "_timers", "batch", "name", "profile", "seq", "source_key")
+    __slots__ = ("_emits", "_inserts", "_timers", "batch", "name", "profile", "replaced", "seq", "source_key")
 
     def __init__(self, batch: Batch, profile: ProfileState, seq: int, source_key: str) -> None:
         self.batch = batch
@@ -37,14 +37,16 @@ class _Ctx:
         self.seq = seq
         self.source_key = source_key  # names what caused the effects: outbox keys derive from it
         self.name = ""
-        self._before: Mapping[str, Any] = dict(profile.sections)
+        # Sections replaced so far for this event, by their value before it: ``before`` is built from it only
+        # when a projection asks (most never do), instead of copying every section for every event.
+        self.replaced: dict[str, Any] = {}
         self._inserts: list[tuple[Table, tuple[Any, ...]]] = []
         self._emits: list[tuple[str, dict[str, Any]]] = []
         self._timers: list[tuple[TimerKey, TimerRow | None]] = []
 
     @property
     def before(self) -> Mapping[str, Any]:
-        return self._before
+        return {**self.profile.sections, **self.replaced}
 
     @property
     def now(self) -> int:
@@ -189,6 +191,7 @@ class Batch:
             old = winner.sections[p.name]
             new = p.merge(old, loser.sections[p.name], ctx)
             if new is not old:
+                ctx.replaced.setdefault(p.name, old)
                 winner.sections[p.name] = new
                 winner.dirty.add(p.name)
         ctx.keep()
@@ -215,6 +218,7 @@ class Batch:
             old = sections[p.name]
             new = p.apply(old, entry, ctx)
             if new is not old:
+                ctx.replaced.setdefault(p.name, old)
                 sections[p.name] = new
                 profile.dirty.add(p.name)
         ctx.keep()

@@ -2,8 +2,8 @@
 
 The processor is the only writer of derived state while the checkpoint version is the one it committed
 last; any other commit (a second processor, ``kairos replay``, a retry) moves the version, and the cache is
-dropped. Entries are the states as committed: a batch works on copies (sections and identities are changed
-in place during a batch; the section values themselves are never changed, see the projection contract).
+dropped. Entries are the states as committed. A batch takes them out and changes them in place; a batch that
+does not commit (an error, a conflict) clears the whole cache, so a state is only ever put back as committed.
 """
 
 from __future__ import annotations
@@ -37,12 +37,8 @@ class StateCache:
         return True
 
     def take(self, pk: int) -> tuple[ProfileState, TimerBook] | None:
-        found = self.profiles.get(pk)
-        if found is None:
-            return None
-        self.profiles.move_to_end(pk)
-        p, timers = found
-        return ProfileState(p.pk, p.id, dict(p.sections), set(p.identities), p.merged_into), dict(timers)
+        """The committed state of ``pk``, removed from the cache until the batch that took it commits."""
+        return self.profiles.pop(pk, None)
 
     def put(self, profile: ProfileState, timers: TimerBook, version: int) -> None:
         if not self.size:

@@ -156,6 +156,7 @@ class Processor:
             writes = self._finish(outcome)
             state.commit(writes, cp, entries[-1].seq if entries else cp.seq)
         except CheckpointConflict:
+            self.cache.clear()  # the batch changed the cached states in place; another writer went first
             log.warning("checkpoint moved under us; re-reading", extra={"from_seq": cp.seq})
             return 0
         except Exception as exc:
