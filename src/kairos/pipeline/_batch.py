@@ -138,20 +138,21 @@ class Batch:
                     continue
                 profile, timers = cached
                 self.profiles[pk] = profile
-                if timers:
-                    self.book[pk] = timers
-                    for (projection, key), t in timers.items():
-                        self.stored_timers[(pk, projection, key)] = t
-                        heapq.heappush(self._heap, (t.due_at, pk, projection, key))
+                for t in timers.values():
+                    self._track(t)
             missing = rest
         if not missing:
             return
         for pk, row in self.state.load_profiles(missing).items():
             self.profiles[pk] = self.codec.state(row)
         for t in self.state.timers_of(missing):
-            self.book.setdefault(t.profile_pk, {})[(t.projection, t.key)] = t
-            self.stored_timers[(t.profile_pk, t.projection, t.key)] = t
-            heapq.heappush(self._heap, (t.due_at, t.profile_pk, t.projection, t.key))
+            self._track(t)
+
+    def _track(self, t: TimerRow) -> None:
+        """A timer as stored: in the book, remembered as stored (for the diff at commit), and due in the heap."""
+        self.book.setdefault(t.profile_pk, {})[(t.projection, t.key)] = t
+        self.stored_timers[(t.profile_pk, t.projection, t.key)] = t
+        heapq.heappush(self._heap, (t.due_at, t.profile_pk, t.projection, t.key))
 
     # -- the identity graph (kairos.identity.Graph) -------------------------------------------------
     def canonical(self, pk: int) -> int:
@@ -285,7 +286,7 @@ class Batch:
                 if columns:
                     w.updates.setdefault(columns, []).append((*values, profile.pk))
         for name, rows in self.inserts.items():
-            table = self.codec_table(name)
+            table = self.codec.tables_by_name[name]
             col = table.column_names.index(table.profile_column) if table.profile_column else None
             if col is not None and self.redirects:
                 rows = [r if r[col] not in self.redirects else (*r[:col], canon(r[col]), *r[col + 1 :]) for r in rows]
@@ -294,12 +295,6 @@ class Batch:
         w.timers_deleted = sorted(self.stored_timers.keys() - final.keys())
         w.timers_set = [row for key, row in sorted(final.items()) if self.stored_timers.get(key) != row]
         return w
-
-    def codec_table(self, name: str) -> Table:
-        for table in self.codec.tables:
-            if table.name == name:
-                return table
-        raise KeyError(name)
 
     def remember(self, version: int) -> None:
         """After a commit at checkpoint ``version``: keep this batch's profiles and owners for the next."""

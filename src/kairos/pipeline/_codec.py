@@ -28,6 +28,7 @@ class ProfileCodec:
         self.indexes: tuple[Index, ...] = tuple(i for p in self.projections for i in p.indexes)
         self.tables: tuple[Table, ...] = tuple(t for p in self.projections for t in p.tables)
         self.by_name = {p.name: p for p in self.projections}
+        self.tables_by_name = {t.name: t for t in self.tables}
         self.column_names = {p.name: tuple(c.name for c in p.columns) for p in self.projections}
 
     def new(self, pk: int) -> ProfileState:

@@ -153,7 +153,7 @@ class Processor:
         due_pks = [t.profile_pk for t in due]
         try:
             outcome = self._apply(cp, entries, due_pks, idle_until)
-            writes = self._finish(outcome)
+            writes = outcome.batch.writes()
             state.commit(writes, cp, entries[-1].seq if entries else cp.seq)
         except CheckpointConflict:
             self.cache.clear()  # the batch changed the cached states in place; another writer went first
@@ -278,10 +278,7 @@ class Processor:
         rank = self.identifiers.rank
         return sorted(dict.fromkeys([*ids, *previous]), key=lambda k: (rank.get(k[0], len(rank)), k in previous, k[1]))
 
-    def _finish(self, outcome: _Outcome) -> Writes:
-        return outcome.batch.writes()
-
-    def _done(self, outcome: _Outcome, entries: Sequence[LogEntry], deadlettered: int = 0) -> None:
+    def _done(self, outcome: _Outcome, entries: Sequence[LogEntry]) -> None:
         """After a commit: counters, metrics, the ids to invalidate. Never before: a retried batch must not
         count twice."""
         batch = outcome.batch
@@ -294,14 +291,12 @@ class Processor:
             ("duplicates", outcome.duplicates),
             ("unattributed", outcome.unattributed),
             ("timers_fired", batch.fired),
-            ("deadlettered", deadlettered),
         ):
             self.totals[name] += n
         EVENTS_APPLIED.inc(outcome.applied)
         EVENTS_DUPLICATE.inc(outcome.duplicates)
         EVENTS_UNATTRIBUTED.inc(outcome.unattributed)
         TIMERS_FIRED.inc(batch.fired)
-        EVENTS_DEADLETTERED.inc(deadlettered)
         for merge in batch.merges:
             MERGES.labels(merge.reason).inc()
         if entries:
@@ -311,7 +306,7 @@ class Processor:
     def _probe(self, cp: Checkpoint, entries: Sequence[LogEntry], due_pks: Sequence[int]) -> _Outcome:
         """Apply ``entries`` and commit them on trial (rolled back); raises what either step raises."""
         outcome = self._apply(cp, entries, due_pks, None)
-        self.store.state.commit(self._finish(outcome), cp, entries[-1].seq if entries else cp.seq, dry_run=True)
+        self.store.state.commit(outcome.batch.writes(), cp, entries[-1].seq if entries else cp.seq, dry_run=True)
         return outcome
 
     def _narrow(
@@ -349,7 +344,7 @@ class Processor:
             mid = (lo + hi) // 2
         bad = entries[lo]
         outcome = self._apply(cp, entries[:lo], due_pks, None) if lo else None
-        writes = self._finish(outcome) if outcome else Writes()
+        writes = outcome.batch.writes() if outcome else Writes()
         writes.deadletters.append(
             DeadLetter(bad.seq, bad.source, type(error).__name__, describe(error), self.clock.now())
         )
@@ -361,15 +356,12 @@ class Processor:
             "event could not be applied; dead-lettered",
             extra={"seq": bad.seq, "source": bad.source, "error_class": type(error).__name__, "probes": probes},
         )
-        self.consecutive_failures += 1
         self.last_error = type(error).__name__
         if outcome is not None:
-            self._done(outcome, entries[:lo], deadlettered=1)
-            if outcome.applied:
-                self.consecutive_failures = 1
-        else:
-            self.totals["deadlettered"] += 1
-            EVENTS_DEADLETTERED.inc()
+            self._done(outcome, entries[:lo])  # resets the run of failures if an event before it applied
+        self.consecutive_failures += 1
+        self.totals["deadlettered"] += 1
+        EVENTS_DEADLETTERED.inc()
         if self.consecutive_failures >= self.max_failures:
             self.paused = (
                 f"{self.consecutive_failures} events in a row could not be applied (last: seq {bad.seq},"
@@ -399,7 +391,7 @@ class Processor:
             cp = self.store.state.checkpoint()
             try:
                 outcome = self._apply(cp, [entries[seq]], [], None)
-                writes = self._finish(outcome)
+                writes = outcome.batch.writes()
                 writes.retried.append((seq, self.clock.now()))
                 self.store.state.commit(writes, cp, cp.seq)
                 self._done(outcome, [])

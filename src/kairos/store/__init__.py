@@ -89,7 +89,7 @@ class SqlStore:
         self.transient_errors = dialect.transient_errors
         self.db.migrate()
         self.log = SqlLog(self.log_db)
-        self.state = SqlState(self.db, profiles, owned)
+        self.state = SqlState(self.db, profiles)
         self.admin = SqlAdmin(self.log_db)
         self.outbox = SqlOutbox(self.db)
         self._maintenance = list(maintenance)

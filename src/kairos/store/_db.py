@@ -172,8 +172,7 @@ class Database:
             self.d.update_many(conn, table.name, key, columns, self.types(table, (*columns, key)), rows)
 
     def json_columns(self, table: Table, columns: Sequence[str]) -> list[int]:
-        types = {c.name: c.type for c in table.columns}
-        return [i for i, name in enumerate(columns) if types[name] == "json"]
+        return [i for i, t in enumerate(self.types(table, columns)) if t == "json"]
 
     # -- schema ------------------------------------------------------------------------------------
     def ddl(self, table: Table) -> list[str]:

@@ -35,7 +35,7 @@ def digest(key: str) -> bytes:
 
 
 class SqlState:
-    def __init__(self, db: Database, profiles: Table, owned: Sequence[Table]) -> None:
+    def __init__(self, db: Database, profiles: Table) -> None:
         self.db = db
         self.profiles = profiles
         self.columns = profiles.column_names
@@ -43,7 +43,7 @@ class SqlState:
         self._select = f"SELECT {', '.join(self.columns)} FROM profiles"
         # Tables whose rows follow their profile into a merge (timers are moved by the processor instead:
         # two profiles may hold a timer under the same key, and it decides which survives).
-        self.rekeyed = [t for t in (*db.derived, *owned) if t.profile_column and t is not TIMERS]
+        self.rekeyed = [t for t in db.derived if t.profile_column and t is not TIMERS]  # owned tables included
 
     # -- processor side ----------------------------------------------------------------------------
     def checkpoint(self, name: str = MAIN) -> Checkpoint:
@@ -281,7 +281,7 @@ class SqlState:
             conds = list(self.db.where_in("seq", list(seqs)))
             if not conds:
                 return []
-            sql += f" WHERE {conds[0][0]}" if len(conds) == 1 else " WHERE " + " OR ".join(c for c, _ in conds)
+            sql += " WHERE " + " OR ".join(c for c, _ in conds)
             params = [p for _, ps in conds for p in ps]
         with self.db.conn() as conn:
             rows = self.db.rows(conn, sql + " ORDER BY seq LIMIT {p}", [*params, limit])

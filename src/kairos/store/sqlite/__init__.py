@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from kairos.store._db import chunks
 from kairos.store.schema import Column, Index, Table
 
 __all__ = ["Checkpointer", "SqliteDialect"]
@@ -168,14 +169,13 @@ class SqliteDialect:
     def keys_join(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
         # A join on the keys drives the primary key (type, value); SQLite 3.40 scans the whole table for
         # `(type, value) IN (VALUES ...)`.
-        out = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            values = ",".join(["(?, ?)"] * len(chunk))
-            out.append(
-                (f"(SELECT column1 AS t, column2 AS v FROM (VALUES {values})) AS k", [p for k in chunk for p in k])
+        return [
+            (
+                f"(SELECT column1 AS t, column2 AS v FROM (VALUES {','.join(['(?, ?)'] * len(chunk))})) AS k",
+                [p for k in chunk for p in k],
             )
-        return out
+            for chunk in chunks(keys)
+        ]
 
 
 class Checkpointer:
