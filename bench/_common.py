@@ -65,6 +65,12 @@ PG_URL = "postgresql://127.0.0.1:5432/test"
 WRK_INSTALL = "apt-get install -y wrk"
 
 
+def require_wrk() -> None:
+    """Stop a benchmark that needs wrk, saying how to get it."""
+    if wrk_path() is None:
+        raise SystemExit(f"wrk is not installed; install it with: {WRK_INSTALL}  (Debian package `wrk`)")
+
+
 def bench_env(**settings: str) -> dict[str, str]:
     """Environment for a Kairos process: defaults only, plus ``KAIROS__...`` overrides given here."""
     empty = RESULTS / "empty.toml"

@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 import _compat
-from _common import BENCH, Server, WrkResult, add_source, exit_on_sigterm, run_wrk, tmp_dir, use_defaults, wrk_path
+from _common import BENCH, Server, WrkResult, add_source, exit_on_sigterm, require_wrk, run_wrk, tmp_dir, use_defaults
 from _events import EPOCH, Person, batch_body, event_size, identify, people, track, uuid_from
 from _stats import Stat, fmt, table
 
@@ -392,8 +392,7 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, help="write the result here (make bench runs it this way)")
     args = parser.parse_args()
     exit_on_sigterm()
-    if wrk_path() is None:
-        raise SystemExit("wrk is not installed; install it with: apt-get install -y wrk")
+    require_wrk()
     use_defaults()
     with tmp_dir("ingest") as workdir:
         if args.server == "bare":

@@ -29,7 +29,7 @@ import ingest
 import lookup
 import processor
 import sustained
-from _common import BASELINE_COMMIT, PG_URL, ROOT, exit_on_sigterm, machine, save_json, tmp_dir, wrk_path
+from _common import BASELINE_COMMIT, PG_URL, ROOT, exit_on_sigterm, machine, require_wrk, save_json, tmp_dir
 from _report import DOC, Results, write_doc
 from _versions import Version, baseline_version, current_version, interleaved, run_part
 
@@ -153,8 +153,8 @@ def run_sustained(args: argparse.Namespace, versions: list[Version], workdir: Pa
 def main() -> None:
     args = _args()
     exit_on_sigterm()
-    if {"ingest", "sustained"} & set(args.parts) and wrk_path() is None:
-        sys.exit("wrk is not installed; install it with: apt-get install -y wrk  (Debian package `wrk`)")
+    if {"ingest", "sustained"} & set(args.parts):
+        require_wrk()
     started = time.monotonic()
     info = machine()
     settings: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("parts",)}

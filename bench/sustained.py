@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import _compat
-from _common import Server, WrkResult, add_source, exit_on_sigterm, run_wrk, tmp_dir, use_defaults, wrk_path
+from _common import Server, WrkResult, add_source, exit_on_sigterm, require_wrk, run_wrk, tmp_dir, use_defaults
 from _stats import fmt, table
 from ingest import BATCH, SCRIPT, check_stored, make_bodies, wait_caught_up, wrk_env
 
@@ -292,8 +292,7 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, help="write the result here (make bench runs it this way)")
     args = parser.parse_args()
     exit_on_sigterm()
-    if wrk_path() is None:
-        raise SystemExit("wrk is not installed; install it with: apt-get install -y wrk")
+    require_wrk()
     use_defaults()
     with tmp_dir("sustained") as workdir:
         result = sustained_run(workdir, args.rate, args.duration, args.connections, args.catch_up_timeout, args.warmup)
