@@ -20,8 +20,14 @@ from kairos.api._common import json_response, runtime
 from kairos.api.openapi import spec
 from kairos.metrics import PROCESSOR_LAG, PROCESSOR_UP, REGISTRY
 from kairos.pipeline.worker import Worker
+from kairos.runtime import Kairos
 
 __all__ = ["routes"]
+
+
+def _positions(kairos: Kairos) -> tuple[int, int]:
+    """The end of the log and what the processor has applied of it."""
+    return kairos.store.log.last_seq(), kairos.store.state.checkpoint().seq
 
 
 def _processor(request: Request) -> dict[str, Any]:
@@ -33,9 +39,7 @@ async def healthz(request: Request) -> Response:
     kairos = runtime(request)
     processor = _processor(request)
     try:
-        last, checkpoint = await run_in_threadpool(
-            lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint().seq)
-        )
+        last, checkpoint = await run_in_threadpool(_positions, kairos)
     except Exception as exc:  # the store is down: say so instead of failing with a 500
         return json_response({"status": "unavailable", "store": type(exc).__name__, "processor": processor}, 503)
     # A paused or restarting processor leaves ingest working: still 200, so that a load balancer keeps
@@ -56,9 +60,7 @@ async def healthz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     kairos = runtime(request)
-    last, checkpoint = await run_in_threadpool(
-        lambda: (kairos.store.log.last_seq(), kairos.store.state.checkpoint().seq)
-    )
+    last, checkpoint = await run_in_threadpool(_positions, kairos)
     PROCESSOR_LAG.set(max(0, last - checkpoint))
     PROCESSOR_UP.set(1 if _processor(request)["state"] == "running" else 0)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
