@@ -14,9 +14,12 @@ import signal
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kairos.metrics import PROCESSOR_COUNTERS
+
+if TYPE_CHECKING:
+    from kairos.pipeline.processor import Processor
 
 __all__ = ["run"]
 
@@ -42,21 +45,6 @@ class _Link:
                 self.broken = True
 
 
-class _Progress(logging.Handler):
-    """Batches, last batch time and the class of the last error ``run_forever`` logged and retried after
-    (the log record is the only place where such an error surfaces)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.batches = 0
-        self.last_batch_at: float | None = None
-        self.last_error: str | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info and record.exc_info[0] is not None:
-            self.last_error = record.exc_info[0].__name__
-
-
 def counter_values() -> list[tuple[str, dict[str, str], float]]:
     """This process's processor counters as ``(name, labels, value)``, for the parent to mirror."""
     out = []
@@ -66,37 +54,23 @@ def counter_values() -> list[tuple[str, dict[str, str], float]]:
     return out
 
 
-def snapshot(processor: Any, progress: _Progress, state: str | None = None) -> dict[str, Any]:
-    """The status the parent shows in ``/healthz`` and ``/metrics``; JSON-safe."""
-    counters = counter_values()
-    totals = {name: sum(v for n, _, v in counters if n == name) for name in PROCESSOR_COUNTERS}
-    snap: dict[str, Any] = {
-        "state": "running",
-        "pid": os.getpid(),
-        "applied": int(totals["kairos_processor_events"]),
-        "deadlettered": int(totals["kairos_processor_deadlettered"]),
-        "duplicates": int(totals["kairos_processor_duplicates"]),
-        "batches": progress.batches,
-        "last_batch_at": progress.last_batch_at,
-        "last_error": progress.last_error,
-    }
-    status = getattr(processor, "status", None)  # the processor's own view (state, reason...) wins
-    if callable(status):
-        snap.update(status())
+def snapshot(processor: Processor, state: str | None = None) -> dict[str, Any]:
+    """The status the parent shows in ``/healthz`` and ``/metrics``; JSON-safe: the processor's own
+    ``status()`` (state, pause reason, totals, last error) and its counters, for the parent to mirror."""
+    snap: dict[str, Any] = {"pid": os.getpid(), **processor.status(), "counters": counter_values()}
     if state is not None:
         snap["state"] = state
-    snap["counters"] = counters
     return snap
 
 
-def _watch(link: _Link, processor: Any, progress: _Progress, parent_pid: int, interval: float) -> None:
+def _watch(link: _Link, processor: Processor, parent_pid: int, interval: float) -> None:
     """Report status every ``interval`` s; stop the processor when asked, or when the parent is gone: its
     end of the pipe closes when it dies, even by SIGKILL (EOF), and we are re-parented (pid change)."""
     next_status = 0.0
     try:
         while not link.broken and os.getppid() == parent_pid:
             if time.monotonic() >= next_status:
-                link.send(("status", snapshot(processor, progress)))
+                link.send(("status", snapshot(processor)))
                 next_status = time.monotonic() + interval
             if link.conn.poll(min(interval, 1.0)) and link.conn.recv()[0] == "stop":
                 break
@@ -116,8 +90,6 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
     settings = Settings.model_validate(settings_data)  # exactly the parent's settings, not re-read
     setup_logging(settings.server.log_level)
     link = _Link(conn)
-    progress = _Progress()
-    logging.getLogger("kairos").addHandler(progress)
     if settings.processor.nice:
         os.nice(settings.processor.nice)
     try:
@@ -129,13 +101,11 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
         raise SystemExit(1) from None
 
     def on_batch(changed: list[str]) -> None:
-        progress.batches += 1
-        progress.last_batch_at = time.time()
         link.send(("batch", changed))
 
     watcher = threading.Thread(
         target=_watch,
-        args=(link, kairos.processor, progress, parent_pid, status_interval),
+        args=(link, kairos.processor, parent_pid, status_interval),
         name="kairos-processor-watch",
         daemon=True,
     )
@@ -145,6 +115,6 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
         kairos.processor.run_forever(settings.processor.poll_interval_ms / 1000, on_batch)
     finally:
         watcher.join(status_interval + 1.0)  # it asked for the stop; let it go before the pipe closes
-        link.send(("status", snapshot(kairos.processor, progress, state="stopped")))
+        link.send(("status", snapshot(kairos.processor, state="stopped")))
         kairos.close()
         conn.close()

@@ -8,10 +8,10 @@ The pipe between them carries pickled tuples:
 
 - child → parent ``("batch", [profile ids])`` after each committed batch; the parent drops those profiles
   from its read cache, so a read right after the commit sees it whatever ``store.cache_ttl_seconds`` is.
-- child → parent ``("status", snapshot)`` every ``status_interval`` seconds and as its last word: state
-  (``running``/``paused``/``stopped``), pid, events applied, batches, last error class, the processor's
-  own :meth:`status` when it has one (e.g. a pause reason), and its counters, which the parent mirrors
-  into its ``/metrics`` (they are invisible to it otherwise).
+- child → parent ``("status", snapshot)`` every ``status_interval`` seconds and as its last word: the pid,
+  the processor's own :meth:`~kairos.pipeline.Processor.status` (state ``running``/``paused``/``stopped``,
+  pause reason, totals, last error class) and its counters, which the parent mirrors into its
+  ``/metrics`` (they are invisible to it otherwise).
 - parent → child ``("stop",)``: finish the current batch and exit. The end of the pipe (the parent died,
   even by SIGKILL) means the same, so a killed ``kairos serve`` leaves no processor behind.
 
