@@ -260,10 +260,34 @@ class Batch:
                 on_error(timer, exc)  # the timer is dropped with its effects; the state is as it was
                 continue
             if new is not old:
+                ctx.replaced[projection] = old
                 profile.sections[projection] = new
                 profile.dirty.add(projection)
+                try:
+                    self.react(profile, ctx, after=projection)
+                except Exception as exc:
+                    for name, value in ctx.replaced.items():  # undo: the timer is dropped with its effects
+                        profile.sections[name] = value
+                    on_error(timer, exc)
+                    continue
             ctx.keep()
             self.fired += 1
+
+    def react(self, profile: ProfileState, ctx: _Ctx, after: str | None = None) -> None:
+        """Let the projections after ``after`` (all, if None) see a change not caused by an event."""
+        sections = profile.sections
+        started = after is None
+        for p in self.projections:
+            if not started:
+                started = p.name == after
+                continue
+            ctx.name = p.name
+            old = sections[p.name]
+            new = p.changed(old, ctx)
+            if new is not old:
+                ctx.replaced.setdefault(p.name, old)
+                sections[p.name] = new
+                profile.dirty.add(p.name)
 
     # -- the result --------------------------------------------------------------------------------
     def writes(self) -> Writes:

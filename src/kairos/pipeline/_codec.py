@@ -61,5 +61,17 @@ class ProfileCodec:
     def view(self, profile: ProfileState) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for p in self.projections:
-            out.update(p.view(profile.sections[p.name]))
+            for key, value in p.view(profile.sections[p.name]).items():
+                mine = out.get(key)
+                if isinstance(mine, dict) and isinstance(value, dict):
+                    out[key] = {**mine, **value}
+                else:
+                    out[key] = value
+        return out
+
+    def traits(self, profile: ProfileState) -> dict[str, Any]:
+        """Every trait value of ``profile``, from every projection that contributes traits."""
+        out: dict[str, Any] = {}
+        for p in self.projections:
+            out.update(p.traits(profile.sections[p.name]))
         return out

@@ -214,6 +214,17 @@ class Projection(Generic[S]):
         """The state stored in ``columns`` (JSON columns arrive decoded)."""
         return self.initial()
 
+    def changed(self, state: S, ctx: Context) -> S:
+        """The profile changed other than by an event: another projection's timer fired, or a definition
+        changed (:meth:`refresh`). Projections that derive from others (segments) re-evaluate here."""
+        return state
+
+    def traits(self, state: S) -> Mapping[str, Any]:
+        """Trait values this projection contributes to the profile (name → value): what rules see as
+        ``traits`` and the profile API shows under ``traits`` (``view`` adds their ``trait_meta``)."""
+        return {}
+
     def view(self, state: S) -> dict[str, Any]:
-        """Fields this projection adds to ``GET /v1/profiles/{ref}``."""
+        """Fields this projection adds to ``GET /v1/profiles/{ref}``; ``traits`` and ``trait_meta`` are
+        merged with other projections' (a mapping value is merged, not replaced)."""
         return {}

@@ -114,6 +114,9 @@ class Traits(Projection[TraitMap]):
             for k, v in traits.items()
         }
 
+    def traits(self, state: TraitMap) -> Mapping[str, Any]:
+        return {k: t.value for k, t in state.items()}
+
     def view(self, state: TraitMap) -> dict[str, Any]:
         ordered = sorted(state.items())
         return {
