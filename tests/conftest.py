@@ -200,6 +200,8 @@ def dump_state(kairos: Kairos) -> dict[str, list[tuple[Any, ...]]]:
     out: dict[str, list[tuple[Any, ...]]] = {}
     with db.conn() as conn:
         for table in (*db.derived, db.tables["outbox"]):
+            if table.name == "jobs":  # bookkeeping of backfills (when they ran), not derived state
+                continue
             cols = [c.name for c in table.columns if c.type != "serial" and c.name not in ("version", "created_at")]
             if table.name == "outbox":
                 cols = ["key", "type", "profile_id", "payload"]

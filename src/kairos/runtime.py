@@ -16,6 +16,7 @@ from cachetools import TTLCache
 
 from kairos.collect import Body, EventError, NewEvent, body_from_payload, prepare
 from kairos.config import Settings, load_settings
+from kairos.definitions import Catalog, catalog_of, load
 from kairos.errors import AuthError, ForbiddenError, ValidationError
 from kairos.metrics import INGESTED, REJECTED
 from kairos.pipeline import Clock, Processor, ProfileState, Projection, SystemClock
@@ -56,12 +57,24 @@ class Kairos:
         self.settings = settings or load_settings()
         self.clock: Clock = clock or SystemClock()
         self.projections = list(projections if projections is not None else default_projections(self.settings))
+        # The computed traits and segments the projections run; the processor keeps it current, and the
+        # API process (which reads computed values through it) reloads it when definitions change.
+        self.catalog = catalog_of(self.projections) or Catalog()
+        self._catalog_checked = 0.0
         self.codec = ProfileCodec(self.projections)
         self.store: Store = open_store(self.settings.store, self.codec.columns, self.codec.indexes, self.codec.tables)
         self.processor = Processor(self.store, self.settings, self.projections, self.clock)
         self.cache: Cache = MemoryCache(self.settings.store.cache_size, self.settings.store.cache_ttl_seconds)
         # Write keys are checked on every collect request; a disabled source takes effect within 5 s.
         self._sources: TTLCache[str, Source | None] = TTLCache(maxsize=10_000, ttl=5.0)
+
+    def definitions(self, max_age: float = 1.0) -> Catalog:
+        """The catalog, reloaded from the store if it may be older than ``max_age`` seconds."""
+        now = time.monotonic()
+        if now - self._catalog_checked >= max_age:
+            load(self.store.admin, self.catalog)
+            self._catalog_checked = now
+        return self.catalog
 
     def close(self) -> None:
         self.processor.stop()
@@ -157,5 +170,6 @@ class Kairos:
         return None if usable is None else self.store.state.resolve_identity((kind, usable))
 
     def profile(self, pk: int) -> ProfileState | None:
+        self.definitions()  # computed traits are decoded through the current definitions
         row = self.store.state.load_profiles([pk]).get(pk)
         return None if row is None else self.codec.state(row)

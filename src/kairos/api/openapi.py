@@ -85,6 +85,169 @@ _CURSOR = {
 }
 
 
+DERIVED_ITEMS = ("segment_entered", "segment_exited")
+_KEY = {
+    "name": "key",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+}
+
+
+def _op(tag: str, summary: str, scope: str, ok: str | None, body: str | None = None, **extra: Any) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", **({"content": {"application/json": {"schema": _ref(ok)}}} if ok else {})},
+        "400": _error("Invalid definition or parameter (a rule error carries `position`, `line`, `column`)."),
+        "401": _error("Missing or unknown API key."),
+        "403": _error(f"The key lacks the `{scope}` scope."),
+        "404": _error("No such definition."),
+    }
+    op: dict[str, Any] = {"tags": [tag], "summary": summary, "security": [{"apiKey": []}], "responses": responses}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    op.update(extra)
+    return op
+
+
+def definition_paths() -> dict[str, Any]:
+    """Computed traits and segments."""
+    paths: dict[str, Any] = {}
+    for kind, tag, body in (("traits", "computed traits", "TraitBody"), ("segments", "segments", "SegmentBody")):
+        one = kind[:-1].capitalize()
+        put = _op(tag, f"Create or change a {kind[:-1]} (backfills every profile)", "admin", one, body)
+        put["parameters"] = [_KEY]
+        put["responses"]["201"] = {"description": "Created", "content": {"application/json": {"schema": _ref(one)}}}
+        paths[f"/v1/{kind}"] = {"get": _op(tag, f"All {kind}", "read", f"{one}List")}
+        paths[f"/v1/{kind}/{{key}}"] = {
+            "put": put,
+            "get": {**_op(tag, f"One {kind[:-1]}, with its backfill's progress", "read", one), "parameters": [_KEY]},
+            "delete": {**_op(tag, f"Delete a {kind[:-1]}", "admin", "Deleted"), "parameters": [_KEY]},
+        }
+    paths["/v1/segments/{key}/members"] = {
+        "get": {
+            **_op("segments", "Profiles in the segment now", "read", "Members"),
+            "parameters": [_KEY, {**_LIMIT, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}, _CURSOR],
+        }
+    }
+    paths["/v1/segments:preview"] = {
+        "post": _op("segments", "Size and a sample of a rule, without saving it", "read", "Preview", "SegmentBody")
+    }
+    return paths
+
+
+def definition_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
+    text = {"type": "string"}
+    backfill = {
+        "type": "object",
+        "required": ["status", "done", "total"],
+        "properties": {
+            "status": {"enum": ["pending", "running", "done"]},
+            "done": {"type": "integer"},
+            "total": {"type": ["integer", "null"]},
+            "started_at": {"type": "integer", "description": "epoch ms"},
+            "finished_at": {"type": ["integer", "null"], "description": "epoch ms"},
+        },
+    }
+    warning = {
+        "type": "object",
+        "required": ["code", "field", "message"],
+        "properties": {"code": text, "field": text, "message": text},
+    }
+    common = {
+        "key": text,
+        "description": text,
+        "version": {"type": "integer"},
+        "created_at": {"type": "integer", "description": "epoch ms"},
+        "updated_at": {"type": "integer", "description": "epoch ms"},
+        "backfill": backfill,
+        "changed": {"type": "boolean", "description": "PUT only: false when the definition was already so."},
+        "warnings": {"type": "array", "items": warning},
+    }
+    trait_fields: dict[str, Any] = {
+        "aggregate": {
+            "enum": ["count", "sum", "min", "max", "avg", "first", "last", "distinct_count", "most_frequent"]
+        },
+        "event": {**text, "description": "Only events (track) or pages/screens of this name."},
+        "where": {**text, "description": "A CEL condition over the event (event, event_type, properties, ...)."},
+        "property": {**text, "description": "Dotted path into the event's properties."},
+        "window": {**text, "pattern": "^[1-9][0-9]{0,6}[mhd]$", "description": "e.g. 30d; none: all time"},
+        "description": text,
+    }
+    trait_body = {"type": "object", "required": ["aggregate"], "properties": trait_fields}
+    segment_fields: dict[str, Any] = {
+        "rule": {**text, "description": "A CEL condition over the profile."},
+        "description": text,
+    }
+    segment_body = {"type": "object", "required": ["rule"], "properties": segment_fields}
+    size_point = {
+        "type": "object",
+        "required": ["date", "size", "entered", "exited"],
+        "properties": {
+            "date": {"type": "string", "format": "date"},
+            "size": {"type": "integer"},
+            "entered": {"type": "integer"},
+            "exited": {"type": "integer"},
+        },
+    }
+    trait = {
+        "type": "object",
+        "required": ["key", "aggregate", "version", "created_at", "updated_at", "backfill"],
+        "properties": {**common, **trait_fields},
+    }
+    segment = {
+        "type": "object",
+        "required": ["key", "rule", "version", "created_at", "updated_at", "backfill", "size", "size_history"],
+        "properties": {
+            **common,
+            **segment_fields,
+            "size": {"type": "integer"},
+            "size_history": {"type": "array", "items": size_point},
+        },
+    }
+    return {
+        "TraitBody": trait_body,
+        "SegmentBody": segment_body,
+        "Trait": trait,
+        "Segment": segment,
+        "TraitList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": trait}},
+        },
+        "SegmentList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": segment}},
+        },
+        "Deleted": {
+            "type": "object",
+            "required": ["key", "deleted", "version"],
+            "properties": {"key": text, "deleted": {"const": True}, "version": {"type": "integer"}},
+        },
+        "Members": {
+            "type": "object",
+            "required": ["items", "next_cursor"],
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"type": "object", "required": ["profile_id"], "properties": {"profile_id": text}},
+                },
+                "next_cursor": cursor,
+            },
+        },
+        "Preview": {
+            "type": "object",
+            "required": ["size", "sample"],
+            "properties": {
+                "size": {"type": "integer"},
+                "sample": {"type": "array", "items": text, "description": "profile ids"},
+                "took_ms": {"type": "number"},
+                "segments_defined": {"type": "integer"},
+            },
+        },
+    }
+
+
 @cache
 def spec() -> dict[str, Any]:
     paths: dict[str, Any] = {}
@@ -111,6 +274,7 @@ def spec() -> dict[str, Any]:
         "The profile's timeline, newest first", "Timeline", [_REF, _LIMIT, _CURSOR]
     )
     paths["/v1/profiles/{ref}/merges"] = _read_op("Merges that built this profile", "Merges", [_REF])
+    paths.update(definition_paths())
     for path, summary in (
         ("/healthz", "Liveness and processor lag"),
         ("/metrics", "Prometheus metrics"),
@@ -248,6 +412,9 @@ def spec() -> dict[str, Any]:
                                 "code": {"type": "string"},
                                 "field": {"type": "string"},
                                 "message": {"type": "string"},
+                                "position": {"type": "integer", "description": "invalid_rule: 0-based offset"},
+                                "line": {"type": "integer", "description": "invalid_rule: 1-based"},
+                                "column": {"type": "integer", "description": "invalid_rule: 1-based"},
                             },
                         },
                     },
@@ -271,6 +438,7 @@ def spec() -> dict[str, Any]:
                         },
                     },
                 },
+                **definition_schemas(stamp, cursor),
                 "Profile": profile,
                 "ProfileList": {
                     "type": "object",
@@ -291,12 +459,21 @@ def spec() -> dict[str, Any]:
                                 "required": ["seq", "type", "name", "timestamp", "event"],
                                 "properties": {
                                     "seq": {"type": "integer"},
-                                    "type": {"enum": sorted(EVENT_TYPES)},
-                                    "name": {"type": ["string", "null"], "description": "Event or page name."},
+                                    "type": {"enum": [*sorted(EVENT_TYPES), *DERIVED_ITEMS]},
+                                    "name": {
+                                        "type": ["string", "null"],
+                                        "description": "Event or page name; for a segment item, the segment key.",
+                                    },
                                     "timestamp": stamp,
                                     "event": {
-                                        "description": "null if the log no longer holds the event.",
+                                        "description": "null if the log no longer holds the event, or for an item"
+                                        " derived from events (a segment entered or left).",
                                         "anyOf": [_ref("StoredEvent"), {"type": "null"}],
+                                    },
+                                    "data": {
+                                        "type": "object",
+                                        "additionalProperties": True,
+                                        "description": "Derived items only: e.g. the rule version.",
                                     },
                                 },
                             },

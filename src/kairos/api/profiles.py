@@ -133,6 +133,7 @@ def _event_view(entry: LogEntry) -> Any:
 
 def _list(kairos: Kairos, filters: dict[str, Any], limit: int, cursor: str | None) -> dict[str, Any]:
     after = decode_cursor(cursor, 1)[0] if cursor else None
+    kairos.definitions()  # computed traits are decoded and read through the current definitions
     rows = kairos.store.state.list_profiles(filters, limit + 1, after)
     more = len(rows) > limit
     rows = rows[:limit]

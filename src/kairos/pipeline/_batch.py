@@ -29,20 +29,36 @@ TimerKey = tuple[str, str]  # (projection, key)
 class _Ctx:
     """The :class:`~kairos.pipeline.projection.Context` of one event or timer, for one projection at a time."""
 
-    __slots__ = ("_emits", "_inserts", "_timers", "batch", "name", "profile", "replaced", "seq", "source_key")
+    __slots__ = (
+        "_counts",
+        "_emits",
+        "_inserts",
+        "_timers",
+        "batch",
+        "merged",
+        "name",
+        "profile",
+        "replaced",
+        "seq",
+        "source_key",
+        "time",
+    )
 
-    def __init__(self, batch: Batch, profile: ProfileState, seq: int, source_key: str) -> None:
+    def __init__(self, batch: Batch, profile: ProfileState, seq: int, source_key: str, time: int) -> None:
         self.batch = batch
         self.profile = profile
         self.seq = seq
+        self.time = time
         self.source_key = source_key  # names what caused the effects: outbox keys derive from it
         self.name = ""
+        self.merged: ProfileState | None = None
         # Sections replaced so far for this event, by their value before it: ``before`` is built from it only
         # when a projection asks (most never do), instead of copying every section for every event.
         self.replaced: dict[str, Any] = {}
         self._inserts: list[tuple[Table, tuple[Any, ...]]] = []
         self._emits: list[tuple[str, dict[str, Any]]] = []
         self._timers: list[tuple[TimerKey, TimerRow | None]] = []
+        self._counts: list[tuple[Table, tuple[Any, ...], tuple[int, ...]]] = []
 
     @property
     def before(self) -> Mapping[str, Any]:
@@ -75,9 +91,16 @@ class _Ctx:
     def insert(self, table: Table, row: tuple[Any, ...]) -> None:
         self._inserts.append((table, row))
 
+    def count(self, table: Table, key: tuple[Any, ...], deltas: tuple[int, ...]) -> None:
+        self._counts.append((table, key, deltas))
+
     def keep(self) -> None:
         """The event or timer succeeded: its effects join the batch."""
         b = self.batch
+        for table, row, deltas in self._counts:
+            rows = b.counts.setdefault(table.name, {})
+            old = rows.get(row)
+            rows[row] = list(deltas) if old is None else [x + y for x, y in zip(old, deltas, strict=True)]
         for table, values in self._inserts:
             b.inserts.setdefault(table.name, []).append(values)
         for n, (type_, payload) in enumerate(self._emits):
@@ -101,6 +124,7 @@ class Batch:
         self.redirects: dict[int, int] = {}
         self.new_identities: dict[IdentityKey, tuple[int, int]] = {}
         self.inserts: dict[str, list[tuple[Any, ...]]] = {}
+        self.counts: dict[str, dict[tuple[Any, ...], list[int]]] = {}
         self.merges: list[MergeRecord] = []
         self.outbox: list[tuple[str, str, str | None, Any, int]] = []
         self.seen: set[bytes] = set()
@@ -186,7 +210,8 @@ class Batch:
         return profile
 
     def _merge(self, winner: ProfileState, loser: ProfileState, entry: Entry, reason: str, linking: list[Any]) -> None:
-        ctx = _Ctx(self, winner, entry.seq, f"m{entry.seq}:{loser.pk}")
+        ctx = _Ctx(self, winner, entry.seq, f"m{entry.seq}:{loser.pk}", entry.ts)
+        ctx.merged = loser
         for p in self.projections:
             ctx.name = p.name
             old = winner.sections[p.name]
@@ -212,7 +237,7 @@ class Batch:
         self.merges.append(MergeRecord(winner.pk, loser.pk, entry.ts, entry.seq, entry.message_id, reason, linking))
 
     def apply(self, profile: ProfileState, entry: Entry) -> None:
-        ctx = _Ctx(self, profile, entry.seq, f"e{entry.seq}")
+        ctx = _Ctx(self, profile, entry.seq, f"e{entry.seq}", entry.ts)
         sections = profile.sections
         for p in self.projections:
             ctx.name = p.name
@@ -224,6 +249,27 @@ class Batch:
                 profile.dirty.add(p.name)
         ctx.keep()
         self.last_seq = entry.seq
+
+    def refresh(
+        self, profile: ProfileState, keys: Mapping[str, set[str]], history: Sequence[Entry] | None, tag: str
+    ) -> None:
+        """Bring ``profile`` to changed definitions: each projection that runs definitions of a kind in
+        ``keys`` recomputes those; the others see the change (``changed``)."""
+        ctx = _Ctx(self, profile, self.last_seq, f"r{profile.pk}:{tag}", self.now)
+        sections = profile.sections
+        for p in self.projections:
+            ctx.name = p.name
+            old = sections[p.name]
+            kind = p.definition_kind
+            if kind is not None and keys.get(kind):
+                new = p.refresh(old, ctx, keys[kind], history if p.needs_history else None)
+            else:
+                new = p.changed(old, ctx)
+            if new is not old:
+                ctx.replaced.setdefault(p.name, old)
+                sections[p.name] = new
+                profile.dirty.add(p.name)
+        ctx.keep()
 
     # -- timers ------------------------------------------------------------------------------------
     def set_timer(self, pk: int, projection: str, key: str, row: TimerRow | None) -> None:
@@ -250,7 +296,7 @@ class Batch:
             del self.book[pk][(projection, key)]
             profile = self.profiles[pk]
             timer = Timer(projection, key, due, row.payload)
-            ctx = _Ctx(self, profile, self.last_seq, f"t{pk}:{projection}:{key}:{due}")
+            ctx = _Ctx(self, profile, self.last_seq, f"t{pk}:{projection}:{key}:{due}", due)
             ctx.name = projection
             p = self.codec.by_name[projection]
             old = profile.sections[projection]
@@ -299,6 +345,7 @@ class Batch:
             merges=self.merges,
             seen=self.applied_digests,
             outbox=self.outbox,
+            counts=self.counts,
         )
         for loser, winner in w.redirects.items():
             self.profiles[loser].merged_into = winner

@@ -19,6 +19,7 @@ processor pauses and says why (``status()``, ``/healthz``): a bug should stop th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
 import threading
@@ -31,6 +32,7 @@ from typing import Any
 import msgspec
 
 from kairos.config import Settings
+from kairos.definitions import Catalog, catalog_of
 from kairos.errors import CheckpointConflict, KairosError
 from kairos.identity import Identifiers, Resolver
 from kairos.metrics import (
@@ -47,13 +49,18 @@ from kairos.pipeline._cache import StateCache
 from kairos.pipeline._codec import ProfileCodec
 from kairos.pipeline.clock import Clock
 from kairos.pipeline.projection import Entry, Event, Projection, Timer
-from kairos.store import Checkpoint, DeadLetter, IdentityKey, LogEntry, Store, Writes, digest
+from kairos.store import Checkpoint, DeadLetter, IdentityKey, Job, LogEntry, Store, Writes, digest
 
 __all__ = ["Processor", "dedup_key"]
 
 log = logging.getLogger("kairos.processor")
 _decode = msgspec.json.Decoder(Event).decode
 TIMER_LIMIT = 10_000  # most due timers loaded per batch
+JOB_CHUNK = 1000  # profiles a backfill step brings to changed definitions, between two batches of events
+
+
+def _replace(job: Job, **changes: Any) -> Job:
+    return dataclasses.replace(job, **changes)
 
 
 def dedup_key(source: str, message_id: str) -> str:
@@ -98,8 +105,21 @@ def describe(exc: BaseException) -> str:
 
 
 class Processor:
-    def __init__(self, store: Store, settings: Settings, projections: Sequence[Projection[Any]], clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        projections: Sequence[Projection[Any]],
+        clock: Clock,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.store = store
+        self.catalog = catalog if catalog is not None else catalog_of(projections)
+        self.kinds = {p.definition_kind for p in projections if p.definition_kind}
+        self.history_kinds = {p.definition_kind for p in projections if p.definition_kind and p.needs_history}
+        self.jobs: dict[tuple[str, str], Job] | None = None  # as committed; None: to be read
+        self.pending: dict[tuple[str, str], Job] = {}  # started, committed with the next batch
+        self.revision = -1  # of the definitions the jobs were compared with
         self.clock = clock
         self.codec = ProfileCodec(projections)
         self.batch_size = settings.processor.batch_size
@@ -137,6 +157,7 @@ class Processor:
         state = self.store.state
         cp = state.checkpoint()
         self.cache.valid_for(cp.version)  # anything committed by someone else drops what we kept
+        self._sync_definitions(cp)
         entries = self.store.log.read(cp.seq, self.batch_size)
         idle_until = None if entries else self.clock.now() - self.grace
         horizon = max(e.received_at for e in entries) if entries else idle_until
@@ -149,25 +170,175 @@ class Processor:
             idle_until = horizon if not entries else None
         if not entries and not due:
             PROCESSOR_LAG.set(0)
-            return 0
+            return self._run_jobs(cp)
         due_pks = [t.profile_pk for t in due]
         try:
             outcome = self._apply(cp, entries, due_pks, idle_until)
             writes = outcome.batch.writes()
+            jobs = self._jobs_after(outcome.batch)
+            writes.jobs = list(jobs.values())
             state.commit(writes, cp, entries[-1].seq if entries else cp.seq)
         except CheckpointConflict:
-            self.cache.clear()  # the batch changed the cached states in place; another writer went first
+            self._forget()  # the batch changed the cached states in place; another writer went first
             log.warning("checkpoint moved under us; re-reading", extra={"from_seq": cp.seq})
             return 0
         except Exception as exc:
-            self.cache.clear()
+            self._forget()
             cause = exc.cause if isinstance(exc, _Failed) else exc
             if _store_trouble(cause, self.store):
                 raise cause from None  # the store's fault (down, locked): retry the batch later, skip nothing
             return self._narrow(cp, entries, due_pks, idle_until, exc)
+        self._committed(jobs)
         self._done(outcome, entries)
         outcome.batch.remember(cp.version + 1)
+        if self._running():  # backfills move on while events keep flowing: one step after each batch
+            self._run_jobs(self.store.state.checkpoint(), after_batch=True)
         return outcome.consumed
+
+    # -- definitions and their backfill jobs --------------------------------------------------------
+    def _forget(self) -> None:
+        """After a failed or refused commit: what we hold in memory may not be what is stored."""
+        self.cache.clear()
+        self.jobs = None
+        self.pending.clear()
+
+    def _committed(self, jobs: dict[tuple[str, str], Job]) -> None:
+        assert self.jobs is not None or not jobs
+        if self.jobs is not None:
+            self.jobs.update(jobs)
+        self.pending.clear()
+
+    def _sync_definitions(self, cp: Checkpoint) -> None:
+        """Follow the stored definitions: swap the catalog's content, and start a backfill job for each
+        definition whose version the derived state does not follow yet (committed with the next batch:
+        the events after ``cp`` are applied with the new version, the profiles up to ``cp`` backfilled)."""
+        if self.catalog is None or not self.kinds:
+            return
+        if self.jobs is None:
+            self.jobs = {(j.kind, j.key): j for j in self.store.state.jobs()}
+            self.revision = -1
+        admin = self.store.admin
+        revision = admin.definitions_revision()
+        if revision == self.revision:
+            return
+        self.revision = revision
+        definitions = [d for d in admin.definitions(deleted=True) if d.kind in self.kinds]
+        self.catalog.replace(definitions, revision)
+        for error in self.catalog.errors:
+            log.error("definition could not be compiled; skipped", extra={"definition": error})
+        self.cache.clear()  # cached states were decoded for the previous definitions
+        now = self.clock.now()
+        for d in definitions:
+            key = (d.kind, d.key)
+            job = self.pending.get(key) or self.jobs.get(key)
+            if job is not None and job.version == d.version:
+                continue
+            if job is None and d.deleted:
+                continue
+            if cp.seq == 0:  # nothing applied yet: the log will be applied with this version from the start
+                self.pending[key] = Job(d.kind, d.key, d.version, d.deleted, "done", 0, 0, (), 0, 0, now, now)
+            else:
+                total = self.store.state.count_live(cp.seq)
+                self.pending[key] = Job(d.kind, d.key, d.version, d.deleted, "running", cp.seq, 0, (), total, 0, now)
+
+    def _running(self) -> list[Job]:
+        jobs = {**(self.jobs or {}), **self.pending}
+        return [j for j in jobs.values() if j.status == "running"]
+
+    def _jobs_after(self, batch: Batch) -> dict[tuple[str, str], Job]:
+        """Jobs to commit with a batch of events: those just started, and those whose finished profiles
+        a merge made stale again (the winner absorbed state the backfill had not reached yet)."""
+        out = dict(self.pending)
+        if not batch.merges:
+            return out
+        winners = {batch.canonical(m.winner) for m in batch.merges}
+        for job in self._running():
+            stale = {pk for pk in winners if pk <= job.cursor} - set(job.redo)
+            if stale:
+                job = out.get((job.kind, job.key), job)
+                out[(job.kind, job.key)] = _replace(job, redo=(*job.redo, *sorted(stale)))
+        return out
+
+    def _run_jobs(self, cp: Checkpoint, after_batch: bool = False) -> int:
+        """One backfill step: bring the next ``JOB_CHUNK`` profiles to every running job's definition;
+        the number of profiles done (0 when no job runs)."""
+        running = self._running()
+        if not running:
+            if self.pending:  # finished on arrival (an empty store): just record them
+                writes = Writes(jobs=list(self.pending.values()))
+                try:
+                    self.store.state.commit(writes, cp, cp.seq)
+                except CheckpointConflict:
+                    self._forget()
+                    return 0
+                self._committed(dict(self.pending))
+            return 0
+        state = self.store.state
+        start = min(j.cursor for j in running)
+        end = max(j.upto for j in running)
+        pks = state.live_pks(start, end, JOB_CHUNK)
+        redo = sorted({pk for j in running for pk in j.redo})[:JOB_CHUNK]
+        reached = pks[-1] if len(pks) == JOB_CHUNK else end  # every job's cursor moves at least this far
+        targets = list(dict.fromkeys([*redo, *pks]))
+        keys: dict[int, dict[str, set[str]]] = {}
+        for job in running:
+            for pk in targets:
+                if job.cursor < pk <= job.upto or pk in job.redo:
+                    keys.setdefault(pk, {}).setdefault(job.kind, set()).add(job.key)
+        batch = Batch(state, self.codec, self.clock.now(), cp.seq, self.cache)
+        try:
+            batch.load(keys)
+            live = [pk for pk in keys if pk in batch.profiles and batch.profiles[pk].merged_into is None]
+            need = [pk for pk in live if self.history_kinds & keys[pk].keys()]
+            history = self._history(need)
+            for pk in live:
+                batch.refresh(batch.profiles[pk], keys[pk], history.get(pk), str(cp.version))
+            writes = batch.writes()
+            now = self.clock.now()
+            done_redo = set(redo)
+            jobs: dict[tuple[str, str], Job] = dict(self.pending)
+            for job in running:
+                cursor = max(job.cursor, min(reached, job.upto))
+                left = tuple(pk for pk in job.redo if pk not in done_redo)
+                counted = sum(1 for pk in pks if job.cursor < pk <= cursor)
+                finished = cursor >= job.upto and not left
+                jobs[(job.kind, job.key)] = _replace(
+                    job,
+                    cursor=cursor,
+                    redo=left,
+                    done=job.total if finished else min(job.total, job.done + counted),
+                    status="done" if finished else "running",
+                    finished_at=now if finished else None,
+                )
+            writes.jobs = list(jobs.values())
+            state.commit(writes, cp, cp.seq)
+        except CheckpointConflict:
+            self._forget()
+            return 0
+        except Exception:
+            self._forget()
+            raise
+        self._committed(jobs)
+        self.changed = [*self.changed, *batch.changed_ids()] if after_batch else batch.changed_ids()
+        batch.remember(cp.version + 1)
+        return max(1, len(targets))
+
+    def _history(self, pks: Sequence[int]) -> dict[int, list[Entry]]:
+        if not pks:
+            return {}
+        seqs = self.store.state.history(pks)
+        entries = self.store.log.get([s for ss in seqs.values() for s in ss])
+        out: dict[int, list[Entry]] = {}
+        for pk, ss in seqs.items():
+            out[pk] = [
+                Entry(e.seq, e.source, e.trait_kind, e.received_at, e.ts, e.message_id, _decode(e.payload))
+                for s in ss
+                if (e := entries.get(s)) is not None
+            ]
+        return out
+
+    def backfilling(self) -> bool:
+        return bool(self._running())
 
     def run_until_caught_up(self, progress: Callable[[int], Any] | None = None) -> int:
         """Apply everything in the log; the number of entries *this* processor consumed. A conflict with
@@ -181,7 +352,9 @@ class Processor:
                 if progress is not None:
                     progress(n)
                 continue
-            if self.paused or self.store.state.checkpoint().seq >= self.store.log.last_seq():
+            if self.paused or (
+                self.store.state.checkpoint().seq >= self.store.log.last_seq() and not self.backfilling()
+            ):
                 return total
 
     def run_forever(self, poll_seconds: float, on_batch: Callable[[list[str]], Any] | None = None) -> None:

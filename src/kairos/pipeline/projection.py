@@ -43,7 +43,7 @@ A minimal projection, counting orders::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -167,6 +167,18 @@ class Context(Protocol):
         """The log position being applied (for a timer: the last position applied before it fired)."""
         ...
 
+    @property
+    def time(self) -> int:
+        """When what is being applied happened, epoch ms: the event's time (also for the merge it causes),
+        a timer's due time, the clock for a definition's backfill. Derived items are stamped with it, so a
+        replay stamps them alike."""
+        ...
+
+    @property
+    def merged(self) -> ProfileState | None:
+        """During :meth:`Projection.merge`: the profile being merged into this one (else None)."""
+        ...
+
     def schedule(self, key: str, due_at: int, payload: Any = None) -> None:
         """Wake this profile at ``due_at`` (epoch ms); replaces this projection's timer ``key`` if set."""
         ...
@@ -185,6 +197,10 @@ class Context(Protocol):
         """Add a row, new by construction, to a table this projection owns."""
         ...
 
+    def count(self, table: Table, key: tuple[Any, ...], deltas: tuple[int, ...]) -> None:
+        """Add ``deltas`` to the row ``key`` of a counter table this projection owns (created at 0)."""
+        ...
+
 
 class Projection(Generic[S]):
     """Base class of every projection; see the module docstring for the contract."""
@@ -193,6 +209,11 @@ class Projection(Generic[S]):
     columns: ClassVar[tuple[Column, ...]] = ()
     indexes: ClassVar[tuple[Index, ...]] = ()
     tables: ClassVar[tuple[Table, ...]] = ()
+    # Projections that run definitions people save (computed traits: "trait", segments: "segment"): when
+    # one changes, a backfill job calls :meth:`refresh` on every profile, with the profile's events when
+    # ``needs_history``.
+    definition_kind: ClassVar[str | None] = None
+    needs_history: ClassVar[bool] = False
 
     def initial(self) -> S:
         raise NotImplementedError
@@ -214,10 +235,20 @@ class Projection(Generic[S]):
         """The state stored in ``columns`` (JSON columns arrive decoded)."""
         return self.initial()
 
+    def refresh(self, state: S, ctx: Context, keys: set[str], history: Sequence[Entry] | None) -> S:
+        """Definitions ``keys`` changed (or went): bring this profile's state to them. ``history`` is
+        every event applied to the profile, in log order, for projections that ``needs_history``."""
+        return state
+
     def changed(self, state: S, ctx: Context) -> S:
         """The profile changed other than by an event: another projection's timer fired, or a definition
         changed (:meth:`refresh`). Projections that derive from others (segments) re-evaluate here."""
         return state
+
+    def trait_names(self) -> Collection[str]:
+        """Names of the traits this projection may contribute, known without any profile (for warnings
+        about rules that name a trait nothing provides)."""
+        return ()
 
     def traits(self, state: S) -> Mapping[str, Any]:
         """Trait values this projection contributes to the profile (name → value): what rules see as

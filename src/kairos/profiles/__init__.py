@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from kairos.config import Settings
+from kairos.definitions import Catalog
 from kairos.pipeline.projection import Projection
+from kairos.profiles.computed import ComputedTraits
 from kairos.profiles.consents import Consents
 from kairos.profiles.counters import Counters, Counts
 from kairos.profiles.timeline import TIMELINE, Timeline, record
@@ -17,6 +19,7 @@ from kairos.profiles.traits import TraitRules, Traits, TraitValue
 
 __all__ = [
     "TIMELINE",
+    "ComputedTraits",
     "Consents",
     "Counters",
     "Counts",
@@ -29,5 +32,10 @@ __all__ = [
 ]
 
 
-def default_projections(settings: Settings) -> list[Projection[Any]]:
-    return [Counters(), Traits(settings.profiles), Consents(), Timeline()]
+def default_projections(settings: Settings, catalog: Catalog | None = None) -> list[Projection[Any]]:
+    """The projections of a running Kairos, in order; ``catalog``: the computed traits and segments."""
+    from kairos.segments.membership import Segments
+
+    catalog = catalog if catalog is not None else Catalog()
+    sources: list[Projection[Any]] = [Counters(), Traits(settings.profiles), ComputedTraits(catalog), Consents()]
+    return [*sources, Segments(catalog, sources), Timeline()]

@@ -7,12 +7,17 @@ store moves the loser's rows to the winner (``profile_column``).
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
+
+import msgspec
 
 from kairos.pipeline.projection import Context, Entry, Projection
 from kairos.store.schema import Column, Table
 
 __all__ = ["TIMELINE", "Timeline", "record"]
+
+_encode = msgspec.json.Encoder().encode
 
 TIMELINE = Table(
     "timeline",
@@ -48,8 +53,10 @@ class Timeline(Projection[None]):
         return None
 
 
-def record(ctx: Context, sub: int, ts: int, type: str, name: str | None, data: Any = None) -> None:
-    """Add an item derived by another projection (``sub`` ≥ 1, unique for this profile and ``ctx.seq``)."""
-    if sub < 1:
-        raise ValueError("sub 0 is the event's own row")
+def record(ctx: Context, ts: int, type: str, name: str | None, data: Any = None) -> None:
+    """Add an item derived by another projection (a segment entered, a moment) at time ``ts``.
+
+    Its ``sub`` is a digest of what it says, so two different items at the same time and log position never
+    collide, and a replay writes the same rows."""
+    sub = 1 + zlib.crc32(_encode([type, name, data])) % (2**31 - 2)
     ctx.insert(TIMELINE, (ctx.profile.pk, ts, ctx.seq, sub, type, name, data))

@@ -83,6 +83,10 @@ class Dialect(Protocol):
         """SQL over ``profiles.traits`` matching a trait whose JSON value equals ``value``."""
         ...
 
+    def has_key(self, column: str, key: str) -> tuple[str, list[Any]]:
+        """A condition: JSON object column ``column`` of ``profiles`` has the key ``key``."""
+        ...
+
     def keys_join(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
         """``FROM`` clauses (aliased ``k(t, v)``) listing ``keys``, with their parameters."""
         ...

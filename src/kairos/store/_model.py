@@ -9,7 +9,9 @@ __all__ = [
     "ApiKey",
     "Checkpoint",
     "DeadLetter",
+    "Definition",
     "IdentityKey",
+    "Job",
     "LogEntry",
     "MergeRecord",
     "OutboxMessage",
@@ -120,6 +122,40 @@ class Writes:
     outbox: list[tuple[str, str, str | None, Any, int]] = field(default_factory=list)  # key, type, pid, payload, at
     deadletters: list[DeadLetter] = field(default_factory=list)
     retried: list[tuple[int, int]] = field(default_factory=list)  # (seq, at): dead letters applied on retry
+    counts: dict[str, dict[tuple[Any, ...], list[int]]] = field(default_factory=dict)  # table → key → deltas
+    jobs: list[Job] = field(default_factory=list)  # backfill jobs started or moved on
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """A computed trait, a segment, ...: what someone defined, as stored (``body`` is the validated JSON)."""
+
+    kind: str
+    key: str
+    version: int
+    revision: int
+    body: dict[str, Any]
+    deleted: bool
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Bringing every profile to a definition's version (see ``JOBS`` in :mod:`kairos.store.schema`)."""
+
+    kind: str
+    key: str
+    version: int
+    deleted: bool
+    status: str  # "running" | "done"
+    upto: int
+    cursor: int
+    redo: tuple[int, ...]
+    total: int
+    done: int
+    started_at: int
+    finished_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

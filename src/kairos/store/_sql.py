@@ -12,7 +12,7 @@ from typing import Any
 from kairos.collect.ingest import NewEvent
 from kairos.errors import NotFoundError, ValidationError
 from kairos.store._db import Database
-from kairos.store._model import ApiKey, LogEntry, OutboxMessage, Source
+from kairos.store._model import ApiKey, Definition, LogEntry, OutboxMessage, Source
 from kairos.store.schema import LOG
 
 __all__ = ["SqlAdmin", "SqlLog", "SqlOutbox", "decode_cursor", "encode_cursor", "hash_secret"]
@@ -158,6 +158,80 @@ class SqlAdmin:
 
     def api_keys(self) -> list[ApiKey]:
         return self._keys("ORDER BY name", ())
+
+    # -- definitions (computed traits, segments, ...) ------------------------------------------------
+    def put_definition(self, kind: str, key: str, body: dict[str, Any], now: int) -> tuple[Definition, bool]:
+        """Create or replace; returns the stored definition and whether anything changed (a new version)."""
+        db = self.db
+        with db.tx(write=True) as conn:
+            db.d.lock(conn, "definitions")
+            found = self._definitions(conn, "WHERE kind = {p} AND key = {p}", (kind, key))
+            old = found[0] if found else None
+            if old is not None and not old.deleted and old.body == body:
+                return old, False
+            revision = int(db.rows(conn, "SELECT COALESCE(MAX(revision), 0) FROM definitions")[0][0]) + 1
+            if old is None:
+                conn.execute(
+                    db.sql(
+                        "INSERT INTO definitions (kind, key, version, revision, body, deleted, created_at, updated_at)"
+                        " VALUES ({p}, {p}, 1, {p}, {p}, 0, {p}, {p})"
+                    ),
+                    (kind, key, revision, db.d.dump_json(body), now, now),
+                )
+            else:
+                created = now if old.deleted else old.created_at
+                conn.execute(
+                    db.sql(
+                        "UPDATE definitions SET version = version + 1, revision = {p}, body = {p}, deleted = 0,"
+                        " created_at = {p}, updated_at = {p} WHERE kind = {p} AND key = {p}"
+                    ),
+                    (revision, db.d.dump_json(body), created, now, kind, key),
+                )
+            return self._definitions(conn, "WHERE kind = {p} AND key = {p}", (kind, key))[0], True
+
+    def delete_definition(self, kind: str, key: str, now: int) -> Definition:
+        db = self.db
+        with db.tx(write=True) as conn:
+            db.d.lock(conn, "definitions")
+            found = self._definitions(conn, "WHERE kind = {p} AND key = {p} AND deleted = 0", (kind, key))
+            if not found:
+                raise NotFoundError(f"no {kind} named {key!r}", field="key")
+            revision = int(db.rows(conn, "SELECT COALESCE(MAX(revision), 0) FROM definitions")[0][0]) + 1
+            conn.execute(
+                db.sql(
+                    "UPDATE definitions SET version = version + 1, revision = {p}, deleted = 1, updated_at = {p}"
+                    " WHERE kind = {p} AND key = {p}"
+                ),
+                (revision, now, kind, key),
+            )
+            return self._definitions(conn, "WHERE kind = {p} AND key = {p}", (kind, key))[0]
+
+    def definitions(self, kind: str | None = None, deleted: bool = False) -> list[Definition]:
+        where = ["1 = 1"]
+        params: list[Any] = []
+        if kind is not None:
+            where.append("kind = {p}")
+            params.append(kind)
+        if not deleted:
+            where.append("deleted = 0")
+        with self.db.conn() as conn:
+            return self._definitions(conn, f"WHERE {' AND '.join(where)} ORDER BY kind, key", params)
+
+    def definition(self, kind: str, key: str) -> Definition | None:
+        with self.db.conn() as conn:
+            found = self._definitions(conn, "WHERE kind = {p} AND key = {p} AND deleted = 0", (kind, key))
+        return found[0] if found else None
+
+    def definitions_revision(self) -> int:
+        return int(self.db.one("SELECT COALESCE(MAX(revision), 0) FROM definitions")[0])
+
+    def _definitions(self, conn: Any, where: str, params: Sequence[Any]) -> list[Definition]:
+        rows = self.db.rows(
+            conn,
+            f"SELECT kind, key, version, revision, body, deleted, created_at, updated_at FROM definitions {where}",
+            params,
+        )
+        return [Definition(r[0], r[1], r[2], r[3], self.db.d.load_json(r[4]), bool(r[5]), r[6], r[7]) for r in rows]
 
 
 def encode_cursor(*parts: int) -> str:

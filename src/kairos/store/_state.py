@@ -14,6 +14,7 @@ from kairos.store._model import (
     Checkpoint,
     DeadLetter,
     IdentityKey,
+    Job,
     MergeRecord,
     ProfileRow,
     TimelineRow,
@@ -208,12 +209,109 @@ class SqlState:
             ((d.seq, d.source, d.error_class, d.message, d.failed_at) for d in w.deadletters),
         )
         db.many(conn, "UPDATE deadletters SET retried_at = {p} WHERE seq = {p}", ((at, seq) for seq, at in w.retried))
+        for name, counts in w.counts.items():
+            table = db.tables[name]
+            keys = table.primary_key
+            values = [c for c in table.column_names if c not in keys]
+            db.many(
+                conn,
+                f"INSERT INTO {name} ({', '.join((*keys, *values))})"
+                f" VALUES ({', '.join(['{p}'] * (len(keys) + len(values)))})"
+                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+                + ", ".join(f"{c} = {name}.{c} + excluded.{c}" for c in values),
+                ((*key, *deltas) for key, deltas in counts.items()),
+            )
+        db.many(
+            conn,
+            "INSERT INTO jobs (kind, key, version, deleted, status, upto, cursor, redo, total, done, started_at,"
+            " finished_at) VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+            " ON CONFLICT (kind, key) DO UPDATE SET version = excluded.version, deleted = excluded.deleted,"
+            " status = excluded.status, upto = excluded.upto, cursor = excluded.cursor, redo = excluded.redo,"
+            " total = excluded.total, done = excluded.done, started_at = excluded.started_at,"
+            " finished_at = excluded.finished_at",
+            (
+                (
+                    *(j.kind, j.key, j.version, int(j.deleted), j.status, j.upto, j.cursor),
+                    *(db.d.dump_json(list(j.redo)), j.total, j.done, j.started_at, j.finished_at),
+                )
+                for j in w.jobs
+            ),
+        )
 
     def reset(self) -> None:
         """Delete all derived state and rewind every checkpoint to 0 (``kairos replay``). The outbox stays."""
         with self.db.tx(write=True) as conn:
             for table in self.db.derived:
                 conn.execute(f"DELETE FROM {table.name}")
+
+    def jobs(self) -> list[Job]:
+        with self.db.conn() as conn:
+            rows = self.db.rows(
+                conn,
+                "SELECT kind, key, version, deleted, status, upto, cursor, redo, total, done, started_at, finished_at"
+                " FROM jobs ORDER BY kind, key",
+            )
+        return [
+            Job(r[0], r[1], r[2], bool(r[3]), r[4], r[5], r[6], tuple(self.db.d.load_json(r[7])), *r[8:]) for r in rows
+        ]
+
+    def live_pks(self, after: int, upto: int, limit: int) -> list[int]:
+        """Keys of profiles not merged away with ``after < pk <= upto``, in order, at most ``limit``."""
+        with self.db.conn() as conn:
+            rows = self.db.rows(
+                conn,
+                "SELECT pk FROM profiles WHERE pk > {p} AND pk <= {p} AND merged_into IS NULL ORDER BY pk LIMIT {p}",
+                (after, upto, limit),
+            )
+        return [r[0] for r in rows]
+
+    def count_live(self, upto: int) -> int:
+        row = self.db.one("SELECT COUNT(*) FROM profiles WHERE pk <= {p} AND merged_into IS NULL", (upto,))
+        return int(row[0])
+
+    def history(self, pks: Sequence[int]) -> dict[int, list[int]]:
+        """The log positions of every event applied to each profile (its own and its merged ones'), in order."""
+        out: dict[int, list[int]] = {pk: [] for pk in pks}
+        with self.db.conn() as conn:
+            for cond, params in self.db.where_in("profile_pk", list(pks)):
+                sql = f"SELECT profile_pk, seq FROM timeline WHERE sub = 0 AND {cond}"
+                for pk, seq in self.db.rows(conn, sql, params):
+                    out[pk].append(seq)
+        for seqs in out.values():
+            seqs.sort()
+        return out
+
+    def counts(self, table: str, where: str = "", params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a counter table (``Context.count``), ``where`` in the store's placeholder syntax."""
+        t = self.db.tables[table]
+        sql = f"SELECT {', '.join(t.column_names)} FROM {table} {where} ORDER BY {', '.join(t.primary_key)}"
+        with self.db.conn() as conn:
+            return [tuple(r) for r in self.db.rows(conn, sql, params)]
+
+    def profiles_in(self, column: str, member: str, limit: int, after: int | None) -> list[int]:
+        """Keys of live profiles whose JSON object column ``column`` has the key ``member``, in order."""
+        cond, params = self.db.d.has_key(column, member)
+        where = ["merged_into IS NULL", cond]
+        if after is not None:
+            where.append("pk > {p}")
+            params = [*params, after]
+        sql = f"SELECT pk FROM profiles WHERE {' AND '.join(where)} ORDER BY pk LIMIT {{p}}"
+        with self.db.conn() as conn:
+            return [r[0] for r in self.db.rows(conn, sql, [*params, limit])]
+
+    def scan_profiles(self, after: int, limit: int) -> list[ProfileRow]:
+        """Live profiles with ``pk > after`` in order, at most ``limit`` (for previews and exports)."""
+        with self.db.conn() as conn:
+            pks = [
+                r[0]
+                for r in self.db.rows(
+                    conn,
+                    "SELECT pk FROM profiles WHERE pk > {p} AND merged_into IS NULL ORDER BY pk LIMIT {p}",
+                    (after, limit),
+                )
+            ]
+        loaded = self.load_profiles(pks)
+        return [loaded[pk] for pk in pks if pk in loaded]
 
     # -- read side ---------------------------------------------------------------------------------
     def resolve_id(self, profile_id: str) -> int | None:

@@ -21,8 +21,10 @@ __all__ = [
     "CHECKPOINTS",
     "CORE_PROFILE_COLUMNS",
     "DEADLETTERS",
+    "DEFINITIONS",
     "DURABLE",
     "IDENTITIES",
+    "JOBS",
     "LOG",
     "LOG_FILE",
     "MERGES",
@@ -69,6 +71,9 @@ class Table:
     # The column holding a profile's key: on a merge the store moves the loser's rows to the winner.
     profile_column: str | None = None
     without_rowid: bool = False  # SQLite: a clustered primary key (the table is its index)
+    # A counter table: rows are added to (``Context.count``), never replaced: the columns that are not
+    # in the primary key are summed on conflict.
+    counter: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -135,10 +140,28 @@ OUTBOX = Table(
     (Index("outbox_key", ("key",), unique=True),),
 )
 META = Table("meta", _cols(("key", "text"), ("value", "text")), ("key",))
-DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META)
+# What people define (computed traits, segments, later moments and offers), one row per (kind, key). A
+# change bumps the key's ``version`` and the table-wide ``revision`` (the processor polls its maximum); a
+# deletion keeps the row (``deleted``) so that versions keep growing if the key comes back.
+DEFINITIONS = Table(
+    "definitions",
+    _cols(
+        ("kind", "text"),
+        ("key", "text"),
+        ("version", "int"),
+        ("revision", "int"),
+        ("body", "json"),
+        ("deleted", "int"),
+        ("created_at", "int"),
+        ("updated_at", "int"),
+    ),
+    ("kind", "key"),
+    (Index("definitions_revision", ("revision",), unique=True),),
+)
+DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META, DEFINITIONS)
 # Embedded, the log and derived state live in two SQLite files: each file has one writer at a time, and a
 # processor commit must not make an append wait. The outbox is written in the state transaction.
-LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META)
+LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META, DEFINITIONS)
 STATE_FILE: tuple[Table, ...] = (OUTBOX, META)
 
 # -- derived -------------------------------------------------------------------------------------------------
@@ -199,6 +222,29 @@ DEADLETTERS = Table(
 )
 
 
+# Which version of each definition the derived state follows, and the backfill that brings every profile to
+# it: profiles with ``pk <= upto`` existed before the version took effect and are recomputed in ``pk`` order
+# (``cursor``: the last one done); ``redo`` lists profiles a merge made stale behind the cursor.
+JOBS = Table(
+    "jobs",
+    _cols(
+        ("kind", "text"),
+        ("key", "text"),
+        ("version", "int"),
+        ("deleted", "int"),
+        ("status", "text"),
+        ("upto", "int"),
+        ("cursor", "int"),
+        ("redo", "json"),
+        ("total", "int"),
+        ("done", "int"),
+        ("started_at", "int"),
+        Column("finished_at", "int", nullable=True),
+    ),
+    ("kind", "key"),
+)
+
+
 def profiles_table(columns: Iterable[Column], indexes: Iterable[Index] = ()) -> Table:
     """``profiles``: the core columns plus the columns (and indexes) the projections keep there."""
     return Table(
@@ -214,7 +260,7 @@ def profiles_table(columns: Iterable[Column], indexes: Iterable[Index] = ()) -> 
 
 
 def derived_tables(profiles: Table, owned: Iterable[Table]) -> tuple[Table, ...]:
-    return (CHECKPOINTS, SEEN, profiles, IDENTITIES, MERGES, TIMERS, DEADLETTERS, *owned)
+    return (CHECKPOINTS, SEEN, profiles, IDENTITIES, MERGES, TIMERS, DEADLETTERS, JOBS, *owned)
 
 
 def fingerprint(tables: Iterable[Table]) -> str:

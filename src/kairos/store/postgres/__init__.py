@@ -174,5 +174,8 @@ class PostgresDialect:
 
         return "traits @> %s", [Jsonb({name: value})]
 
+    def has_key(self, column: str, key: str) -> tuple[str, list[Any]]:
+        return f"{column} ? %s", [key]  # jsonb key existence: served by a GIN index on the column
+
     def keys_join(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
         return [("unnest(%b::text[], %b::text[]) AS k(t, v)", [[k[0] for k in keys], [k[1] for k in keys]])]

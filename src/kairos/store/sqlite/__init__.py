@@ -166,6 +166,9 @@ class SqliteDialect:
             return match.format("type IN ('integer', 'real') AND value = ?"), [name, value]
         return match.format("type = 'text' AND value = ?"), [name, value]
 
+    def has_key(self, column: str, key: str) -> tuple[str, list[Any]]:
+        return f"EXISTS (SELECT 1 FROM json_each(profiles.{column}) WHERE key = ?)", [key]
+
     def keys_join(self, keys: Sequence[tuple[str, str]]) -> list[tuple[str, list[Any]]]:
         # A join on the keys drives the primary key (type, value); SQLite 3.40 scans the whole table for
         # `(type, value) IN (VALUES ...)`.

@@ -1,0 +1,1 @@
+"""Segments: rules over profiles kept current by the processor, and micro-segment discovery."""

@@ -1,0 +1,265 @@
+"""Segments, as a projection: which segment rules each profile satisfies, kept current on every change.
+
+A rule (Google's CEL, :mod:`kairos.rules`) is evaluated
+
+- when an event changes something it reads (a trait it names, the consents, the profile's counters, ...):
+  rules whose inputs did not change are not evaluated;
+- when the profile changes without an event: a computed trait's window slid (``changed``), two profiles
+  merged (``merge``: the merged profile is evaluated on the union, the loser's memberships end);
+- when time alone changes the answer: for a rule that reads ``now``, the time of its next change is found by
+  probing future times (a ladder from one minute to two years, then bisection to the second) and a durable
+  timer wakes the profile then;
+- for every profile when a rule is created, changed or deleted (a backfill job, ``refresh``).
+
+Every enter and exit is a timeline item (``segment_entered`` / ``segment_exited``, ``name`` = the segment
+key, ``data`` = the rule version), an outbox message, and a count in ``segment_stats`` (per segment and day:
+entered, exited) from which ``size`` and ``size_history`` are read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from kairos.definitions import Catalog, SegmentDef
+from kairos.pipeline.projection import Context, Entry, ProfileState, Projection, Timer
+from kairos.profiles.timeline import record
+from kairos.store.schema import Column, Index, Table
+
+__all__ = ["SEGMENT_STATS", "Segments", "profile_variables"]
+
+SEGMENT_STATS = Table(
+    "segment_stats",
+    (Column("segment", "text"), Column("day", "int"), Column("entered", "int"), Column("exited", "int")),
+    ("segment", "day"),
+    counter=True,
+)
+DAY = 86_400_000
+TIMER = "now"
+_S, _M, _H, _D = 1000, 60_000, 3_600_000, 86_400_000
+# Future offsets at which a rule reading ``now`` is probed for its next change.
+LADDER = (
+    _M, 5 * _M, 15 * _M, _H, 3 * _H, 6 * _H, 12 * _H, _D, 2 * _D, 4 * _D, 7 * _D, 14 * _D, 30 * _D, 60 * _D,
+    91 * _D, 182 * _D, 365 * _D, 730 * _D,
+)  # fmt: skip
+
+Members = Mapping[str, tuple[int, int]]  # segment key → (rule version, since: epoch ms)
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def profile_variables(
+    profile: ProfileState, sources: Sequence[Projection[Any]], members: Members, now: int
+) -> dict[str, Any]:
+    """What a segment rule sees of a profile (the variables of :data:`kairos.rules.Scope.SEGMENT`)."""
+    sections = profile.sections
+    traits: dict[str, Any] = {}
+    for p in sources:
+        section = sections.get(p.name)
+        traits.update(p.traits(section if section is not None else p.initial()))
+    identities: dict[str, list[str]] = {}
+    for kind, value in sorted(profile.identities):
+        identities.setdefault(kind, []).append(value)
+    counts = sections.get("counters")
+    consents = sections.get("consents") or {}
+    return {
+        "traits": traits,
+        "identities": identities,
+        "segments": sorted(members),
+        "consents": {purpose: bool(c["granted"]) for purpose, c in consents.items()},
+        "profile": {
+            "created_at": _dt(counts.created_at if counts is not None and counts.event_count else now),
+            "updated_at": _dt(counts.updated_at if counts is not None and counts.event_count else now),
+            "event_count": counts.event_count if counts is not None else 0,
+        },
+        "now": _dt(now),
+    }
+
+
+class Segments(Projection[Members]):
+    name = "segments"
+    columns = (Column("segments", "json", default="'{}'"),)
+    indexes = (Index("profiles_segments", ("segments",), gin=True),)
+    tables = (SEGMENT_STATS,)
+    definition_kind = "segment"
+
+    def __init__(self, catalog: Catalog, sources: Sequence[Projection[Any]]) -> None:
+        """``sources``: the projections (run before this one) whose state rules read."""
+        self.catalog = catalog
+        self.sources = [p for p in sources if p.name not in ("segments",)]
+
+    def initial(self) -> Members:
+        return {}
+
+    # -- when to evaluate ---------------------------------------------------------------------------
+    def _changed_inputs(self, ctx: Context) -> tuple[set[str], set[str]] | None:
+        """(changed sections, changed trait keys) since before the event; None: everything (new profile)."""
+        before = ctx.before
+        sections = ctx.profile.sections
+        counts = before.get("counters")
+        if counts is None or not getattr(counts, "event_count", 0):
+            return None
+        changed = {name for name, old in before.items() if sections.get(name) is not old}
+        keys: set[str] = set()
+        for p in self.sources:
+            if p.name in changed and p.name in before:
+                old, new = p.traits(before[p.name]), p.traits(sections[p.name])
+                keys.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        return changed, keys
+
+    def _wants(self, s: SegmentDef, changed: set[str], keys: set[str], moved: set[str]) -> bool:
+        refs = s.rule.references
+        if refs.segments & moved or (refs.segments_dynamic and moved):
+            return True
+        if refs.identities:
+            return True  # identities change in place: evaluated on every change of the profile
+        if refs.profile and "counters" in changed:
+            return True
+        if refs.consents and "consents" in changed:
+            return True
+        return bool(refs.traits & keys) or (refs.traits_dynamic and bool(keys))
+
+    # -- the projection -----------------------------------------------------------------------------
+    def apply(self, state: Members, entry: Entry, ctx: Context) -> Members:
+        if not self.catalog.segments:
+            return state
+        inputs = self._changed_inputs(ctx)
+        return self._evaluate(state, ctx, entry.ts, inputs)
+
+    def changed(self, state: Members, ctx: Context) -> Members:
+        if not self.catalog.segments and not state:
+            return state
+        return self._evaluate(state, ctx, ctx.time, self._changed_inputs(ctx))
+
+    def merge(self, winner: Members, loser: Members, ctx: Context) -> Members:
+        merged = ctx.merged
+        for key in sorted(loser):
+            self._exit(ctx, key, loser[key][0], ctx.time, merged.id if merged is not None else None)
+        if not self.catalog.segments:
+            return winner
+        return self._evaluate(winner, ctx, ctx.time, None)
+
+    def wake(self, state: Members, timer: Timer, ctx: Context) -> Members:
+        keys = {s.key for s in self.catalog.segments if s.rule.references.uses_now}
+        return self._evaluate(state, ctx, timer.due_at, None, only=keys)
+
+    def refresh(self, state: Members, ctx: Context, keys: set[str], history: Sequence[Entry] | None) -> Members:
+        return self._evaluate(state, ctx, ctx.time, None, only=keys)
+
+    def _evaluate(
+        self,
+        state: Members,
+        ctx: Context,
+        ts: int,
+        inputs: tuple[set[str], set[str]] | None,
+        only: set[str] | None = None,
+    ) -> Members:
+        """Evaluate the rules whose inputs changed (``inputs`` None: all, or those in ``only``), in
+        dependency order, recording enters and exits; drop memberships of deleted or changed rules."""
+        out = dict(state)
+        moved: set[str] = set()
+        variables: dict[str, Any] | None = None
+        now = ctx.now
+        current = {s.key: s for s in self.catalog.segments}
+        for key, (version, _since) in list(out.items()):  # a rule deleted, or changed since it was met
+            s = current.get(key)
+            if s is None or (s.version != version and (only is None or key in only)):
+                if s is None or not self._holds(s, ctx, out, now):
+                    del out[key]
+                    moved.add(key)
+                    self._exit(ctx, key, version, ts)
+                else:
+                    out[key] = (s.version, out[key][1])
+        due: list[int] = []
+        for s in self.catalog.segments:
+            refs = s.rule.references
+            wanted = (inputs is None and (only is None or s.key in only or bool(refs.segments & moved))) or (
+                inputs is not None and self._wants(s, inputs[0], inputs[1], moved)
+            )
+            if wanted:
+                if variables is None:
+                    variables = profile_variables(ctx.profile, self.sources, out, now)
+                else:
+                    variables["segments"] = sorted(out)
+                now_in = s.key in out
+                holds = s.rule.evaluate(variables)
+                if holds != now_in:
+                    moved.add(s.key)
+                    if holds:
+                        out[s.key] = (s.version, ts)
+                        self._enter(ctx, s.key, s.version, ts)
+                    else:
+                        del out[s.key]
+                        self._exit(ctx, s.key, s.version, ts)
+                if refs.uses_now:
+                    when = self._next_flip(s, variables, now, holds)
+                    if when is not None:
+                        due.append(when)
+            elif refs.uses_now:
+                pending = ctx.timers().get(TIMER)
+                if pending is not None:
+                    due.append(pending.due_at)
+        if any(s.rule.references.uses_now for s in self.catalog.segments) or ctx.timers().get(TIMER):
+            self._schedule(ctx, min(due) if due else None)
+        return state if out == state else out
+
+    def _holds(self, s: SegmentDef, ctx: Context, members: Members, now: int) -> bool:
+        return s.rule.evaluate(profile_variables(ctx.profile, self.sources, members, now))
+
+    def _next_flip(self, s: SegmentDef, variables: dict[str, Any], now: int, holds: bool) -> int | None:
+        """The first time after ``now`` at which the rule's answer changes, if within the ladder's reach."""
+        probe = dict(variables)
+
+        def at(t: int) -> bool:
+            probe["now"] = _dt(t)
+            return s.rule.evaluate(probe)
+
+        lo = now
+        for step in LADDER:
+            hi = now + step
+            if at(hi) != holds:
+                while hi - lo > _S:
+                    mid = (lo + hi) // 2
+                    if at(mid) != holds:
+                        hi = mid
+                    else:
+                        lo = mid
+                return hi
+            lo = hi
+        return None
+
+    def _schedule(self, ctx: Context, when: int | None) -> None:
+        pending = ctx.timers().get(TIMER)
+        if when is None:
+            if pending is not None:
+                ctx.cancel(TIMER)
+        elif pending is None or pending.due_at != when:
+            ctx.schedule(TIMER, when)
+
+    def _enter(self, ctx: Context, key: str, version: int, ts: int) -> None:
+        record(ctx, ts, "segment_entered", key, {"version": version})
+        ctx.emit("segment_entered", {"segment": key, "version": version, "at": ts})
+        ctx.count(SEGMENT_STATS, (key, ts // DAY), (1, 0))
+
+    def _exit(self, ctx: Context, key: str, version: int, ts: int, profile_id: str | None = None) -> None:
+        if profile_id is None:
+            record(ctx, ts, "segment_exited", key, {"version": version})
+            ctx.emit("segment_exited", {"segment": key, "version": version, "at": ts})
+        else:  # the loser of a merge: its membership ends with it (its timeline now belongs to the winner)
+            record(ctx, ts, "segment_exited", key, {"version": version, "merged_profile_id": profile_id})
+            payload = {"segment": key, "version": version, "at": ts, "profile_id": profile_id}
+            ctx.emit("segment_exited", {**payload, "merged_into": ctx.profile.id})
+        ctx.count(SEGMENT_STATS, (key, ts // DAY), (0, 1))
+
+    # -- storage and reading -------------------------------------------------------------------------
+    def encode(self, state: Members) -> tuple[Any, ...]:
+        return ({k: [v, since] for k, (v, since) in sorted(state.items())},)
+
+    def decode(self, values: Sequence[Any]) -> Members:
+        return {k: (int(v[0]), int(v[1])) for k, v in (values[0] or {}).items()}
+
+    def view(self, state: Members) -> dict[str, Any]:
+        return {"segments": sorted(state)}
