@@ -233,6 +233,15 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    traits: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Computed traits defined in the file, `[traits.KEY]` with the body of `PUT /v1/traits/{key}` "
+        "(stored when Kairos starts; the API can change them until the next start).",
+    )
+    segments: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Segments defined in the file, `[segments.KEY]` with the body of `PUT /v1/segments/{key}`.",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -67,6 +67,14 @@ class Kairos:
         self.cache: Cache = MemoryCache(self.settings.store.cache_size, self.settings.store.cache_ttl_seconds)
         # Write keys are checked on every collect request; a disabled source takes effect within 5 s.
         self._sources: TTLCache[str, Source | None] = TTLCache(maxsize=10_000, ttl=5.0)
+        if self.settings.traits or self.settings.segments:
+            from kairos.segments.admin import sync_config
+
+            try:
+                sync_config(self)
+            except BaseException:
+                self.store.close()
+                raise
 
     def definitions(self, max_age: float = 1.0) -> Catalog:
         """The catalog, reloaded from the store if it may be older than ``max_age`` seconds."""
