@@ -19,8 +19,30 @@ STORY_TYPES = ("loyalty_card", "crm_id")
 SOURCE_KINDS = {"web": "stated", "app": "stated"}
 
 
+# Computed traits and segments the demo defines (docs/segments.md), unless the store has them already.
+DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
+    ("trait", "orders_90d", {"aggregate": "count", "event": "Order Completed", "window": "90d"}),
+    ("trait", "spent_90d", {"aggregate": "sum", "event": "Order Completed", "property": "total", "window": "90d"}),
+    ("segment", "buyers", {"rule": "traits.orders_90d >= 1", "description": "Bought in the last 90 days"}),
+    ("segment", "big_spenders", {"rule": '"buyers" in segments && traits.spent_90d >= 150.0'}),
+    (
+        "segment",
+        "lapsed",
+        {
+            "rule": 'traits.orders_90d == 0 && profile.updated_at < now - duration("14d")',
+            "description": "No order in 90 days and not seen for two weeks",
+        },
+    ),
+]
+
+
 def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
     """Append the demo events through the normal validation and log, then process them."""
+    from kairos.segments.admin import save
+
+    for kind, key, body in DEFINITIONS:
+        if kairos.store.admin.definition(kind, key) is None:
+            save(kairos, kind, key, body)
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for source_name, event in demo_events(profiles, seed):
         by_source[source_name].append(event)
