@@ -1,4 +1,4 @@
-"""Profiles: the first projections (counters, traits with provenance, consents, timeline).
+"""Profiles: the first projections (counters, traits with provenance, RFM scores, consents, timeline).
 
 :func:`default_projections` is the ordered list the processor runs: later projections see what earlier ones
 made of each event (``ctx.profile``), so derived kinds (segments, moments) go after the ones they read.
@@ -12,6 +12,7 @@ from kairos.config import Settings
 from kairos.pipeline.projection import Projection
 from kairos.profiles.consents import Consents
 from kairos.profiles.counters import Counters, Counts
+from kairos.profiles.rfm import Rfm, RfmState
 from kairos.profiles.timeline import TIMELINE, Timeline, record
 from kairos.profiles.traits import TraitRules, Traits, TraitValue
 
@@ -20,6 +21,8 @@ __all__ = [
     "Consents",
     "Counters",
     "Counts",
+    "Rfm",
+    "RfmState",
     "Timeline",
     "TraitRules",
     "TraitValue",
@@ -30,4 +33,5 @@ __all__ = [
 
 
 def default_projections(settings: Settings) -> list[Projection[Any]]:
-    return [Counters(), Traits(settings.profiles), Consents(), Timeline()]
+    rfm: list[Projection[Any]] = [Rfm(settings.rfm)] if settings.rfm.enabled else []
+    return [Counters(), Traits(settings.profiles), *rfm, Consents(), Timeline()]
