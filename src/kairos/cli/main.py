@@ -16,6 +16,7 @@ from kairos.cli._common import console, err_console, open_kairos, print_json
 from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
 from kairos.cli.importer import import_file
+from kairos.cli.microsegments import microsegments
 from kairos.demo.load import demo
 from kairos.runtime import Kairos
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(sources, name="sources")
 app.add_typer(keys, name="keys")
 app.add_typer(deadletters, name="deadletters")
+app.add_typer(microsegments, name="microsegments")
 app.command("import")(import_file)
 app.command("demo")(demo)
 
