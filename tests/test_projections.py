@@ -51,6 +51,23 @@ STORY: list[dict[str, Any]] = [
     {"type": "screen", "anonymousId": "a3", "name": "Cart", "timestamp": at(9)},
     {"type": "track", "userId": "u2", "event": "Paid", "properties": {"total": 12.5}, "timestamp": at(10)},
     {"type": "track", "anonymousId": "a1", "event": "Paid", "properties": {"total": "7"}, "timestamp": at(11)},
+    # Purchases (RFM): on profiles that merge later, late, with Segment's `revenue`, with a bad amount.
+    {
+        "type": "track",
+        "anonymousId": "a2",
+        "event": "Order Completed",
+        "properties": {"total": "19.99"},
+        "timestamp": at(3),
+    },
+    {"type": "track", "userId": "u1", "event": "Order Completed", "properties": {"total": 120}, "timestamp": at(9)},
+    {"type": "track", "userId": "u2", "event": "Order Completed", "properties": {"revenue": 7.5}, "timestamp": at(0)},
+    {
+        "type": "track",
+        "anonymousId": "a3",
+        "event": "Order Completed",
+        "properties": {"total": "n/a"},
+        "timestamp": at(8),
+    },
 ]
 
 # Computed traits and segments the whole-pipeline tests run with (every aggregate, windows, a where filter,
@@ -132,6 +149,20 @@ def _chain(order: str) -> list[dict[str, Any]]:
             "context": {"consent": {"categoryPreferences": {"sms": True}}},
         },
         {"type": "identify", "anonymousId": "c", "userId": "u-c", "traits": {"size": "M"}, "timestamp": at(3)},
+        {
+            "type": "track",
+            "anonymousId": "a",
+            "event": "Order Completed",
+            "properties": {"total": 30},
+            "timestamp": at(1),
+        },
+        {
+            "type": "track",
+            "userId": "u-c",
+            "event": "Order Completed",
+            "properties": {"total": 99.5},
+            "timestamp": at(3),
+        },
     ]
     ab: dict[str, Any] = {
         "type": "track",
@@ -183,6 +214,7 @@ def test_merge_chains_give_the_same_profile_in_either_order(store_settings: dict
     assert first["identities"] == second["identities"]
     assert sorted(t for _, t in first["timeline"]) == sorted(t for _, t in second["timeline"])
     assert first["view"] == second["view"]  # traits, consents, counters: the same person whatever the order
+    assert first["view"]["traits"]["rfm_orders"] == 2 and first["view"]["traits"]["rfm_spend"] == 129.5
 
 
 # -- each projection alone ---------------------------------------------------------------------------------

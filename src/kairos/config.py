@@ -6,11 +6,12 @@ when one is missing there. The TOML file is ``./kairos.toml`` unless ``KAIROS_CO
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +27,7 @@ __all__ = [
     "ProcessorMode",
     "ProcessorSettings",
     "ProfileSettings",
+    "RfmSettings",
     "ServerSettings",
     "Settings",
     "StoreSettings",
@@ -160,6 +162,44 @@ class ProfileSettings(BaseModel):
     default_trait_kind: TraitKind = Field("observed", description="Kind of traits from a source that declares none.")
 
 
+def _increasing(name: str, values: list[float]) -> list[float]:
+    if len(values) != 4 or any(v <= 0 for v in values) or any(b <= a for a, b in itertools.pairwise(values)):
+        raise ValueError(f"{name} must be 4 positive breakpoints in increasing order, e.g. [2, 3, 5, 10]")
+    return values
+
+
+class RfmSettings(BaseModel):
+    """The built-in RFM model (see docs/analytics.md): fixed breakpoints, so a score depends on one profile only."""
+
+    enabled: bool = Field(True, description="Keep RFM scores (`rfm_*` traits) on every profile that purchased.")
+    event: str = Field("Order Completed", description="The track event that counts as a purchase.")
+    amount_property: str = Field(
+        "total", description="Property of the purchase event holding its amount (Segment's `total`)."
+    )
+    revenue_fallback: bool = Field(
+        True,
+        description="When the purchase event has no `amount_property`, read Segment's `revenue` property instead.",
+    )
+    recency_days: list[float] = Field(
+        default_factory=lambda: [7.0, 30.0, 90.0, 180.0],
+        description="Days since the last purchase: within the first breakpoint scores 5, ... older than the "
+        "last scores 1.",
+    )
+    frequency: list[float] = Field(
+        default_factory=lambda: [2.0, 3.0, 5.0, 10.0],
+        description="Purchase counts: fewer than the first breakpoint scores 1, at least the last scores 5.",
+    )
+    monetary: list[float] = Field(
+        default_factory=lambda: [50.0, 150.0, 500.0, 1500.0],
+        description="Total spend: below the first breakpoint scores 1, at least the last scores 5.",
+    )
+
+    @field_validator("recency_days", "frequency", "monetary")
+    @classmethod
+    def _breakpoints(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        return _increasing(f"rfm.{info.field_name}", value)
+
+
 ProcessorMode = Literal["process", "thread", "off"]
 
 
@@ -233,6 +273,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    rfm: RfmSettings = Field(default_factory=RfmSettings)
     traits: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Computed traits defined in the file, `[traits.KEY]` with the body of `PUT /v1/traits/{key}` "

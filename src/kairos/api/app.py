@@ -13,7 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kairos.api import collect, definitions, ops, profiles
+from kairos.api import collect, definitions, microsegments, ops, profiles
 from kairos.api._common import JSON, AccessLog, Disconnects, json_response
 from kairos.api._writer import LogWriter
 from kairos.config import ProcessorMode
@@ -66,7 +66,7 @@ def create_app(
         return json_response({"error": {"code": "internal", "message": "internal error; see server logs"}}, 500)
 
     app = Starlette(
-        routes=[*collect.routes, *profiles.routes, *definitions.routes, *ops.routes],
+        routes=[*collect.routes, *profiles.routes, *definitions.routes, *microsegments.routes, *ops.routes],
         middleware=[
             Middleware(Disconnects),
             Middleware(AccessLog),

@@ -69,6 +69,69 @@ def _read_op(summary: str, schema: str, params: list[dict[str, Any]]) -> dict[st
     }
 
 
+def _discover_op() -> dict[str, Any]:
+    return {
+        "post": {
+            "tags": ["segments"],
+            "summary": "Discover micro-segments: cluster profiles on numeric traits, each with a CEL rule",
+            "description": "k-means on standardised features (fixed seed); `k` null picks 2..8 by the best "
+            "silhouette on a sample. Profiles missing a feature are excluded and counted. Each cluster's rule "
+            "comes from a depth-3 decision tree; precision and recall are those of the rule as written.",
+            "security": [{"apiKey": []}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _ref("MicrosegmentsRequest")}},
+            },
+            "responses": {
+                "200": {"description": "OK", "content": {"application/json": {"schema": _ref("Microsegments")}}},
+                "400": _error("Bad request: unknown or non-numeric feature, k out of range, too few profiles."),
+                "401": _error("Missing or unknown API key."),
+                "403": _error("The key lacks the `read` scope."),
+                "413": _error("Body too large."),
+            },
+        }
+    }
+
+
+def _discover_schemas() -> dict[str, Any]:
+    number = {"type": "number"}
+    cluster = {
+        "type": "object",
+        "required": ["size", "share", "centroid", "rule", "precision", "recall"],
+        "properties": {
+            "size": {"type": "integer"},
+            "share": number,
+            "centroid": {"type": "object", "additionalProperties": number},
+            "rule": {"type": "string", "description": "CEL over `traits`, ready to save as a segment."},
+            "precision": number,
+            "recall": number,
+        },
+    }
+    return {
+        "MicrosegmentsRequest": {
+            "type": "object",
+            "required": ["features"],
+            "properties": {
+                "features": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 20},
+                "k": {"type": ["integer", "null"], "minimum": 2, "maximum": 20},
+            },
+        },
+        "Microsegments": {
+            "type": "object",
+            "required": ["features", "k", "k_chosen_by", "profiles", "excluded", "clusters"],
+            "properties": {
+                "features": {"type": "array", "items": {"type": "string"}},
+                "k": {"type": "integer"},
+                "k_chosen_by": {"enum": ["given", "silhouette"]},
+                "silhouette": {"type": "object", "additionalProperties": number, "description": "Score per k."},
+                "profiles": {"type": "integer", "description": "Profiles holding every feature."},
+                "excluded": {"type": "integer", "description": "Profiles missing a feature."},
+                "clusters": {"type": "array", "items": cluster},
+            },
+        },
+    }
+
+
 _REF = {
     "name": "ref",
     "in": "path",
@@ -275,6 +338,7 @@ def spec() -> dict[str, Any]:
     )
     paths["/v1/profiles/{ref}/merges"] = _read_op("Merges that built this profile", "Merges", [_REF])
     paths.update(definition_paths())
+    paths["/v1/microsegments:discover"] = _discover_op()
     for path, summary in (
         ("/healthz", "Liveness and processor lag"),
         ("/metrics", "Prometheus metrics"),
@@ -388,6 +452,7 @@ def spec() -> dict[str, Any]:
                 },
             },
             "schemas": {
+                **_discover_schemas(),
                 "Event": event,
                 "Batch": {
                     "type": "object",

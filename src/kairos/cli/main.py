@@ -17,6 +17,7 @@ from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
 from kairos.cli.definitions import segments, traits
 from kairos.cli.importer import import_file
+from kairos.cli.microsegments import microsegments
 from kairos.demo.load import demo
 from kairos.runtime import Kairos
 
@@ -32,6 +33,7 @@ app.add_typer(keys, name="keys")
 app.add_typer(deadletters, name="deadletters")
 app.add_typer(traits, name="traits")
 app.add_typer(segments, name="segments")
+app.add_typer(microsegments, name="microsegments")
 app.command("import")(import_file)
 app.command("demo")(demo)
 

@@ -1,4 +1,4 @@
-"""Profiles: the first projections (counters, traits with provenance, consents, timeline).
+"""Profiles: the first projections (counters, traits with provenance, RFM scores, consents, timeline).
 
 :func:`default_projections` is the ordered list the processor runs: later projections see what earlier ones
 made of each event (``ctx.profile``), so derived kinds (segments, moments) go after the ones they read.
@@ -14,6 +14,7 @@ from kairos.pipeline.projection import Projection
 from kairos.profiles.computed import ComputedTraits
 from kairos.profiles.consents import Consents
 from kairos.profiles.counters import Counters, Counts
+from kairos.profiles.rfm import Rfm, RfmState
 from kairos.profiles.timeline import TIMELINE, Timeline, record
 from kairos.profiles.traits import TraitRules, Traits, TraitValue
 
@@ -23,6 +24,8 @@ __all__ = [
     "Consents",
     "Counters",
     "Counts",
+    "Rfm",
+    "RfmState",
     "Timeline",
     "TraitRules",
     "TraitValue",
@@ -37,5 +40,6 @@ def default_projections(settings: Settings, catalog: Catalog | None = None) -> l
     from kairos.segments.membership import Segments
 
     catalog = catalog if catalog is not None else Catalog()
-    sources: list[Projection[Any]] = [Counters(), Traits(settings.profiles), ComputedTraits(catalog), Consents()]
+    rfm: list[Projection[Any]] = [Rfm(settings.rfm)] if settings.rfm.enabled else []
+    sources: list[Projection[Any]] = [Counters(), Traits(settings.profiles), ComputedTraits(catalog), *rfm, Consents()]
     return [*sources, Segments(catalog, sources), Timeline()]
