@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import Any
 
@@ -107,6 +107,12 @@ class RfmState(msgspec.Struct, frozen=True):
     recency: int = 0  # the recency score as of the last apply/merge/wake (it depends on the time)
 
 
+TRAIT_NAMES = (
+    *("rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_score", "rfm_segment"),
+    *("rfm_orders", "rfm_spend", "rfm_last_purchase_at"),
+)
+
+
 class Rfm(Projection[RfmState]):
     """Purchases (``rfm.event``) → last purchase time, count and spend; scores and named cell as traits."""
 
@@ -185,6 +191,9 @@ class Rfm(Projection[RfmState]):
 
     def decode(self, values: Sequence[Any]) -> RfmState:
         return RfmState(int(values[0]), int(values[1]), int(values[2]), int(values[3]))
+
+    def trait_names(self) -> Collection[str]:
+        return TRAIT_NAMES
 
     def traits(self, state: RfmState) -> Mapping[str, Any]:
         if not state.count:
