@@ -226,6 +226,7 @@ class _Ctx:
     def __init__(self, profile: ProfileState) -> None:
         self.profile = profile
         self.merged: ProfileState | None = None
+        self.backfill = False
         self.before = dict(profile.sections)
         self.now = 0
         self.time = 0

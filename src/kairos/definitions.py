@@ -22,19 +22,22 @@ __all__ = [
     "AGGREGATES",
     "KINDS",
     "Catalog",
+    "MomentDef",
     "SegmentDef",
+    "Step",
     "TraitDef",
     "catalog_of",
     "check_key",
     "compile_definition",
     "load",
+    "moment_body",
     "segment_body",
     "trait_body",
     "window_ms",
 ]
 
-KINDS = ("trait", "segment")
-Kind = Literal["trait", "segment"]
+KINDS = ("trait", "segment", "moment")
+Kind = Literal["trait", "segment", "moment"]
 AGGREGATES = ("count", "sum", "min", "max", "avg", "first", "last", "distinct_count", "most_frequent")
 # Aggregates that read ``property`` (count counts events; with a property, those that carry it).
 NEEDS_PROPERTY = frozenset(AGGREGATES) - {"count"}
@@ -73,8 +76,12 @@ def window_ms(text: str, field: str = "window") -> int:
     return ms
 
 
-def _text(body: Mapping[str, Any], name: str, required: bool = False, limit: int = MAX_TEXT) -> str | None:
+def _text(
+    body: Mapping[str, Any], name: str, required: bool = False, limit: int = MAX_TEXT, path: str | None = None
+) -> str | None:
+    """``body[name]`` as a string, checked; errors name the field ``path`` (default: ``name``)."""
     value = body.get(name)
+    name = path or name
     if value is None:
         if required:
             raise ValidationError(f"{name} is required", code="missing_field", field=name)
@@ -159,6 +166,148 @@ def segment_body(body: Any) -> dict[str, Any]:
     return out
 
 
+def _step(value: Any, field: str) -> dict[str, Any]:
+    """One event of a moment's pattern: ``{"event": NAME, "where"?: RULE}``."""
+    if not isinstance(value, dict):
+        raise ValidationError(f"{field} must be an object with an event", code="invalid_field", field=field)
+    extra = sorted(set(value) - {"event", "where"})
+    if extra:
+        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=f"{field}.{extra[0]}")
+    name = _text(value, "event", required=True, limit=200, path=f"{field}.event")
+    out: dict[str, Any] = {"event": name}
+    where = _text(value, "where", limit=4096, path=f"{field}.where")
+    if where is not None:
+        _rule(where, Scope.EVENT, f"{field}.where")
+        out["where"] = where
+    return out
+
+
+MOMENT_PATTERNS = (
+    "event",
+    "sequence",
+    "not_followed_by",
+    "segment_entered",
+    "segment_exited",
+    "trait",
+)
+
+
+def moment_body(body: Any) -> dict[str, Any]:
+    """A moment's definition, validated and normalized: ``{"when": PATTERN, "context"?, "cooldown"?,
+    "description"?}`` (the patterns are listed in docs/moments.md)."""
+    body = _only(body, ("when", "context", "cooldown", "description"))
+    when = body.get("when")
+    if not isinstance(when, dict) or not when:
+        raise ValidationError(
+            "when must be an object: a pattern", code="missing_field" if when is None else "invalid_field", field="when"
+        )
+    out: dict[str, Any] = {}
+    if "sequence" in when:
+        _only_when(when, ("sequence", "within"))
+        steps = when["sequence"]
+        if not isinstance(steps, list) or not 2 <= len(steps) <= 10:
+            raise ValidationError(
+                "when.sequence is a list of 2 to 10 events", code="invalid_field", field="when.sequence"
+            )
+        pattern: dict[str, Any] = {"sequence": [_step(x, f"when.sequence.{i}") for i, x in enumerate(steps)]}
+        pattern["within"] = _within(when)
+    elif "not_followed_by" in when:
+        _only_when(when, ("event", "where", "not_followed_by", "within"))
+        pattern = _step({k: when[k] for k in ("event", "where") if k in when}, "when")
+        pattern["not_followed_by"] = _step(when["not_followed_by"], "when.not_followed_by")
+        pattern["within"] = _within(when)
+    elif "event" in when:
+        _only_when(when, ("event", "where"))
+        pattern = _step(when, "when")
+    elif "segment_entered" in when or "segment_exited" in when:
+        name = "segment_entered" if "segment_entered" in when else "segment_exited"
+        _only_when(when, (name,))
+        pattern = {name: _key_in(when, name, "segment")}
+    elif "trait" in when:
+        directions = [d for d in ("crosses_above", "crosses_below") if d in when]
+        _only_when(when, ("trait", *directions))
+        if len(directions) != 1:
+            raise ValidationError(
+                "a trait pattern has one of crosses_above, crosses_below", code="invalid_field", field="when"
+            )
+        threshold = when[directions[0]]
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or threshold != threshold
+            or abs(threshold) > 1e15
+        ):
+            raise ValidationError(
+                f"when.{directions[0]} must be a number", code="invalid_field", field=f"when.{directions[0]}"
+            )
+        pattern = {
+            "trait": check_key(_text(when, "trait", required=True, limit=64) or "", "trait"),
+            directions[0]: threshold,
+        }
+    else:
+        raise ValidationError(
+            f"when is one of the patterns: {', '.join(MOMENT_PATTERNS)}", code="invalid_field", field="when"
+        )
+    out["when"] = pattern
+    context = _text(body, "context", limit=4096)
+    if context is not None:
+        _rule(context, Scope.MOMENT, "context")
+        out["context"] = context
+    cooldown = _text(body, "cooldown", limit=20)
+    if cooldown is not None:
+        window_ms(cooldown, "cooldown")
+        out["cooldown"] = cooldown
+    description = _text(body, "description")
+    if description is not None:
+        out["description"] = description
+    return out
+
+
+def _key_in(when: Mapping[str, Any], name: str, kind: str) -> str:
+    key = _text(when, name, required=True, limit=64, path=f"when.{name}") or ""
+    try:
+        return check_key(key, kind)
+    except ValidationError as exc:
+        exc.field = f"when.{name}"
+        raise
+
+
+def _only_when(when: Mapping[str, Any], allowed: Sequence[str]) -> None:
+    extra = sorted(set(when) - set(allowed))
+    if extra:
+        raise ValidationError(
+            f"unknown field {extra[0]!r} in this pattern", code="unknown_field", field=f"when.{extra[0]}"
+        )
+
+
+def _within(when: Mapping[str, Any]) -> str:
+    within = _text(when, "within", required=True, limit=20, path="when.within")
+    assert within is not None
+    window_ms(within, "when.within")
+    return within
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    event: str
+    where: Rule | None
+
+
+@dataclass(frozen=True, slots=True)
+class MomentDef:
+    key: str
+    version: int
+    pattern: str  # event | sequence | absence | segment_entered | segment_exited | trait
+    steps: tuple[Step, ...]  # event: (A,); sequence: (A, B, ...); absence: (A, B)
+    within: int | None  # ms
+    segment: str | None
+    trait: str | None
+    above: float | None  # crosses_above threshold
+    below: float | None  # crosses_below threshold
+    context: Rule | None
+    cooldown: int  # ms; 0: none
+
+
 @dataclass(frozen=True, slots=True)
 class TraitDef:
     key: str
@@ -178,7 +327,53 @@ class SegmentDef:
     after: tuple[str, ...]  # segments its rule reads (evaluated before it)
 
 
-def compile_definition(d: Definition) -> TraitDef | SegmentDef:
+def _compile_step(raw: Mapping[str, Any]) -> Step:
+    where = raw.get("where")
+    return Step(raw["event"], compile_rule(where, Scope.EVENT) if where else None)
+
+
+def compile_moment(d: Definition) -> MomentDef:
+    when = d.body["when"]
+    steps: tuple[Step, ...] = ()
+    within = window_ms(when["within"]) if "within" in when else None
+    segment = trait = None
+    above = below = None
+    if "sequence" in when:
+        pattern = "sequence"
+        steps = tuple(_compile_step(x) for x in when["sequence"])
+    elif "not_followed_by" in when:
+        pattern = "absence"
+        steps = (_compile_step(when), _compile_step(when["not_followed_by"]))
+    elif "event" in when:
+        pattern = "event"
+        steps = (_compile_step(when),)
+    elif "segment_entered" in when or "segment_exited" in when:
+        pattern = "segment_entered" if "segment_entered" in when else "segment_exited"
+        segment = when[pattern]
+    else:
+        pattern = "trait"
+        trait = when["trait"]
+        above = when.get("crosses_above")
+        below = when.get("crosses_below")
+    context = d.body.get("context")
+    return MomentDef(
+        d.key,
+        d.version,
+        pattern,
+        steps,
+        within,
+        segment,
+        trait,
+        above,
+        below,
+        compile_rule(context, Scope.MOMENT) if context else None,
+        window_ms(d.body["cooldown"], "cooldown") if d.body.get("cooldown") else 0,
+    )
+
+
+def compile_definition(d: Definition) -> TraitDef | SegmentDef | MomentDef:
+    if d.kind == "moment":
+        return compile_moment(d)
     body = d.body
     if d.kind == "trait":
         where = body.get("where")
@@ -231,6 +426,10 @@ class Catalog:
     segments: list[SegmentDef] = field(default_factory=list)  # in evaluation order
     # Traits by the event name they count (None: every event), for the per-event fast path.
     traits_by_event: dict[str | None, list[TraitDef]] = field(default_factory=dict)
+    moments: dict[str, MomentDef] = field(default_factory=dict)
+    # Moments by the event names their patterns read, and those that react to segments and traits.
+    moments_by_event: dict[str, list[MomentDef]] = field(default_factory=dict)
+    moments_on_change: list[MomentDef] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # "kind:key: message" of definitions that failed to compile
 
     @classmethod
@@ -242,6 +441,7 @@ class Catalog:
     def replace(self, definitions: Sequence[Definition], revision: int) -> None:
         traits: dict[str, TraitDef] = {}
         segments: dict[str, SegmentDef] = {}
+        moments: dict[str, MomentDef] = {}
         errors = []
         for d in definitions:
             if d.deleted:
@@ -253,6 +453,8 @@ class Catalog:
                 continue
             if isinstance(compiled, TraitDef):
                 traits[d.key] = compiled
+            elif isinstance(compiled, MomentDef):
+                moments[d.key] = compiled
             else:
                 segments[d.key] = compiled
         by_event: dict[str | None, list[TraitDef]] = {}
@@ -266,6 +468,13 @@ class Catalog:
         self.traits = traits
         self.traits_by_event = by_event
         self.segments = ordered
+        self.moments = moments
+        by_name: dict[str, list[MomentDef]] = {}
+        for m in moments.values():
+            for name in dict.fromkeys(step.event for step in m.steps):
+                by_name.setdefault(name, []).append(m)
+        self.moments_by_event = by_name
+        self.moments_on_change = [m for m in moments.values() if not m.steps]
         self.errors = errors
         self.revision = revision
 

@@ -1,5 +1,5 @@
-"""Computed traits and segments: ``PUT/GET/DELETE /v1/{traits|segments}/{key}``, lists, segment members,
-and ``POST /v1/segments:preview``.
+"""Computed traits, segments and moments: ``PUT/GET/DELETE /v1/{traits|segments|moments}/{key}``, lists,
+segment members, and ``POST /v1/segments:preview``.
 
 Saving needs the ``admin`` scope, reading the ``read`` scope. A definition is validated and compiled when it
 is saved (a rule error answers 400 ``invalid_rule`` with its ``position``); the processor picks it up within
@@ -44,7 +44,8 @@ async def _json(request: Request) -> Any:
 
 
 def _kind(request: Request) -> str:
-    return "trait" if request.url.path.startswith("/v1/traits") else "segment"
+    path = request.url.path
+    return "trait" if path.startswith("/v1/traits") else "moment" if path.startswith("/v1/moments") else "segment"
 
 
 def _get(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
@@ -171,4 +172,6 @@ routes = [
     Route("/v1/segments:preview", _endpoint({"POST": ("read", post_preview, True)}), methods=["POST"]),
     Route("/v1/segments/{key}/members", _endpoint({"GET": ("read", get_members, False)}), methods=["GET"]),
     Route("/v1/segments/{key}", _endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/moments", _endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
+    Route("/v1/moments/{key}", _endpoint(_ONE), methods=list(_ONE)),
 ]

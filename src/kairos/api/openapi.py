@@ -148,7 +148,7 @@ _CURSOR = {
 }
 
 
-DERIVED_ITEMS = ("segment_entered", "segment_exited")
+DERIVED_ITEMS = ("segment_entered", "segment_exited", "moment")
 _KEY = {
     "name": "key",
     "in": "path",
@@ -175,9 +175,14 @@ def _op(tag: str, summary: str, scope: str, ok: str | None, body: str | None = N
 def definition_paths() -> dict[str, Any]:
     """Computed traits and segments."""
     paths: dict[str, Any] = {}
-    for kind, tag, body in (("traits", "computed traits", "TraitBody"), ("segments", "segments", "SegmentBody")):
+    for kind, tag, body in (
+        ("traits", "computed traits", "TraitBody"),
+        ("segments", "segments", "SegmentBody"),
+        ("moments", "moments", "MomentBody"),
+    ):
         one = kind[:-1].capitalize()
-        put = _op(tag, f"Create or change a {kind[:-1]} (backfills every profile)", "admin", one, body)
+        effect = "applies from the next event" if kind == "moments" else "backfills every profile"
+        put = _op(tag, f"Create or change a {kind[:-1]} ({effect})", "admin", one, body)
         put["parameters"] = [_KEY]
         put["responses"]["201"] = {"description": "Created", "content": {"application/json": {"schema": _ref(one)}}}
         paths[f"/v1/{kind}"] = {"get": _op(tag, f"All {kind}", "read", f"{one}List")}
@@ -267,7 +272,79 @@ def definition_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[st
             "size_history": {"type": "array", "items": size_point},
         },
     }
+    step = {
+        "type": "object",
+        "required": ["event"],
+        "properties": {"event": text, "where": {**text, "description": "A CEL condition over the event."}},
+    }
+    moment_fields: dict[str, Any] = {
+        "when": {
+            "type": "object",
+            "description": "One pattern: event (+where), sequence + within, event + not_followed_by + within, "
+            "segment_entered, segment_exited, or trait + crosses_above/crosses_below.",
+            "properties": {
+                "event": text,
+                "where": text,
+                "sequence": {"type": "array", "items": step, "minItems": 2, "maxItems": 10},
+                "not_followed_by": step,
+                "within": {**text, "pattern": "^[1-9][0-9]{0,6}[mhd]$"},
+                "segment_entered": text,
+                "segment_exited": text,
+                "trait": text,
+                "crosses_above": {"type": "number"},
+                "crosses_below": {"type": "number"},
+            },
+        },
+        "context": {**text, "description": "A CEL condition over the profile, the derived context and the event."},
+        "cooldown": {**text, "pattern": "^[1-9][0-9]{0,6}[mhd]$"},
+        "description": text,
+    }
+    moment = {
+        "type": "object",
+        "required": ["key", "when", "version", "created_at", "updated_at", "counts", "total"],
+        "properties": {
+            **{k: v for k, v in common.items() if k != "backfill"},
+            **moment_fields,
+            "counts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["date", "fired"],
+                    "properties": {"date": {"type": "string", "format": "date"}, "fired": {"type": "integer"}},
+                },
+            },
+            "total": {"type": "integer"},
+        },
+    }
     return {
+        "MomentBody": {"type": "object", "required": ["when"], "properties": moment_fields},
+        "Moment": moment,
+        "MomentList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": moment}},
+        },
+        "ProfileMoments": {
+            "type": "object",
+            "required": ["profile_id", "items", "next_cursor"],
+            "properties": {
+                "profile_id": text,
+                "next_cursor": cursor,
+                "items": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["moment", "at", "seqs", "version"],
+                        "properties": {
+                            "moment": text,
+                            "at": stamp,
+                            "seqs": {"type": "array", "items": {"type": "integer"}},
+                            "version": {"type": ["integer", "null"]},
+                        },
+                    },
+                },
+            },
+        },
         "TraitBody": trait_body,
         "SegmentBody": segment_body,
         "Trait": trait,
@@ -337,6 +414,9 @@ def spec() -> dict[str, Any]:
         "The profile's timeline, newest first", "Timeline", [_REF, _LIMIT, _CURSOR]
     )
     paths["/v1/profiles/{ref}/merges"] = _read_op("Merges that built this profile", "Merges", [_REF])
+    paths["/v1/profiles/{ref}/moments"] = _read_op(
+        "The person's moments, newest first", "ProfileMoments", [_REF, _LIMIT, _CURSOR]
+    )
     paths.update(definition_paths())
     paths["/v1/microsegments:discover"] = _discover_op()
     for path, summary in (

@@ -200,6 +200,33 @@ def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 
 @read_endpoint
+def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
+    pk = _resolve(kairos, request.path_params["ref"])
+    before = None
+    cursor = request.query_params.get("cursor")
+    if cursor:
+        ts, seq, sub = decode_cursor(cursor, 3)
+        before = (ts, seq, sub)
+    limit = _limit(request)
+    rows = kairos.store.state.timeline(pk, limit + 1, before, type="moment")
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "profile_id": profile_id_for(pk),
+        "items": [
+            {
+                "moment": r.name,
+                "at": iso(r.ts),
+                "seqs": (r.data or {}).get("seqs", []),
+                "version": (r.data or {}).get("version"),
+            }
+            for r in rows
+        ],
+        "next_cursor": encode_cursor(rows[-1].ts, rows[-1].seq, rows[-1].sub) if more and rows else None,
+    }
+
+
+@read_endpoint
 def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
     pk = _resolve(kairos, request.path_params["ref"])
     return {"profile_id": profile_id_for(pk), "items": [_merge_view(m) for m in kairos.store.state.merges(pk)]}
@@ -216,5 +243,6 @@ routes = [
     Route("/v1/profiles", list_profiles, methods=["GET"]),
     Route("/v1/profiles/{ref:path}/events", get_events, methods=["GET"]),
     Route("/v1/profiles/{ref:path}/merges", get_merges, methods=["GET"]),
+    Route("/v1/profiles/{ref:path}/moments", get_moments, methods=["GET"]),
     Route("/v1/profiles/{ref:path}", get_profile, methods=["GET"]),
 ]

@@ -15,7 +15,7 @@ from kairos.errors import ValidationError
 from kairos.runtime import Kairos
 from kairos.segments.admin import definition_view, job_of, remove, save
 
-__all__ = ["segments", "traits"]
+__all__ = ["moments", "segments", "traits"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Body = Annotated[str, typer.Argument(help="The JSON body of PUT /v1/traits/KEY or /v1/segments/KEY.")]
@@ -30,7 +30,7 @@ Wait = Annotated[
 
 def _follow(kairos: Kairos, kind: str, key: str, how: str, as_json: bool) -> dict[str, Any]:
     """Show the backfill's progress until it is done (Rich progress bar)."""
-    if how == "no":
+    if how == "no" or kind == "moment":  # a moment applies from the next event on: no backfill
         return definition_view(kairos, _stored(kairos, kind, key), job_of(kairos, kind, key))
     columns = (TextColumn(f"backfilling {kind} {key}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=as_json) as bar:
@@ -68,9 +68,11 @@ def _show(view: dict[str, Any], as_json: bool) -> None:
 
 def _group(kind: str) -> typer.Typer:
     group = typer.Typer(
-        help="Computed traits: aggregates over a profile's events."
-        if kind == "trait"
-        else "Segments: rules over profiles, kept current.",
+        help={
+            "trait": "Computed traits: aggregates over a profile's events.",
+            "segment": "Segments: rules over profiles, kept current.",
+            "moment": "Moments: patterns of events, segment changes and trait crossings, fired as they happen.",
+        }[kind],
         no_args_is_help=True,
     )
 
@@ -88,14 +90,14 @@ def _group(kind: str) -> typer.Typer:
         )
         for v in views:
             what = v.get("rule") or json.dumps(
-                {k: v[k] for k in ("aggregate", "event", "property", "window", "where") if k in v}
+                {k: v[k] for k in ("aggregate", "event", "property", "window", "where", "when", "cooldown") if k in v}
             )
-            job = v["backfill"]
+            job = v.get("backfill")
             table.add_row(
                 v["key"],
                 what,
                 str(v["version"]),
-                f"{job['status']} {job['done']}/{job['total']}",
+                f"{job['status']} {job['done']}/{job['total']}" if job else f"fired {v.get('total', 0)}",
                 str(v.get("size", "")),
             )
         console.print(table)
@@ -141,3 +143,4 @@ def _group(kind: str) -> typer.Typer:
 
 traits = _group("trait")
 segments = _group("segment")
+moments = _group("moment")

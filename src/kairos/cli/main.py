@@ -15,7 +15,7 @@ from kairos import __version__
 from kairos.cli._common import console, err_console, open_kairos, print_json
 from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
-from kairos.cli.definitions import segments, traits
+from kairos.cli.definitions import moments, segments, traits
 from kairos.cli.importer import import_file
 from kairos.cli.microsegments import microsegments
 from kairos.demo.load import demo
@@ -33,6 +33,7 @@ app.add_typer(keys, name="keys")
 app.add_typer(deadletters, name="deadletters")
 app.add_typer(traits, name="traits")
 app.add_typer(segments, name="segments")
+app.add_typer(moments, name="moments")
 app.add_typer(microsegments, name="microsegments")
 app.command("import")(import_file)
 app.command("demo")(demo)

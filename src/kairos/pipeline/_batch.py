@@ -34,6 +34,7 @@ class _Ctx:
         "_emits",
         "_inserts",
         "_timers",
+        "backfill",
         "batch",
         "merged",
         "name",
@@ -52,6 +53,7 @@ class _Ctx:
         self.source_key = source_key  # names what caused the effects: outbox keys derive from it
         self.name = ""
         self.merged: ProfileState | None = None
+        self.backfill = False
         # Sections replaced so far for this event, by their value before it: ``before`` is built from it only
         # when a projection asks (most never do), instead of copying every section for every event.
         self.replaced: dict[str, Any] = {}
@@ -256,6 +258,7 @@ class Batch:
         """Bring ``profile`` to changed definitions: each projection that runs definitions of a kind in
         ``keys`` recomputes those; the others see the change (``changed``)."""
         ctx = _Ctx(self, profile, self.last_seq, f"r{profile.pk}:{tag}", self.now)
+        ctx.backfill = True
         sections = profile.sections
         for p in self.projections:
             ctx.name = p.name

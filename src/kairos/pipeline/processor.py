@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from kairos.config import Settings
-from kairos.definitions import Catalog, catalog_of
+from kairos.definitions import KINDS, Catalog, catalog_of
 from kairos.errors import CheckpointConflict, KairosError
 from kairos.identity import Identifiers, Resolver
 from kairos.metrics import (
@@ -212,7 +212,7 @@ class Processor:
         """Follow the stored definitions: swap the catalog's content, and start a backfill job for each
         definition whose version the derived state does not follow yet (committed with the next batch:
         the events after ``cp`` are applied with the new version, the profiles up to ``cp`` backfilled)."""
-        if self.catalog is None or not self.kinds:
+        if self.catalog is None:
             return
         if self.jobs is None:
             self.jobs = {(j.kind, j.key): j for j in self.store.state.jobs()}
@@ -222,8 +222,9 @@ class Processor:
         if revision == self.revision:
             return
         self.revision = revision
-        definitions = [d for d in admin.definitions(deleted=True) if d.kind in self.kinds]
-        self.catalog.replace(definitions, revision)
+        stored = admin.definitions(deleted=True)
+        self.catalog.replace([d for d in stored if d.kind in KINDS], revision)
+        definitions = [d for d in stored if d.kind in self.kinds]  # the kinds whose changes need a backfill
         for error in self.catalog.errors:
             log.error("definition could not be compiled; skipped", extra={"definition": error})
         self.cache.clear()  # cached states were decoded for the previous definitions

@@ -175,6 +175,12 @@ class Context(Protocol):
         ...
 
     @property
+    def backfill(self) -> bool:
+        """True while a definition's backfill brings the profile to it: the person did nothing, so effects
+        that announce a change in the person (moments) are not raised for it."""
+        ...
+
+    @property
     def merged(self) -> ProfileState | None:
         """During :meth:`Projection.merge`: the profile being merged into this one (else None)."""
         ...

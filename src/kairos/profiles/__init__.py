@@ -37,9 +37,10 @@ __all__ = [
 
 def default_projections(settings: Settings, catalog: Catalog | None = None) -> list[Projection[Any]]:
     """The projections of a running Kairos, in order; ``catalog``: the computed traits and segments."""
+    from kairos.moments import Moments
     from kairos.segments.membership import Segments
 
     catalog = catalog if catalog is not None else Catalog()
     rfm: list[Projection[Any]] = [Rfm(settings.rfm)] if settings.rfm.enabled else []
     sources: list[Projection[Any]] = [Counters(), Traits(settings.profiles), ComputedTraits(catalog), *rfm, Consents()]
-    return [*sources, Segments(catalog, sources), Timeline()]
+    return [*sources, Segments(catalog, sources), Moments(catalog, sources), Timeline()]

@@ -210,6 +210,7 @@ class Scope:
 
     SEGMENT: ClassVar[Scope]
     EVENT: ClassVar[Scope]
+    MOMENT: ClassVar[Scope]
 
     def __init__(self, name: str, variables: Mapping[str, Any], keyed: Iterable[str]) -> None:
         self.name = name
@@ -267,6 +268,21 @@ Scope.EVENT = Scope(
         "timestamp": _T.TIMESTAMP,
     },
     keyed=("properties", "context", "traits"),
+)
+# A moment's condition: the profile (as for segments), the derived context and the event that triggered it.
+Scope.MOMENT = Scope(
+    "MOMENT",
+    {
+        "traits": _T.Map(_T.STRING, _T.DYN),
+        "identities": _T.Map(_T.STRING, _T.List(_T.STRING)),
+        "segments": _T.List(_T.STRING),
+        "consents": _T.Map(_T.STRING, _T.BOOL),
+        "profile": _T("kairos.rules.Profile"),
+        "now": _T.TIMESTAMP,
+        "context": _T.Map(_T.STRING, _T.DYN),
+        "event": _T.Map(_T.STRING, _T.DYN),
+    },
+    keyed=("traits", "identities", "segments", "consents", "profile", "context", "event"),
 )
 
 

@@ -1,13 +1,22 @@
-"""Saving, deleting and describing definitions (computed traits, segments): one place for the API, the CLI
-and ``kairos.toml``."""
+"""Saving, deleting and describing definitions (computed traits, segments, moments): one place for the API,
+the CLI and ``kairos.toml``."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from kairos.definitions import SegmentDef, check_key, compile_definition, segment_body, segment_order, trait_body
+from kairos.definitions import (
+    SegmentDef,
+    check_key,
+    compile_definition,
+    moment_body,
+    segment_body,
+    segment_order,
+    trait_body,
+)
 from kairos.errors import ConfigError, KairosError, ValidationError
+from kairos.moments import MOMENT_STATS
 from kairos.runtime import Kairos
 from kairos.segments.membership import SEGMENT_STATS
 from kairos.store import Definition, Job
@@ -40,8 +49,13 @@ def definition_view(kairos: Kairos, d: Definition, job: Job | None) -> dict[str,
         "version": d.version,
         "created_at": d.created_at,
         "updated_at": d.updated_at,
-        "backfill": _job_view(job, d),
     }
+    if d.kind != "moment":  # a moment applies from the next event on: nothing to backfill
+        out["backfill"] = _job_view(job, d)
+    if d.kind == "moment":
+        stats = kairos.store.state.counts(MOMENT_STATS.name, "WHERE moment = {p}", (d.key,))
+        out["counts"] = [{"date": _iso_day(day), "fired": fired} for _moment, day, fired in stats]
+        out["total"] = sum(fired for _moment, _day, fired in stats)
     if d.kind == "segment":
         stats = kairos.store.state.counts(SEGMENT_STATS.name, "WHERE segment = {p}", (d.key,))
         size = 0
@@ -75,11 +89,29 @@ def _warnings(kairos: Kairos, source_rule: SegmentDef) -> list[dict[str, str]]:
     return out
 
 
+def _moment_warnings(kairos: Kairos, when: dict[str, Any]) -> list[dict[str, str]]:
+    """A segment or trait the pattern names that nothing defines (probably a typo)."""
+    segment = when.get("segment_entered") or when.get("segment_exited")
+    if segment is not None and kairos.store.admin.definition("segment", segment) is None:
+        return [{"code": "unknown_segment", "field": "when", "message": f"no segment is named {segment!r}"}]
+    trait = when.get("trait")
+    if trait is not None:
+        declared = {name for p in kairos.projections for name in p.trait_names()}
+        known = trait in declared or kairos.store.admin.definition("trait", trait) is not None
+        if not known and not kairos.store.state.profiles_in("traits", trait, 1, None):
+            return [
+                {"code": "unknown_trait", "field": "when", "message": f"no profile or definition has a trait {trait!r}"}
+            ]
+    return []
+
+
 def save(kairos: Kairos, kind: str, key: str, body: Any) -> tuple[dict[str, Any], int]:
     """Validate and store a definition; its view (``changed``, ``warnings``) and 201 (created) or 200."""
     check_key(key, kind)
-    stored = trait_body(body) if kind == "trait" else segment_body(body)
+    stored = {"trait": trait_body, "segment": segment_body, "moment": moment_body}[kind](body)
     warnings: list[dict[str, str]] = []
+    if kind == "moment":
+        warnings = _moment_warnings(kairos, stored["when"])
     if kind == "segment":
         existing = {d.key: d for d in kairos.store.admin.definitions("segment")}
         old = existing.get(key)

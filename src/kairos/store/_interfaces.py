@@ -84,8 +84,11 @@ class StateStore(Protocol):
 
     def list_profiles(self, traits: dict[str, Any], limit: int, after: int | None) -> list[ProfileRow]: ...
 
-    def timeline(self, pk: int, limit: int, before: tuple[int, int, int] | None) -> list[TimelineRow]:
-        """Newest first; ``before`` = (ts, seq, sub) of the last row of the previous page."""
+    def timeline(
+        self, pk: int, limit: int, before: tuple[int, int, int] | None, type: str | None = ...
+    ) -> list[TimelineRow]:
+        """Newest first; ``before`` = (ts, seq, sub) of the last row of the previous page; only items of
+        ``type`` if given."""
         ...
 
     def merges(self, pk: int) -> list[MergeRecord]: ...

@@ -339,9 +339,14 @@ class SqlState:
         loaded = self.load_profiles(pks)
         return [loaded[pk] for pk in pks if pk in loaded]
 
-    def timeline(self, pk: int, limit: int, before: tuple[int, int, int] | None) -> list[TimelineRow]:
+    def timeline(
+        self, pk: int, limit: int, before: tuple[int, int, int] | None, type: str | None = None
+    ) -> list[TimelineRow]:
         sql = "SELECT profile_pk, ts, seq, sub, type, name, data FROM timeline WHERE profile_pk = {p}"
         params: list[Any] = [pk]
+        if type is not None:
+            sql += " AND type = {p}"
+            params.append(type)
         if before is not None:
             sql += " AND (ts < {p} OR (ts = {p} AND (seq < {p} OR (seq = {p} AND sub < {p}))))"
             params += [before[0], before[0], before[1], before[1], before[2]]
