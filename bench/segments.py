@@ -367,7 +367,7 @@ def serve_run(rate: float, duration: float, window_for: float, end: datetime) ->
         bodies = workdir / "bodies.jsonl"
         _make_bodies(bodies, end)
         with Server.kairos(url, workdir) as server:
-            watch = OutboxWatch(db)
+            watch = OutboxWatch(workdir / "kairos-state.db")  # derived state lives beside the log
             markers = Probes(server.port, write_key, MARKER, 0.1, duration - 5, "mk")
             windows = Probes(server.port, write_key, WINDOWED, 0.25, window_for, "wn")
             lags: list[int] = []
