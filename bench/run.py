@@ -64,7 +64,7 @@ def _args() -> argparse.Namespace:
         help="(d) seconds of the same load before, not measured (default 5; --quick 2)",
     )
     add("--profiles", type=int, help="(c) profiles in the store (default 1,000,000; --quick 50,000)")
-    add("--segment-events", type=int, help="(e) processor events (default 60,000; --quick 10,000)")
+    add("--segment-events", type=int, help="(e) processor events (default 20,000; --quick 5,000)")
     add("--segment-profiles", type=int, help="(e) profiles for the preview (default 100,000; --quick 5,000)")
     args = parser.parse_args()
     q = args.quick
@@ -77,7 +77,7 @@ def _args() -> argparse.Namespace:
     if args.sustained_warmup is None:
         args.sustained_warmup = 2.0 if q else 5.0
     args.profiles = args.profiles or (50_000 if q else 1_000_000)
-    args.segment_events = args.segment_events or (10_000 if q else 60_000)
+    args.segment_events = args.segment_events or (5_000 if q else 20_000)
     args.segment_profiles = args.segment_profiles or (5_000 if q else 100_000)
     args.parts = [p for p in args.only.split(",") if p]
     if unknown := set(args.parts) - set(PARTS):
