@@ -15,12 +15,14 @@ from typing import Any
 import ingest
 import lookup
 import processor
+import segments
 import sustained
 from _common import ROOT
 from _stats import Stat, Target, fmt, median_index, table
 from ingest import Run as IngestRun
 from lookup import LookupResult
 from processor import BackendRun, ProcessorResult
+from segments import SegmentsResult
 from sustained import SustainedResult
 
 __all__ = ["DOC", "Results", "targets", "write_doc"]
@@ -36,6 +38,7 @@ class Results:
     bare: list[IngestRun | None] = field(default_factory=list)
     sustained: dict[str, SustainedResult] = field(default_factory=dict)
     lookup: LookupResult | None = None
+    segments: SegmentsResult | None = None
     failures: list[str] = field(default_factory=list)
     ingest_duration: float = 0.0
 
@@ -84,6 +87,8 @@ def targets(res: Results) -> list[Target]:
         out.append(
             Target("(c) Profile GET p99, 1M profiles, new", Stat.of([res.lookup.http_profile.p99_ms]), 5.0, "ms", False)
         )
+    if res.segments:
+        out += segments.targets(res.segments)
     return out
 
 
@@ -258,6 +263,12 @@ def limits_lookup(res: Results, missed: Sequence[Target]) -> list[str]:
     ]
 
 
+def limits_segments(res: Results, missed: Sequence[Target]) -> list[str]:
+    if not missed or res.segments is None:
+        return []
+    return ["**Segments.** " + "; ".join(t.shortfall() for t in missed) + "."]
+
+
 # -- the document ------------------------------------------------------------------------------------
 def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: Mapping[str, Any], res: Results) -> None:
     all_targets = targets(res)
@@ -283,7 +294,8 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         " on a VM shared with other work: compare within one run.",
         "",
         "Each part also runs alone on the current code: `.venv/bin/python bench/processor.py`,"
-        " `bench/ingest.py`, `bench/sustained.py`, `bench/lookup.py` (`--help` for their options).",
+        " `bench/ingest.py`, `bench/sustained.py`, `bench/segments.py`, `bench/lookup.py` (`--help` for their"
+        " options).",
         "",
         "## Machine and versions",
         "",
@@ -309,6 +321,9 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         sections.append(lambda: ingest.section(res.ingest, res.bare, res.versions, res.ingest_duration))
     if res.sustained:
         sections.append(lambda: sustained.section(res.sustained, res.versions))
+    if res.segments:
+        seg = res.segments
+        sections.append(lambda: segments.section(seg))
     if res.lookup:
         look = res.lookup
         sections.append(lambda: lookup.section(look))
@@ -333,6 +348,7 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         ("(a)", limits_ingest),
         ("(d)", limits_sustained),
         ("(c)", limits_lookup),
+        ("(e)", limits_segments),
     ]
     for prefix, explain in groups:
         mine = [t for t in missed if t.name.startswith(prefix)]

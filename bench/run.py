@@ -2,7 +2,8 @@
 
 Parts: (b) processor throughput on SQLite and PostgreSQL (``processor.py``), (a) ingest over HTTP with the
 processor running, beside a bare Starlette app (``ingest.py``), (d) a sustained constant load with the
-processor's lag (``sustained.py``), and, only when asked with ``--only``, (c) profile look-up latency with
+processor's lag (``sustained.py``), (e) computed traits and segments, current code only (``segments.py``),
+and, only when asked with ``--only``, (c) profile look-up latency with
 1M profiles (``lookup.py``, current code only).
 
 The baseline (``--baseline``, default ``BASELINE_COMMIT`` in ``_common.py``) is checked out in a temporary
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import ingest
 import lookup
 import processor
+import segments
 import sustained
 from _common import BASELINE_COMMIT, PG_URL, ROOT, exit_on_sigterm, machine, require_wrk, save_json, tmp_dir
 from _report import DOC, Results, write_doc
@@ -35,8 +37,8 @@ from _versions import Version, baseline_version, current_version, interleaved, r
 
 __all__ = ["main"]
 
-PARTS = ("processor", "ingest", "sustained", "lookup")
-DEFAULT_PARTS = "processor,ingest,sustained"
+PARTS = ("processor", "ingest", "sustained", "segments", "lookup")
+DEFAULT_PARTS = "processor,ingest,sustained,segments"
 T = TypeVar("T")
 
 
@@ -62,6 +64,8 @@ def _args() -> argparse.Namespace:
         help="(d) seconds of the same load before, not measured (default 5; --quick 2)",
     )
     add("--profiles", type=int, help="(c) profiles in the store (default 1,000,000; --quick 50,000)")
+    add("--segment-events", type=int, help="(e) processor events (default 20,000; --quick 5,000)")
+    add("--segment-profiles", type=int, help="(e) profiles for the preview (default 100,000; --quick 5,000)")
     args = parser.parse_args()
     q = args.quick
     args.repeats = args.repeats or (2 if q else 3)
@@ -73,6 +77,8 @@ def _args() -> argparse.Namespace:
     if args.sustained_warmup is None:
         args.sustained_warmup = 2.0 if q else 5.0
     args.profiles = args.profiles or (50_000 if q else 1_000_000)
+    args.segment_events = args.segment_events or (5_000 if q else 20_000)
+    args.segment_profiles = args.segment_profiles or (5_000 if q else 100_000)
     args.parts = [p for p in args.only.split(",") if p]
     if unknown := set(args.parts) - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
@@ -150,6 +156,20 @@ def run_sustained(args: argparse.Namespace, versions: list[Version], workdir: Pa
             res.sustained[label] = result
 
 
+def run_segments(args: argparse.Namespace, new: Version, workdir: Path, res: Results) -> None:
+    part_args = ["--events", str(args.segment_events), "--profiles", str(args.segment_profiles)]
+    part_args += ["--repeats", str(args.repeats)]
+    if args.quick:
+        part_args += ["--duration", "20", "--window-for", "2", "--calls", "2"]
+    res.segments = _attempt(
+        res.failures,
+        "(e) segments",
+        lambda: segments.from_json(run_part("segments", new, part_args, workdir, "r0")),
+    )
+    if res.segments is not None:
+        res.failures += res.segments.failures
+
+
 def main() -> None:
     args = _args()
     exit_on_sigterm()
@@ -174,6 +194,9 @@ def main() -> None:
         if "sustained" in args.parts:
             print("(d) sustained load", flush=True)
             run_sustained(args, versions, workdir, res)
+        if "segments" in args.parts:
+            print("(e) segments (current code)", flush=True)
+            run_segments(args, versions[-1], workdir, res)
     if "lookup" in args.parts:
         print("(c) profile look-up (current code)", flush=True)
         res.lookup = _attempt(

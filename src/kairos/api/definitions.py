@@ -91,6 +91,7 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
     sources = [p for p in kairos.projections if p.name != "segments" and p.name != "timeline"]
     codec = kairos.codec
     now = kairos.clock.now()
+    reads = candidate.rule.references.variables
     started = time.perf_counter()
     size = 0
     found: list[str] = []
@@ -102,7 +103,7 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
         for row in rows:
             profile = codec.state(row)
             members = profile.sections.get("segments") or {}
-            if candidate.rule.evaluate(profile_variables(profile, sources, members, now)):
+            if candidate.rule.evaluate(profile_variables(profile, sources, members, now, reads)):
                 size += 1
                 if len(found) < sample:
                     found.append(profile.id)

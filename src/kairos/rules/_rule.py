@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from cel_expr_python import cel
@@ -241,7 +241,7 @@ class Scope:
                     data[name] = _CONVERT[name](_EMPTY[name])
                 continue  # unbound: a rule that reads it gets an error, hence false
             data[name] = _CONVERT[name](value)
-        return Bindings(self, self.env.Activation(data))
+        return Bindings(self, self.env.Activation(data), data)
 
 
 Scope.SEGMENT = Scope(
@@ -292,6 +292,21 @@ class Bindings:
 
     scope: Scope
     activation: cel.Activation
+    data: Mapping[str, Any] = field(default_factory=dict)  # the converted values
+
+    def replace(self, values: Mapping[str, Any], only: Iterable[str] | None = None) -> Bindings:
+        """These bindings with ``values`` converted in place of the old ones (the others are not converted
+        again), keeping only the variables ``only`` when given: a rule that reads no others evaluates the same
+        on them, and a smaller activation is cheaper to build (probing one rule at many times)."""
+        data = dict(self.data) if only is None else {k: v for k, v in self.data.items() if k in only}
+        for name, value in values.items():
+            if name not in self.scope.variables:
+                raise ValueError(f"{name!r} is not a variable of {self.scope!r}")
+            if value is None and name not in _EMPTY:
+                data.pop(name, None)  # unbound, as in bind()
+                continue
+            data[name] = _CONVERT[name](_EMPTY[name] if value is None else value)
+        return Bindings(self.scope, self.scope.env.Activation(data), data)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,14 @@ entered, exited) from which ``size`` and ``size_history`` are read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from kairos.definitions import Catalog, SegmentDef
 from kairos.pipeline.projection import Context, Entry, ProfileState, Projection, Timer
 from kairos.profiles.timeline import record
+from kairos.rules import Bindings, Scope
 from kairos.store.schema import Column, Index, Table
 
 __all__ = ["SEGMENT_STATS", "Segments", "profile_variables"]
@@ -52,12 +53,19 @@ def _dt(ms: int) -> datetime:
 
 
 def profile_variables(
-    profile: ProfileState, sources: Sequence[Projection[Any]], members: Members, now: int
+    profile: ProfileState,
+    sources: Sequence[Projection[Any]],
+    members: Members,
+    now: int,
+    reads: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """What a segment rule sees of a profile (the variables of :data:`kairos.rules.Scope.SEGMENT`)."""
+    """What a segment rule sees of a profile (the variables of :data:`kairos.rules.Scope.SEGMENT`).
+
+    ``reads``: the variables the rules to evaluate read (``References.variables``); the traits, the costliest
+    to compute, are left empty when none reads them (a rule that does not read a variable cannot tell)."""
     sections = profile.sections
     traits: dict[str, Any] = {}
-    for p in sources:
+    for p in sources if reads is None or "traits" in reads else ():
         section = sections.get(p.name)
         traits.update(p.traits(section if section is not None else p.initial()))
     identities: dict[str, list[str]] = {}
@@ -77,6 +85,13 @@ def profile_variables(
         },
         "now": _dt(now),
     }
+
+
+def _bind(variables: dict[str, Any]) -> Bindings | dict[str, Any]:
+    try:
+        return Scope.SEGMENT.bind(variables)
+    except (TypeError, ValueError):
+        return variables
 
 
 class Segments(Projection[Members]):
@@ -174,18 +189,23 @@ class Segments(Projection[Members]):
                 else:
                     out[key] = (s.version, out[key][1])
         due: list[int] = []
+        # The variables are converted for the rules once (Scope.bind) and again only when a membership moved;
+        # a value no rule can read (bind refuses it) leaves the plain mapping, on which each rule answers false.
+        bindings: Bindings | dict[str, Any] | None = None
         for s in self.catalog.segments:
             refs = s.rule.references
             wanted = (inputs is None and (only is None or s.key in only or bool(refs.segments & moved))) or (
                 inputs is not None and self._wants(s, inputs[0], inputs[1], moved)
             )
             if wanted:
-                if variables is None:
+                if variables is None or bindings is None:
                     variables = profile_variables(ctx.profile, self.sources, out, now)
-                else:
-                    variables["segments"] = sorted(out)
+                    bindings = _bind(variables)
+                elif variables["segments"] != (members := sorted(out)):
+                    variables["segments"] = members
+                    bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
                 now_in = s.key in out
-                holds = s.rule.evaluate(variables)
+                holds = s.rule.evaluate(bindings)
                 if holds != now_in:
                     moved.add(s.key)
                     if holds:
@@ -195,7 +215,7 @@ class Segments(Projection[Members]):
                         del out[s.key]
                         self._exit(ctx, s.key, s.version, ts)
                 if refs.uses_now:
-                    when = self._next_flip(s, variables, now, holds)
+                    when = self._next_flip(s, bindings, now, holds)
                     if when is not None:
                         due.append(when)
             elif refs.uses_now:
@@ -209,13 +229,22 @@ class Segments(Projection[Members]):
     def _holds(self, s: SegmentDef, ctx: Context, members: Members, now: int) -> bool:
         return s.rule.evaluate(profile_variables(ctx.profile, self.sources, members, now))
 
-    def _next_flip(self, s: SegmentDef, variables: dict[str, Any], now: int, holds: bool) -> int | None:
+    def _next_flip(self, s: SegmentDef, variables: Bindings | dict[str, Any], now: int, holds: bool) -> int | None:
         """The first time after ``now`` at which the rule's answer changes, if within the ladder's reach."""
-        probe = dict(variables)
+        if isinstance(variables, Bindings):
+            # Each probe binds only what this rule reads, with its own `now`: a small activation.
+            reads = s.rule.references.variables
+            base = variables
 
-        def at(t: int) -> bool:
-            probe["now"] = _dt(t)
-            return s.rule.evaluate(probe)
+            def at(t: int) -> bool:
+                return s.rule.evaluate(base.replace({"now": t}, only=reads))
+
+        else:
+            probe = dict(variables)
+
+            def at(t: int) -> bool:
+                probe["now"] = _dt(t)
+                return s.rule.evaluate(probe)
 
         lo = now
         for step in LADDER:
