@@ -191,6 +191,8 @@ class Moments(Projection[State]):
                 now = m.segment in (new_segments or {})
                 happened = (not was and now) if m.pattern == "segment_entered" else (was and not now)
             elif m.trait is not None:
+                if not any(before.get(p.name, sections.get(p.name)) is not sections.get(p.name) for p in self.sources):
+                    continue  # no trait source changed
                 if traits_after is None:
                     traits_before = self._traits(before, sections, before_state=True)
                     traits_after = self._traits(before, sections, before_state=False)
