@@ -325,6 +325,16 @@ class SegmentDef:
     version: int
     rule: Rule
     after: tuple[str, ...]  # segments its rule reads (evaluated before it)
+    # What the rule reads, flattened from ``rule.references`` once (the processor asks on every event).
+    traits: frozenset[str] = frozenset()
+    traits_dynamic: bool = False
+    segments: frozenset[str] = frozenset()
+    segments_dynamic: bool = False
+    identities: bool = False
+    consents: bool = False
+    profile: frozenset[str] = frozenset()
+    uses_now: bool = False
+    reads: frozenset[str] = frozenset()  # variables
 
 
 def _compile_step(raw: Mapping[str, Any]) -> Step:
@@ -388,7 +398,22 @@ def compile_definition(d: Definition) -> TraitDef | SegmentDef | MomentDef:
             window_ms(body["window"]) if body.get("window") else None,
         )
     rule = compile_rule(body["rule"], Scope.SEGMENT)
-    return SegmentDef(d.key, d.version, rule, tuple(sorted(rule.references.segments)))
+    refs = rule.references
+    return SegmentDef(
+        d.key,
+        d.version,
+        rule,
+        tuple(sorted(refs.segments)),
+        traits=refs.traits,
+        traits_dynamic=refs.traits_dynamic,
+        segments=refs.segments,
+        segments_dynamic=refs.segments_dynamic,
+        identities="identities" in refs.variables,
+        consents="consents" in refs.variables,
+        profile=refs.profile | (frozenset({"*"}) if "profile" in refs.dynamic else frozenset()),
+        uses_now=refs.uses_now,
+        reads=refs.variables,
+    )
 
 
 def segment_order(segments: Mapping[str, SegmentDef]) -> list[SegmentDef]:

@@ -327,6 +327,7 @@ class Rule:
         self._expression = expression
         self.errors = 0  # evaluations that ended in an error (and so answered false)
         self.last_error: str | None = None
+        self.durations: tuple[int, ...] = ()  # the duration literals it holds, in ms
 
     def __repr__(self) -> str:
         return f"Rule({self.source!r}, {self.scope!r})"
@@ -392,7 +393,8 @@ def compile_rule(source: str, scope: Scope) -> Rule:
     except RuntimeError as e:
         raise _compile_error(str(e), source) from None
     ast = _ast.decode(expression.serialize())
-    if _rewrite_durations(ast, source):
+    durations = _rewrite_durations(ast, source)
+    if durations:
         expression = scope.env.deserialize(_ast.encode(ast))
     kind = expression.return_type()
     if kind != _T.BOOL and kind != _T.DYN:
@@ -403,17 +405,19 @@ def compile_rule(source: str, scope: Scope) -> Rule:
         keys={name: frozenset(keys) for name, keys in reads.keys.items()},
         dynamic=frozenset(reads.dynamic),
     )
-    return Rule(source, scope, expression, references)
+    rule = Rule(source, scope, expression, references)
+    rule.durations = tuple(sorted(set(durations)))
+    return rule
 
 
-def _rewrite_durations(ast: _ast.Ast, source: str) -> bool:
+def _rewrite_durations(ast: _ast.Ast, source: str) -> list[int]:
     """Rewrite each ``duration("…")`` literal into milliseconds, which CEL reads (it has no day unit).
 
     The AST is changed, not the text, so every position still points into the source as written. A
     ``duration()`` of anything but a literal is refused: CEL's own parser would read a value such as ``"30d"``
     as an error at run time, while the same text is valid as a literal.
     """
-    changed = False
+    found: list[int] = []
     for call in ast.calls("duration"):
         args = call.call_expr.args
         text = _ast.string_constant(args[0]) if len(args) == 1 else None
@@ -424,8 +428,8 @@ def _rewrite_durations(ast: _ast.Ast, source: str) -> bool:
         except ValueError:
             raise RuleError(f"{DURATION_HELP}", source, ast.position(args[0])) from None
         args[0].const_expr.string_value = f"{ms}ms"
-        changed = True
-    return changed
+        found.append(ms)
+    return found
 
 
 def _compile_error(text: str, source: str) -> RuleError:

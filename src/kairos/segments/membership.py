@@ -19,6 +19,7 @@ entered, exited) from which ``size`` and ``size_history`` are read.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,16 @@ LADDER = (
 )  # fmt: skip
 
 Members = Mapping[str, tuple[int, int]]  # segment key → (rule version, since: epoch ms)
+NEVER = 2**62  # a timer that only carries hints (no rule changes within reach)
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What an event changed: sections, trait keys (any source), counters' fields."""
+
+    changed: set[str]
+    keys: set[str]
+    fields: set[str]
 
 
 def _dt(ms: int) -> datetime:
@@ -110,8 +121,8 @@ class Segments(Projection[Members]):
         return {}
 
     # -- when to evaluate ---------------------------------------------------------------------------
-    def _changed_inputs(self, ctx: Context) -> tuple[set[str], set[str]] | None:
-        """(changed sections, changed trait keys) since before the event; None: everything (new profile)."""
+    def _changed_inputs(self, ctx: Context) -> Inputs | None:
+        """What changed since before the event (or timer); None: everything (a new profile)."""
         before = ctx.before
         sections = ctx.profile.sections
         counts = before.get("counters")
@@ -123,19 +134,26 @@ class Segments(Projection[Members]):
             if p.name in changed and p.name in before:
                 old, new = p.traits(before[p.name]), p.traits(sections[p.name])
                 keys.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        return changed, keys
+        fields: set[str] = set()
+        if "counters" in changed:
+            new_counts = sections["counters"]
+            fields = {
+                f for f in ("created_at", "updated_at", "event_count") if getattr(counts, f) != getattr(new_counts, f)
+            }
+        return Inputs(changed, keys, fields)
 
-    def _wants(self, s: SegmentDef, changed: set[str], keys: set[str], moved: set[str]) -> bool:
-        refs = s.rule.references
-        if refs.segments & moved or (refs.segments_dynamic and moved):
+    @staticmethod
+    def _wants(s: SegmentDef, inputs: Inputs, moved: set[str]) -> bool:
+        if moved and (s.segments_dynamic or not s.segments.isdisjoint(moved)):
             return True
-        if refs.identities:
+        if s.identities:
             return True  # identities change in place: evaluated on every change of the profile
-        if refs.profile and "counters" in changed:
+        if s.profile and inputs.fields and ("*" in s.profile or not s.profile.isdisjoint(inputs.fields)):
             return True
-        if refs.consents and "consents" in changed:
+        if s.consents and "consents" in inputs.changed:
             return True
-        return bool(refs.traits & keys) or (refs.traits_dynamic and bool(keys))
+        keys = inputs.keys
+        return bool(keys) and (s.traits_dynamic or not s.traits.isdisjoint(keys))
 
     # -- the projection -----------------------------------------------------------------------------
     def apply(self, state: Members, entry: Entry, ctx: Context) -> Members:
@@ -158,7 +176,7 @@ class Segments(Projection[Members]):
         return self._evaluate(winner, ctx, ctx.time, None)
 
     def wake(self, state: Members, timer: Timer, ctx: Context) -> Members:
-        keys = {s.key for s in self.catalog.segments if s.rule.references.uses_now}
+        keys = {s.key for s in self.catalog.segments if s.uses_now}
         return self._evaluate(state, ctx, timer.due_at, None, only=keys)
 
     def refresh(self, state: Members, ctx: Context, keys: set[str], history: Sequence[Entry] | None) -> Members:
@@ -169,7 +187,7 @@ class Segments(Projection[Members]):
         state: Members,
         ctx: Context,
         ts: int,
-        inputs: tuple[set[str], set[str]] | None,
+        inputs: Inputs | None,
         only: set[str] | None = None,
     ) -> Members:
         """Evaluate the rules whose inputs changed (``inputs`` None: all, or those in ``only``), in
@@ -178,9 +196,9 @@ class Segments(Projection[Members]):
         moved: set[str] = set()
         variables: dict[str, Any] | None = None
         now = ctx.now
-        current = {s.key: s for s in self.catalog.segments}
+        segments = self.catalog.segments
         for key, (version, _since) in list(out.items()):  # a rule deleted, or changed since it was met
-            s = current.get(key)
+            s = self.catalog.segment(key)
             if s is None or (s.version != version and (only is None or key in only)):
                 if s is None or not self._holds(s, ctx, out, now):
                     del out[key]
@@ -188,56 +206,73 @@ class Segments(Projection[Members]):
                     self._exit(ctx, key, version, ts)
                 else:
                     out[key] = (s.version, out[key][1])
-        due: list[int] = []
+        pending = ctx.timers().get(TIMER)
+        hints: dict[str, Any] = dict(pending.payload or {}) if pending is not None else {}
+        flips: dict[str, Any] = {}
         # The variables are converted for the rules once (Scope.bind) and again only when a membership moved;
         # a value no rule can read (bind refuses it) leaves the plain mapping, on which each rule answers false.
         bindings: Bindings | dict[str, Any] | None = None
-        for s in self.catalog.segments:
-            refs = s.rule.references
-            wanted = (inputs is None and (only is None or s.key in only or bool(refs.segments & moved))) or (
-                inputs is not None and self._wants(s, inputs[0], inputs[1], moved)
-            )
-            if wanted:
-                if variables is None or bindings is None:
-                    variables = profile_variables(ctx.profile, self.sources, out, now)
-                    bindings = _bind(variables)
-                elif variables["segments"] != (members := sorted(out)):
-                    variables["segments"] = members
-                    bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
-                now_in = s.key in out
-                holds = s.rule.evaluate(bindings)
-                if holds != now_in:
-                    moved.add(s.key)
-                    if holds:
-                        out[s.key] = (s.version, ts)
-                        self._enter(ctx, s.key, s.version, ts)
-                    else:
-                        del out[s.key]
-                        self._exit(ctx, s.key, s.version, ts)
-                if refs.uses_now:
-                    when = self._next_flip(s, bindings, now, holds)
-                    if when is not None:
-                        due.append(when)
-            elif refs.uses_now:
-                pending = ctx.timers().get(TIMER)
-                if pending is not None:
-                    due.append(pending.due_at)
-        if any(s.rule.references.uses_now for s in self.catalog.segments) or ctx.timers().get(TIMER):
-            self._schedule(ctx, min(due) if due else None)
+        for s in segments:
+            if inputs is None:
+                wanted = only is None or s.key in only or (bool(moved) and not s.segments.isdisjoint(moved))
+            else:
+                wanted = self._wants(s, inputs, moved)
+            if not wanted:
+                if s.uses_now and s.key in hints:
+                    flips[s.key] = hints[s.key]  # unchanged inputs: its next change is where it was
+                continue
+            if variables is None or bindings is None:
+                variables = profile_variables(ctx.profile, self.sources, out, now)
+                bindings = _bind(variables)
+            elif variables["segments"] != (members := sorted(out)):
+                variables["segments"] = members
+                bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
+            now_in = s.key in out
+            holds = s.rule.evaluate(bindings)
+            if holds != now_in:
+                moved.add(s.key)
+                if holds:
+                    out[s.key] = (s.version, ts)
+                    self._enter(ctx, s.key, s.version, ts)
+                else:
+                    del out[s.key]
+                    self._exit(ctx, s.key, s.version, ts)
+            if s.uses_now:
+                counts = ctx.profile.sections.get("counters")
+                times = (counts.created_at, counts.updated_at) if counts is not None and counts.event_count else ()
+                flips[s.key] = [self._next_flip(s, bindings, now, holds, hints.get(s.key), ts, times), ts]
+        due = [f[0] for f in flips.values() if f[0] is not None]
+        if flips or pending is not None:
+            self._schedule(ctx, min(due) if due else None, flips)
         return state if out == state else out
 
     def _holds(self, s: SegmentDef, ctx: Context, members: Members, now: int) -> bool:
         return s.rule.evaluate(profile_variables(ctx.profile, self.sources, members, now))
 
-    def _next_flip(self, s: SegmentDef, variables: Bindings | dict[str, Any], now: int, holds: bool) -> int | None:
-        """The first time after ``now`` at which the rule's answer changes, if within the ladder's reach."""
+    def _next_flip(
+        self,
+        s: SegmentDef,
+        variables: Bindings | dict[str, Any],
+        now: int,
+        holds: bool,
+        hint: Any,
+        ts: int,
+        times: tuple[int, ...] = (),
+    ) -> int | None:
+        """The first time after ``now`` at which the rule's answer changes, if within the ladder's reach.
+
+        ``hint`` is ``[flip, ts]`` found the last time, at the time ``ts`` of what was applied then: most
+        rules reading ``now`` compare it with a profile time, so the next change is where it was
+        (``profile.created_at``) or moved as much as the events' time did (``profile.updated_at``). The
+        profile's times plus or minus the rule's durations are tried too. A guess that checks out (the
+        answer is unchanged a second before it and changed at it) costs two evaluations instead of the
+        ladder's twenty or more; like the ladder, it takes answers to be monotonic in time."""
         if isinstance(variables, Bindings):
             # Each probe binds only what this rule reads, with its own `now`: a small activation.
-            reads = s.rule.references.variables
             base = variables
 
             def at(t: int) -> bool:
-                return s.rule.evaluate(base.replace({"now": t}, only=reads))
+                return s.rule.evaluate(base.replace({"now": t}, only=s.reads))
 
         else:
             probe = dict(variables)
@@ -246,6 +281,21 @@ class Segments(Projection[Members]):
                 probe["now"] = _dt(t)
                 return s.rule.evaluate(probe)
 
+        guesses: list[int] = []
+        if isinstance(hint, list) and len(hint) == 2 and isinstance(hint[1], int):
+            flip, then = hint
+            if flip is None:
+                if at(now + LADDER[-1]) == holds:  # none within reach then, none now (answers monotonic in time)
+                    return None
+            elif isinstance(flip, int):
+                guesses += (flip, flip + ts - then)
+        guesses += sorted(
+            x + sign * d + edge for x in times for d in s.rule.durations for sign in (1, -1) for edge in (1, 0)
+        )
+        horizon = now + LADDER[-1]
+        for guess in dict.fromkeys(guesses):
+            if now < guess <= horizon and at(guess) != holds and at(guess - _S) == holds:
+                return int(guess)
         lo = now
         for step in LADDER:
             hi = now + step
@@ -260,13 +310,14 @@ class Segments(Projection[Members]):
             lo = hi
         return None
 
-    def _schedule(self, ctx: Context, when: int | None) -> None:
+    def _schedule(self, ctx: Context, when: int | None, flips: dict[str, Any]) -> None:
+        """The timer of the earliest next change; its payload keeps every rule's (the next guesses)."""
         pending = ctx.timers().get(TIMER)
-        if when is None:
+        if when is None and not any(f[0] is None for f in flips.values()):
             if pending is not None:
                 ctx.cancel(TIMER)
-        elif pending is None or pending.due_at != when:
-            ctx.schedule(TIMER, when)
+        elif pending is None or pending.due_at != when or pending.payload != flips:
+            ctx.schedule(TIMER, when if when is not None else NEVER, flips)
 
     def _enter(self, ctx: Context, key: str, version: int, ts: int) -> None:
         record(ctx, ts, "segment_entered", key, {"version": version})
