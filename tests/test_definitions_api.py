@@ -202,3 +202,22 @@ def test_bodies_keys_and_scopes(client: TestClient, admin_key: dict[str, str], r
     assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT", "DELETE"}
     preview = client.post("/v1/segments:preview", json={"rule": "traits.x >"}, headers=read_key)
     assert (preview.status_code, preview.json()["error"]["code"]) == (400, "invalid_rule")
+
+
+def test_preview_samples_large_populations(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kairos.api.definitions as api
+
+    people = [{"type": "identify", "userId": f"p{i}", "traits": {"n": i % 4}} for i in range(400)]
+    _send(client, source, *people)
+    kairos.processor.run_until_caught_up()
+    rule = {"rule": "traits.n == 1"}  # a quarter of them
+    exact = client.post("/v1/segments:preview", json=rule, headers=read_key).json()
+    assert (exact["exact"], exact["size"], exact["scanned"]) == (True, 100, 400)
+    monkeypatch.setattr(api, "EXACT_UP_TO", 50)
+    monkeypatch.setattr(api, "SAMPLED", 120)
+    monkeypatch.setattr(api, "SAMPLE_MODULUS", 101)
+    sampled = client.post("/v1/segments:preview", json=rule, headers=read_key).json()
+    assert sampled["exact"] is False and 60 <= sampled["scanned"] < 400
+    assert abs(sampled["size"] - 100) <= max(sampled["margin"], 1) * 2

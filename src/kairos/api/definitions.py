@@ -8,6 +8,7 @@ a batch and backfills existing profiles, whose progress ``GET`` shows under ``ba
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +33,9 @@ __all__ = ["preview", "routes"]
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 1000
 PREVIEW_SAMPLE = 20
+EXACT_UP_TO = 20_000  # a preview evaluates every profile up to this many, a sample beyond
+SAMPLED = 5_000  # about how many profiles a sampled preview evaluates
+SAMPLE_MODULUS = 10_007
 _decoder = msgspec.json.Decoder()
 
 
@@ -83,24 +87,31 @@ def _members(kairos: Kairos, key: str, limit: int, cursor: str | None) -> dict[s
 
 
 def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str, Any]:
-    """How many profiles a rule selects now, and a few of them, without saving it."""
+    """How many profiles a rule selects now, and a few of them, without saving it.
+
+    Up to ``EXACT_UP_TO`` profiles every one is evaluated; beyond, a spread sample of about ``SAMPLED``
+    of them (by key: see ``scan_profiles``), and the size is estimated from it with a 95% margin, so that
+    the answer comes back while someone is typing. Saving the segment gives the exact size."""
     stored = segment_body(body)
     candidate = compile_definition(Definition("segment", "preview", 0, 0, stored, False, 0, 0))
     assert isinstance(candidate, SegmentDef)
     catalog: Catalog = kairos.definitions()
-    sources = [p for p in kairos.projections if p.name != "segments" and p.name != "timeline"]
+    sources = [p for p in kairos.projections if p.name not in ("segments", "moments", "timeline")]
     codec = kairos.codec
     now = kairos.clock.now()
     reads = candidate.rule.references.variables
     started = time.perf_counter()
-    size = 0
+    total = kairos.store.state.count_profiles()
+    spread = None if total <= EXACT_UP_TO else (SAMPLE_MODULUS, max(1, SAMPLE_MODULUS * SAMPLED // total))
+    size = scanned = 0
     found: list[str] = []
     after = 0
     while True:
-        rows = kairos.store.state.scan_profiles(after, 2000)
+        rows = kairos.store.state.scan_profiles(after, 2000, spread)
         if not rows:
             break
         for row in rows:
+            scanned += 1
             profile = codec.state(row)
             members = profile.sections.get("segments") or {}
             if candidate.rule.evaluate(profile_variables(profile, sources, members, now, reads)):
@@ -108,12 +119,14 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
                 if len(found) < sample:
                     found.append(profile.id)
         after = rows[-1].pk
-    return {
-        "size": size,
-        "sample": found,
-        "took_ms": round((time.perf_counter() - started) * 1000, 1),
-        "segments_defined": len(catalog.segments),
-    }
+    out: dict[str, Any] = {"size": size, "sample": found, "exact": spread is None, "scanned": scanned}
+    if spread is not None and scanned:
+        share = size / scanned
+        out["size"] = round(share * total)
+        out["margin"] = round(1.96 * math.sqrt(share * (1 - share) / scanned) * total)
+    out["took_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    out["segments_defined"] = len(catalog.segments)
+    return out
 
 
 Work = Callable[[Kairos, Request, Any], Any]

@@ -379,8 +379,11 @@ def definition_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[st
             "type": "object",
             "required": ["size", "sample"],
             "properties": {
-                "size": {"type": "integer"},
+                "size": {"type": "integer", "description": "exact, or estimated from a sample (`exact`)"},
                 "sample": {"type": "array", "items": text, "description": "profile ids"},
+                "exact": {"type": "boolean", "description": "false: more than 20,000 profiles; a sample was read"},
+                "margin": {"type": "integer", "description": "sampled: the 95% margin of the estimate"},
+                "scanned": {"type": "integer", "description": "profiles evaluated"},
                 "took_ms": {"type": "number"},
                 "segments_defined": {"type": "integer"},
             },

@@ -299,15 +299,20 @@ class SqlState:
         with self.db.conn() as conn:
             return [r[0] for r in self.db.rows(conn, sql, [*params, limit])]
 
-    def scan_profiles(self, after: int, limit: int) -> list[ProfileRow]:
-        """Live profiles with ``pk > after`` in order, at most ``limit`` (for previews and exports)."""
+    def scan_profiles(self, after: int, limit: int, sample: tuple[int, int] | None = None) -> list[ProfileRow]:
+        """Live profiles with ``pk > after`` in order, at most ``limit`` (for previews and exports);
+        ``sample`` = (m, r): only those with ``pk % m < r``, a spread sample of about r/m of them (a profile's
+        key is the log position of its first event, unrelated to what it did since)."""
+        where = "pk > {p} AND merged_into IS NULL"
+        params: list[Any] = [after]
+        if sample is not None:
+            where += " AND pk - (pk / {p}) * {p} < {p}"  # pk mod m, in integer arithmetic both dialects share
+            params += [sample[0], sample[0], sample[1]]
         with self.db.conn() as conn:
             pks = [
                 r[0]
                 for r in self.db.rows(
-                    conn,
-                    "SELECT pk FROM profiles WHERE pk > {p} AND merged_into IS NULL ORDER BY pk LIMIT {p}",
-                    (after, limit),
+                    conn, f"SELECT pk FROM profiles WHERE {where} ORDER BY pk LIMIT {{p}}", [*params, limit]
                 )
             ]
         loaded = self.load_profiles(pks)
