@@ -136,6 +136,8 @@ class Batch:
         self.stored_timers: dict[tuple[int, str, str], TimerRow] = {}
         self._heap: list[tuple[int, int, str, str]] = []
         self.fired = 0
+        self.touched: set[int] = set()  # profiles an event, a merge, a timer or a refresh changed or woke
+        self.settling = [p for p in self.projections if type(p).settle is not Projection.settle]
 
     # -- loading -----------------------------------------------------------------------------------
     def prefetch(self, keys: Iterable[IdentityKey], digests: Iterable[bytes], pks: Iterable[int] = ()) -> None:
@@ -239,6 +241,7 @@ class Batch:
         self.merges.append(MergeRecord(winner.pk, loser.pk, entry.ts, entry.seq, entry.message_id, reason, linking))
 
     def apply(self, profile: ProfileState, entry: Entry) -> None:
+        self.touched.add(profile.pk)
         ctx = _Ctx(self, profile, entry.seq, f"e{entry.seq}", entry.ts)
         sections = profile.sections
         for p in self.projections:
@@ -257,6 +260,7 @@ class Batch:
     ) -> None:
         """Bring ``profile`` to changed definitions: each projection that runs definitions of a kind in
         ``keys`` recomputes those; the others see the change (``changed``)."""
+        self.touched.add(profile.pk)
         ctx = _Ctx(self, profile, self.last_seq, f"r{profile.pk}:{tag}", self.now)
         ctx.backfill = True
         sections = profile.sections
@@ -298,6 +302,7 @@ class Batch:
                 continue  # cancelled, moved or already fired: a stale heap entry
             del self.book[pk][(projection, key)]
             profile = self.profiles[pk]
+            self.touched.add(pk)
             timer = Timer(projection, key, due, row.payload)
             ctx = _Ctx(self, profile, self.last_seq, f"t{pk}:{projection}:{key}:{due}", due)
             ctx.name = projection
@@ -337,6 +342,29 @@ class Batch:
                 ctx.replaced.setdefault(p.name, old)
                 sections[p.name] = new
                 profile.dirty.add(p.name)
+
+    def settle(self, on_error: Any) -> None:
+        """Each touched profile's end-of-batch work (:meth:`Projection.settle`), once; a failure drops that
+        projection's effects for that profile (``on_error(projection, exc)``), as a failing timer does."""
+        if not self.settling:
+            return
+        for pk in sorted(self.touched):
+            profile = self.profiles.get(pk)
+            if profile is None or profile.merged_into is not None or pk in self.redirects:
+                continue
+            for p in self.settling:
+                ctx = _Ctx(self, profile, self.last_seq, f"s{pk}:{p.name}:{self.now}", self.now)
+                ctx.name = p.name
+                old = profile.sections[p.name]
+                try:
+                    new = p.settle(old, ctx)
+                except Exception as exc:
+                    on_error(p.name, exc)
+                    continue
+                if new is not old:
+                    profile.sections[p.name] = new
+                    profile.dirty.add(p.name)
+                ctx.keep()
 
     # -- the result --------------------------------------------------------------------------------
     def writes(self) -> Writes:

@@ -294,6 +294,7 @@ class Processor:
             history = self._history(need)
             for pk in live:
                 batch.refresh(batch.profiles[pk], keys[pk], history.get(pk), str(cp.version))
+            batch.settle(self._settle_failed)
             writes = batch.writes()
             now = self.clock.now()
             done_redo = set(redo)
@@ -429,7 +430,15 @@ class Processor:
                 raise _Failed(i, exc) from exc
         if idle_until is not None:
             batch.fire_until(idle_until, self._timer_failed)
+        batch.settle(self._settle_failed)
         return _Outcome(batch, len(entries), applied, duplicates, unattributed)
+
+    def _settle_failed(self, projection: str, exc: BaseException) -> None:
+        log.error(
+            "end-of-batch work failed; its effects dropped",
+            extra={"projection": projection, "error_class": type(exc).__name__, "where": describe(exc)},
+        )
+        self.last_error = type(exc).__name__
 
     def _timer_failed(self, timer: Timer, exc: BaseException) -> None:
         log.error(

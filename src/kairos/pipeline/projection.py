@@ -246,6 +246,12 @@ class Projection(Generic[S]):
         every event applied to the profile, in log order, for projections that ``needs_history``."""
         return state
 
+    def settle(self, state: S, ctx: Context) -> S:
+        """Once per profile a batch touched, after its last event or timer, before the commit: work that
+        depends only on where the profile ended (a rule's next change in time) goes here rather than in every
+        :meth:`apply`. Effects are those of a timer (no event caused them)."""
+        return state
+
     def changed(self, state: S, ctx: Context) -> S:
         """The profile changed other than by an event: another projection's timer fired, or a definition
         changed (:meth:`refresh`). Projections that derive from others (segments) re-evaluate here."""

@@ -142,6 +142,12 @@ class Segments(Projection[Members]):
             }
         return Inputs(changed, keys, fields)
 
+    @classmethod
+    def _wanted(cls, s: SegmentDef, inputs: Inputs | None, only: set[str] | None, moved: set[str]) -> bool:
+        if inputs is None:
+            return only is None or s.key in only or (bool(moved) and not s.segments.isdisjoint(moved))
+        return cls._wants(s, inputs, moved)
+
     @staticmethod
     def _wants(s: SegmentDef, inputs: Inputs, moved: set[str]) -> bool:
         if moved and (s.segments_dynamic or not s.segments.isdisjoint(moved)):
@@ -177,7 +183,7 @@ class Segments(Projection[Members]):
 
     def wake(self, state: Members, timer: Timer, ctx: Context) -> Members:
         keys = {s.key for s in self.catalog.segments if s.uses_now}
-        return self._evaluate(state, ctx, timer.due_at, None, only=keys)
+        return self._evaluate(state, ctx, timer.due_at, None, only=keys)  # settle() sets the next timer
 
     def refresh(self, state: Members, ctx: Context, keys: set[str], history: Sequence[Entry] | None) -> Members:
         return self._evaluate(state, ctx, ctx.time, None, only=keys)
@@ -194,7 +200,6 @@ class Segments(Projection[Members]):
         dependency order, recording enters and exits; drop memberships of deleted or changed rules."""
         out = dict(state)
         moved: set[str] = set()
-        variables: dict[str, Any] | None = None
         now = ctx.now
         segments = self.catalog.segments
         for key, (version, _since) in list(out.items()):  # a rule deleted, or changed since it was met
@@ -206,30 +211,28 @@ class Segments(Projection[Members]):
                     self._exit(ctx, key, version, ts)
                 else:
                     out[key] = (s.version, out[key][1])
-        pending = ctx.timers().get(TIMER)
-        hints: dict[str, Any] = dict(pending.payload or {}) if pending is not None else {}
-        flips: dict[str, Any] = {}
-        # The variables are converted for the rules once (Scope.bind) and again only when a membership moved;
-        # a value no rule can read (bind refuses it) leaves the plain mapping, on which each rule answers false.
+        # The variables the wanted rules read are computed and converted once (Scope.bind), again only when a
+        # membership moved or a rule reads more; a value no rule can read (bind refuses it) leaves the plain
+        # mapping, on which each rule answers false.
+        variables: dict[str, Any] | None = None
         bindings: Bindings | dict[str, Any] | None = None
-        for s in segments:
-            if inputs is None:
-                wanted = only is None or s.key in only or (bool(moved) and not s.segments.isdisjoint(moved))
-            else:
-                wanted = self._wants(s, inputs, moved)
-            if not wanted:
-                if s.uses_now and s.key in hints:
-                    flips[s.key] = hints[s.key]  # unchanged inputs: its next change is where it was
+        need: set[str] = set()
+        first = [self._wanted(s, inputs, only, moved) for s in segments]  # before any membership moved
+        for s, wanted in zip(segments, first, strict=True):
+            if wanted:
+                need |= s.reads
+        for s, wanted in zip(segments, first, strict=True):
+            if not wanted and not (moved and self._wanted(s, inputs, only, moved)):
                 continue
-            if variables is None or bindings is None:
-                variables = profile_variables(ctx.profile, self.sources, out, now)
+            if variables is None or bindings is None or not s.reads <= need:
+                need |= s.reads
+                variables = profile_variables(ctx.profile, self.sources, out, now, need)
                 bindings = _bind(variables)
             elif variables["segments"] != (members := sorted(out)):
                 variables["segments"] = members
                 bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
-            now_in = s.key in out
             holds = s.rule.evaluate(bindings)
-            if holds != now_in:
+            if holds != (s.key in out):
                 moved.add(s.key)
                 if holds:
                     out[s.key] = (s.version, ts)
@@ -237,14 +240,33 @@ class Segments(Projection[Members]):
                 else:
                     del out[s.key]
                     self._exit(ctx, s.key, s.version, ts)
-            if s.uses_now:
-                counts = ctx.profile.sections.get("counters")
-                times = (counts.created_at, counts.updated_at) if counts is not None and counts.event_count else ()
-                flips[s.key] = [self._next_flip(s, bindings, now, holds, hints.get(s.key), ts, times), ts]
-        due = [f[0] for f in flips.values() if f[0] is not None]
-        if flips or pending is not None:
-            self._schedule(ctx, min(due) if due else None, flips)
         return state if out == state else out
+
+    def settle(self, state: Members, ctx: Context) -> Members:
+        """When each rule reading ``now`` next changes its answer for this profile, as it ends the batch: the
+        ``now`` timer is set at the earliest. Its payload keeps every such rule's next change, the first guess
+        next time. (Within a batch such a timer cannot fire: it is after the batch's clock, which is after
+        every event of the batch was received; so computing it once per batch is exact.)"""
+        timed = [s for s in self.catalog.segments if s.uses_now]
+        pending = ctx.timers().get(TIMER)
+        if not timed:
+            if pending is not None:
+                ctx.cancel(TIMER)
+            return state
+        hints: dict[str, Any] = dict(pending.payload or {}) if pending is not None else {}
+        now = ctx.now
+        counts = ctx.profile.sections.get("counters")
+        times = (counts.created_at, counts.updated_at) if counts is not None and counts.event_count else ()
+        base = times[1] if times else now
+        need = frozenset().union(*(s.reads for s in timed))
+        bindings = _bind(profile_variables(ctx.profile, self.sources, state, now, need))
+        flips: dict[str, Any] = {}
+        for s in timed:
+            holds = s.key in state
+            flips[s.key] = [self._next_flip(s, bindings, now, holds, hints.get(s.key), base, times), base]
+        due = [f[0] for f in flips.values() if f[0] is not None]
+        self._schedule(ctx, min(due) if due else None, flips)
+        return state
 
     def _holds(self, s: SegmentDef, ctx: Context, members: Members, now: int) -> bool:
         return s.rule.evaluate(profile_variables(ctx.profile, self.sources, members, now))
