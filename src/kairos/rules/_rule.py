@@ -177,6 +177,29 @@ def _profile(value: Any) -> Any:
     return message
 
 
+def _context(value: Any) -> Any:
+    """A derived context (``kairos.context.DerivedContext`` or a mapping of its fields) → the typed message;
+    a field that is None stays unset, which CEL reads as ``null``."""
+    if isinstance(value, _proto.Context):
+        return value
+    if not isinstance(value, Mapping):
+        value = {name: getattr(value, name, None) for name, _ in _proto.CONTEXT_FIELDS}
+    message = _proto.Context()
+    for name, kind in _proto.CONTEXT_FIELDS:
+        item = value.get(name)
+        if item is None:
+            continue
+        if kind == "StringValue":
+            getattr(message, name).value = _json(item) if isinstance(item, str) else _json(str(item))
+        elif kind == "BoolValue":
+            getattr(message, name).value = bool(item)
+        elif isinstance(item, bool) or not isinstance(item, int | float):
+            raise TypeError(f"context.{name} must be a number, not {type(item).__name__}")
+        else:
+            getattr(message, name).value = int(item) if kind == "Int64Value" else float(item)
+    return message
+
+
 _CONVERT: dict[str, Any] = {
     "traits": _json,
     "properties": _json,
@@ -205,16 +228,28 @@ class Scope:
     """The variables one kind of rule may use; its CEL environment is built on first use.
 
     ``Scope.SEGMENT`` is for segment rules over a profile, ``Scope.EVENT`` for computed-trait ``where``
-    filters over one event.
+    filters over one event, ``Scope.MOMENT`` for moment conditions: a profile (as ``SEGMENT``), the event that
+    happened (``event``: ``name``, ``type``, ``properties``) and its derived ``context`` (``docs/context.md``).
+    ``convert`` and ``empty`` override, for this scope, how a variable is converted and its value when absent.
     """
 
     SEGMENT: ClassVar[Scope]
     EVENT: ClassVar[Scope]
+    MOMENT: ClassVar[Scope]
 
-    def __init__(self, name: str, variables: Mapping[str, Any], keyed: Iterable[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        variables: Mapping[str, Any],
+        keyed: Iterable[str],
+        convert: Mapping[str, Any] | None = None,
+        empty: Mapping[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.variables = dict(variables)
         self.keyed = frozenset(keyed)
+        self.convert = {**_CONVERT, **(convert or {})}
+        self.empty = {**_EMPTY, **(empty or {})}
         self._env: cel.Env | None = None
 
     def __repr__(self) -> str:
@@ -236,10 +271,10 @@ class Scope:
         for name in self.variables:
             value = variables.get(name)
             if value is None:
-                if name in _EMPTY:
-                    data[name] = _CONVERT[name](_EMPTY[name])
+                if name in self.empty:
+                    data[name] = self.convert[name](self.empty[name])
                 continue  # unbound: a rule that reads it gets an error, hence false
-            data[name] = _CONVERT[name](value)
+            data[name] = self.convert[name](value)
         return Bindings(self, self.env.Activation(data))
 
 
@@ -267,6 +302,18 @@ Scope.EVENT = Scope(
         "timestamp": _T.TIMESTAMP,
     },
     keyed=("properties", "context", "traits"),
+)
+
+Scope.MOMENT = Scope(
+    "MOMENT",
+    {
+        **Scope.SEGMENT.variables,
+        "context": _T("kairos.rules.Context"),
+        "event": _T.Map(_T.STRING, _T.DYN),
+    },
+    keyed=(*Scope.SEGMENT.keyed, "context", "event"),
+    convert={"context": _context, "event": _json},
+    empty={"event": {}},
 )
 
 
