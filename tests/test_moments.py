@@ -186,3 +186,27 @@ def test_moments_api(world: World) -> None:
             assert r.json()["error"]["field"] == field, (body, r.json())
         assert client.delete("/v1/moments/abandoned_cart", headers=headers).status_code == 200
         assert client.get("/v1/moments/abandoned_cart", headers=headers).status_code == 404
+
+
+def test_context_conditions_in_the_persons_own_time_zone(world: World) -> None:
+    from datetime import UTC, datetime
+
+    evening = {"when": {"event": "App Opened"}, "context": 'context.daypart == "evening" && !context.weekend'}
+    world.define("moment", "evening_open", evening)
+    world.define(
+        "moment",
+        "cart_at_night",
+        {**CART, "context": 'context.daypart == "night" && context.timezone == "Asia/Tokyo"'},
+    )
+    world.clock.set(int(datetime(2026, 5, 28, 18, 30, tzinfo=UTC).timestamp() * 1000))  # a Thursday, 18:30 UTC
+    world.send(track("paris", "App Opened", context={"timezone": "Europe/Paris"}))  # 20:30 there: evening
+    world.send(track("tokyo", "App Opened", context={"timezone": "Asia/Tokyo"}))  # 03:30 on Friday: night
+    world.send(track("ny", "App Opened", context={"timezone": "America/New_York"}))  # 14:30: afternoon
+    assert [n for n, _ in fired(world, "user_id:paris")] == ["evening_open"]
+    assert fired(world, "user_id:tokyo") == [] and fired(world, "user_id:ny") == []
+    # A moment fired by a timer reads the profile's last known context: Tokyo, at 04:30 local when due.
+    world.send(track("tokyo", "Product Added"))
+    world.send(track("paris", "Product Added"))
+    world.advance(HOUR)
+    assert [n for n, _ in fired(world, "user_id:tokyo")] == ["cart_at_night"]
+    assert [n for n, _ in fired(world, "user_id:paris")] == ["evening_open"]

@@ -25,9 +25,25 @@ def at(minute: int) -> str:
     return f"2026-01-01T10:{minute:02d}:00.000Z"
 
 
-# Every projection's input: identify with traits, consent, tracks, pages, a group, an alias, late events.
+IPHONE = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Mobile/15E148 Safari/604.1"
+)
+WINDOWS = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
+)
+PARIS = {"country": "France", "city": "Paris", "latitude": 48.8566, "longitude": 2.3522}
+
+# Every projection's input: identify with traits, consent, tracks, pages, a group, an alias, late events,
+# context (user agents, time zones, locations, channels) arriving out of order.
 STORY: list[dict[str, Any]] = [
-    {"type": "page", "anonymousId": "a1", "name": "Home", "timestamp": at(1)},
+    {
+        "type": "page",
+        "anonymousId": "a1",
+        "name": "Home",
+        "timestamp": at(1),
+        "context": {"userAgent": WINDOWS, "timezone": "Europe/Oslo", "locale": "nb-NO"},
+    },
     {"type": "identify", "anonymousId": "a1", "userId": "u1", "timestamp": at(2), "traits": {"plan": "free"}},
     {
         "type": "track",
@@ -48,7 +64,27 @@ STORY: list[dict[str, Any]] = [
         "timestamp": at(8),
         "context": {"consent": {"categoryPreferences": {"marketing": False}}},
     },
-    {"type": "screen", "anonymousId": "a3", "name": "Cart", "timestamp": at(9)},
+    {
+        "type": "screen",
+        "anonymousId": "a3",
+        "name": "Cart",
+        "timestamp": at(9),
+        "context": {"userAgent": IPHONE, "timezone": "Europe/Paris", "location": PARIS, "app": {"name": "Shop"}},
+    },
+    {  # late: older than the screen above, so its context loses on every field
+        "type": "track",
+        "userId": "u2",
+        "event": "Opened",
+        "timestamp": at(2),
+        "context": {"userAgent": WINDOWS, "timezone": "America/New_York", "location": {"city": "Boston"}},
+    },
+    {  # hostile context: nothing in it is known, nothing breaks
+        "type": "track",
+        "anonymousId": "a1",
+        "event": "Odd",
+        "timestamp": at(12),
+        "context": {"userAgent": "x" * 5000, "timezone": "Mars/Olympus", "location": {"latitude": "north"}},
+    },
     {"type": "track", "userId": "u2", "event": "Paid", "properties": {"total": 12.5}, "timestamp": at(10)},
     {"type": "track", "anonymousId": "a1", "event": "Paid", "properties": {"total": "7"}, "timestamp": at(11)},
     # Purchases (RFM): on profiles that merge later, late, with Segment's `revenue`, with a bad amount.
@@ -140,7 +176,14 @@ def _chain(order: str) -> list[dict[str, Any]]:
     people: list[dict[str, Any]] = [
         {"type": "identify", "anonymousId": "a", "traits": {"email": "a@x.io", "color": "red"}, "timestamp": at(1)},
         {"type": "track", "anonymousId": "a", "event": "Paid", "properties": {"total": 3}, "timestamp": at(1)},
-        {"type": "track", "anonymousId": "b", "event": "Paid", "properties": {"total": 4.5}, "timestamp": at(2)},
+        {
+            "type": "track",
+            "anonymousId": "b",
+            "event": "Paid",
+            "properties": {"total": 4.5},
+            "timestamp": at(2),
+            "context": {"userAgent": IPHONE, "timezone": "Europe/Paris", "location": PARIS},
+        },
         {
             "type": "identify",
             "anonymousId": "b",
@@ -148,7 +191,14 @@ def _chain(order: str) -> list[dict[str, Any]]:
             "timestamp": at(2),
             "context": {"consent": {"categoryPreferences": {"sms": True}}},
         },
-        {"type": "identify", "anonymousId": "c", "userId": "u-c", "traits": {"size": "M"}, "timestamp": at(3)},
+        {
+            "type": "identify",
+            "anonymousId": "c",
+            "userId": "u-c",
+            "traits": {"size": "M"},
+            "timestamp": at(3),
+            "context": {"userAgent": WINDOWS, "locale": "en-US", "channel": "Call-Centre"},
+        },
         {
             "type": "track",
             "anonymousId": "a",
@@ -215,6 +265,18 @@ def test_merge_chains_give_the_same_profile_in_either_order(store_settings: dict
     assert sorted(t for _, t in first["timeline"]) == sorted(t for _, t in second["timeline"])
     assert first["view"] == second["view"]  # traits, consents, counters: the same person whatever the order
     assert first["view"]["traits"]["rfm_orders"] == 2 and first["view"]["traits"]["rfm_spend"] == 129.5
+    # The newest of each: the device and channel of c's event (at 3), the place of b's (at 2) but c's country.
+    assert first["view"]["context"] == {
+        "timezone": "Europe/Paris",
+        "device_class": "desktop",
+        "os": "Windows",
+        "browser": "Chrome",
+        "channel": "call_centre",
+        "country": "US",
+        "city": "Paris",
+        "latitude": 48.8566,
+        "longitude": 2.3522,
+    }
 
 
 # -- each projection alone ---------------------------------------------------------------------------------

@@ -263,3 +263,81 @@ def test_event_scope_where_filters() -> None:
     assert rule.references.variables == {"event_type", "event", "properties", "context", "timestamp"}
     assert "undeclared reference to 'segments'" in error('"vip" in segments', Scope.EVENT).message
     assert compile_rule('traits.plan == "pro"', Scope.EVENT).evaluate({"traits": {"plan": "pro"}})
+
+
+# Moment conditions: the SEGMENT variables, the event, and its derived context (a typed message).
+
+JULY_4 = {
+    "local_time": "2026-07-04T08:00:00-04:00",
+    "local_hour": 8,
+    "daypart": "morning",
+    "weekday": "saturday",
+    "weekend": True,
+    "holiday": "Independence Day",
+    "timezone": "America/New_York",
+    "device_class": "mobile",
+    "os": "iOS",
+    "browser": "Mobile Safari",
+    "channel": "app",
+    "country": "US",
+    "city": None,
+    "latitude": None,
+    "longitude": None,
+}
+
+
+def moment(source: str, context: Any = None, **variables: Any) -> bool:
+    return compile_rule(source, Scope.MOMENT).evaluate({"now": NOW, "context": context, **variables})
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('context.daypart == "morning" && context.weekend', True),
+        ("context.local_hour >= 6 && context.local_hour < 12", True),
+        ('context.holiday == "Independence Day"', True),
+        ("has(context.holiday) && context.holiday != null", True),
+        ("context.city == null && !has(context.city)", True),
+        ('context.device_class in ["mobile", "tablet"] && context.channel == "app"', True),
+        ('context.weekday == "saturday" && context.country == "US"', True),
+        ("context.latitude > 40.0", False),  # null compared with a number: an error, so false
+        ("!has(context.latitude) || context.latitude > 40.0", True),
+    ],
+)
+def test_moment_conditions_read_the_derived_context(source: str, expected: bool) -> None:
+    assert moment(source, JULY_4) is expected
+
+
+def test_moment_context_accepts_the_derived_struct_and_defaults_to_all_null() -> None:
+    from kairos.context import derive
+
+    derived = derive({"type": "page", "context": {"timezone": "America/New_York", "locale": "en-US"}},
+                     at=1_783_166_400_000)  # fmt: skip
+    assert moment('context.holiday == "Independence Day" && context.channel == "web"', derived)
+    assert moment("context.holiday == null && context.local_hour == null")  # no context given: every field null
+
+
+def test_moment_event_and_profile_variables() -> None:
+    rule = compile_rule(
+        'event.name == "Order Completed" && event.properties.total > 100 && traits.plan == "pro" '
+        '&& context.daypart == "evening"',
+        Scope.MOMENT,
+    )
+    event = {"name": "Order Completed", "type": "track", "properties": {"total": 120}}
+    evening = {**JULY_4, "daypart": "evening"}
+    assert rule.evaluate({"now": NOW, "event": event, "traits": {"plan": "pro"}, "context": evening})
+    assert not rule.evaluate({"now": NOW, "event": event, "traits": {"plan": "pro"}, "context": JULY_4})
+    assert rule.references.keys["context"] == frozenset({"daypart"})
+    assert rule.references.keys["event"] >= frozenset({"name", "properties"})
+
+
+def test_moment_context_fields_are_checked_at_save_time() -> None:
+    assert "undefined field 'nosuch'" in str(error("context.nosuch == 1", Scope.MOMENT))
+    assert "no matching overload" in str(error('context.local_hour == "8"', Scope.MOMENT))
+    error("context.local_hour > 1", Scope.SEGMENT)  # no context in segment rules
+
+
+def test_moment_context_of_the_wrong_type_is_false_not_an_exception() -> None:
+    rule = compile_rule("context.local_hour == 8", Scope.MOMENT)
+    assert rule.evaluate({"context": {**JULY_4, "local_hour": "eight"}}) is False
+    assert rule.errors == 1

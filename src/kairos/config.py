@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,8 @@ from pydantic_settings import (
 __all__ = [
     "BUILTIN_IDENTITY_TYPES",
     "CollectSettings",
+    "ContextSettings",
+    "ContextSourceSettings",
     "IdentitySettings",
     "IdentityTypeSettings",
     "ProcessorMode",
@@ -200,6 +202,59 @@ class RfmSettings(BaseModel):
         return _increasing(f"rfm.{info.field_name}", value)
 
 
+def _zone(value: str | None) -> str | None:
+    from kairos.context import is_zone
+
+    if value is not None and not is_zone(value):
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Paris, America/New_York, UTC)")
+    return value
+
+
+def _country(value: str | None) -> str | None:
+    if value is not None and (len(value) != 2 or not value.isascii() or not value.isalpha()):
+        raise ValueError(f"{value!r} is not an ISO 3166 alpha-2 country code (e.g. US, FR)")
+    return value.upper() if value is not None else None
+
+
+class ContextSourceSettings(BaseModel):
+    """What one source's events imply when they do not say it themselves (see docs/context.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = Field(None, description="IANA time zone of the source's people, e.g. Europe/Paris.")
+    country: str | None = Field(None, description="ISO 3166 alpha-2 country of the source's people, e.g. FR.")
+    channel: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="Channel of every event from the source unless the event sends `context.channel`, "
+        "e.g. `store`, `call_centre`, `email`.",
+    )
+
+    _tz = field_validator("timezone")(_zone)
+    _cc = field_validator("country")(_country)
+
+
+class ContextSettings(BaseModel):
+    """Derived context (docs/context.md): the fallbacks for time zone, country and channel."""
+
+    default_timezone: str = Field(
+        "UTC",
+        description="Time zone of an event when neither the event, the profile nor its source has one.",
+    )
+    default_country: str | None = Field(
+        None,
+        description="Country (ISO 3166 alpha-2) for holidays and weekends when neither the event, the profile "
+        "nor its source has one; none: no holidays.",
+    )
+    sources: dict[str, ContextSourceSettings] = Field(
+        default_factory=dict,
+        description="Per source (by name), `[context.sources.NAME]` with `timezone`, `country` and `channel`.",
+    )
+
+    _tz = field_validator("default_timezone")(_zone)
+    _cc = field_validator("default_country")(_country)
+
+
 ProcessorMode = Literal["process", "thread", "off"]
 
 
@@ -274,6 +329,7 @@ class Settings(BaseSettings):
     profiles: ProfileSettings = Field(default_factory=ProfileSettings)
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     rfm: RfmSettings = Field(default_factory=RfmSettings)
+    context: ContextSettings = Field(default_factory=ContextSettings)
     traits: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Computed traits defined in the file, `[traits.KEY]` with the body of `PUT /v1/traits/{key}` "

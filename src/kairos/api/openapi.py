@@ -435,12 +435,25 @@ def spec() -> dict[str, Any]:
         "properties": {"type": {"type": "string"}, "value": {"type": "string"}},
     }
     stamp = {"type": "string", "format": "date-time"}
+    text_or_null = {"type": ["string", "null"]}
+    number_or_null = {"type": ["number", "null"]}
+    last_context = {
+        "timezone": {**text_or_null, "description": "IANA time zone, e.g. Europe/Paris."},
+        "device_class": {"enum": ["mobile", "tablet", "desktop", "bot", None]},
+        "os": text_or_null,
+        "browser": text_or_null,
+        "channel": text_or_null,
+        "country": {**text_or_null, "description": "ISO 3166 alpha-2."},
+        "city": text_or_null,
+        "latitude": number_or_null,
+        "longitude": number_or_null,
+    }
     provenance = {"source": {"type": "string"}, "updated_at": stamp}
     profile = {
         "type": "object",
         "required": [
             *("id", "identities", "traits", "trait_meta", "segments", "consents"),
-            *("created_at", "updated_at", "event_count", "merged_ids"),
+            *("created_at", "updated_at", "event_count", "merged_ids", "context"),
         ],
         "properties": {
             "id": {"type": "string"},
@@ -467,6 +480,14 @@ def spec() -> dict[str, Any]:
             "updated_at": stamp,
             "event_count": {"type": "integer"},
             "merged_ids": {"type": "array", "items": {"type": "string"}},
+            "context": {
+                "type": "object",
+                "description": "The last-known context (docs/context.md): each field from the newest event that "
+                "said it; null when no event did.",
+                "required": list(last_context),
+                "additionalProperties": False,
+                "properties": last_context,
+            },
         },
     }
     # Every field of a message may be sent as null, and is stored and served back as sent.

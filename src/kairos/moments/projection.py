@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kairos.config import ContextSettings
+from kairos.context import DerivedContext, derive, last_known, source_defaults
 from kairos.definitions import Catalog, MomentDef, Step
 from kairos.pipeline.projection import Context, Entry, Projection, Timer
 from kairos.profiles.computed import event_variables
@@ -45,6 +47,7 @@ MOMENT_STATS = Table(
     counter=True,
 )
 DAY = 86_400_000
+LAST_CONTEXT = "last_context"  # the projection that keeps the profile's last known context
 MAX_RUNS = 8  # partial sequence matches kept per moment and profile
 MAX_SEQS = 20  # log positions an occurrence lists
 
@@ -76,10 +79,14 @@ class Moments(Projection[State]):
     columns = (Column("moments", "json", default="'{}'"),)
     tables = (MOMENT_STATS,)
 
-    def __init__(self, catalog: Catalog, sources: Sequence[Projection[Any]]) -> None:
-        """``sources``: the projections whose state ``context`` conditions read (those before this one)."""
+    def __init__(
+        self, catalog: Catalog, sources: Sequence[Projection[Any]], context: ContextSettings | None = None
+    ) -> None:
+        """``sources``: the projections whose state ``context`` conditions read (those before this one);
+        ``context``: the ``[context]`` settings (sources' time zones, countries, channels)."""
         self.catalog = catalog
         self.sources = list(sources)
+        self.context_settings = context if context is not None else ContextSettings()
 
     def initial(self) -> State:
         return {}
@@ -276,9 +283,16 @@ class Moments(Projection[State]):
         }
         return variables
 
-    def context_of(self, ctx: Context, entry: Entry | None, ts: int) -> dict[str, Any]:
-        """The derived context a ``context`` condition reads (the derived-context module extends this)."""
-        return {}
+    def context_of(self, ctx: Context, entry: Entry | None, ts: int) -> DerivedContext:
+        """The derived context a ``context`` condition reads: the event's (with what the profile knew before
+        it), or, for a moment no event caused, the profile's last known context at ``ts``."""
+        if entry is not None:
+            known = ctx.before.get(LAST_CONTEXT)
+            defaults = source_defaults(self.context_settings, entry.source)
+            return derive(entry, last_known(known) if known else None, defaults)
+        known = ctx.profile.sections.get(LAST_CONTEXT)
+        defaults = source_defaults(self.context_settings, "")
+        return derive({}, last_known(known) if known else None, defaults, at=ts)
 
     @staticmethod
     def _settled(state: State, out: dict[str, MomentState]) -> State:

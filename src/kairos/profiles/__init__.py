@@ -1,5 +1,7 @@
 """Profiles: the first projections (counters, traits with provenance, RFM scores, consents, timeline).
 
+The last-known context (:class:`kairos.context.LastContext`) runs right after the counters.
+
 :func:`default_projections` is the ordered list the processor runs: later projections see what earlier ones
 made of each event (``ctx.profile``), so derived kinds (segments, moments) go after the ones they read.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from kairos.config import Settings
+from kairos.context import LastContext
 from kairos.definitions import Catalog
 from kairos.pipeline.projection import Projection
 from kairos.profiles.computed import ComputedTraits
@@ -42,5 +45,12 @@ def default_projections(settings: Settings, catalog: Catalog | None = None) -> l
 
     catalog = catalog if catalog is not None else Catalog()
     rfm: list[Projection[Any]] = [Rfm(settings.rfm)] if settings.rfm.enabled else []
-    sources: list[Projection[Any]] = [Counters(), Traits(settings.profiles), ComputedTraits(catalog), *rfm, Consents()]
-    return [*sources, Segments(catalog, sources), Moments(catalog, sources), Timeline()]
+    sources: list[Projection[Any]] = [
+        Counters(),
+        LastContext(settings.context),
+        Traits(settings.profiles),
+        ComputedTraits(catalog),
+        *rfm,
+        Consents(),
+    ]
+    return [*sources, Segments(catalog, sources), Moments(catalog, sources, settings.context), Timeline()]

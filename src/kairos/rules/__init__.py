@@ -13,7 +13,9 @@ then evaluated many times::
 What Kairos adds to CEL:
 
 - Variables per :class:`Scope`, typed: a misspelt variable or ``profile.nosuch`` is refused at save time.
-  Traits, properties and context are ``map(string, dyn)``: their keys are checked only at run time.
+  Traits, properties and an event's raw context are ``map(string, dyn)``: their keys are checked only at
+  run time. The derived ``context`` of moment conditions (``Scope.MOMENT``) is a typed message whose every
+  field may be null (``context.holiday == null``, ``has(context.holiday)``; ``docs/context.md``).
 - ``duration("30d")``: CEL stops at hours; a duration literal is read as Kairos reads windows
   (:func:`duration_ms`: ``d``, ``h``, ``m``, ``s``, ``ms``), checked at save time, and must be a literal.
 - Errors while evaluating (a missing trait, a string compared with a number) make the rule false, counted on

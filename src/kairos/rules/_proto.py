@@ -8,15 +8,38 @@
   re-serializes whole.
 - ``kairos.rules.Profile``: the typed ``profile`` variable. A ``datetime`` inside a ``map(string, dyn)`` is
   refused at evaluation by the binding, and a message type also makes ``profile.nosuch`` a save-time error.
+- ``kairos.rules.Context``: the typed ``context`` variable of moment conditions (``kairos.context``'s
+  vocabulary). Every field may be unknown, so each is a protobuf wrapper (``google.protobuf.StringValue``,
+  ...): CEL reads an unset wrapper field as ``null``, so ``context.holiday == null`` and
+  ``has(context.holiday)`` both work, and a set one as its plain value (``context.local_hour >= 18``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2, timestamp_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, struct_pb2, timestamp_pb2, wrappers_pb2
 
-__all__ = ["ENV_POOL", "CheckedExpr", "Expr", "Profile"]
+__all__ = ["CONTEXT_FIELDS", "ENV_POOL", "CheckedExpr", "Context", "Expr", "Profile"]
+
+# (field, wrapper type) of kairos.rules.Context, in kairos.context.DerivedContext's order.
+CONTEXT_FIELDS: tuple[tuple[str, str], ...] = (
+    ("local_time", "StringValue"),
+    ("local_hour", "Int64Value"),
+    ("daypart", "StringValue"),
+    ("weekday", "StringValue"),
+    ("weekend", "BoolValue"),
+    ("holiday", "StringValue"),
+    ("timezone", "StringValue"),
+    ("device_class", "StringValue"),
+    ("os", "StringValue"),
+    ("browser", "StringValue"),
+    ("channel", "StringValue"),
+    ("country", "StringValue"),
+    ("city", "StringValue"),
+    ("latitude", "DoubleValue"),
+    ("longitude", "DoubleValue"),
+)
 
 _F = descriptor_pb2.FieldDescriptorProto
 _TYPES = {
@@ -166,7 +189,7 @@ def _kairos_file() -> descriptor_pb2.FileDescriptorProto:
         name="kairos/rules.proto",
         package="kairos.rules",
         syntax="proto3",
-        dependency=["google/protobuf/timestamp.proto"],
+        dependency=["google/protobuf/timestamp.proto", "google/protobuf/wrappers.proto"],
     )
     _message(
         f,
@@ -176,6 +199,11 @@ def _kairos_file() -> descriptor_pb2.FileDescriptorProto:
             ("updated_at", 2, ".google.protobuf.Timestamp"),
             ("event_count", 3, "int64"),
         ],
+    )
+    _message(
+        f,
+        "Context",
+        [(name, number, f".google.protobuf.{kind}") for number, (name, kind) in enumerate(CONTEXT_FIELDS, start=1)],
     )
     return f
 
@@ -188,8 +216,10 @@ _AST_POOL.AddSerializedFile(struct_pb2.DESCRIPTOR.serialized_pb)
 _AST_POOL.Add(_cel_expr_file())
 ENV_POOL = descriptor_pool.DescriptorPool()
 ENV_POOL.AddSerializedFile(timestamp_pb2.DESCRIPTOR.serialized_pb)
+ENV_POOL.AddSerializedFile(wrappers_pb2.DESCRIPTOR.serialized_pb)
 ENV_POOL.Add(_kairos_file())
 
 CheckedExpr: Any = message_factory.GetMessageClass(_AST_POOL.FindMessageTypeByName("cel.expr.CheckedExpr"))
 Expr: Any = message_factory.GetMessageClass(_AST_POOL.FindMessageTypeByName("cel.expr.Expr"))
 Profile: Any = message_factory.GetMessageClass(ENV_POOL.FindMessageTypeByName("kairos.rules.Profile"))
+Context: Any = message_factory.GetMessageClass(ENV_POOL.FindMessageTypeByName("kairos.rules.Context"))

@@ -177,6 +177,29 @@ def _profile(value: Any) -> Any:
     return message
 
 
+def _context(value: Any) -> Any:
+    """A derived context (``kairos.context.DerivedContext`` or a mapping of its fields) → the typed message;
+    a field that is None stays unset, which CEL reads as ``null``."""
+    if isinstance(value, _proto.Context):
+        return value
+    if not isinstance(value, Mapping):
+        value = {name: getattr(value, name, None) for name, _ in _proto.CONTEXT_FIELDS}
+    message = _proto.Context()
+    for name, kind in _proto.CONTEXT_FIELDS:
+        item = value.get(name)
+        if item is None:
+            continue
+        if kind == "StringValue":
+            getattr(message, name).value = _json(item) if isinstance(item, str) else _json(str(item))
+        elif kind == "BoolValue":
+            getattr(message, name).value = bool(item)
+        elif isinstance(item, bool) or not isinstance(item, int | float):
+            raise TypeError(f"context.{name} must be a number, not {type(item).__name__}")
+        else:
+            getattr(message, name).value = int(item) if kind == "Int64Value" else float(item)
+    return message
+
+
 _CONVERT: dict[str, Any] = {
     "traits": _json,
     "properties": _json,
@@ -205,17 +228,28 @@ class Scope:
     """The variables one kind of rule may use; its CEL environment is built on first use.
 
     ``Scope.SEGMENT`` is for segment rules over a profile, ``Scope.EVENT`` for computed-trait ``where``
-    filters over one event.
+    filters over one event, ``Scope.MOMENT`` for moment conditions: a profile (as ``SEGMENT``), the event that
+    happened (``event``: ``name``, ``type``, ``properties``) and its derived ``context`` (``docs/context.md``).
+    ``convert`` and ``empty`` override, for this scope, how a variable is converted and its value when absent.
     """
 
     SEGMENT: ClassVar[Scope]
     EVENT: ClassVar[Scope]
     MOMENT: ClassVar[Scope]
 
-    def __init__(self, name: str, variables: Mapping[str, Any], keyed: Iterable[str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        variables: Mapping[str, Any],
+        keyed: Iterable[str],
+        convert: Mapping[str, Any] | None = None,
+        empty: Mapping[str, Any] | None = None,
+    ) -> None:
         self.name = name
         self.variables = dict(variables)
         self.keyed = frozenset(keyed)
+        self.convert = {**_CONVERT, **(convert or {})}
+        self.empty = {**_EMPTY, **(empty or {})}
         self._env: cel.Env | None = None
 
     def __repr__(self) -> str:
@@ -237,10 +271,10 @@ class Scope:
         for name in self.variables:
             value = variables.get(name)
             if value is None:
-                if name in _EMPTY:
-                    data[name] = _CONVERT[name](_EMPTY[name])
+                if name in self.empty:
+                    data[name] = self.convert[name](self.empty[name])
                 continue  # unbound: a rule that reads it gets an error, hence false
-            data[name] = _CONVERT[name](value)
+            data[name] = self.convert[name](value)
         return Bindings(self, self.env.Activation(data), data)
 
 
@@ -269,20 +303,16 @@ Scope.EVENT = Scope(
     },
     keyed=("properties", "context", "traits"),
 )
-# A moment's condition: the profile (as for segments), the derived context and the event that triggered it.
 Scope.MOMENT = Scope(
     "MOMENT",
     {
-        "traits": _T.Map(_T.STRING, _T.DYN),
-        "identities": _T.Map(_T.STRING, _T.List(_T.STRING)),
-        "segments": _T.List(_T.STRING),
-        "consents": _T.Map(_T.STRING, _T.BOOL),
-        "profile": _T("kairos.rules.Profile"),
-        "now": _T.TIMESTAMP,
-        "context": _T.Map(_T.STRING, _T.DYN),
+        **Scope.SEGMENT.variables,
+        "context": _T("kairos.rules.Context"),
         "event": _T.Map(_T.STRING, _T.DYN),
     },
-    keyed=("traits", "identities", "segments", "consents", "profile", "context", "event"),
+    keyed=(*Scope.SEGMENT.keyed, "context", "event"),
+    convert={"context": _context, "event": _json},
+    empty={"event": {}},
 )
 
 
@@ -302,10 +332,11 @@ class Bindings:
         for name, value in values.items():
             if name not in self.scope.variables:
                 raise ValueError(f"{name!r} is not a variable of {self.scope!r}")
-            if value is None and name not in _EMPTY:
+            empty = self.scope.empty
+            if value is None and name not in empty:
                 data.pop(name, None)  # unbound, as in bind()
                 continue
-            data[name] = _CONVERT[name](_EMPTY[name] if value is None else value)
+            data[name] = self.scope.convert[name](empty[name] if value is None else value)
         return Bindings(self.scope, self.scope.env.Activation(data), data)
 
 
