@@ -202,3 +202,13 @@ def test_bodies_keys_and_scopes(client: TestClient, admin_key: dict[str, str], r
     assert r.status_code == 405 and set(r.headers["allow"].replace(" ", "").split(",")) >= {"GET", "PUT", "DELETE"}
     preview = client.post("/v1/segments:preview", json={"rule": "traits.x >"}, headers=read_key)
     assert (preview.status_code, preview.json()["error"]["code"]) == (400, "invalid_rule")
+
+
+@pytest.mark.parametrize("limit", ["\u00b2", "\u0663", "+5", " 5", "5.0", "-1", "1001"])
+def test_members_limit_that_is_not_an_ascii_number_is_a_400(
+    client: TestClient, admin_key: dict[str, str], limit: str
+) -> None:
+    assert client.put("/v1/segments/s", json={"rule": "true"}, headers=admin_key).status_code == 201
+    r = client.get("/v1/segments/s/members", params={"limit": limit}, headers=admin_key)
+    assert r.status_code == 400, r.text  # "²".isdigit() is true and int("²") raises: it was a 500
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_query", "limit")
