@@ -10,7 +10,7 @@ the events themselves:
   and a count of 2 orders in 30 days drops to 1 exactly 30 days after the first order.
 
 Every partial is a commutative monoid (merging two profiles combines them, in any order), sums are exact
-decimals, and ``distinct_count`` is a k-minimum-values sketch (exact up to ``KMV`` distinct values, an
+decimals, and ``distinct_count`` is a k-minimum-values sketch (exact below ``KMV`` distinct values, an
 estimate with ~1/sqrt(KMV) relative error beyond): state is a function of the set of events, so replay,
 batch sizes and merge order give equal state.
 
