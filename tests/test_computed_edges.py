@@ -75,3 +75,44 @@ def test_most_frequent_ties_avg_of_mixed_values_and_late_events(world: World) ->
     assert world.view("user_id:u1")["traits"]["views_7d"] == 5
     world.advance(8 * DAY)
     assert world.view("user_id:u1")["traits"]["views_7d"] == 0
+
+
+def test_a_rule_naming_a_trait_defined_later_follows_its_backfill(world: World) -> None:
+    world.send(order("u1"), order("u1"), order("u2"))
+    world.define("segment", "repeat", {"rule": "traits.n_orders >= 2"})
+    world.run()
+    assert world.view("user_id:u1")["segments"] == []
+    world.define("trait", "n_orders", {"aggregate": "count", "event": "Order Completed"})
+    world.run()
+    assert world.view("user_id:u1")["traits"]["n_orders"] == 2
+    assert world.view("user_id:u1")["segments"] == ["repeat"]
+    assert world.view("user_id:u2")["segments"] == []
+
+
+def test_a_segment_follows_the_segment_it_reads_when_that_one_changes(world: World) -> None:
+    world.define("trait", "spent", {"aggregate": "sum", "event": "Order Completed", "property": "total"})
+    world.define("segment", "big", {"rule": "traits.spent >= 100.0"})
+    world.define("segment", "big_fan", {"rule": '"big" in segments'})
+    world.send(order("u1", 150), order("u2", 50))
+    assert world.view("user_id:u1")["segments"] == ["big", "big_fan"]
+    world.define("segment", "big", {"rule": "traits.spent >= 10.0"})
+    world.run()
+    assert world.view("user_id:u2")["segments"] == ["big", "big_fan"]
+    world.define("segment", "big", {"rule": "traits.spent >= 1000.0"})
+    world.run()
+    assert world.view("user_id:u1")["segments"] == []
+
+
+def test_count_changed_to_sum_while_events_flow(world: World) -> None:
+    world.kairos.processor.batch_size = 3
+    world.define("trait", "orders", {"aggregate": "count", "event": "Order Completed"})
+    for i in range(20):
+        world.send(order(f"u{i % 4}", 10.0), process=False)
+    world.run()
+    assert world.view("user_id:u1")["traits"]["orders"] == 5
+    world.define("trait", "orders", {"aggregate": "sum", "event": "Order Completed", "property": "total"})
+    for i in range(8):
+        world.send(order(f"u{i % 4}", 1.0), process=False)
+        world.kairos.processor.run_once()  # new events while the backfill goes on
+    world.run()
+    assert {world.view(f"user_id:u{i}")["traits"]["orders"] for i in range(4)} == {52}
