@@ -136,6 +136,8 @@ def test_segments_of_segments_refuse_cycles_and_unknown_names(client: TestClient
         ("/v1/traits/t", {"aggregate": "sum"}, 400, "missing_field", "property"),
         ("/v1/traits/t", {"aggregate": "count", "window": "30y"}, 400, "invalid_field", "window"),
         ("/v1/traits/t", {"aggregate": "count", "window": "0d"}, 400, "invalid_field", "window"),
+        ("/v1/traits/t", {"aggregate": "count", "event": ""}, 400, "invalid_field", "event"),  # matched nothing
+        ("/v1/traits/t", {"aggregate": "count", "event": "  "}, 400, "invalid_field", "event"),
         ("/v1/traits/t", {"aggregate": "count", "window": "99999d"}, 400, "invalid_field", "window"),
         ("/v1/traits/t", {"aggregate": "count", "event": 5}, 400, "invalid_field", "event"),
         ("/v1/traits/t", {"aggregate": "count", "event": "a\u0000b"}, 400, "invalid_field", "event"),
