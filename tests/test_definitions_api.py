@@ -136,6 +136,8 @@ def test_segments_of_segments_refuse_cycles_and_unknown_names(client: TestClient
         ("/v1/traits/t", {"aggregate": "sum"}, 400, "missing_field", "property"),
         ("/v1/traits/t", {"aggregate": "count", "window": "30y"}, 400, "invalid_field", "window"),
         ("/v1/traits/t", {"aggregate": "count", "window": "0d"}, 400, "invalid_field", "window"),
+        ("/v1/traits/t", {"aggregate": "count", "event": ""}, 400, "invalid_field", "event"),  # matched nothing
+        ("/v1/traits/t", {"aggregate": "count", "event": "  "}, 400, "invalid_field", "event"),
         ("/v1/traits/t", {"aggregate": "count", "window": "99999d"}, 400, "invalid_field", "window"),
         ("/v1/traits/t", {"aggregate": "count", "event": 5}, 400, "invalid_field", "event"),
         ("/v1/traits/t", {"aggregate": "count", "event": "a\u0000b"}, 400, "invalid_field", "event"),
@@ -221,3 +223,54 @@ def test_preview_samples_large_populations(
     sampled = client.post("/v1/segments:preview", json=rule, headers=read_key).json()
     assert sampled["exact"] is False and 60 <= sampled["scanned"] < 400
     assert abs(sampled["size"] - 100) <= max(sampled["margin"], 1) * 2
+
+
+@pytest.mark.parametrize("limit", ["\u00b2", "\u0663", "+5", " 5", "5.0", "-1", "1001"])
+def test_members_limit_that_is_not_an_ascii_number_is_a_400(
+    client: TestClient, admin_key: dict[str, str], limit: str
+) -> None:
+    assert client.put("/v1/segments/s", json={"rule": "true"}, headers=admin_key).status_code == 201
+    r = client.get("/v1/segments/s/members", params={"limit": limit}, headers=admin_key)
+    assert r.status_code == 400, r.text  # "²".isdigit() is true and int("²") raises: it was a 500
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_query", "limit")
+
+
+def test_concurrent_saves_cannot_store_a_cycle(kairos: Kairos, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two PUTs racing (seen live on PostgreSQL: PUT a '"b" in segments' beside PUT b '"a" in segments') each
+    checked for cycles against the definitions before the other's write, and both were stored. The cycle
+    then made the processor skip every segment, and refused every later PUT and DELETE of a segment."""
+    from kairos.errors import ValidationError
+    from kairos.segments.admin import remove, save
+
+    save(kairos, "segment", "a", {"rule": "true"})
+    save(kairos, "segment", "b", {"rule": "true"})
+    admin = kairos.store.admin
+    real_put = admin.put_definition
+    raced: list[Any] = []
+
+    def put_after_the_other(kind: str, key: str, body: dict[str, Any], now: int, **kw: Any) -> Any:
+        if key == "a" and not raced:  # a was checked; b is saved before a is written
+            raced.append(save(kairos, "segment", "b", {"rule": '"a" in segments'}))
+        return real_put(kind, key, body, now, **kw)
+
+    monkeypatch.setattr(admin, "put_definition", put_after_the_other)
+    with pytest.raises(ValidationError) as refused:
+        save(kairos, "segment", "a", {"rule": '"b" in segments'})
+    assert refused.value.code == "cycle"
+    assert raced and admin.definition("segment", "a").body == {"rule": "true"}  # type: ignore[union-attr]
+
+    # A delete racing a save that reads the deleted segment: the same check.
+    real_delete = admin.delete_definition
+    monkeypatch.setattr(admin, "put_definition", real_put)
+
+    def delete_after_the_other(kind: str, key: str, now: int, **kw: Any) -> Any:
+        if key == "b" and len(raced) == 1:
+            raced.append(save(kairos, "segment", "c", {"rule": '"b" in segments'}))
+        return real_delete(kind, key, now, **kw)
+
+    save(kairos, "segment", "b", {"rule": "true"})
+    monkeypatch.setattr(admin, "delete_definition", delete_after_the_other)
+    with pytest.raises(ValidationError) as in_use:
+        remove(kairos, "segment", "b")
+    assert in_use.value.code == "in_use"
+    assert admin.definition("segment", "b") is not None

@@ -259,3 +259,29 @@ def test_cli_deadletters_list_and_retry(cli_env: Path, monkeypatch: pytest.Monke
         assert p is not None and p.sections["counters"].event_count == 2
     finally:
         kairos.close()
+
+
+def test_retry_in_a_fresh_process_keeps_computed_traits_and_segments(env_factory: Any) -> None:
+    """``kairos deadletters retry`` runs in a new process, whose processor had not loaded the definitions:
+    the retried event was applied with an empty catalog, so it did not count, and the profile's computed
+    traits and segment memberships (encoded for no definition) were wiped."""
+    env = env_factory()
+    now = env.kairos.clock.now()
+    env.kairos.store.admin.put_definition("trait", "orders", {"aggregate": "count", "event": "Order Completed"}, now)
+    env.kairos.store.admin.put_definition("trait", "events", {"aggregate": "count"}, now)
+    env.kairos.store.admin.put_definition("segment", "buyer", {"rule": "traits.orders >= 1"}, now)
+    env.kairos.store.admin.put_definition("segment", "busy", {"rule": "traits.events >= 2"}, now)
+    env.send([{"userId": "u1", "event": "Order Completed"}, {"userId": "u1", "event": "Poison"}])
+    env.kairos.processor.run_until_caught_up()
+    assert len(env.kairos.store.state.deadletters()) == 1
+
+    fresh = env_factory()  # the CLI: same store, a processor that never ran a batch
+    fresh.poison.broken = False
+    assert fresh.kairos.processor.retry([d.seq for d in fresh.kairos.store.state.deadletters()]) == []
+    pk = fresh.kairos.resolve("user_id:u1")
+    assert pk is not None
+    profile = fresh.kairos.profile(pk)
+    assert profile is not None
+    view = fresh.kairos.codec.view(profile)
+    assert (view["traits"].get("orders"), view["traits"].get("events")) == (1, 2)
+    assert view["segments"] == ["busy", "buyer"]

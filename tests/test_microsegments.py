@@ -124,6 +124,7 @@ def test_answer_validates_against_the_openapi_schema(feed: Feed, client: TestCli
         (b'{"features": ["orders"], "kk": 2}', "unknown_field", "kk"),
         (b'{"features": ["nope"]}', "unknown_feature", "features"),
         (b'{"features": ["plan"]}', "non_numeric_feature", "features"),
+        (b'{"features": ["\xff"]}', "invalid_json", "body"),  # not UTF-8: was a 500
     ],
 )
 def test_bad_requests_get_precise_errors(

@@ -129,6 +129,10 @@ def trait_body(body: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"aggregate": aggregate}
     event = _text(body, "event", limit=200)
     if event is not None:
+        if not event.strip():  # collect refuses blank event names: such a trait would count nothing, ever
+            raise ValidationError(
+                "event must not be empty (leave it out to count every event)", code="invalid_field", field="event"
+            )
         out["event"] = event
     where = _text(body, "where", limit=4096)
     if where is not None:

@@ -12,6 +12,7 @@ __all__ = [
     "AuthError",
     "CheckpointConflict",
     "ConfigError",
+    "DefinitionsChanged",
     "ForbiddenError",
     "KairosError",
     "NotFoundError",
@@ -107,6 +108,12 @@ class CheckpointConflict(TransientError):
     """Another processor committed past the checkpoint this one started from; re-read and retry."""
 
     code = "checkpoint_conflict"
+
+
+class DefinitionsChanged(TransientError):
+    """The stored definitions moved between a definition's checks (cycles, references) and its write."""
+
+    code = "definitions_changed"
 
 
 # Most specific class first: the first match wins.

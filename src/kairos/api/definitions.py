@@ -68,7 +68,7 @@ def _limit(request: Request, default: int = 100) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ValidationError(f"limit is a whole number from 1 to {MAX_LIMIT}", code="invalid_query", field="limit")
     return int(raw)
 

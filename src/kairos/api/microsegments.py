@@ -24,8 +24,8 @@ _decode = msgspec.json.Decoder()
 def _request(body: bytes) -> tuple[list[str], int | None]:
     try:
         data = _decode.decode(body)
-    except (msgspec.DecodeError, RecursionError):
-        raise ValidationError("the body must be a JSON object", code="invalid_json", field="body") from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # msgspec raises the last for bad UTF-8
+        raise ValidationError("the body must be JSON in UTF-8", code="invalid_json", field="body") from None
     if not isinstance(data, dict):
         raise ValidationError("the body must be a JSON object", code="invalid_json", field="body")
     unknown = sorted(set(data) - {"features", "k"})

@@ -567,6 +567,9 @@ class Processor:
     def retry(self, seqs: Sequence[int]) -> list[DeadLetter]:
         """Apply dead-lettered events again (after a fix), out of order; what still fails stays dead-lettered."""
         self.cache.clear()
+        # `kairos deadletters retry` runs in a process whose processor never ran a batch: without this its
+        # catalog is empty, and the retried events would skip every computed trait and segment.
+        self._sync_definitions(self.store.state.checkpoint())
         still: list[DeadLetter] = []
         letters = {d.seq: d for d in self.store.state.deadletters(seqs=list(seqs))}
         entries = self.store.log.get(list(letters))

@@ -10,7 +10,7 @@ the events themselves:
   and a count of 2 orders in 30 days drops to 1 exactly 30 days after the first order.
 
 Every partial is a commutative monoid (merging two profiles combines them, in any order), sums are exact
-decimals, and ``distinct_count`` is a k-minimum-values sketch (exact up to ``KMV`` distinct values, an
+decimals, and ``distinct_count`` is a k-minimum-values sketch (exact below ``KMV`` distinct values, an
 estimate with ~1/sqrt(KMV) relative error beyond): state is a function of the set of events, so replay,
 batch sizes and merge order give equal state.
 
@@ -45,6 +45,9 @@ KMV = 256  # distinct_count sketch size
 MOST_FREQUENT_CAP = 1000  # most_frequent: distinct values counted per profile
 TIMER = "window"
 _DEC = DecimalContext(prec=60)
+# Values from 1e291 up do not count: far beyond any amount, and a sum of them must stay a finite float
+# (and inside the decimal context, whose overflow would raise and dead-letter the event).
+_MAX_ADJUSTED = 290
 _json = msgspec.json.Encoder()
 
 
@@ -70,7 +73,7 @@ def _number(value: Any) -> Decimal | None:
         d = Decimal(value) if not isinstance(value, float) else Decimal(repr(value))
     except (InvalidOperation, ValueError):
         return None
-    return d if d.is_finite() else None
+    return d if d.is_finite() and d.adjusted() <= _MAX_ADJUSTED else None
 
 
 def _hash(value: Any) -> int:
@@ -266,7 +269,7 @@ def _property(event_props: Mapping[str, Any] | None, path: tuple[str, ...]) -> A
     for part in path:
         if isinstance(value, dict):
             value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and part.isascii() and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
             return None

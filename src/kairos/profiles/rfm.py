@@ -53,7 +53,8 @@ def parse_cents(value: Any) -> int | None:
         )
     except (InvalidOperation, ValueError):
         return None
-    if not amount.is_finite() or amount < 0 or amount * 100 > MAX_ORDER_CENTS:
+    # Compared before scaling: ``amount * 100`` of "1e999999" overflows the decimal context and raises.
+    if not amount.is_finite() or amount < 0 or amount > MAX_ORDER_CENTS // 100:
         return None
     return int((amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
 

@@ -4,7 +4,8 @@ the CLI and ``kairos.toml``."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from kairos.definitions import (
     SegmentDef,
@@ -15,7 +16,7 @@ from kairos.definitions import (
     segment_order,
     trait_body,
 )
-from kairos.errors import ConfigError, KairosError, ValidationError
+from kairos.errors import ConfigError, DefinitionsChanged, KairosError, ValidationError
 from kairos.moments import MOMENT_STATS
 from kairos.runtime import Kairos
 from kairos.segments.membership import SEGMENT_STATS
@@ -24,6 +25,8 @@ from kairos.store import Definition, Job
 __all__ = ["definition_view", "job_of", "remove", "save", "sync_config"]
 
 DAY = 86_400_000
+ATTEMPTS = 10  # checked writes a burst of concurrent definition changes may make wait; then a 503
+_T = TypeVar("_T")
 
 
 def _iso_day(day: int) -> str:
@@ -105,10 +108,27 @@ def _moment_warnings(kairos: Kairos, when: dict[str, Any]) -> list[dict[str, str
     return []
 
 
+def _checked_write(write: Callable[[], _T]) -> _T:
+    """Run ``write`` (it reads the revision, checks against the definitions, then writes if the revision has
+    not moved) until no other write came between: checked and written apart, two racing PUTs could each pass
+    the cycle check and store a cycle. After ``ATTEMPTS`` a :class:`DefinitionsChanged` (503) goes out."""
+    for _ in range(ATTEMPTS - 1):
+        try:
+            return write()
+        except DefinitionsChanged:
+            continue
+    return write()
+
+
 def save(kairos: Kairos, kind: str, key: str, body: Any) -> tuple[dict[str, Any], int]:
     """Validate and store a definition; its view (``changed``, ``warnings``) and 201 (created) or 200."""
     check_key(key, kind)
     stored = {"trait": trait_body, "segment": segment_body, "moment": moment_body}[kind](body)
+    return _checked_write(lambda: _save(kairos, kind, key, stored))
+
+
+def _save(kairos: Kairos, kind: str, key: str, stored: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    revision = kairos.store.admin.definitions_revision()
     warnings: list[dict[str, str]] = []
     if kind == "moment":
         warnings = _moment_warnings(kairos, stored["when"])
@@ -126,7 +146,7 @@ def save(kairos: Kairos, kind: str, key: str, body: Any) -> tuple[dict[str, Any]
         defs = {k: compile_definition(d) for k, d in existing.items() if k != key}
         segment_order({**{k: v for k, v in defs.items() if isinstance(v, SegmentDef)}, key: compiled})
         warnings = _warnings(kairos, compiled)
-    d, changed = kairos.store.admin.put_definition(kind, key, stored, kairos.clock.now())
+    d, changed = kairos.store.admin.put_definition(kind, key, stored, kairos.clock.now(), expect_revision=revision)
     view = definition_view(kairos, d, job_of(kairos, kind, key))
     view["changed"] = changed
     if warnings:
@@ -137,6 +157,11 @@ def save(kairos: Kairos, kind: str, key: str, body: Any) -> tuple[dict[str, Any]
 def remove(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
     """Delete a definition (its backfill takes it off every profile); a segment others read is refused."""
     check_key(key, kind)
+    return _checked_write(lambda: _remove(kairos, kind, key))
+
+
+def _remove(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
+    revision = kairos.store.admin.definitions_revision()
     dependents = []
     if kind == "segment":
         for d in kairos.store.admin.definitions("segment"):
@@ -147,7 +172,7 @@ def remove(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
         raise ValidationError(
             f"segments {', '.join(dependents)} refer to {key!r}: change them first", code="in_use", field="key"
         )
-    d = kairos.store.admin.delete_definition(kind, key, kairos.clock.now())
+    d = kairos.store.admin.delete_definition(kind, key, kairos.clock.now(), expect_revision=revision)
     return {"key": key, "deleted": True, "version": d.version}
 
 

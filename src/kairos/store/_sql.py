@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kairos.collect.ingest import NewEvent
-from kairos.errors import NotFoundError, ValidationError
+from kairos.errors import DefinitionsChanged, NotFoundError, ValidationError
 from kairos.store._db import Database
 from kairos.store._model import ApiKey, Definition, LogEntry, OutboxMessage, Source
 from kairos.store.schema import LOG
@@ -160,7 +160,9 @@ class SqlAdmin:
         return self._keys("ORDER BY name", ())
 
     # -- definitions (computed traits, segments, ...) ------------------------------------------------
-    def put_definition(self, kind: str, key: str, body: dict[str, Any], now: int) -> tuple[Definition, bool]:
+    def put_definition(
+        self, kind: str, key: str, body: dict[str, Any], now: int, expect_revision: int | None = None
+    ) -> tuple[Definition, bool]:
         """Create or replace; returns the stored definition and whether anything changed (a new version)."""
         db = self.db
         with db.tx(write=True) as conn:
@@ -169,7 +171,7 @@ class SqlAdmin:
             old = found[0] if found else None
             if old is not None and not old.deleted and old.body == body:
                 return old, False
-            revision = int(db.rows(conn, "SELECT COALESCE(MAX(revision), 0) FROM definitions")[0][0]) + 1
+            revision = self._next_revision(conn, expect_revision)
             if old is None:
                 conn.execute(
                     db.sql(
@@ -189,14 +191,14 @@ class SqlAdmin:
                 )
             return self._definitions(conn, "WHERE kind = {p} AND key = {p}", (kind, key))[0], True
 
-    def delete_definition(self, kind: str, key: str, now: int) -> Definition:
+    def delete_definition(self, kind: str, key: str, now: int, expect_revision: int | None = None) -> Definition:
         db = self.db
         with db.tx(write=True) as conn:
             db.d.lock(conn, "definitions")
             found = self._definitions(conn, "WHERE kind = {p} AND key = {p} AND deleted = 0", (kind, key))
             if not found:
                 raise NotFoundError(f"no {kind} named {key!r}", field="key")
-            revision = int(db.rows(conn, "SELECT COALESCE(MAX(revision), 0) FROM definitions")[0][0]) + 1
+            revision = self._next_revision(conn, expect_revision)
             conn.execute(
                 db.sql(
                     "UPDATE definitions SET version = version + 1, revision = {p}, deleted = 1, updated_at = {p}"
@@ -221,6 +223,13 @@ class SqlAdmin:
         with self.db.conn() as conn:
             found = self._definitions(conn, "WHERE kind = {p} AND key = {p} AND deleted = 0", (kind, key))
         return found[0] if found else None
+
+    def _next_revision(self, conn: Any, expect: int | None) -> int:
+        """The revision a write takes, under the definitions lock; the compare-and-set of ``expect``."""
+        current = int(self.db.rows(conn, "SELECT COALESCE(MAX(revision), 0) FROM definitions")[0][0])
+        if expect is not None and current != expect:
+            raise DefinitionsChanged("the definitions changed while this one was checked; try again")
+        return current + 1
 
     def definitions_revision(self) -> int:
         return int(self.db.one("SELECT COALESCE(MAX(revision), 0) FROM definitions")[0])
