@@ -276,6 +276,13 @@ def _property(event_props: Mapping[str, Any] | None, path: tuple[str, ...]) -> A
     return value
 
 
+def when(entry: Entry) -> int:
+    """When an event counts as having happened: its time, but never after Kairos received it (a client
+    clock set in the future, with no ``sentAt`` to correct it, must not keep an order in a 7-day window for
+    weeks). Both times are in the log, so replay places it alike."""
+    return min(entry.ts, entry.received_at)
+
+
 def _event_name(entry: Entry) -> str | None:
     e = entry.event
     return e.event if e.type == "track" else e.name
@@ -321,7 +328,7 @@ class ComputedTraits(Projection[State]):
             value = _property(entry.event.properties, d.property)
             if value is None:
                 return None, variables
-        return unit(d.aggregate, value, entry.ts, entry.seq), variables
+        return unit(d.aggregate, value, when(entry), entry.seq), variables
 
     def apply(self, state: State, entry: Entry, ctx: Context) -> State:
         by_event = self.catalog.traits_by_event
@@ -342,7 +349,7 @@ class ComputedTraits(Projection[State]):
             ks = state.get(d.key)
             if ks is None or ks.version != d.version:
                 ks = KeyState(d.version)
-            new = add(d, ks, p, entry.ts, entry.seq, ctx.now)
+            new = add(d, ks, p, when(entry), entry.seq, ctx.now)
             if new is not ks or d.key not in state:
                 if out is None:
                     out = dict(state)
@@ -389,7 +396,7 @@ class ComputedTraits(Projection[State]):
                 if p is None:
                     continue
                 ks = out.get(d.key) or KeyState(d.version)
-                out[d.key] = add(d, ks, p, entry.ts, entry.seq, ctx.now)
+                out[d.key] = add(d, ks, p, when(entry), entry.seq, ctx.now)
         self._schedule(out, ctx)
         return out if out != state else state
 
