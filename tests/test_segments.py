@@ -284,3 +284,13 @@ def test_segments_of_segments_and_replay(world: World) -> None:
     after = dump_state(world.kairos)
     for table in ("profiles", "timers", "segment_stats", "timeline"):
         assert after[table] == before[table], table
+
+
+def test_a_stored_cycle_leaves_out_only_its_segments(world: World) -> None:
+    # Saving refuses cycles; one written to the store by other means must not disable every segment.
+    world.define("segment", "a", {"rule": '"b" in segments'})
+    world.define("segment", "b", {"rule": '"a" in segments'})
+    world.define("segment", "buyers", {"rule": "profile.event_count >= 1"})
+    world.send(order("u1"))
+    assert world.view("user_id:u1")["segments"] == ["buyers"]
+    assert any("cycle (a, b)" in e for e in world.kairos.processor.catalog.errors)  # type: ignore[union-attr]

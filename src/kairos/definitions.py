@@ -489,11 +489,15 @@ class Catalog:
         by_event: dict[str | None, list[TraitDef]] = {}
         for t in traits.values():
             by_event.setdefault(t.event, []).append(t)
-        try:
-            ordered = segment_order(segments)
-        except ValidationError:  # refused when saved; kept out rather than stopping the processor
-            errors.append("segment: a cycle; segments skipped")
-            ordered = []
+        ordered: list[SegmentDef] = []
+        while True:  # refused when saved; if one is stored anyway, only the segments in it are left out
+            try:
+                ordered = segment_order(segments)
+                break
+            except ValidationError as exc:
+                cycle = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", exc.message.partition(":")[2]))
+                errors.append(f"segment: a cycle ({', '.join(sorted(cycle))}) left out")
+                segments = {k: v for k, v in segments.items() if k not in cycle}
         self.traits = traits
         self.traits_by_event = by_event
         self.segments = ordered
