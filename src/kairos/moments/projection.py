@@ -33,7 +33,7 @@ from kairos.config import ContextSettings
 from kairos.context import DerivedContext, derive, last_known, source_defaults
 from kairos.definitions import Catalog, MomentDef, Step
 from kairos.pipeline.projection import Context, Entry, Projection, Timer
-from kairos.profiles.computed import event_variables
+from kairos.profiles.computed import event_bindings
 from kairos.profiles.timeline import record
 from kairos.segments.membership import profile_variables
 from kairos.store.schema import Column, Table
@@ -98,7 +98,7 @@ class Moments(Projection[State]):
         if step.where is None:
             return True
         if "vars" not in cache:
-            cache["vars"] = event_variables(entry)
+            cache["vars"] = event_bindings(entry)
         return step.where.evaluate(cache["vars"])
 
     def apply(self, state: State, entry: Entry, ctx: Context) -> State:

@@ -35,6 +35,7 @@ import msgspec
 from kairos.collect import iso
 from kairos.definitions import Catalog, TraitDef
 from kairos.pipeline.projection import Context, Entry, Projection, Timer
+from kairos.rules import Bindings, Scope
 from kairos.store.schema import Column
 
 __all__ = ["ComputedTraits", "KeyState"]
@@ -63,6 +64,7 @@ class KeyState:
 
 
 State = Mapping[str, KeyState]
+Variables = Any  # an event's where-variables: Bindings, or the plain mapping when they cannot be bound
 
 
 # -- partial aggregates -----------------------------------------------------------------------------------
@@ -288,6 +290,16 @@ def _event_name(entry: Entry) -> str | None:
     return e.event if e.type == "track" else e.name
 
 
+def event_bindings(entry: Entry) -> Bindings | dict[str, Any]:
+    """:func:`event_variables` converted once for every ``where`` filter that reads this event (a value no
+    rule can read leaves the plain mapping, on which each filter answers false)."""
+    variables = event_variables(entry)
+    try:
+        return Scope.EVENT.bind(variables)
+    except (TypeError, ValueError):
+        return variables
+
+
 def event_variables(entry: Entry) -> dict[str, Any]:
     """What a ``where`` filter sees of an event."""
     e = entry.event
@@ -316,11 +328,11 @@ class ComputedTraits(Projection[State]):
         return {}
 
     # -- applying ------------------------------------------------------------------------------------
-    def _counts(self, d: TraitDef, entry: Entry, variables: dict[str, Any] | None) -> tuple[Any, dict[str, Any] | None]:
+    def _counts(self, d: TraitDef, entry: Entry, variables: Variables | None) -> tuple[Any, Variables | None]:
         """The event's partial for ``d`` (None if it does not count) and the where-variables built so far."""
         if d.where is not None:
             if variables is None:
-                variables = event_variables(entry)
+                variables = event_bindings(entry)
             if not d.where.evaluate(variables):
                 return None, variables
         value = None
@@ -340,7 +352,7 @@ class ComputedTraits(Projection[State]):
         if not defs:
             return state
         out: dict[str, KeyState] | None = None
-        variables: dict[str, Any] | None = None
+        variables: Variables | None = None
         windowed = False
         for d in defs:
             p, variables = self._counts(d, entry, variables)
