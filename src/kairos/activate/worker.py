@@ -30,8 +30,10 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import aiohttp
+from prometheus_client import generate_latest
 
 from kairos import __version__
 from kairos.activate.destinations import Destination, load
@@ -44,13 +46,24 @@ from kairos.metrics import (
     DELIVERY_DEAD,
     DELIVERY_FAILED,
     DELIVERY_QUEUE,
+    DELIVERY_REGISTRY,
     DELIVERY_SECONDS,
     DELIVERY_SUPPRESSED,
 )
 from kairos.runtime import Kairos
 from kairos.store import Delivery
 
-__all__ = ["Breaker", "DeliveryService", "backoff_seconds", "retry_after_seconds", "run_forever"]
+__all__ = [
+    "Breaker",
+    "DeliveryService",
+    "DeliveryThread",
+    "DeliveryWorker",
+    "NoDelivery",
+    "backoff_seconds",
+    "create_delivery_worker",
+    "retry_after_seconds",
+    "run_forever",
+]
 
 log = logging.getLogger("kairos.delivery")
 MAX_ANSWER_BYTES = 64 * 1024  # read (and dropped) of a receiver's answer, so the connection can be reused
@@ -313,3 +326,74 @@ def run_forever(kairos: Kairos, stop: threading.Event, seed: int | None = None) 
         await service
 
     asyncio.run(main())
+
+
+class DeliveryThread:
+    """``delivery.mode = "thread"``: the delivery worker in a thread of the API process."""
+
+    mode = "thread"
+
+    def __init__(self, kairos: Kairos) -> None:
+        self.kairos = kairos
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=run_forever, args=(self.kairos, self._stop), name="kairos-delivery", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        alive = self._thread is not None and self._thread.is_alive()
+        return {"mode": "thread", "state": "running" if alive else "stopped"}
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(DELIVERY_REGISTRY)
+
+
+class NoDelivery:
+    """``delivery.mode = "off"``: deliveries are made elsewhere (``kairos deliver``)."""
+
+    mode = "off"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": "off", "state": "off"}
+
+    def metrics_text(self) -> bytes:
+        return b""
+
+
+class DeliveryWorker(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def metrics_text(self) -> bytes: ...
+
+
+def create_delivery_worker(kairos: Kairos, mode: str) -> DeliveryWorker:
+    """How ``kairos serve`` runs deliveries (``delivery.mode``)."""
+    if mode == "process":
+        from kairos.activate import _child
+        from kairos.pipeline.worker import ProcessWorker
+
+        return ProcessWorker(
+            kairos.settings, kairos.cache, target=_child.run, name="kairos-delivery", stop_timeout=10.0
+        )
+    if mode == "thread":
+        return DeliveryThread(kairos)
+    return NoDelivery()
