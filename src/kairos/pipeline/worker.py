@@ -216,7 +216,7 @@ class ProcessWorker:
             self._started_at = time.monotonic()
             self._state, self._mirrored = "running", {}
             self._info = {"last_error": self._info.get("last_error")}
-        log.info("child process started", extra={"pid": process.pid, "process": self.name})
+        log.info("child process started", extra={"pid": process.pid, "child": self.name})
         return True
 
     def _supervise(self) -> None:
