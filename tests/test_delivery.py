@@ -186,3 +186,39 @@ def test_breaker_opens_after_failures_and_probes_after_the_cooldown() -> None:
     assert b.capacity(4, 23.0) == 1
     b.succeeded()
     assert b.state == "closed" and b.capacity(4, 23.0) == 4
+
+
+def test_replay_keeps_deliveries_and_cursors_and_delivers_nothing_twice(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    with receiver(SECRET) as rec:
+        destination(kairos, "crm", rec.url)
+        vip_people(kairos, feed, 2)
+        with delivering(kairos):
+            wait_for(lambda: len(rec.accepted) == 2)
+        before = (kairos.store.outbox.last_id(), kairos.store.deliveries.cursor("crm"))
+        kairos.store.state.reset()  # what `kairos replay` does, then it applies the log again
+        kairos.processor.run_until_caught_up()
+        assert (kairos.store.outbox.last_id(), kairos.store.deliveries.cursor("crm")) == before
+        with delivering(kairos):
+            time.sleep(0.5)
+        assert len(rec.got) == 2
+        assert {d.status for d in kairos.store.deliveries.list("crm", None, 10)} == {"delivered", "suppressed"}
+
+
+def test_moment_messages_are_selected_by_key() -> None:
+    from kairos.activate.messages import from_outbox
+    from kairos.store import Definition, OutboxMessage
+
+    m = OutboxMessage(7, "42:0", "moment", "p1", {"moment": "cart_abandoned", "at": 1000, "seqs": [3, 4]}, 2000)
+    item = from_outbox(m)
+    assert item is not None and (item.type, item.key, item.occurred_at, item.data) == (
+        "moment", "cart_abandoned", 1000, {"seqs": [3, 4]}
+    )  # fmt: skip
+    dest = destinations.compile_destination(
+        destinations.Definition(
+            "destination", "d", 1, 1, {"subscribe": {"moments": ["*"]}, "purpose": "x"}, False, 0, 0
+        )
+    )
+    assert dest.wants("moment", "cart_abandoned") and not dest.wants("segment_entered", "vip")
+    assert from_outbox(OutboxMessage(8, "k", "something_else", None, {}, 0)) is None
