@@ -216,7 +216,7 @@ def test_moment_messages_are_selected_by_key() -> None:
         "moment", "cart_abandoned", 1000, {"seqs": [3, 4]}
     )  # fmt: skip
     dest = destinations.compile_destination(
-        destinations.Definition(
+        Definition(
             "destination", "d", 1, 1, {"subscribe": {"moments": ["*"]}, "purpose": "x"}, False, 0, 0
         )
     )
