@@ -22,8 +22,10 @@ from pydantic_settings import (
 __all__ = [
     "BUILTIN_IDENTITY_TYPES",
     "CollectSettings",
+    "ConsentSettings",
     "ContextSettings",
     "ContextSourceSettings",
+    "DeliverySettings",
     "IdentitySettings",
     "IdentityTypeSettings",
     "ProcessorMode",
@@ -312,6 +314,58 @@ class ProcessorSettings(BaseModel):
         return self.mode if self.enabled else "off"
 
 
+class DeliverySettings(BaseModel):
+    """Pushing moments, segment changes and events to destinations (see docs/destinations.md)."""
+
+    enabled: bool = Field(
+        True, description='Run the delivery worker under `kairos serve`; `false` is the same as `mode = "off"`.'
+    )
+    mode: ProcessorMode = Field(
+        "process",
+        description="How `kairos serve` runs the delivery worker: `process` (its own OS process, supervised and "
+        "restarted, so that deliveries never take CPU from ingest), `thread` (inside the API process) or "
+        "`off` (run `kairos deliver` elsewhere).",
+    )
+    max_attempts: int = Field(
+        10, ge=1, le=100, description="Attempts before a delivery is dead (`kairos destinations retry` revives it)."
+    )
+    backoff_base_seconds: float = Field(
+        1.0, gt=0, description="Wait before the first retry; it doubles with every attempt, with random jitter."
+    )
+    backoff_cap_seconds: float = Field(
+        3600.0, gt=0, description="Longest wait between two attempts (also caps a receiver's `Retry-After`)."
+    )
+    timeout_seconds: float = Field(
+        10.0, gt=0, description="Longest wait for a receiver's answer; a timeout is retried like a 5xx."
+    )
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once, per destination.")
+    batch_size: int = Field(500, ge=1, le=10_000, description="Outbox messages or events read per planning step.")
+    poll_interval_ms: int = Field(200, ge=1, description="How often an idle destination looks for new messages.")
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Failed attempts in a row that open a destination's circuit breaker: no request is sent to "
+        "it until `breaker_cooldown_seconds` have passed, then one probe decides.",
+    )
+    breaker_cooldown_seconds: float = Field(
+        30.0, gt=0, description="How long an open circuit breaker waits before it lets one probe through."
+    )
+    stream_keepalive_seconds: float = Field(
+        15.0, gt=0, description="An idle Server-Sent Events stream sends a comment this often (keeps proxies open)."
+    )
+
+    def serve_mode(self) -> ProcessorMode:
+        return self.mode if self.enabled else "off"
+
+
+class ConsentSettings(BaseModel):
+    unstated: Literal["deny", "allow"] = Field(
+        "deny",
+        description="What a destination serving a purpose may receive about a person who never said yes or no "
+        "to that purpose: `deny` (nothing: consent is opt-in) or `allow` (opt-out).",
+    )
+
+
 class Settings(BaseSettings):
     """All of Kairos' configuration."""
 
@@ -330,6 +384,8 @@ class Settings(BaseSettings):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     rfm: RfmSettings = Field(default_factory=RfmSettings)
     context: ContextSettings = Field(default_factory=ContextSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    consent: ConsentSettings = Field(default_factory=ConsentSettings)
     traits: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Computed traits defined in the file, `[traits.KEY]` with the body of `PUT /v1/traits/{key}` "

@@ -10,6 +10,14 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "DELIVERED",
+    "DELIVERY_CIRCUIT_OPEN",
+    "DELIVERY_DEAD",
+    "DELIVERY_FAILED",
+    "DELIVERY_QUEUE",
+    "DELIVERY_REGISTRY",
+    "DELIVERY_SECONDS",
+    "DELIVERY_SUPPRESSED",
     "EVENTS_APPLIED",
     "EVENTS_DEADLETTERED",
     "EVENTS_DUPLICATE",
@@ -92,3 +100,44 @@ PROCESSOR_COUNTERS: dict[str, Counter] = {
     "kairos_identity_conflicts": IDENTITY_CONFLICTS,
     "kairos_identity_merges": MERGES,
 }
+
+# The delivery worker's metrics live in a registry of their own: under `kairos serve` the worker usually
+# runs in a child process, which sends this registry's text to the API process for its `/metrics`.
+DELIVERY_REGISTRY = CollectorRegistry()
+DELIVERED = Counter(
+    "kairos_delivery_delivered", "Deliveries a destination accepted (2xx).", ["destination"], registry=DELIVERY_REGISTRY
+)
+DELIVERY_FAILED = Counter(
+    "kairos_delivery_failed",
+    "Failed delivery attempts, by reason: http_5xx, http_429, http_408, http_4xx (not retried), timeout, connection.",
+    ["destination", "reason"],
+    registry=DELIVERY_REGISTRY,
+)
+DELIVERY_DEAD = Counter(
+    "kairos_delivery_dead", "Deliveries given up on (dead-lettered).", ["destination"], registry=DELIVERY_REGISTRY
+)
+DELIVERY_SUPPRESSED = Counter(
+    "kairos_delivery_suppressed",
+    "Messages not delivered or streamed because the person's consent does not allow the destination's purpose.",
+    ["destination"],
+    registry=DELIVERY_REGISTRY,
+)
+DELIVERY_SECONDS = Histogram(
+    "kairos_delivery_latency_seconds",
+    "Time from sending a delivery to the destination's answer.",
+    ["destination"],
+    registry=DELIVERY_REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+DELIVERY_QUEUE = Gauge(
+    "kairos_delivery_queue_depth",
+    "Deliveries pending (not yet accepted nor dead).",
+    ["destination"],
+    registry=DELIVERY_REGISTRY,
+)
+DELIVERY_CIRCUIT_OPEN = Gauge(
+    "kairos_delivery_circuit_open",
+    "1 while a destination's circuit breaker is open (nothing is sent to it until a probe succeeds).",
+    ["destination"],
+    registry=DELIVERY_REGISTRY,
+)

@@ -13,7 +13,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from kairos.api import collect, definitions, microsegments, ops, profiles
+from kairos.activate.worker import create_delivery_worker
+from kairos.api import collect, definitions, destinations, microsegments, ops, profiles
 from kairos.api._common import JSON, AccessLog, Disconnects, json_response
 from kairos.api._writer import LogWriter
 from kairos.config import ProcessorMode
@@ -30,14 +31,16 @@ def create_app(
 ) -> Starlette:
     """Build the app around a :class:`Kairos`.
 
-    The processor runs as ``processor.mode`` says (its own process by default); ``run_processor=False``
-    runs none (in-process tests feed the processor themselves), ``processor_mode`` overrides the setting.
+    The processor runs as ``processor.mode`` says (its own process by default), and the delivery worker as
+    ``delivery.mode`` says; ``run_processor=False`` runs neither (in-process tests drive them themselves),
+    ``processor_mode`` overrides the setting.
     """
     settings = kairos.settings
     mode = processor_mode or settings.processor.serve_mode()
     if run_processor is False:
         mode = "off"
     worker = create_worker(kairos, mode)
+    delivery = create_delivery_worker(kairos, "off" if run_processor is False else settings.delivery.serve_mode())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,11 +51,13 @@ def create_app(
             store_errors=kairos.store.driver_errors,
         )
         worker.start()
+        delivery.start()
         log.info("kairos started", extra={"store": kairos.store.name, "processor": worker.status()})
         try:
             yield
         finally:
             app.state.writer.close()
+            delivery.stop()
             worker.stop()
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -66,7 +71,14 @@ def create_app(
         return json_response({"error": {"code": "internal", "message": "internal error; see server logs"}}, 500)
 
     app = Starlette(
-        routes=[*collect.routes, *profiles.routes, *definitions.routes, *microsegments.routes, *ops.routes],
+        routes=[
+            *collect.routes,
+            *profiles.routes,
+            *definitions.routes,
+            *destinations.routes,
+            *microsegments.routes,
+            *ops.routes,
+        ],
         middleware=[
             Middleware(Disconnects),
             Middleware(AccessLog),
@@ -83,6 +95,7 @@ def create_app(
     )
     app.state.kairos = kairos
     app.state.processor = worker
+    app.state.delivery = delivery
     return app
 
 

@@ -391,6 +391,124 @@ def definition_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[st
     }
 
 
+def destination_paths() -> dict[str, Any]:
+    """Destinations (webhooks), their deliveries, and pull subscriptions (Server-Sent Events)."""
+    tag = "destinations"
+    put = _op(
+        tag, "Create or change a destination (no url: a pull subscription)", "admin", "Destination", "DestinationBody"
+    )
+    put["parameters"] = [_KEY]
+    put["responses"]["201"] = {
+        "description": "Created",
+        "content": {"application/json": {"schema": _ref("Destination")}},
+    }
+    status = {"name": "status", "in": "query", "schema": {"enum": ["pending", "delivered", "dead", "suppressed"]}}
+    limit = {**_LIMIT, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
+    stream = _op(tag, "Server-Sent Events of a pull subscription, resumable with Last-Event-ID", "read", None)
+    stream["parameters"] = [
+        _KEY,
+        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string", "pattern": "^[0-9]+[.][0-9]+$"}},
+        {**limit, "description": "Close the stream after this many messages."},
+    ]
+    stream["responses"]["200"] = {"description": "text/event-stream", "content": {"text/event-stream": {}}}
+    return {
+        "/v1/destinations": {"get": _op(tag, "All destinations and subscriptions", "read", "DestinationList")},
+        "/v1/destinations/{key}": {
+            "put": put,
+            "get": {
+                **_op(tag, "One destination (the secret is never shown)", "read", "Destination"),
+                "parameters": [_KEY],
+            },
+            "delete": {
+                **_op(tag, "Delete a destination (pending deliveries are dropped)", "admin", "Deleted"),
+                "parameters": [_KEY],
+            },
+        },
+        "/v1/destinations/{key}/deliveries": {
+            "get": {
+                **_op(tag, "The destination's deliveries, newest first", "read", "Deliveries"),
+                "parameters": [_KEY, status, limit],
+            }
+        },
+        "/v1/destinations/{key}/deliveries:retry": {
+            "post": {**_op(tag, "Dead deliveries become pending again", "admin", "Retried"), "parameters": [_KEY]}
+        },
+        "/v1/subscriptions/{key}/stream": {"get": stream},
+    }
+
+
+def destination_schemas() -> dict[str, Any]:
+    text = {"type": "string"}
+    keys = {"type": "array", "items": text, "description": 'keys, or ["*"] for all'}
+    subscribe = {
+        "type": "object",
+        "properties": {"moments": keys, "segments": keys, "events": {**text, "description": "CEL over the event"}},
+    }
+    fields: dict[str, Any] = {
+        "url": {**text, "description": "http(s) URL; none: a pull subscription"},
+        "headers": {"type": "object", "additionalProperties": text},
+        "subscribe": subscribe,
+        "traits": {"type": "array", "items": text},
+        "purpose": {**text, "description": "The consent purpose this destination serves."},
+        "enabled": {"type": "boolean"},
+        "description": text,
+    }
+    body = {
+        "type": "object",
+        "required": ["subscribe", "purpose"],
+        "properties": {**fields, "secret": {**text, "minLength": 16, "description": "Required with a url."}},
+    }
+    destination = {
+        "type": "object",
+        "required": ["key", "kind", "subscribe", "purpose", "enabled", "version", "queue_depth"],
+        "properties": {
+            **fields,
+            "key": text,
+            "kind": {"enum": ["push", "pull"]},
+            "secret_hint": {**text, "description": "The secret's last 4 characters."},
+            "version": {"type": "integer"},
+            "created_at": {"type": "integer"},
+            "updated_at": {"type": "integer"},
+            "queue_depth": {"type": "integer"},
+            "changed": {"type": "boolean"},
+        },
+    }
+    nullable_int = {"type": ["integer", "null"]}
+    delivery = {
+        "type": "object",
+        "required": ["id", "type", "key", "status", "attempts"],
+        "properties": {
+            "id": text,
+            "type": {"enum": ["moment", "segment_entered", "segment_exited", "event"]},
+            "key": text,
+            "profile_id": {"type": ["string", "null"]},
+            "status": {"enum": ["pending", "delivered", "dead", "suppressed"]},
+            "attempts": {"type": "integer"},
+            "next_attempt_at": nullable_int,
+            "created_at": {"type": "integer"},
+            "updated_at": {"type": "integer"},
+            "last_status": nullable_int,
+            "last_error": {"type": ["string", "null"]},
+            "latency_ms": nullable_int,
+        },
+    }
+    return {
+        "DestinationBody": body,
+        "Destination": destination,
+        "DestinationList": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": destination}},
+        },
+        "Deliveries": {
+            "type": "object",
+            "required": ["items"],
+            "properties": {"items": {"type": "array", "items": delivery}},
+        },
+        "Retried": {"type": "object", "required": ["retried"], "properties": {"retried": {"type": "integer"}}},
+    }
+
+
 @cache
 def spec() -> dict[str, Any]:
     paths: dict[str, Any] = {}
@@ -422,6 +540,7 @@ def spec() -> dict[str, Any]:
     )
     paths.update(definition_paths())
     paths["/v1/microsegments:discover"] = _discover_op()
+    paths.update(destination_paths())
     for path, summary in (
         ("/healthz", "Liveness and processor lag"),
         ("/metrics", "Prometheus metrics"),
@@ -608,6 +727,7 @@ def spec() -> dict[str, Any]:
                     },
                 },
                 **definition_schemas(stamp, cursor),
+                **destination_schemas(),
                 "Profile": profile,
                 "ProfileList": {
                     "type": "object",

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from kairos import __version__
+from kairos.activate.worker import DeliveryWorker
 from kairos.api._common import json_response, runtime
 from kairos.api.openapi import spec
 from kairos.metrics import PROCESSOR_LAG, PROCESSOR_UP, REGISTRY
@@ -54,6 +55,7 @@ async def healthz(request: Request) -> Response:
             "processed_seq": checkpoint,
             "lag": last - checkpoint,
             "processor": processor,
+            "delivery": request.app.state.delivery.status(),
         }
     )
 
@@ -63,7 +65,9 @@ async def metrics(request: Request) -> Response:
     last, checkpoint = await run_in_threadpool(_positions, kairos)
     PROCESSOR_LAG.set(max(0, last - checkpoint))
     PROCESSOR_UP.set(1 if _processor(request)["state"] == "running" else 0)
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    # The delivery worker's registry: its own (thread) or what its process last sent.
+    delivery: DeliveryWorker = request.app.state.delivery
+    return Response(generate_latest(REGISTRY) + delivery.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:

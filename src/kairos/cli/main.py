@@ -16,6 +16,7 @@ from kairos.cli._common import console, err_console, open_kairos, print_json
 from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
 from kairos.cli.definitions import moments, segments, traits
+from kairos.cli.destinations import deliver, destinations
 from kairos.cli.importer import import_file
 from kairos.cli.microsegments import microsegments
 from kairos.demo.load import demo
@@ -35,6 +36,8 @@ app.add_typer(traits, name="traits")
 app.add_typer(segments, name="segments")
 app.add_typer(moments, name="moments")
 app.add_typer(microsegments, name="microsegments")
+app.add_typer(destinations, name="destinations")
+app.command("deliver")(deliver)
 app.command("import")(import_file)
 app.command("demo")(demo)
 

@@ -154,13 +154,20 @@ class ProcessWorker:
         settings: Settings,
         cache: Cache,
         *,
+        target: Any = _child.run,
+        name: str = "kairos-processor",
+        stop_timeout: float | None = None,
         status_interval: float = 0.5,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         healthy_after: float = 30.0,
     ) -> None:
         self.settings_data = settings.model_dump(mode="json")
-        self.stop_timeout = settings.processor.stop_timeout_seconds
+        self.stop_timeout = stop_timeout or settings.processor.stop_timeout_seconds
+        # The child's main function, ``(settings data, pipe, parent pid, status interval)``: the processor's
+        # by default; the delivery worker speaks the same protocol (kairos.activate._child).
+        self.target = target
+        self.name = name
         self.cache = cache
         self.status_interval = status_interval
         self.backoff_base = backoff_base
@@ -184,7 +191,7 @@ class ProcessWorker:
     def start(self) -> None:
         assert self._supervisor is None, "a ProcessWorker starts once"
         self._spawn()  # here, not in the thread: the child's pid is known when start() returns
-        self._supervisor = threading.Thread(target=self._supervise, name="kairos-processor-supervisor", daemon=True)
+        self._supervisor = threading.Thread(target=self._supervise, name=f"{self.name}-supervisor", daemon=True)
         self._supervisor.start()
 
     def _spawn(self, restart: bool = False) -> bool:
@@ -193,12 +200,13 @@ class ProcessWorker:
                 return False
             if restart:
                 self.restarts += 1
-                PROCESSOR_RESTARTS.inc()
+                if self.target is _child.run:
+                    PROCESSOR_RESTARTS.inc()
             conn, child_conn = self._ctx.Pipe()
             process = self._ctx.Process(
-                target=_child.run,
+                target=self.target,
                 args=(self.settings_data, child_conn, os.getpid(), self.status_interval),
-                name="kairos-processor",
+                name=self.name,
                 daemon=True,  # should the parent exit without stop(), multiprocessing terminates the child
             )
             process.start()
@@ -208,7 +216,7 @@ class ProcessWorker:
             self._started_at = time.monotonic()
             self._state, self._mirrored = "running", {}
             self._info = {"last_error": self._info.get("last_error")}
-        log.info("processor process started", extra={"pid": process.pid})
+        log.info("child process started", extra={"pid": process.pid, "child": self.name})
         return True
 
     def _supervise(self) -> None:
@@ -232,7 +240,7 @@ class ProcessWorker:
             # The child may have committed a batch it could not report: what it changed is unknown.
             self.cache.clear()
             log.error(
-                "processor process exited unexpectedly; restarting",
+                "child process exited unexpectedly; restarting",
                 extra={"pid": pid, "exitcode": exitcode, "restart_in": delay, "failures": failures},
             )
             if self._stopping.wait(delay) or not self._spawn(restart=True):
@@ -306,3 +314,9 @@ class ProcessWorker:
             state, info = self._state, self._info
             pid = self._process.pid if self._process is not None and state != "stopped" else None
         return _status("process", state, pid, self.restarts, self._last_batch_at, info)
+
+    def metrics_text(self) -> bytes:
+        """Prometheus text the child sent with its last status (the delivery worker's metrics)."""
+        with self._lock:
+            text = self._info.get("metrics", "")
+        return text.encode() if isinstance(text, str) else b""

@@ -14,12 +14,15 @@ from typing import Any
 from kairos.config import StoreSettings
 from kairos.errors import ConfigError
 from kairos.store._db import Database, Dialect
-from kairos.store._interfaces import AdminStore, EventLog, Outbox, StateStore, Store
+from kairos.store._deliveries import SqlDeliveries
+from kairos.store._interfaces import AdminStore, Deliveries, EventLog, Outbox, StateStore, Store
 from kairos.store._model import (
     ApiKey,
     Checkpoint,
+    Cursor,
     DeadLetter,
     Definition,
+    Delivery,
     IdentityKey,
     Job,
     LogEntry,
@@ -40,8 +43,11 @@ __all__ = [
     "AdminStore",
     "ApiKey",
     "Checkpoint",
+    "Cursor",
     "DeadLetter",
     "Definition",
+    "Deliveries",
+    "Delivery",
     "EventLog",
     "IdentityKey",
     "Job",
@@ -96,6 +102,7 @@ class SqlStore:
         self.state = SqlState(self.db, profiles)
         self.admin = SqlAdmin(self.log_db)
         self.outbox = SqlOutbox(self.db)
+        self.deliveries = SqlDeliveries(self.db)
         self._maintenance = list(maintenance)
 
     def start_maintenance(self) -> None:

@@ -14,8 +14,10 @@ from kairos.collect.ingest import NewEvent
 from kairos.store._model import (
     ApiKey,
     Checkpoint,
+    Cursor,
     DeadLetter,
     Definition,
+    Delivery,
     IdentityKey,
     Job,
     LogEntry,
@@ -28,7 +30,7 @@ from kairos.store._model import (
     Writes,
 )
 
-__all__ = ["AdminStore", "EventLog", "Outbox", "StateStore", "Store"]
+__all__ = ["AdminStore", "Deliveries", "EventLog", "Outbox", "StateStore", "Store"]
 
 
 class EventLog(Protocol):
@@ -154,6 +156,35 @@ class Outbox(Protocol):
         """Messages with ``id > after`` in id order (the order they were committed in)."""
         ...
 
+    def get(self, ids: Sequence[int]) -> dict[int, OutboxMessage]: ...
+
+    def last_id(self) -> int: ...
+
+
+class Deliveries(Protocol):
+    """Delivery bookkeeping of destinations: cursors over the outbox and the log, and one row per delivery
+    (see :class:`kairos.store._deliveries.SqlDeliveries`)."""
+
+    def start(self, destination: str, outbox: int, log: int, now: int) -> Cursor: ...
+
+    def cursor(self, destination: str) -> Cursor | None: ...
+
+    def drop(self, destination: str) -> None: ...
+
+    def plan(self, destination: str, rows: Sequence[Delivery], outbox: int, log: int) -> None: ...
+
+    def due(self, destination: str, now: int, limit: int) -> list[Delivery]: ...
+
+    def next_due(self, destination: str) -> int | None: ...
+
+    def record(self, destination: str, outcomes: Sequence[Delivery]) -> None: ...
+
+    def list(self, destination: str, status: str | None, limit: int) -> list[Delivery]: ...
+
+    def retry(self, destination: str, now: int) -> int: ...
+
+    def depth(self) -> dict[str, int]: ...
+
 
 class Store(Protocol):
     name: str  # "sqlite" or "postgresql"
@@ -171,6 +202,9 @@ class Store(Protocol):
 
     @property
     def outbox(self) -> Outbox: ...
+
+    @property
+    def deliveries(self) -> Deliveries: ...
 
     def start_maintenance(self) -> None:
         """Start background upkeep (SQLite: WAL checkpoints; ``open_store`` starts it)."""

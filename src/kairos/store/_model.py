@@ -8,8 +8,10 @@ from typing import Any
 __all__ = [
     "ApiKey",
     "Checkpoint",
+    "Cursor",
     "DeadLetter",
     "Definition",
+    "Delivery",
     "IdentityKey",
     "Job",
     "LogEntry",
@@ -175,3 +177,34 @@ class ApiKey:
     scopes: frozenset[str]
     enabled: bool
     created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """How far a destination has planned its deliveries: outbox id and log seq (``DELIVERY_CURSORS``)."""
+
+    destination: str
+    outbox: int
+    log: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One message for one destination, and how its delivery went (``DELIVERIES``; no personal data)."""
+
+    destination: str
+    id: str
+    source: str  # "outbox" or "log"
+    position: int  # outbox id or log seq
+    type: str
+    key: str
+    profile_id: str | None
+    status: str  # pending | delivered | dead | suppressed
+    attempts: int
+    next_attempt_at: int  # epoch ms
+    created_at: int
+    updated_at: int
+    last_status: int | None = None
+    last_error: str | None = None
+    latency_ms: int | None = None

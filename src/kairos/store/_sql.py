@@ -18,6 +18,7 @@ from kairos.store.schema import LOG
 __all__ = ["SqlAdmin", "SqlLog", "SqlOutbox", "decode_cursor", "encode_cursor", "hash_secret"]
 
 _SELECT_LOG = "SELECT seq, source, received_at, message_id, payload, ts, trait_kind FROM log"
+_SELECT_OUTBOX = "SELECT id, key, type, profile_id, payload, created_at FROM outbox"
 
 
 def _entry(r: Sequence[Any]) -> LogEntry:
@@ -77,13 +78,22 @@ class SqlOutbox:
 
     def read(self, after: int, limit: int) -> list[OutboxMessage]:
         with self.db.conn() as conn:
-            rows = self.db.rows(
-                conn,
-                "SELECT id, key, type, profile_id, payload, created_at FROM outbox"
-                " WHERE id > {p} ORDER BY id LIMIT {p}",
-                (after, limit),
-            )
-        return [OutboxMessage(r[0], r[1], r[2], r[3], self.db.d.load_json(r[4]), r[5]) for r in rows]
+            rows = self.db.rows(conn, _SELECT_OUTBOX + " WHERE id > {p} ORDER BY id LIMIT {p}", (after, limit))
+        return [self._message(r) for r in rows]
+
+    def get(self, ids: Sequence[int]) -> dict[int, OutboxMessage]:
+        out: dict[int, OutboxMessage] = {}
+        with self.db.conn() as conn:
+            for cond, params in self.db.where_in("id", list(ids)):
+                for r in self.db.rows(conn, f"{_SELECT_OUTBOX} WHERE {cond}", params):
+                    out[r[0]] = self._message(r)
+        return out
+
+    def last_id(self) -> int:
+        return int(self.db.one("SELECT COALESCE(MAX(id), 0) FROM outbox")[0])
+
+    def _message(self, r: Sequence[Any]) -> OutboxMessage:
+        return OutboxMessage(r[0], r[1], r[2], r[3], self.db.d.load_json(r[4]), r[5])
 
 
 def hash_secret(secret: str) -> str:

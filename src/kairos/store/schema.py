@@ -22,6 +22,8 @@ __all__ = [
     "CORE_PROFILE_COLUMNS",
     "DEADLETTERS",
     "DEFINITIONS",
+    "DELIVERIES",
+    "DELIVERY_CURSORS",
     "DURABLE",
     "IDENTITIES",
     "JOBS",
@@ -158,11 +160,47 @@ DEFINITIONS = Table(
     ("kind", "key"),
     (Index("definitions_revision", ("revision",), unique=True),),
 )
-DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META, DEFINITIONS)
+# Where each destination (and pull subscription) has got to: the last outbox id and log seq it has
+# planned deliveries for (``kairos.activate``). Durable: a replay re-emits the outbox with the same ids
+# (ignored), and the log keeps its seqs, so the cursors stay right and nothing is delivered twice.
+DELIVERY_CURSORS = Table(
+    "delivery_cursors",
+    _cols(("destination", "text"), ("outbox", "int"), ("log", "int"), ("created_at", "int")),
+    ("destination",),
+)
+# One row per (destination, message): ``id`` is derived from both, so a redelivery carries the same id.
+# No payload and no personal data: the body is built from the outbox or the log when it is sent.
+DELIVERIES = Table(
+    "deliveries",
+    _cols(
+        ("destination", "text"),
+        ("id", "text"),
+        ("source", "text"),  # "outbox" or "log"
+        ("position", "int"),  # outbox id or log seq
+        ("type", "text"),
+        ("key", "text"),
+        Column("profile_id", "text", nullable=True),
+        ("status", "text"),  # pending | delivered | dead | suppressed
+        ("attempts", "int"),
+        ("next_attempt_at", "int"),
+        ("created_at", "int"),
+        ("updated_at", "int"),
+        Column("last_status", "int", nullable=True),
+        Column("last_error", "text", nullable=True),
+        Column("latency_ms", "int", nullable=True),
+    ),
+    ("destination", "id"),
+    (
+        Index("deliveries_due", ("destination", "status", "next_attempt_at")),
+        Index("deliveries_order", ("destination", "created_at")),
+    ),
+)
+DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META, DEFINITIONS, DELIVERY_CURSORS, DELIVERIES)
 # Embedded, the log and derived state live in two SQLite files: each file has one writer at a time, and a
-# processor commit must not make an append wait. The outbox is written in the state transaction.
+# processor commit must not make an append wait. The outbox is written in the state transaction; delivery
+# bookkeeping sits beside it (its planning transaction moves a cursor over the outbox).
 LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META, DEFINITIONS)
-STATE_FILE: tuple[Table, ...] = (OUTBOX, META)
+STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES)
 
 # -- derived -------------------------------------------------------------------------------------------------
 CHECKPOINTS = Table("checkpoints", _cols(("name", "text"), ("seq", "int"), ("version", "int")), ("name",))

@@ -1,0 +1,65 @@
+"""The delivery worker's process under ``kairos serve`` (``delivery.mode = "process"``).
+
+It speaks the protocol of :mod:`kairos.pipeline.worker` (the processor's child does too): it sends
+``("status", {pid, state, metrics})`` every ``status_interval`` seconds, ``metrics`` being the Prometheus
+text of its delivery registry, which the API process appends to its ``/metrics``; it stops when asked
+(``("stop",)``) or when the parent is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from kairos.metrics import DELIVERY_REGISTRY
+
+__all__ = ["run"]
+
+log = logging.getLogger("kairos.delivery")
+
+
+def _status(state: str) -> tuple[str, dict[str, Any]]:
+    return "status", {"pid": os.getpid(), "state": state, "metrics": generate_latest(DELIVERY_REGISTRY).decode()}
+
+
+def _watch(conn: Connection, stop: threading.Event, parent_pid: int, interval: float) -> None:
+    try:
+        while not stop.is_set() and os.getppid() == parent_pid:
+            conn.send(_status("running"))
+            if conn.poll(interval) and conn.recv()[0] == "stop":
+                break
+    except (EOFError, OSError):
+        pass
+    stop.set()
+
+
+def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status_interval: float) -> None:
+    """The child's main function."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from kairos.activate.worker import run_forever
+    from kairos.config import Settings
+    from kairos.logs import setup_logging
+    from kairos.runtime import Kairos
+
+    settings = Settings.model_validate(settings_data)
+    setup_logging(settings.server.log_level)
+    kairos = Kairos(settings)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(conn, stop, parent_pid, status_interval), daemon=True)
+    watcher.start()
+    log.info("delivery process running", extra={"pid": os.getpid()})
+    try:
+        run_forever(kairos, stop)
+    finally:
+        watcher.join(status_interval + 1.0)
+        with contextlib.suppress(OSError):  # the parent is gone
+            conn.send(_status("stopped"))
+        kairos.close()
+        conn.close()

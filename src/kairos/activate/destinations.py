@@ -1,0 +1,296 @@
+"""Destinations and pull subscriptions: what is sent where, validated once and stored as definitions.
+
+A destination is a definition of kind ``"destination"`` (the table computed traits and segments use), so it
+is saved, versioned and listed the same way. Its body::
+
+    {"url": "https://crm.example.com/hooks/kairos",      # none: a pull subscription (Server-Sent Events)
+     "secret": "at least 16 characters",                  # signs each delivery; required with a url
+     "headers": {"X-Tenant": "acme"},                     # added to each request
+     "subscribe": {"moments": ["cart_abandoned"], "segments": ["vip"], "events": "event == 'Order Completed'"},
+     "traits": ["plan", "ltv"],                           # trait keys included in each delivery
+     "purpose": "marketing_email",                        # the consent purpose it serves (required)
+     "enabled": true}
+
+``segments`` and ``moments`` list keys, or ``["*"]`` for all; ``events`` is a CEL condition over each event
+(:data:`kairos.rules.Scope.EVENT`). The secret is stored as given (it must sign) and never shown again:
+``GET`` answers ``secret_hint`` (its last 4 characters); header values are hidden the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from kairos.definitions import check_key
+from kairos.errors import NotFoundError, ValidationError
+from kairos.rules import MAX_RULE_LENGTH, Rule, RuleError, Scope, compile_rule
+from kairos.runtime import Kairos
+from kairos.store import Definition
+
+__all__ = ["KIND", "Destination", "destination_body", "destination_view", "load", "remove", "save"]
+
+KIND = "destination"
+ALL = "*"
+MAX_KEYS = 200
+MAX_HEADERS = 20
+_FIELDS = ("url", "secret", "headers", "subscribe", "traits", "purpose", "enabled", "description")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
+# Set by Kairos on every request: a destination cannot replace them.
+_RESERVED = {"content-type", "content-length", "host", "idempotency-key", "kairos-signature", "user-agent"}
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """A stored destination, ready to use."""
+
+    key: str
+    version: int
+    url: str | None
+    secret: str | None
+    headers: dict[str, str]
+    segments: frozenset[str]
+    moments: frozenset[str]
+    events: Rule | None
+    traits: tuple[str, ...]
+    purpose: str
+    enabled: bool
+
+    @property
+    def pull(self) -> bool:
+        """A pull subscription (no url): read through ``GET /v1/subscriptions/{key}/stream``."""
+        return self.url is None
+
+    def wants(self, type_: str, key: str) -> bool:
+        if type_ in ("segment_entered", "segment_exited"):
+            return ALL in self.segments or key in self.segments
+        if type_ == "moment":
+            return ALL in self.moments or key in self.moments
+        return False
+
+
+def _bad(message: str, field: str, code: str = "invalid_field") -> ValidationError:
+    return ValidationError(message, code=code, field=field)
+
+
+def _string(value: Any, field: str, limit: int, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise _bad(f"{field} is required", field, "missing_field")
+        return None
+    if not isinstance(value, str):
+        raise _bad(f"{field} must be a string", field)
+    if len(value) > limit:
+        raise _bad(f"{field} is at most {limit} characters", field, "too_large")
+    if any(c in value for c in "\x00\r\n"):
+        raise _bad(f"{field} must not contain NUL or line breaks", field)
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise _bad(f"{field} must be valid Unicode text", field) from None
+    return value
+
+
+def _url(value: Any) -> str | None:
+    url = _string(value, "url", 2048)
+    if url is None:
+        return None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise _bad("url is not a valid URL", "url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _bad("url must be an http:// or https:// URL with a host", "url")
+    if not url.isascii():
+        raise _bad("url must be ASCII (percent-encode the rest)", "url")
+    return url
+
+
+def _keys(value: Any, field: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_KEYS:
+        raise _bad(f"{field} is a list of at most {MAX_KEYS} keys", field)
+    out = []
+    for item in value:
+        if item != ALL:
+            try:
+                check_key(item, field.rsplit(".", 1)[-1].rstrip("s"))
+            except ValidationError as exc:
+                raise _bad(exc.message, field, "invalid_key") from None
+        out.append(item)
+    return sorted(set(out))
+
+
+def _headers(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_HEADERS:
+        raise _bad(f"headers is an object of at most {MAX_HEADERS} names and string values", "headers")
+    out = {}
+    for name, v in value.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise _bad("a header name is 1-100 token characters (letters, digits, '-', ...)", "headers")
+        if name.lower() in _RESERVED:
+            raise _bad(f"header {name} is set by Kairos", "headers", "reserved_header")
+        text = _string(v, f"headers.{name}", 1024, required=True)
+        assert text is not None
+        if not text.isascii():
+            raise _bad(f"headers.{name} must be ASCII", f"headers.{name}")
+        out[name] = text
+    return out
+
+
+def _events(source: Any) -> str | None:
+    if source is None:
+        return None
+    if not isinstance(source, str) or not source.strip():
+        raise _bad("subscribe.events is a CEL condition over the event", "subscribe.events")
+    if len(source) > MAX_RULE_LENGTH:
+        raise _bad(f"subscribe.events is at most {MAX_RULE_LENGTH} characters", "subscribe.events", "too_large")
+    try:
+        source.encode()
+    except UnicodeEncodeError:  # a lone surrogate: the rule engine refuses the string itself
+        raise _bad("subscribe.events must be valid Unicode text", "subscribe.events") from None
+    try:
+        compile_rule(source, Scope.EVENT)
+    except RuleError as exc:
+        exc.field = "subscribe.events"
+        raise
+    return source
+
+
+def destination_body(body: Any, old: Definition | None = None) -> dict[str, Any]:
+    """A destination's definition, validated and normalized (what is stored). A ``PUT`` without ``secret``
+    keeps the stored one, since it cannot be read back."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", code="invalid_body")
+    extra = sorted(set(body) - set(_FIELDS))
+    if extra:
+        raise _bad(f"unknown field {extra[0]!r}", str(extra[0]), "unknown_field")
+    out: dict[str, Any] = {}
+    url = _url(body.get("url"))
+    secret = _string(body.get("secret"), "secret", 256)
+    if secret is None and old is not None and body.get("url") is not None:
+        secret = old.body.get("secret")
+    if url is not None:
+        out["url"] = url
+        if secret is None:
+            raise _bad("secret is required with a url (it signs every delivery)", "secret", "missing_field")
+    if secret is not None:
+        if len(secret) < 16 or not secret.isascii() or not secret.isprintable():
+            raise _bad("secret is 16-256 printable ASCII characters", "secret")
+        out["secret"] = secret
+    headers = _headers(body.get("headers"))
+    if headers:
+        out["headers"] = headers
+    subscribe = body.get("subscribe")
+    if not isinstance(subscribe, dict):
+        raise _bad("subscribe is an object: moments, segments and/or events", "subscribe", "missing_field")
+    extra = sorted(set(subscribe) - {"moments", "segments", "events"})
+    if extra:
+        raise _bad(f"unknown field subscribe.{extra[0]}", f"subscribe.{extra[0]}", "unknown_field")
+    sub: dict[str, Any] = {}
+    for name in ("moments", "segments"):
+        keys = _keys(subscribe.get(name), f"subscribe.{name}")
+        if keys:
+            sub[name] = keys
+    events = _events(subscribe.get("events"))
+    if events is not None:
+        sub["events"] = events
+    if not sub:
+        raise _bad("subscribe names at least one of moments, segments or events", "subscribe", "missing_field")
+    out["subscribe"] = sub
+    out["traits"] = _keys(body.get("traits"), "traits")
+    purpose = _string(body.get("purpose"), "purpose", 64, required=True)
+    assert purpose is not None
+    try:
+        check_key(purpose, "purpose")
+    except ValidationError:
+        raise _bad("purpose is 1-64 letters, digits or '_' (e.g. marketing_email)", "purpose") from None
+    out["purpose"] = purpose
+    enabled = body.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _bad("enabled must be true or false", "enabled")
+    out["enabled"] = enabled
+    description = _string(body.get("description"), "description", 1000)
+    if description is not None:
+        out["description"] = description
+    return out
+
+
+def compile_destination(d: Definition) -> Destination:
+    body = d.body
+    sub = body["subscribe"]
+    events = sub.get("events")
+    return Destination(
+        d.key,
+        d.version,
+        body.get("url"),
+        body.get("secret"),
+        dict(body.get("headers") or {}),
+        frozenset(sub.get("segments") or ()),
+        frozenset(sub.get("moments") or ()),
+        compile_rule(events, Scope.EVENT) if events else None,
+        tuple(body.get("traits") or ()),
+        body["purpose"],
+        bool(body.get("enabled", True)),
+    )
+
+
+def load(kairos: Kairos) -> dict[str, Destination]:
+    """Every destination and subscription, compiled, by key."""
+    return {d.key: compile_destination(d) for d in kairos.store.admin.definitions(KIND)}
+
+
+def _hint(secret: str) -> str:
+    return "…" + secret[-4:]
+
+
+def destination_view(kairos: Kairos, d: Definition) -> dict[str, Any]:
+    """What the API shows: never the secret nor header values, only their last characters."""
+    body = dict(d.body)
+    secret = body.pop("secret", None)
+    out: dict[str, Any] = {"key": d.key, **body, "kind": "pull" if "url" not in body else "push"}
+    if secret is not None:
+        out["secret_hint"] = _hint(secret)
+    if "headers" in body:
+        out["headers"] = {name: _hint(value) for name, value in body["headers"].items()}
+    cursor = kairos.store.deliveries.cursor(d.key)
+    out["version"] = d.version
+    out["created_at"] = d.created_at
+    out["updated_at"] = d.updated_at
+    out["queue_depth"] = kairos.store.deliveries.depth().get(d.key, 0) if cursor is not None else 0
+    return out
+
+
+def save(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int]:
+    """Validate and store; the destination's cursor starts at the current end of the outbox and the log,
+    so it receives what happens from now on. 201 when created, else 200."""
+    check_key(key, KIND)
+    old = kairos.store.admin.definition(KIND, key)
+    stored = destination_body(body, old)
+    d, changed = kairos.store.admin.put_definition(KIND, key, stored, kairos.clock.now())
+    store = kairos.store
+    store.deliveries.start(key, store.outbox.last_id(), store.log.last_seq(), kairos.clock.now())
+    view = destination_view(kairos, d)
+    view["changed"] = changed
+    return view, 201 if changed and old is None else 200
+
+
+def remove(kairos: Kairos, key: str) -> dict[str, Any]:
+    """Delete a destination: its pending deliveries are dropped, its history kept."""
+    check_key(key, KIND)
+    d = kairos.store.admin.delete_definition(KIND, key, kairos.clock.now())
+    kairos.store.deliveries.drop(key)
+    return {"key": key, "deleted": True, "version": d.version}
+
+
+def get(kairos: Kairos, key: str) -> Definition:
+    check_key(key, KIND)
+    d = kairos.store.admin.definition(KIND, key)
+    if d is None:
+        raise NotFoundError(f"no destination named {key!r}", field="key")
+    return d

@@ -1,0 +1,399 @@
+"""The delivery worker: pushes each destination's messages, signed, at least once, without letting one
+destination hold up another.
+
+One asyncio task per enabled push destination, each with its own HTTP connection pool (``aiohttp``, chosen
+by measurement: docs/decisions.md) and at most ``delivery.concurrency`` requests in flight. A task loops:
+
+1. **plan**: read the outbox (and, for an event subscription, the applied part of the log) after the
+   destination's cursor, and insert a pending delivery for each message it subscribes to, moving the cursor
+   in the same transaction (:meth:`kairos.store.Deliveries.plan`);
+2. **send** the deliveries that are due: each body is built when it is sent (current traits, consent
+   checked again: a person who withdrew consent meanwhile gets nothing), signed, and POSTed;
+3. **record** the outcomes in one transaction: ``delivered`` on 2xx; on 5xx, 408, 429, a timeout or a
+   connection error, another attempt after an exponential back-off with jitter (``Retry-After`` honoured),
+   ``dead`` after ``delivery.max_attempts``; any other 4xx is ``dead`` at once (the receiver refuses it);
+   ``suppressed`` when the consent gate forbids it.
+
+A crash between sending and recording means the delivery goes out again, with the same id: receivers
+de-duplicate on ``Idempotency-Key``. A circuit breaker per destination stops requests after
+``delivery.breaker_failures`` failures in a row, and lets one probe through after the cool-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import aiohttp
+from prometheus_client import generate_latest
+
+from kairos import __version__
+from kairos.activate.destinations import Destination, load
+from kairos.activate.messages import Item, delivery_id, items_at, render, select
+from kairos.activate.signing import sign
+from kairos.config import DeliverySettings
+from kairos.metrics import (
+    DELIVERED,
+    DELIVERY_CIRCUIT_OPEN,
+    DELIVERY_DEAD,
+    DELIVERY_FAILED,
+    DELIVERY_QUEUE,
+    DELIVERY_REGISTRY,
+    DELIVERY_SECONDS,
+    DELIVERY_SUPPRESSED,
+)
+from kairos.runtime import Kairos
+from kairos.store import Delivery
+
+__all__ = [
+    "Breaker",
+    "DeliveryService",
+    "DeliveryThread",
+    "DeliveryWorker",
+    "NoDelivery",
+    "backoff_seconds",
+    "create_delivery_worker",
+    "retry_after_seconds",
+    "run_forever",
+]
+
+log = logging.getLogger("kairos.delivery")
+MAX_ANSWER_BYTES = 64 * 1024  # read (and dropped) of a receiver's answer, so the connection can be reused
+
+
+def backoff_seconds(attempt: int, settings: DeliverySettings, rng: random.Random) -> float:
+    """Wait after failed attempt number ``attempt``: base·2^(attempt-1), capped, half of it random
+    ("equal jitter"), so that many failed deliveries do not come back at the same instant."""
+    ceiling = min(settings.backoff_cap_seconds, settings.backoff_base_seconds * 2.0 ** min(attempt - 1, 60))
+    return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+def retry_after_seconds(header: str | None, now: float) -> float | None:
+    """``Retry-After`` as seconds from ``now``: delay-seconds or an HTTP date; None if absent or unreadable."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return float(header)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Breaker:
+    """A circuit breaker: ``closed`` (send), ``open`` (send nothing until the cool-down has passed), then
+    ``half_open`` (one probe: success closes it, failure opens it again)."""
+
+    def __init__(self, failures: int, cooldown: float) -> None:
+        self.threshold = failures
+        self.cooldown = cooldown
+        self.state = "closed"
+        self.failures = 0
+        self.opened_at = 0.0
+
+    def capacity(self, concurrency: int, now: float) -> int:
+        """How many requests may go now."""
+        if self.state == "open":
+            if now - self.opened_at < self.cooldown:
+                return 0
+            self.state = "half_open"
+        return 1 if self.state == "half_open" else concurrency
+
+    def wait(self, now: float) -> float:
+        return max(0.0, self.opened_at + self.cooldown - now) if self.state == "open" else 0.0
+
+    def succeeded(self) -> None:
+        self.state, self.failures = "closed", 0
+
+    def failed(self, now: float) -> None:
+        self.failures += 1
+        if self.state == "half_open" or self.failures >= self.threshold:
+            self.state, self.opened_at = "open", now
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int | None  # HTTP status, None when no answer came
+    error: str | None  # reason of a failure, without personal data
+    retry_after: float | None
+    seconds: float
+
+
+class Runner:
+    """One destination's loop (see the module doc)."""
+
+    def __init__(self, kairos: Kairos, dest: Destination, rng: random.Random) -> None:
+        self.kairos = kairos
+        self.dest = dest
+        self.settings = kairos.settings.delivery
+        self.rng = rng
+        self.breaker = Breaker(self.settings.breaker_failures, self.settings.breaker_cooldown_seconds)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        connector = aiohttp.TCPConnector(limit=s.concurrency)
+        timeout = aiohttp.ClientTimeout(total=s.timeout_seconds)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+            while not stop.is_set():
+                try:
+                    busy = await self._round(session)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the store is down, ...: never lose the loop for it
+                    log.exception("delivery round failed", extra={"destination": self.dest.key})
+                    busy = False
+                if not busy:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), self._idle())
+
+    def _idle(self) -> float:
+        poll = self.settings.poll_interval_ms / 1000
+        wait = self.breaker.wait(time.monotonic())
+        return max(poll, min(wait, 1.0)) if wait else poll
+
+    async def _round(self, session: aiohttp.ClientSession) -> bool:
+        """Plan, then send what is due; True when there may be more to do at once."""
+        more = await asyncio.to_thread(self._plan)
+        capacity = self.breaker.capacity(self.settings.concurrency, time.monotonic())
+        DELIVERY_CIRCUIT_OPEN.labels(self.dest.key).set(1 if self.breaker.state == "open" else 0)
+        if capacity == 0:
+            return False
+        due = await asyncio.to_thread(
+            self.kairos.store.deliveries.due, self.dest.key, self.kairos.clock.now(), capacity
+        )
+        if not due:
+            return more
+        bodies = await asyncio.to_thread(self._bodies, due)
+        answers = await asyncio.gather(*(self._post(session, d.id, body) for d, body in zip(due, bodies, strict=True)))
+        outcomes = [self._outcome(d, body, a) for d, body, a in zip(due, bodies, answers, strict=True)]
+        await asyncio.to_thread(self.kairos.store.deliveries.record, self.dest.key, outcomes)
+        return True
+
+    # -- planning ---------------------------------------------------------------------------------
+    def _plan(self) -> bool:
+        store = self.kairos.store
+        cursor = store.deliveries.cursor(self.dest.key)
+        if cursor is None:  # created before its cursor could be (an older version): start at the end
+            cursor = store.deliveries.start(self.dest.key, store.outbox.last_id(), store.log.last_seq(), 0)
+        limit = self.settings.batch_size
+        items, outbox_to, log_to = select(self.kairos, self.dest, cursor.outbox, cursor.log, limit)
+        if outbox_to == cursor.outbox and log_to == cursor.log:
+            return False
+        now = self.kairos.clock.now()
+        rows = [self._pending(item, now) for item in items]
+        store.deliveries.plan(self.dest.key, rows, outbox_to, log_to)
+        return outbox_to - cursor.outbox >= limit or log_to - cursor.log >= limit
+
+    def _pending(self, item: Item, now: int) -> Delivery:
+        return Delivery(
+            self.dest.key,
+            delivery_id(self.dest.key, item.ref),
+            item.source,
+            item.position,
+            item.type,
+            item.key,
+            item.profile_id,
+            "pending",
+            0,
+            now,
+            now,
+            now,
+        )
+
+    # -- sending ----------------------------------------------------------------------------------
+    def _bodies(self, due: Sequence[Delivery]) -> list[bytes | None]:
+        items = items_at(self.kairos, [(d.source, d.position) for d in due])
+        found = [items.get((d.source, d.position)) for d in due]
+        rendered = iter(render(self.kairos, self.dest, [i for i in found if i is not None]))
+        return [next(rendered) if i is not None else None for i in found]
+
+    async def _post(self, session: aiohttp.ClientSession, id_: str, body: bytes | None) -> _Answer | None:
+        if body is None:
+            return None
+        dest = self.dest
+        assert dest.url is not None and dest.secret is not None
+        headers = {
+            **dest.headers,
+            "Content-Type": "application/json",
+            "User-Agent": f"Kairos/{__version__}",
+            "Idempotency-Key": id_,
+            "Kairos-Signature": sign(dest.secret, body, int(time.time())),
+        }
+        started = time.perf_counter()
+        try:
+            async with session.post(dest.url, data=body, headers=headers, allow_redirects=False) as r:
+                await r.content.read(MAX_ANSWER_BYTES)
+                status, after = r.status, retry_after_seconds(r.headers.get("Retry-After"), time.time())
+        except TimeoutError:
+            return _Answer(None, "timeout", None, time.perf_counter() - started)
+        except aiohttp.ClientError as exc:
+            return _Answer(None, f"connection: {type(exc).__name__}", None, time.perf_counter() - started)
+        return _Answer(status, None, after, time.perf_counter() - started)
+
+    def _outcome(self, d: Delivery, body: bytes | None, a: _Answer | None) -> Delivery:
+        now = self.kairos.clock.now()
+        key = self.dest.key
+        if a is None:
+            DELIVERY_SUPPRESSED.labels(key).inc()
+            return replace(d, status="suppressed", updated_at=now, last_error="consent or profile missing")
+        attempts = d.attempts + 1
+        DELIVERY_SECONDS.labels(key).observe(a.seconds)
+        latency = round(a.seconds * 1000)
+        if a.status is not None and 200 <= a.status < 300:
+            self.breaker.succeeded()
+            DELIVERED.labels(key).inc()
+            return replace(d, status="delivered", attempts=attempts, updated_at=now, last_status=a.status,
+                           last_error=None, latency_ms=latency)  # fmt: skip
+        if a.status is None:
+            reason, error = ("timeout" if a.error == "timeout" else "connection"), a.error
+        else:
+            reason = f"http_{a.status}" if a.status in (408, 429) else f"http_{a.status // 100}xx"
+            error = f"HTTP {a.status}"
+        DELIVERY_FAILED.labels(key, reason).inc()
+        self.breaker.failed(time.monotonic())
+        retryable = a.status is None or a.status in (408, 429) or a.status >= 500
+        if not retryable or attempts >= self.settings.max_attempts:
+            DELIVERY_DEAD.labels(key).inc()
+            return replace(d, status="dead", attempts=attempts, updated_at=now, last_status=a.status,
+                           last_error=error, latency_ms=latency)  # fmt: skip
+        wait = backoff_seconds(attempts, self.settings, self.rng)
+        if a.retry_after is not None:
+            wait = min(max(a.retry_after, 0.0), self.settings.backoff_cap_seconds)
+        return replace(d, attempts=attempts, next_attempt_at=now + round(wait * 1000), updated_at=now,
+                       last_status=a.status, last_error=error, latency_ms=latency)  # fmt: skip
+
+
+class DeliveryService:
+    """Runs one :class:`Runner` per enabled push destination, restarting it when its definition changes."""
+
+    def __init__(self, kairos: Kairos, seed: int | None = None) -> None:
+        self.kairos = kairos
+        self.rng = random.Random(seed)
+        self.tasks: dict[str, tuple[int, asyncio.Task[None], asyncio.Event]] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    await self._sync()
+                except Exception:
+                    log.exception("could not load destinations")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+        finally:
+            for _version, task, halt in self.tasks.values():
+                halt.set()
+                task.cancel()
+            await asyncio.gather(*(t for _, t, _ in self.tasks.values()), return_exceptions=True)
+
+    async def _sync(self) -> None:
+        wanted = {k: d for k, d in (await asyncio.to_thread(load, self.kairos)).items() if d.enabled and not d.pull}
+        for key in list(self.tasks):
+            version, task, halt = self.tasks[key]
+            if key not in wanted or wanted[key].version != version or task.done():
+                halt.set()
+                task.cancel()
+                del self.tasks[key]
+        for key, dest in wanted.items():
+            if key not in self.tasks:
+                halt = asyncio.Event()
+                runner = Runner(self.kairos, dest, random.Random(self.rng.random()))
+                task = asyncio.create_task(runner.run(halt), name=f"kairos-deliver-{key}")
+                self.tasks[key] = (dest.version, task, halt)
+        depth = await asyncio.to_thread(self.kairos.store.deliveries.depth)
+        for key in wanted:
+            DELIVERY_QUEUE.labels(key).set(depth.get(key, 0))
+
+
+def run_forever(kairos: Kairos, stop: threading.Event, seed: int | None = None) -> None:
+    """Deliver until ``stop`` is set (``kairos deliver``, the delivery thread or process)."""
+
+    async def main() -> None:
+        halt = asyncio.Event()
+        service = asyncio.create_task(DeliveryService(kairos, seed).run(halt))
+        await asyncio.to_thread(stop.wait)
+        halt.set()
+        await service
+
+    asyncio.run(main())
+
+
+class DeliveryThread:
+    """``delivery.mode = "thread"``: the delivery worker in a thread of the API process."""
+
+    mode = "thread"
+
+    def __init__(self, kairos: Kairos) -> None:
+        self.kairos = kairos
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=run_forever, args=(self.kairos, self._stop), name="kairos-delivery", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def status(self) -> dict[str, Any]:
+        alive = self._thread is not None and self._thread.is_alive()
+        return {"mode": "thread", "state": "running" if alive else "stopped"}
+
+    def metrics_text(self) -> bytes:
+        return generate_latest(DELIVERY_REGISTRY)
+
+
+class NoDelivery:
+    """``delivery.mode = "off"``: deliveries are made elsewhere (``kairos deliver``)."""
+
+    mode = "off"
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def status(self) -> dict[str, Any]:
+        return {"mode": "off", "state": "off"}
+
+    def metrics_text(self) -> bytes:
+        return b""
+
+
+class DeliveryWorker(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def metrics_text(self) -> bytes: ...
+
+
+def create_delivery_worker(kairos: Kairos, mode: str) -> DeliveryWorker:
+    """How ``kairos serve`` runs deliveries (``delivery.mode``)."""
+    if mode == "process":
+        from kairos.activate import _child
+        from kairos.pipeline.worker import ProcessWorker
+
+        return ProcessWorker(
+            kairos.settings, kairos.cache, target=_child.run, name="kairos-delivery", stop_timeout=10.0
+        )
+    if mode == "thread":
+        return DeliveryThread(kairos)
+    return NoDelivery()

@@ -1,0 +1,222 @@
+"""Webhook delivery against real receivers on loopback: failing, slow, rate-limited and down ones."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from kairos.activate import destinations
+from kairos.activate.worker import Breaker, backoff_seconds, retry_after_seconds, run_forever
+from kairos.config import DeliverySettings
+from kairos.runtime import Kairos
+from kairos.store import Source
+from tests.conftest import Feed, make_settings
+from tests.receivers import Receiver, free_port, receiver
+
+SECRET = "whsec_test_0123456789"
+FAST = {
+    "backoff_base_seconds": 0.05,
+    "backoff_cap_seconds": 2.0,
+    "poll_interval_ms": 20,
+    "breaker_failures": 3,
+    "breaker_cooldown_seconds": 0.2,
+    "max_attempts": 4,
+    "timeout_seconds": 2.0,
+}
+
+
+@pytest.fixture
+def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
+    k = Kairos(make_settings(store_settings, delivery=FAST))
+    yield k
+    k.close()
+
+
+@contextmanager
+def delivering(kairos: Kairos) -> Iterator[None]:
+    stop = threading.Event()
+    thread = threading.Thread(target=run_forever, args=(kairos, stop, 7), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+
+
+def wait_for(what: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out")
+        time.sleep(0.02)
+
+
+def destination(kairos: Kairos, key: str, url: str, **extra: Any) -> None:
+    body = {"url": url, "secret": SECRET, "subscribe": {"segments": ["vip"]}, "traits": ["plan"]}
+    destinations.save(kairos, key, {"purpose": "marketing_email", **body, **extra})
+
+
+def vip_people(kairos: Kairos, feed: Feed, n: int) -> set[str]:
+    """``n`` people who enter ``vip`` and allow marketing e-mail, one who denies it, one who never said;
+    the profile ids of the ``n``."""
+    kairos.store.admin.put_definition("segment", "vip", {"rule": 'traits.plan == "pro"'}, kairos.clock.now())
+
+    def consent(granted: bool | None) -> dict[str, Any]:
+        if granted is None:
+            return {}
+        return {"context": {"consent": {"categoryPreferences": {"marketing_email": granted}}}}
+
+    events = [{"type": "identify", "userId": f"u{i}", "traits": {"plan": "pro"}, **consent(True)} for i in range(n)]
+    events.append({"type": "identify", "userId": "denied", "traits": {"plan": "pro"}, **consent(False)})
+    events.append({"type": "identify", "userId": "unstated", "traits": {"plan": "pro"}})
+    feed(*events)
+    return {feed.profile(f"user_id:u{i}").id for i in range(n)}
+
+
+def profiles(rec: Receiver) -> set[str]:
+    return {str(r.message["profile_id"]) for r in rec.accepted.values()}
+
+
+def test_every_message_arrives_signed_with_one_id_whatever_the_receiver_does(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    def flaky(n: int) -> tuple[int, dict[str, str], float]:
+        return (503, {}, 0.0) if n <= 2 else (200, {}, 0.0)
+
+    def slow(n: int) -> tuple[int, dict[str, str], float]:
+        return 200, {}, 0.3
+
+    def limited(n: int) -> tuple[int, dict[str, str], float]:
+        return (429, {"Retry-After": "1"}, 0.0) if n == 1 else (202, {}, 0.0)
+
+    with (
+        receiver(SECRET) as healthy,
+        receiver(SECRET, flaky) as flaky_rec,
+        receiver(SECRET, slow) as slow_rec,
+        receiver(SECRET, limited) as limited_rec,
+    ):
+        down = f"http://127.0.0.1:{free_port()}/hook"
+        for key, url in (("healthy", healthy.url), ("flaky", flaky_rec.url), ("slow", slow_rec.url)):
+            destination(kairos, key, url)
+        destination(kairos, "limited", limited_rec.url)
+        destination(kairos, "down", down)
+        started = time.monotonic()
+        expected = vip_people(kairos, feed, 10)
+        with delivering(kairos):
+            wait_for(lambda: len(healthy.accepted) == 10)
+            healthy_done = time.monotonic() - started
+            receivers = (healthy, flaky_rec, slow_rec, limited_rec)
+            wait_for(lambda: all(len(r.accepted) == 10 for r in receivers))
+            wait_for(lambda: len(kairos.store.deliveries.list("down", "dead", 100)) >= 1)
+        for rec in receivers:
+            assert profiles(rec) == expected  # the denied and the unstated person got nothing
+            assert rec.signatures_verify()
+            for r in rec.got:
+                assert r.message["id"] == r.headers["idempotency-key"]
+                assert r.message["type"] == "segment_entered" and r.message["key"] == "vip"
+                assert r.message["traits"] == {"plan": "pro"}
+            ids_per_profile: dict[str, set[object]] = {}
+            for r in rec.got:
+                ids_per_profile.setdefault(str(r.message["profile_id"]), set()).add(r.message["id"])
+            assert all(len(ids) == 1 for ids in ids_per_profile.values())  # a retry carries the same id
+        assert {n for n in flaky_rec.attempts.values()} == {3}
+        assert {n for n in limited_rec.attempts.values()} == {2}
+        for r in limited_rec.accepted.values():  # Retry-After: 1 was honoured
+            first = min(g.at for g in limited_rec.got if g.message["id"] == r.message["id"])
+            assert r.at - first >= 0.9
+        # The broken, the slow and the limited destination did not hold the healthy one up.
+        assert healthy_done < 3.0, healthy_done
+        dead = kairos.store.deliveries.list("down", "dead", 100)
+        assert {d.attempts for d in dead} == {FAST["max_attempts"]}
+        assert all(d.last_error and d.last_error.startswith("connection: ") for d in dead)
+        assert kairos.store.deliveries.retry("down", kairos.clock.now()) == len(dead)
+        assert len(kairos.store.deliveries.list("down", "pending", 100)) == 10
+
+
+def test_deliveries_pending_at_a_restart_go_out_after_it(kairos: Kairos, feed: Feed, source: Source) -> None:
+    kairos.settings.delivery.max_attempts = 100
+    port = free_port()
+    destination(kairos, "later", f"http://127.0.0.1:{port}/hook")
+    expected = vip_people(kairos, feed, 3)
+
+    def tried() -> bool:
+        pending = kairos.store.deliveries.list("later", "pending", 10)
+        return len(pending) == 3 and all(d.attempts >= 1 for d in pending)
+
+    with delivering(kairos):  # the receiver is down: every attempt fails
+        wait_for(tried)
+    pending = {d.id for d in kairos.store.deliveries.list("later", "pending", 10)}
+    assert len(pending) == 3
+    assert {d.status for d in kairos.store.deliveries.list("later", None, 10)} == {"pending", "suppressed"}
+    with receiver(SECRET, port=port) as rec, delivering(kairos):
+        wait_for(lambda: len(rec.accepted) == 3)
+    assert set(rec.accepted) == pending and profiles(rec) == expected
+    assert {d.status for d in kairos.store.deliveries.list("later", None, 10)} == {"delivered", "suppressed"}
+
+
+def test_backoff_grows_with_jitter_and_retry_after_is_read() -> None:
+    import random
+
+    s = DeliverySettings(backoff_base_seconds=1.0, backoff_cap_seconds=60.0)
+    rng = random.Random(1)
+    waits = [backoff_seconds(n, s, rng) for n in range(1, 10)]
+    assert 0.5 <= waits[0] <= 1.0 and 1.0 <= waits[1] <= 2.0 and 30.0 <= waits[-1] <= 60.0
+    assert retry_after_seconds("7", 0.0) == 7.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT", 1445412470.0) == 10.0
+    assert retry_after_seconds("soon", 0.0) is None and retry_after_seconds(None, 0.0) is None
+
+
+def test_breaker_opens_after_failures_and_probes_after_the_cooldown() -> None:
+    b = Breaker(failures=2, cooldown=10.0)
+    assert b.capacity(4, 0.0) == 4
+    b.failed(1.0)
+    assert b.capacity(4, 1.0) == 4
+    b.failed(2.0)
+    assert b.state == "open" and b.capacity(4, 5.0) == 0 and b.wait(5.0) == 7.0
+    assert b.capacity(4, 12.0) == 1 and b.state == "half_open"
+    b.failed(12.5)
+    assert b.state == "open" and b.capacity(4, 13.0) == 0
+    assert b.capacity(4, 23.0) == 1
+    b.succeeded()
+    assert b.state == "closed" and b.capacity(4, 23.0) == 4
+
+
+def test_replay_keeps_deliveries_and_cursors_and_delivers_nothing_twice(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    with receiver(SECRET) as rec:
+        destination(kairos, "crm", rec.url)
+        vip_people(kairos, feed, 2)
+        with delivering(kairos):
+            wait_for(lambda: len(rec.accepted) == 2)
+        before = (kairos.store.outbox.last_id(), kairos.store.deliveries.cursor("crm"))
+        kairos.store.state.reset()  # what `kairos replay` does, then it applies the log again
+        kairos.processor.run_until_caught_up()
+        assert (kairos.store.outbox.last_id(), kairos.store.deliveries.cursor("crm")) == before
+        with delivering(kairos):
+            time.sleep(0.5)
+        assert len(rec.got) == 2
+        assert {d.status for d in kairos.store.deliveries.list("crm", None, 10)} == {"delivered", "suppressed"}
+
+
+def test_moment_messages_are_selected_by_key() -> None:
+    from kairos.activate.messages import from_outbox
+    from kairos.store import Definition, OutboxMessage
+
+    m = OutboxMessage(7, "42:0", "moment", "p1", {"moment": "cart_abandoned", "at": 1000, "seqs": [3, 4]}, 2000)
+    item = from_outbox(m)
+    assert item is not None and (item.type, item.key, item.occurred_at, item.data) == (
+        "moment", "cart_abandoned", 1000, {"seqs": [3, 4]}
+    )  # fmt: skip
+    dest = destinations.compile_destination(
+        Definition("destination", "d", 1, 1, {"subscribe": {"moments": ["*"]}, "purpose": "x"}, False, 0, 0)
+    )
+    assert dest.wants("moment", "cart_abandoned") and not dest.wants("segment_entered", "vip")
+    assert from_outbox(OutboxMessage(8, "k", "something_else", None, {}, 0)) is None
