@@ -220,3 +220,30 @@ def test_moment_messages_are_selected_by_key() -> None:
     )
     assert dest.wants("moment", "cart_abandoned") and not dest.wants("segment_entered", "vip")
     assert from_outbox(OutboxMessage(8, "k", "something_else", None, {}, 0)) is None
+
+
+def test_an_abandoned_cart_moment_is_delivered_signed_to_whoever_allowed_it(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    cart = {"when": {"event": "Product Added", "not_followed_by": {"event": "Order Completed"}, "within": "1m"}}
+    kairos.store.admin.put_definition("moment", "abandoned_cart", cart, kairos.clock.now())
+    allowed = {"context": {"consent": {"categoryPreferences": {"marketing_email": True}}}}
+    denied = {"context": {"consent": {"categoryPreferences": {"marketing_email": False}}}}
+    past = "2020-01-01T00:00:00Z"  # a minute later is long gone: the timers are due at once
+    with receiver(SECRET) as rec:
+        destination(kairos, "crm", rec.url, subscribe={"moments": ["abandoned_cart"]})
+        feed(
+            {"type": "identify", "userId": "yes", "traits": {"plan": "pro"}, **allowed},
+            {"type": "identify", "userId": "no", **denied},
+            {"type": "track", "userId": "yes", "event": "Product Added", "timestamp": past},
+            {"type": "track", "userId": "no", "event": "Product Added", "timestamp": past},
+        )
+        kairos.processor.run_until_caught_up()
+        with delivering(kairos):
+            wait_for(lambda: len(rec.accepted) == 1)
+            time.sleep(0.3)  # nothing more comes
+        (got,) = rec.accepted.values()
+        assert got.message["type"] == "moment" and got.message["key"] == "abandoned_cart"
+        assert got.message["profile_id"] == feed.profile("user_id:yes").id
+        assert got.message["traits"] == {"plan": "pro"}
+        assert rec.signatures_verify() and len(rec.got) == 1
