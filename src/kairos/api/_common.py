@@ -7,10 +7,12 @@ import base64
 import binascii
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
 from cachetools import TTLCache
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +24,7 @@ from kairos.errors import (
     PayloadTooLarge,
     RequestTimeout,
     TransientError,
+    ValidationError,
     http_status,
 )
 from kairos.runtime import Kairos
@@ -29,11 +32,16 @@ from kairos.store import ApiKey
 
 __all__ = [
     "JSON",
+    "MAX_JSON_BODY",
     "AccessLog",
     "Disconnects",
+    "Work",
     "basic_user",
+    "endpoint",
     "error_response",
+    "json_body",
     "json_response",
+    "query_limit",
     "read_body",
     "require_scope",
     "runtime",
@@ -181,3 +189,46 @@ class Disconnects:
         except ClientDisconnect:
             route = getattr(scope.get("route"), "path", "?")
             self.log.debug("client disconnected", extra={"method": scope.get("method"), "route": route})
+
+
+MAX_JSON_BODY = 64 * 1024  # the bodies of definitions and other configuration
+_json_decoder = msgspec.json.Decoder()
+Work = Callable[[Kairos, Request, Any], Any]
+
+
+async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> Any:
+    """The request's JSON body (at most ``limit`` bytes), or a 400 ``invalid_json``."""
+    raw = await read_body(request, limit)
+    try:
+        return _json_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json", field="body") from exc
+
+
+def query_limit(request: Request, default: int, maximum: int) -> int:
+    """``?limit=``: a whole number from 1 to ``maximum`` (ASCII digits only), else a 400."""
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= maximum:
+        raise ValidationError(f"limit must be an integer from 1 to {maximum}", code="invalid_query", field="limit")
+    return int(raw)
+
+
+def endpoint(methods: Mapping[str, tuple[str, Work, bool]]) -> Callable[[Request], Awaitable[Response]]:
+    """One endpoint per path: method → (scope, work, whether it reads a JSON body). ``work`` runs off the event
+    loop and answers a body, or (body, status)."""
+
+    async def handle(request: Request) -> Response:
+        scope, work, with_body = methods[request.method]
+        try:
+            require_scope(request, scope)
+            body = await json_body(request) if with_body else None
+            result = await run_in_threadpool(work, runtime(request), request, body)
+        except KairosError as exc:
+            return error_response(exc)
+        if isinstance(result, tuple):
+            return json_response(result[0], result[1])
+        return json_response(result)
+
+    return handle

@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.routing import Route
 
-from kairos.api._common import error_response, json_response, read_body, require_scope, runtime
+from kairos.api._common import Work, endpoint, query_limit
 from kairos.definitions import Catalog, SegmentDef, compile_definition, segment_body
-from kairos.errors import KairosError, NotFoundError, ValidationError
+from kairos.errors import NotFoundError
 from kairos.identity import profile_id_for
 from kairos.runtime import Kairos
 from kairos.segments.admin import definition_view, job_of, remove, save
@@ -39,14 +36,6 @@ SAMPLE_MODULUS = 10_007
 _decoder = msgspec.json.Decoder()
 
 
-async def _json(request: Request) -> Any:
-    raw = await read_body(request, MAX_BODY)
-    try:
-        return _decoder.decode(raw)
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json", field="body") from exc
-
-
 def _kind(request: Request) -> str:
     path = request.url.path
     return "trait" if path.startswith("/v1/traits") else "moment" if path.startswith("/v1/moments") else "segment"
@@ -62,15 +51,6 @@ def _get(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
 def _list(kairos: Kairos, kind: str) -> dict[str, Any]:
     jobs = {j.key: j for j in kairos.store.state.jobs() if j.kind == kind}
     return {"items": [definition_view(kairos, d, jobs.get(d.key)) for d in kairos.store.admin.definitions(kind)]}
-
-
-def _limit(request: Request, default: int = 100) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValidationError(f"limit is a whole number from 1 to {MAX_LIMIT}", code="invalid_query", field="limit")
-    return int(raw)
 
 
 def _members(kairos: Kairos, key: str, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -129,27 +109,6 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
     return out
 
 
-Work = Callable[[Kairos, Request, Any], Any]
-
-
-def _endpoint(methods: Mapping[str, tuple[str, Work, bool]]) -> Callable[[Request], Any]:
-    """One endpoint per path: method → (scope, work, reads a JSON body)."""
-
-    async def endpoint(request: Request) -> Response:
-        scope, work, with_body = methods[request.method]
-        try:
-            require_scope(request, scope)
-            body = await _json(request) if with_body else None
-            result = await run_in_threadpool(work, runtime(request), request, body)
-        except KairosError as exc:
-            return error_response(exc)
-        if isinstance(result, tuple):
-            return json_response(result[0], result[1])
-        return json_response(result)
-
-    return endpoint
-
-
 def put_definition(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, Any], int]:
     return save(kairos, _kind(request), request.path_params["key"], body)
 
@@ -167,7 +126,9 @@ def list_definitions(kairos: Kairos, request: Request, body: Any) -> dict[str, A
 
 
 def get_members(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
-    return _members(kairos, request.path_params["key"], _limit(request), request.query_params.get("cursor"))
+    return _members(
+        kairos, request.path_params["key"], query_limit(request, 100, MAX_LIMIT), request.query_params.get("cursor")
+    )
 
 
 def post_preview(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
@@ -180,12 +141,12 @@ _ONE: dict[str, tuple[str, Work, bool]] = {
     "DELETE": ("admin", delete_definition, False),
 }
 routes = [
-    Route("/v1/traits", _endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
-    Route("/v1/traits/{key}", _endpoint(_ONE), methods=list(_ONE)),
-    Route("/v1/segments", _endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
-    Route("/v1/segments:preview", _endpoint({"POST": ("read", post_preview, True)}), methods=["POST"]),
-    Route("/v1/segments/{key}/members", _endpoint({"GET": ("read", get_members, False)}), methods=["GET"]),
-    Route("/v1/segments/{key}", _endpoint(_ONE), methods=list(_ONE)),
-    Route("/v1/moments", _endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
-    Route("/v1/moments/{key}", _endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/traits", endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
+    Route("/v1/traits/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/segments", endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
+    Route("/v1/segments:preview", endpoint({"POST": ("read", post_preview, True)}), methods=["POST"]),
+    Route("/v1/segments/{key}/members", endpoint({"GET": ("read", get_members, False)}), methods=["GET"]),
+    Route("/v1/segments/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/moments", endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
+    Route("/v1/moments/{key}", endpoint(_ONE), methods=list(_ONE)),
 ]

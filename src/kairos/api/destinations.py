@@ -17,8 +17,7 @@ from starlette.routing import Route
 from kairos.activate import destinations as dests
 from kairos.activate.destinations import compile_destination
 from kairos.activate.stream import events, parse_position
-from kairos.api._common import error_response, require_scope, runtime
-from kairos.api.definitions import Work, _endpoint, _limit
+from kairos.api._common import Work, endpoint, error_response, query_limit, require_scope, runtime
 from kairos.errors import KairosError, ValidationError
 from kairos.runtime import Kairos
 from kairos.store import Delivery
@@ -78,7 +77,7 @@ def _list(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
 
 def _deliveries(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
     status = request.query_params.get("status")
-    return deliveries(kairos, request.path_params["key"], status, _limit(request))
+    return deliveries(kairos, request.path_params["key"], status, query_limit(request, 100, 1000))
 
 
 def _retry(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
@@ -96,7 +95,7 @@ async def stream(request: Request) -> Response:
                 f"destination {dest.key!r} has a url: it is pushed, not pulled", code="not_a_subscription", field="key"
             )
         raw_limit = request.query_params.get("limit")
-        limit = _limit(request) if raw_limit is not None else None
+        limit = query_limit(request, 100, 1000) if raw_limit is not None else None
         last = request.headers.get("last-event-id")
         if last:
             outbox, log = parse_position(last)
@@ -118,9 +117,9 @@ _ONE: dict[str, tuple[str, Work, bool]] = {
     "DELETE": ("admin", _delete, False),
 }
 routes = [
-    Route("/v1/destinations", _endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
-    Route("/v1/destinations/{key}", _endpoint(_ONE), methods=list(_ONE)),
-    Route("/v1/destinations/{key}/deliveries", _endpoint({"GET": ("read", _deliveries, False)}), methods=["GET"]),
-    Route("/v1/destinations/{key}/deliveries:retry", _endpoint({"POST": ("admin", _retry, False)}), methods=["POST"]),
+    Route("/v1/destinations", endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
+    Route("/v1/destinations/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/destinations/{key}/deliveries", endpoint({"GET": ("read", _deliveries, False)}), methods=["GET"]),
+    Route("/v1/destinations/{key}/deliveries:retry", endpoint({"POST": ("admin", _retry, False)}), methods=["POST"]),
     Route("/v1/subscriptions/{key}/stream", stream, methods=["GET"]),
 ]

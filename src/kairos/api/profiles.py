@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kairos.api._common import error_response, json_response, require_scope, runtime
+from kairos.api._common import error_response, json_response, query_limit, require_scope, runtime
 from kairos.collect import iso
 from kairos.errors import KairosError, NotFoundError, ValidationError
 from kairos.identity import profile_id_for
@@ -49,15 +49,6 @@ def _merge_view(m: MergeRecord) -> dict[str, Any]:
         "message_id": m.message_id,
         "seq": m.seq,
     }
-
-
-def _limit(request: Request, default: int = 50) -> int:
-    raw = request.query_params.get("limit")
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ValidationError(f"limit must be an integer from 1 to {MAX_LIMIT}", code="invalid_query", field="limit")
-    return int(raw)
 
 
 def _resolve(kairos: Kairos, ref: str) -> int:
@@ -195,7 +186,7 @@ def get_profile(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 @read_endpoint
 def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
-    limit = _limit(request)
+    limit = query_limit(request, 50, MAX_LIMIT)
     return _timeline(kairos, request.path_params["ref"], limit, request.query_params.get("cursor"))
 
 
@@ -207,7 +198,7 @@ def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
     if cursor:
         ts, seq, sub = decode_cursor(cursor, 3)
         before = (ts, seq, sub)
-    limit = _limit(request)
+    limit = query_limit(request, 50, MAX_LIMIT)
     rows = kairos.store.state.timeline(pk, limit + 1, before, type="moment")
     more = len(rows) > limit
     rows = rows[:limit]
@@ -235,7 +226,7 @@ def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
 @read_endpoint
 def list_profiles(kairos: Kairos, request: Request) -> dict[str, Any]:
     filters = _filters(request)
-    limit = _limit(request)
+    limit = query_limit(request, 50, MAX_LIMIT)
     return _list(kairos, filters, limit, request.query_params.get("cursor"))
 
 
