@@ -262,6 +262,12 @@ class Projection(Generic[S]):
         about rules that name a trait nothing provides)."""
         return ()
 
+    def trait_changes(self, old: S, new: S) -> Collection[str]:
+        """The trait names whose value may differ between two states (all that differ must be named; naming
+        more only costs a rule evaluation). Projections whose state is copied on write answer cheaply."""
+        before, after = self.traits(old), self.traits(new)
+        return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
     def traits(self, state: S) -> Mapping[str, Any]:
         """Trait values this projection contributes to the profile (name → value): what rules see as
         ``traits`` and the profile API shows under ``traits`` (``view`` adds their ``trait_meta``)."""

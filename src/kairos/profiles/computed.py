@@ -445,6 +445,10 @@ class ComputedTraits(Projection[State]):
     def trait_names(self) -> Collection[str]:
         return self.catalog.traits.keys()
 
+    def trait_changes(self, old: State, new: State) -> Collection[str]:
+        # Copied on write: an unchanged definition keeps the very same KeyState object.
+        return {k for k in old.keys() | new.keys() if old.get(k) is not new.get(k)}
+
     def traits(self, state: State) -> Mapping[str, Any]:
         out: dict[str, Any] = {}
         for key, d in self.catalog.traits.items():

@@ -15,7 +15,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,6 +113,10 @@ class Traits(Projection[TraitMap]):
             k: TraitValue(v, meta[k]["kind"], meta[k]["source"], meta[k]["updated_at"], meta[k]["seq"])
             for k, v in traits.items()
         }
+
+    def trait_changes(self, old: TraitMap, new: TraitMap) -> Collection[str]:
+        # Copied on write (fold): a trait that did not change keeps the very same TraitValue.
+        return {k for k in old.keys() | new.keys() if old.get(k) is not new.get(k)}
 
     def traits(self, state: TraitMap) -> Mapping[str, Any]:
         return {k: t.value for k, t in state.items()}

@@ -132,8 +132,7 @@ class Segments(Projection[Members]):
         keys: set[str] = set()
         for p in self.sources:
             if p.name in changed and p.name in before:
-                old, new = p.traits(before[p.name]), p.traits(sections[p.name])
-                keys.update(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+                keys.update(p.trait_changes(before[p.name], sections[p.name]))
         fields: set[str] = set()
         if "counters" in changed:
             new_counts = sections["counters"]
