@@ -302,18 +302,17 @@ class Segments(Projection[Members]):
                 probe["now"] = _dt(t)
                 return s.rule.evaluate(probe)
 
+        horizon = now + LADDER[-1]
+        if at(horizon) == holds:  # the same answer at the end of reach: no change before (monotonic in time)
+            return None
         guesses: list[int] = []
         if isinstance(hint, list) and len(hint) == 2 and isinstance(hint[1], int):
             flip, then = hint
-            if flip is None:
-                if at(now + LADDER[-1]) == holds:  # none within reach then, none now (answers monotonic in time)
-                    return None
-            elif isinstance(flip, int):
+            if isinstance(flip, int):
                 guesses += (flip, flip + ts - then)
         guesses += sorted(
             x + sign * d + edge for x in times for d in s.rule.durations for sign in (1, -1) for edge in (1, 0)
         )
-        horizon = now + LADDER[-1]
         for guess in dict.fromkeys(guesses):
             if now < guess <= horizon and at(guess) != holds and at(guess - _S) == holds:
                 return int(guess)
