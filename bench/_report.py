@@ -14,6 +14,7 @@ from typing import Any
 
 import ingest
 import lookup
+import moments
 import processor
 import segments
 import sustained
@@ -21,6 +22,7 @@ from _common import ROOT
 from _stats import Stat, Target, fmt, median_index, table
 from ingest import Run as IngestRun
 from lookup import LookupResult
+from moments import MomentsResult
 from processor import BackendRun, ProcessorResult
 from segments import SegmentsResult
 from sustained import SustainedResult
@@ -39,6 +41,7 @@ class Results:
     sustained: dict[str, SustainedResult] = field(default_factory=dict)
     lookup: LookupResult | None = None
     segments: SegmentsResult | None = None
+    moments: MomentsResult | None = None
     failures: list[str] = field(default_factory=list)
     ingest_duration: float = 0.0
 
@@ -89,6 +92,8 @@ def targets(res: Results) -> list[Target]:
         )
     if res.segments:
         out += segments.targets(res.segments)
+    if res.moments:
+        out += moments.targets(res.moments)
     return out
 
 
@@ -294,8 +299,8 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         " on a VM shared with other work: compare within one run.",
         "",
         "Each part also runs alone on the current code: `.venv/bin/python bench/processor.py`,"
-        " `bench/ingest.py`, `bench/sustained.py`, `bench/segments.py`, `bench/lookup.py` (`--help` for their"
-        " options).",
+        " `bench/ingest.py`, `bench/sustained.py`, `bench/segments.py`, `bench/moments.py`, `bench/lookup.py`"
+        " (`--help` for their options).",
         "",
         "## Machine and versions",
         "",
@@ -324,6 +329,9 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
     if res.segments:
         seg = res.segments
         sections.append(lambda: segments.section(seg))
+    if res.moments:
+        mom = res.moments
+        sections.append(lambda: moments.section(mom))
     if res.lookup:
         look = res.lookup
         sections.append(lambda: lookup.section(look))
@@ -349,6 +357,7 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         ("(d)", limits_sustained),
         ("(c)", limits_lookup),
         ("(e)", limits_segments),
+        ("(f)", lambda res, missed: moments.limits(res.moments, missed) if res.moments else []),
     ]
     for prefix, explain in groups:
         mine = [t for t in missed if t.name.startswith(prefix)]

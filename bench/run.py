@@ -3,14 +3,15 @@
 Parts: (b) processor throughput on SQLite and PostgreSQL (``processor.py``), (a) ingest over HTTP with the
 processor running, beside a bare Starlette app (``ingest.py``), (d) a sustained constant load with the
 processor's lag (``sustained.py``), (e) computed traits and segments, current code only (``segments.py``),
-and, only when asked with ``--only``, (c) profile look-up latency with
+(f) moments and delivery, current code only (``moments.py``; ``--only moments --baseline none`` runs it
+alone, 5-6 minutes), and, only when asked with ``--only``, (c) profile look-up latency with
 1M profiles (``lookup.py``, current code only).
 
 The baseline (``--baseline``, default ``BASELINE_COMMIT`` in ``_common.py``) is checked out in a temporary
 git worktree and run with this virtualenv (``_versions.py``). (a) and (b) run once per version and repeat,
 old and new alternating; (d) runs once per version, the current code first. ``--quick`` runs everything
 small and short to check the harness (its numbers are not comparable and it does not write the docs unless
-``--write`` is given). A default run takes 12-15 minutes on 2 cores (more when the old code falls far
+``--write`` is given). A default run takes 17-21 minutes on 2 cores (more when the old code falls far
 behind in (d): the wait for its lag to reach 0 is capped at 3 minutes).
 """
 
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 import ingest
 import lookup
+import moments
 import processor
 import segments
 import sustained
@@ -37,8 +39,8 @@ from _versions import Version, baseline_version, current_version, interleaved, r
 
 __all__ = ["main"]
 
-PARTS = ("processor", "ingest", "sustained", "segments", "lookup")
-DEFAULT_PARTS = "processor,ingest,sustained,segments"
+PARTS = ("processor", "ingest", "sustained", "segments", "moments", "lookup")
+DEFAULT_PARTS = "processor,ingest,sustained,segments,moments"
 T = TypeVar("T")
 
 
@@ -66,6 +68,7 @@ def _args() -> argparse.Namespace:
     add("--profiles", type=int, help="(c) profiles in the store (default 1,000,000; --quick 50,000)")
     add("--segment-events", type=int, help="(e) processor events (default 20,000; --quick 5,000)")
     add("--segment-profiles", type=int, help="(e) profiles for the preview (default 100,000; --quick 5,000)")
+    add("--moment-events", type=int, help="(f) processor events (default 20,000; --quick 5,000)")
     args = parser.parse_args()
     q = args.quick
     args.repeats = args.repeats or (2 if q else 3)
@@ -79,6 +82,7 @@ def _args() -> argparse.Namespace:
     args.profiles = args.profiles or (50_000 if q else 1_000_000)
     args.segment_events = args.segment_events or (5_000 if q else 20_000)
     args.segment_profiles = args.segment_profiles or (5_000 if q else 100_000)
+    args.moment_events = args.moment_events or (5_000 if q else 20_000)
     args.parts = [p for p in args.only.split(",") if p]
     if unknown := set(args.parts) - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
@@ -170,6 +174,19 @@ def run_segments(args: argparse.Namespace, new: Version, workdir: Path, res: Res
         res.failures += res.segments.failures
 
 
+def run_moments(args: argparse.Namespace, new: Version, workdir: Path, res: Results) -> None:
+    part_args = ["--events", str(args.moment_events), "--repeats", str(args.repeats)]
+    if args.quick:
+        part_args += ["--carts-for", "5", "--messages", "500", "--flow-for", "3", "--no-profile"]
+    res.moments = _attempt(
+        res.failures,
+        "(f) moments and delivery",
+        lambda: moments.from_json(run_part("moments", new, part_args, workdir, "r0")),
+    )
+    if res.moments is not None:
+        res.failures += res.moments.failures
+
+
 def main() -> None:
     args = _args()
     exit_on_sigterm()
@@ -197,6 +214,9 @@ def main() -> None:
         if "segments" in args.parts:
             print("(e) segments (current code)", flush=True)
             run_segments(args, versions[-1], workdir, res)
+        if "moments" in args.parts:
+            print("(f) moments and delivery (current code)", flush=True)
+            run_moments(args, versions[-1], workdir, res)
     if "lookup" in args.parts:
         print("(c) profile look-up (current code)", flush=True)
         res.lookup = _attempt(
