@@ -711,7 +711,7 @@ def main() -> None:
     add("--rate", type=float, default=30, help="(2) wrk batches of 100 events per second (default: %(default)s)")
     add("--carts-for", type=float, default=30, help="(2) seconds during which carts are sent (default: %(default)s)")
     add("--messages", type=int, default=3000, help="(3) deliveries per run (default: %(default)s)")
-    add("--concurrency-extra", type=int, nargs="*", default=[16], help="(3) other concurrency settings to measure")
+    add("--concurrency-extra", type=int, nargs="*", default=[4], help="(3) other concurrency settings to measure")
     add("--flow", type=float, default=150, help="(4) segment entries per second (default: %(default)s)")
     add("--flow-for", type=float, default=12, help="(4) seconds of that flow per run (default: %(default)s)")
     add("--json-out", type=Path, help="write the result here (make bench runs it this way)")
