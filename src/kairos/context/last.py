@@ -51,12 +51,20 @@ class LastContext(Projection[State]):
 
     def __init__(self, settings: ContextSettings | None = None) -> None:
         self.settings = settings if settings is not None else ContextSettings()
+        self._channels: dict[str, str | None] = {}  # source → its configured channel, looked up once
 
     def initial(self) -> State:
         return {}
 
     def apply(self, state: State, entry: Entry, ctx: Context) -> State:
-        seen = observe(entry.event, channel_name(source_defaults(self.settings, entry.source).channel))
+        source = entry.source
+        if source not in self._channels:
+            self._channels[source] = channel_name(source_defaults(self.settings, source).channel)
+        configured = self._channels[source]
+        event = entry.event
+        if not event.context and configured is None and event.type not in ("page", "screen"):
+            return state  # the event says nothing about context (most server-side track calls)
+        seen = observe(event, configured)
         stamp = (entry.ts, entry.seq)
         names: list[str] = []
         if seen.timezone is not None:
