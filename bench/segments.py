@@ -524,15 +524,16 @@ DISCOVER = "/v1/microsegments:discover"
 
 
 def discover(client: Any, headers: Mapping[str, str], result: PreviewResult, calls: int) -> None:
-    """HOOK for ``POST /v1/microsegments:discover`` (written on branch h/micro): timed when the route
-    exists; until then reported as not measured. Adapt the request body once its API is settled."""
+    """``POST /v1/microsegments:discover`` on the preview's profiles, clustering on two computed traits and an
+    RFM score, k chosen by the route (silhouette); timed through the API in-process."""
     paths = {getattr(r, "path", None) for r in client.app.routes}
     if DISCOVER not in paths:
         result.discover_note = "not measured: route absent"
         return
     for _ in range(calls):
         t = time.perf_counter()
-        r = client.post(DISCOVER, json={}, headers=headers)
+        body = {"features": ["pages", "products_viewed", "rfm_monetary"], "k": None}
+        r = client.post(DISCOVER, json=body, headers=headers)
         result.discover_ms.append((time.perf_counter() - t) * 1000)
         if r.status_code != 200:
             result.discover_ms.clear()

@@ -106,8 +106,9 @@ STORY: list[dict[str, Any]] = [
     },
 ]
 
-# Computed traits and segments the whole-pipeline tests run with (every aggregate, windows, a where filter,
-# rules over traits, computed traits, consents, identities, counters and other segments).
+# Computed traits, segments and moments the whole-pipeline tests run with (every aggregate, windows, a where
+# filter, rules over traits, computed traits, consents, identities, counters and other segments; every moment
+# pattern, an absence among them, so timers fire in the story).
 DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("trait", "paid", {"aggregate": "count", "event": "Paid"}),
     ("trait", "spent", {"aggregate": "sum", "event": "Paid", "property": "total", "window": "3660d"}),
@@ -124,6 +125,15 @@ DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
     ("segment", "reachable", {"rule": '"email" in identities && (!has(consents.marketing) || consents.marketing)'}),
     ("segment", "busy", {"rule": "profile.event_count >= 3"}),
     ("segment", "paying_busy", {"rule": '"payers" in segments && "busy" in segments'}),
+    ("moment", "paid", {"when": {"event": "Paid", "where": "has(properties.total)"}, "cooldown": "1m"}),
+    ("moment", "viewed_then_paid", {"when": {"sequence": [{"event": "Viewed"}, {"event": "Paid"}], "within": "1d"}}),
+    (
+        "moment",
+        "viewed_no_order",
+        {"when": {"event": "Viewed", "not_followed_by": {"event": "Order Completed"}, "within": "5m"}},
+    ),
+    ("moment", "became_payer", {"when": {"segment_entered": "payers"}}),
+    ("moment", "second_payment", {"when": {"trait": "paid", "crosses_above": 2}}),
 ]
 
 
@@ -145,6 +155,8 @@ def test_replay_gives_equal_state(feed: Feed, kairos: Kairos) -> None:
     feed(*STORY)
     before = dump_state(kairos)
     assert before["profiles"] and before["timeline"] and before["merges"] and before["segment_stats"]
+    fired = {row[0] for row in before["moment_stats"]}
+    assert {"paid", "viewed_then_paid", "viewed_no_order", "became_payer"} <= fired, fired
     assert rebuild(kairos, kairos.settings.processor.batch_size) == before
 
 
