@@ -20,6 +20,7 @@ from kairos.api._common import Work, endpoint, query_limit
 from kairos.definitions import Catalog, SegmentDef, compile_definition, segment_body
 from kairos.errors import NotFoundError
 from kairos.identity import profile_id_for
+from kairos.pipeline import Projection
 from kairos.runtime import Kairos
 from kairos.segments.admin import definition_view, job_of, remove, save
 from kairos.segments.membership import profile_variables
@@ -80,6 +81,15 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
     codec = kairos.codec
     now = kairos.clock.now()
     reads = candidate.rule.references.variables
+    # Read and decode only the state the rule reads (most of a row's bytes are state it does not).
+    needed = {"counters"}  # the profile's times are also the fallback of `now`-free rules: cheap, always read
+    if "traits" in reads:
+        needed |= {p.name for p in sources if type(p).traits is not Projection.traits}
+    if "consents" in reads:
+        needed.add("consents")
+    if "segments" in reads:
+        needed.add("segments")
+    columns = codec.columns_of(needed)
     started = time.perf_counter()
     total = kairos.store.state.count_profiles()
     spread = None if total <= EXACT_UP_TO else (SAMPLE_MODULUS, max(1, SAMPLE_MODULUS * SAMPLED // total))
@@ -87,12 +97,12 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
     found: list[str] = []
     after = 0
     while True:
-        rows = kairos.store.state.scan_profiles(after, 2000, spread)
+        rows = kairos.store.state.scan_profiles(after, 2000, spread, columns, identities="identities" in reads)
         if not rows:
             break
         for row in rows:
             scanned += 1
-            profile = codec.state(row)
+            profile = codec.partial_state(row, needed)
             members = profile.sections.get("segments") or {}
             if candidate.rule.evaluate(profile_variables(profile, sources, members, now, reads)):
                 size += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kairos.identity import profile_id_for
@@ -36,6 +36,26 @@ class ProfileCodec:
 
     def state(self, row: ProfileRow) -> ProfileState:
         sections = {p.name: p.decode(row.values[s]) for p, s in self.slices}
+        return ProfileState(row.pk, row.id, sections, set(row.identities), row.merged_into)
+
+    def columns_of(self, names: Iterable[str]) -> list[str]:
+        """The ``profiles`` columns of the projections ``names``, in the codec's order."""
+        wanted = set(names)
+        return [c for p in self.projections if p.name in wanted for c in self.column_names[p.name]]
+
+    def partial_state(self, row: ProfileRow, names: Iterable[str]) -> ProfileState:
+        """A profile with only the sections ``names`` decoded, from a row read with their columns only
+        (:meth:`columns_of`); every other section is its projection's initial state."""
+        wanted = set(names)
+        sections: dict[str, Any] = {}
+        at = 0
+        for p in self.projections:
+            if p.name in wanted:
+                width = len(p.columns)
+                sections[p.name] = p.decode(row.values[at : at + width])
+                at += width
+            else:
+                sections[p.name] = p.initial()
         return ProfileState(row.pk, row.id, sections, set(row.identities), row.merged_into)
 
     def row(self, profile: ProfileState) -> tuple[Any, ...]:

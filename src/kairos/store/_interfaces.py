@@ -115,7 +115,14 @@ class StateStore(Protocol):
 
     def profiles_in(self, column: str, member: str, limit: int, after: int | None) -> list[int]: ...
 
-    def scan_profiles(self, after: int, limit: int, sample: tuple[int, int] | None = ...) -> list[ProfileRow]: ...
+    def scan_profiles(
+        self,
+        after: int,
+        limit: int,
+        sample: tuple[int, int] | None = ...,
+        columns: Sequence[str] | None = ...,
+        identities: bool = ...,
+    ) -> list[ProfileRow]: ...
 
 
 class AdminStore(Protocol):

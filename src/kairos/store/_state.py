@@ -41,6 +41,7 @@ class SqlState:
         self.profiles = profiles
         self.columns = profiles.column_names
         self._json = self.db.json_columns(profiles, self.columns)
+        self._json_names = {self.columns[i] for i in self._json}
         self._select = f"SELECT {', '.join(self.columns)} FROM profiles"
         # Tables whose rows follow their profile into a merge (timers are moved by the processor instead:
         # two profiles may hold a timer under the same key, and it decides which survives).
@@ -299,24 +300,57 @@ class SqlState:
         with self.db.conn() as conn:
             return [r[0] for r in self.db.rows(conn, sql, [*params, limit])]
 
-    def scan_profiles(self, after: int, limit: int, sample: tuple[int, int] | None = None) -> list[ProfileRow]:
-        """Live profiles with ``pk > after`` in order, at most ``limit`` (for previews and exports);
+    def scan_profiles(
+        self,
+        after: int,
+        limit: int,
+        sample: tuple[int, int] | None = None,
+        columns: Sequence[str] | None = None,
+        identities: bool = True,
+    ) -> list[ProfileRow]:
+        """Live profiles with ``pk > after`` in order, at most ``limit`` (for previews and exports).
+
         ``sample`` = (m, r): only those with ``pk % m < r``, a spread sample of about r/m of them (a profile's
-        key is the log position of its first event, unrelated to what it did since)."""
+        key is the log position of its first event, unrelated to what it did since). ``columns``: read only
+        these projection columns (the row's ``values`` are theirs, in this order), so a scan decodes only the
+        state it needs; ``identities=False`` leaves them unread."""
         where = "pk > {p} AND merged_into IS NULL"
         params: list[Any] = [after]
         if sample is not None:
             where += " AND pk - (pk / {p}) * {p} < {p}"  # pk mod m, in integer arithmetic both dialects share
             params += [sample[0], sample[0], sample[1]]
-        with self.db.conn() as conn:
-            pks = [
-                r[0]
-                for r in self.db.rows(
-                    conn, f"SELECT pk FROM profiles WHERE {where} ORDER BY pk LIMIT {{p}}", [*params, limit]
-                )
-            ]
-        loaded = self.load_profiles(pks)
-        return [loaded[pk] for pk in pks if pk in loaded]
+        if columns is None:
+            with self.db.conn() as conn:
+                pks = [
+                    r[0]
+                    for r in self.db.rows(
+                        conn, f"SELECT pk FROM profiles WHERE {where} ORDER BY pk LIMIT {{p}}", [*params, limit]
+                    )
+                ]
+            loaded = self.load_profiles(pks)
+            return [loaded[pk] for pk in pks if pk in loaded]
+        unknown = [c for c in columns if c not in self.columns]
+        if unknown:
+            raise ValueError(f"no profiles column {unknown[0]!r}")
+        json_at = [i for i, c in enumerate(columns) if c in self._json_names]
+        select = ", ".join(("pk", "id", "merged_into", *columns))
+        out: dict[int, ProfileRow] = {}
+        with self.db.tx() as conn:
+            sql = f"SELECT {select} FROM profiles WHERE {where} ORDER BY pk LIMIT {{p}}"
+            for r in self.db.rows(conn, sql, [*params, limit]):
+                values = list(r[3:])
+                for i in json_at:
+                    if values[i] is not None:
+                        values[i] = self.db.d.load_json(values[i])
+                out[r[0]] = ProfileRow(r[0], r[1], r[2], tuple(values))
+            if identities and out:
+                for cond, ps in self.db.where_in("profile_pk", list(out)):
+                    for pk, t, v in self.db.rows(
+                        conn, f"SELECT profile_pk, type, value FROM identities WHERE {cond}", ps
+                    ):
+                        if pk in out:
+                            out[pk].identities.add((t, v))
+        return list(out.values())
 
     # -- read side ---------------------------------------------------------------------------------
     def resolve_id(self, profile_id: str) -> int | None:
