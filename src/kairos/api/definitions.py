@@ -31,8 +31,8 @@ __all__ = ["preview", "routes"]
 MAX_BODY = 64 * 1024
 MAX_LIMIT = 1000
 PREVIEW_SAMPLE = 20
-EXACT_UP_TO = 20_000  # a preview evaluates every profile up to this many, a sample beyond
-SAMPLED = 5_000  # about how many profiles a sampled preview evaluates
+EXACT_UP_TO = 2_000  # a preview evaluates every profile up to this many, a sample beyond
+SAMPLED = 2_000  # about how many profiles a sampled preview evaluates
 SAMPLE_MODULUS = 10_007
 _decoder = msgspec.json.Decoder()
 

@@ -381,7 +381,7 @@ def definition_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[st
             "properties": {
                 "size": {"type": "integer", "description": "exact, or estimated from a sample (`exact`)"},
                 "sample": {"type": "array", "items": text, "description": "profile ids"},
-                "exact": {"type": "boolean", "description": "false: more than 20,000 profiles; a sample was read"},
+                "exact": {"type": "boolean", "description": "false: more than 2,000 profiles; a sample was read"},
                 "margin": {"type": "integer", "description": "sampled: the 95% margin of the estimate"},
                 "scanned": {"type": "integer", "description": "profiles evaluated"},
                 "took_ms": {"type": "number"},
