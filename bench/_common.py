@@ -9,6 +9,7 @@ and this environment: ``PYTHONPATH`` chooses which code they run (see ``_version
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import http.client
 import json
@@ -112,6 +113,14 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def from_fields(cls: type[Any], values: Mapping[str, Any] | None) -> Any:
+    """A result dataclass from what a ``--json-out`` run wrote (unknown keys ignored; None stays None)."""
+    if values is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def percentile(sorted_values: Sequence[float], p: float) -> float:

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeGuard
 
+from _common import percentile
+
 __all__ = ["Stat", "Target", "fmt", "median_index", "table"]
 
 
@@ -150,3 +152,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
     return out
+
+
+def fmt_percentile(values: Sequence[float], p: float) -> str:
+    """The ``p``-th percentile (nearest rank) of ``values``, formatted; ``n/a`` when there are none."""
+    return fmt(percentile(sorted(values), p)) if values else "n/a"

@@ -33,7 +33,6 @@ import argparse
 import base64
 import contextlib
 import cProfile
-import dataclasses
 import http.client
 import json
 import pstats
@@ -48,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 import _compat
-from _common import Server, exit_on_sigterm, percentile, run_wrk, tmp_dir, use_defaults
+from _common import Server, exit_on_sigterm, from_fields, percentile, run_wrk, tmp_dir, use_defaults
 from _deliveries import IsolationRun, ThroughputRun, isolation_run, receiver, throughput_run
 from _events import uuid_from
-from _stats import Stat, Target, fmt, table
+from _stats import Stat, Target, fmt, fmt_percentile, table
 from ingest import BATCH, SCRIPT, wrk_env
 from segments import OC, TRAITS, OutboxWatch, ShopStream, _make_bodies, fill
 
@@ -396,20 +395,14 @@ class MomentsResult:
 
 
 def from_json(data: Mapping[str, Any]) -> MomentsResult:
-    def build(cls: type[Any], values: Mapping[str, Any] | None) -> Any:
-        if values is None:
-            return None
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
     return MomentsResult(
         data["events"],
         data["people"],
-        [[build(ProcessorRun, r) for r in pair] for pair in data.get("processor", [])],
-        build(AbsenceResult, data.get("absence")),
+        [[from_fields(ProcessorRun, r) for r in pair] for pair in data.get("processor", [])],
+        from_fields(AbsenceResult, data.get("absence")),
         int(data.get("default_concurrency", 0)),
-        [build(ThroughputRun, r) for r in data.get("throughput", [])],
-        [[build(IsolationRun, r) for r in runs] for runs in data.get("isolation", [])],
+        [from_fields(ThroughputRun, r) for r in data.get("throughput", [])],
+        [[from_fields(IsolationRun, r) for r in runs] for runs in data.get("isolation", [])],
         dict(data.get("profile") or {}),
         list(data.get("failures", [])),
     )
@@ -479,7 +472,8 @@ def run(args: argparse.Namespace) -> MomentsResult:
         result.absence = absence_run(args.rate, args.carts_for, end)
         a = result.absence
         print(
-            f"    (f2) absence lateness p50/p99 {_p(a.late_ms, 50)} / {_p(a.late_ms, 99)} ms; wrong {a.wrongly_fired}"
+            f"    (f2) absence lateness p50/p99 {fmt_percentile(a.late_ms, 50)} / {fmt_percentile(a.late_ms, 99)} ms;"
+            f" wrong {a.wrongly_fired}"
         )
     except Exception as exc:
         result.failures.append(f"(f2) absence: {type(exc).__name__}: {exc}")
@@ -500,10 +494,6 @@ def run(args: argparse.Namespace) -> MomentsResult:
     except Exception as exc:
         result.failures.append(f"(f3/f4) delivery: {type(exc).__name__}: {exc}")
     return result
-
-
-def _p(values: Sequence[float], p: float) -> str:
-    return fmt(percentile(sorted(values), p)) if values else "n/a"
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -588,7 +578,14 @@ def section(r: MomentsResult) -> list[str]:
             "",
             *table(
                 ["", "fired", "p50 ms", "p90 ms", "p99 ms", "max ms"],
-                [["late by", str(len(late)), *(_p(late, q) for q in (50, 90, 99)), _p(late, 100)]],
+                [
+                    [
+                        "late by",
+                        str(len(late)),
+                        *(fmt_percentile(late, q) for q in (50, 90, 99)),
+                        fmt_percentile(late, 100),
+                    ]
+                ],
             ),
             "",
             f"Carts followed by an order that fired anyway: **{a.wrongly_fired}** of {a.ordered}. Carts without"

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import json
 import os
 import random
@@ -31,7 +30,7 @@ from typing import Any, TypeVar
 import msgspec
 
 import _compat
-from _common import PG_URL, exit_on_sigterm, tmp_dir, use_defaults
+from _common import PG_URL, exit_on_sigterm, from_fields, tmp_dir, use_defaults
 from _events import Stream, batch_body, event_size, people
 from _stats import Stat, fmt, median_index, table
 
@@ -90,12 +89,8 @@ class ProcessorResult:
 def from_json(data: Mapping[str, Any]) -> ProcessorResult:
     """The result a ``--json-out`` run wrote; unknown keys are ignored, missing optional ones default."""
 
-    def build(cls: type[Any], values: Mapping[str, Any]) -> Any:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
-    result: ProcessorResult = build(ProcessorResult, {**data, "runs": []})
-    result.runs = [build(BackendRun, r) for r in data.get("runs", [])]
+    result: ProcessorResult = from_fields(ProcessorResult, {**data, "runs": []})
+    result.runs = [from_fields(BackendRun, r) for r in data.get("runs", [])]
     return result
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import dataclasses
 import http.client
 import json
 import random
@@ -37,9 +36,9 @@ from typing import Any
 import msgspec
 
 import _compat
-from _common import Server, exit_on_sigterm, percentile, run_wrk, tmp_dir, use_defaults
+from _common import Server, exit_on_sigterm, from_fields, percentile, run_wrk, tmp_dir, use_defaults
 from _events import EPOCH, Stream, batch_body, people, uuid_from
-from _stats import Stat, Target, fmt, table
+from _stats import Stat, Target, fmt, fmt_percentile, table
 from ingest import BATCH, BODIES, MARK, SCRIPT, wrk_env
 
 __all__ = ["SEGMENTS", "TRAITS", "SegmentsResult", "from_json", "main", "section", "targets"]
@@ -556,18 +555,12 @@ class SegmentsResult:
 
 
 def from_json(data: Mapping[str, Any]) -> SegmentsResult:
-    def build(cls: type[Any], values: Mapping[str, Any] | None) -> Any:
-        if values is None:
-            return None
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
-
     return SegmentsResult(
         data["events"],
         data["people"],
-        [[build(ProcessorRun, r) for r in pair] for pair in data.get("processor", [])],
-        build(ServeResult, data.get("serve")),
-        build(PreviewResult, data.get("preview")),
+        [[from_fields(ProcessorRun, r) for r in pair] for pair in data.get("processor", [])],
+        from_fields(ServeResult, data.get("serve")),
+        from_fields(PreviewResult, data.get("preview")),
         list(data.get("failures", [])),
     )
 
@@ -591,8 +584,8 @@ def run(
         result.serve = serve_run(rate, duration, window_for, end)
         s = result.serve
         print(
-            f"    (e2) enter p50/p99 {_p(s.enter_ms, 50)} / {_p(s.enter_ms, 99)} ms;"
-            f" (e3) exit late p99 {_p(s.exit_late_ms, 99)} ms"
+            f"    (e2) enter p50/p99 {fmt_percentile(s.enter_ms, 50)} / {fmt_percentile(s.enter_ms, 99)} ms;"
+            f" (e3) exit late p99 {fmt_percentile(s.exit_late_ms, 99)} ms"
         )
     except Exception as exc:
         result.failures.append(f"(e2/e3) serve: {type(exc).__name__}: {exc}")
@@ -601,10 +594,6 @@ def run(
     except Exception as exc:
         result.failures.append(f"(e4) preview: {type(exc).__name__}: {exc}")
     return result
-
-
-def _p(values: Sequence[float], p: float) -> str:
-    return fmt(percentile(sorted(values), p)) if values else "n/a"
 
 
 # -- report -------------------------------------------------------------------------------------------
@@ -698,8 +687,18 @@ def section(r: SegmentsResult) -> list[str]:
             *table(
                 ["", "samples", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                 [
-                    ["event → enter", str(len(enter)), *(_p(enter, q) for q in (50, 90, 99)), _p(enter, 100)],
-                    ["window exit, late by", str(len(late)), *(_p(late, q) for q in (50, 90, 99)), _p(late, 100)],
+                    [
+                        "event → enter",
+                        str(len(enter)),
+                        *(fmt_percentile(enter, q) for q in (50, 90, 99)),
+                        fmt_percentile(enter, 100),
+                    ],
+                    [
+                        "window exit, late by",
+                        str(len(late)),
+                        *(fmt_percentile(late, q) for q in (50, 90, 99)),
+                        fmt_percentile(late, 100),
+                    ],
                 ],
             ),
             "",
@@ -709,7 +708,13 @@ def section(r: SegmentsResult) -> list[str]:
     if r.preview is not None:
         p = r.preview
         rows = [
-            [f"`{rule}`", fmt(p.sizes.get(rule)), str(len(ms)), _p(sorted(ms), 50), _p(sorted(ms), 99)]
+            [
+                f"`{rule}`",
+                fmt(p.sizes.get(rule)),
+                str(len(ms)),
+                fmt_percentile(sorted(ms), 50),
+                fmt_percentile(sorted(ms), 99),
+            ]
             for rule, ms in p.calls.items()
         ]
         out += [
@@ -722,7 +727,7 @@ def section(r: SegmentsResult) -> list[str]:
             "",
             f"**Discovery** (`POST {DISCOVER}`): "
             + (
-                f"p50 {_p(sorted(p.discover_ms), 50)} ms, p99 {_p(sorted(p.discover_ms), 99)} ms"
+                f"p50 {fmt_percentile(p.discover_ms, 50)} ms, p99 {fmt_percentile(p.discover_ms, 99)} ms"
                 f" over {len(p.discover_ms)} calls."
                 if p.discover_ms
                 else f"{p.discover_note}."
