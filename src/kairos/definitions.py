@@ -453,6 +453,7 @@ class Catalog:
     revision: int = -1
     traits: dict[str, TraitDef] = field(default_factory=dict)
     segments: list[SegmentDef] = field(default_factory=list)  # in evaluation order
+    _segments_by_key: dict[str, SegmentDef] = field(default_factory=dict, repr=False)
     # Traits by the event name they count (None: every event), for the per-event fast path.
     traits_by_event: dict[str | None, list[TraitDef]] = field(default_factory=dict)
     moments: dict[str, MomentDef] = field(default_factory=dict)
@@ -501,6 +502,7 @@ class Catalog:
         self.traits = traits
         self.traits_by_event = by_event
         self.segments = ordered
+        self._segments_by_key = {s.key: s for s in ordered}
         self.moments = moments
         by_name: dict[str, list[MomentDef]] = {}
         for m in moments.values():
@@ -512,7 +514,7 @@ class Catalog:
         self.revision = revision
 
     def segment(self, key: str) -> SegmentDef | None:
-        return next((s for s in self.segments if s.key == key), None)
+        return self._segments_by_key.get(key)
 
     @property
     def versions(self) -> dict[tuple[str, str], int]:
