@@ -103,7 +103,7 @@ def test_one_schema_source_renders_both_dialects() -> None:
     from kairos.store.postgres import _TYPES as PG
     from kairos.store.sqlite import _TYPES as LITE
 
-    assert set(PG) == set(LITE) == {"int", "text", "bytes", "json", "serial"}
+    assert set(PG) == set(LITE) == {"int", "float", "text", "bytes", "json", "serial"}
 
 
 def test_a_first_release_store_is_upgraded(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "ConsentSettings",
     "ContextSettings",
     "ContextSourceSettings",
+    "DecideSettings",
     "DeliverySettings",
     "IdentitySettings",
     "IdentityTypeSettings",
@@ -366,6 +367,65 @@ class ConsentSettings(BaseModel):
     )
 
 
+class DecideSettings(BaseModel):
+    """The decision API, its learner and its measurement (see docs/decide.md)."""
+
+    policy: str = Field(
+        "default",
+        description="The learner that ranks offers (`docs/learning.md`): `default` (the measured choice), or "
+        "a learner's name such as `priority` (no learning: offers in order of value * weight).",
+    )
+    seed: int = Field(0, description="Seed of the learner and of exploration (a decision is reproducible).")
+    control_share: float = Field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="Share of people served by the baseline (offers in priority order) so that uplift is "
+        "measured: assigned by profile, the same person always in the same group.",
+    )
+    control_salt: str = Field(
+        "kairos", description="Changing it draws a new control group (the old one's history stays in reports)."
+    )
+    reward_wait_seconds: float = Field(
+        3600.0,
+        gt=0,
+        le=90 * 86400,
+        description="How long an item waits for a reward; then `default_reward` is learned and the item is closed "
+        "(a later reward is refused).",
+    )
+    default_reward: float = Field(0.0, description="The reward of an item none arrived for within the wait.")
+    conversion_events: list[str] = Field(
+        default_factory=list,
+        description="Track events that reward the person's open decisions (each shown item of the latest one "
+        'within the wait), e.g. `["Order Completed"]`; an event carrying `properties.decision_id` always does.',
+    )
+    conversion_reward: float = Field(1.0, description="The reward a conversion event gives.")
+    channel_purposes: dict[str, str] = Field(
+        default_factory=lambda: {"email": "marketing_email", "sms": "marketing_sms", "push": "marketing_push"},
+        description='The consent purpose a channel needs (`channel: "auto"` only picks channels the person '
+        "consented to); a channel not listed needs none beyond the offer's own purpose.",
+    )
+    preferred_channel_trait: str = Field(
+        "preferred_channel",
+        description='The stated trait holding the person\'s preferred channel, which `channel: "auto"` tries first.',
+    )
+    max_offers: int = Field(500, ge=1, le=10_000, description="Most offers the catalogue may hold.")
+    snapshot_seconds: float = Field(
+        2.0, gt=0, description="How often the learner stores a snapshot of the policy that API processes load."
+    )
+    learner_mode: Literal["thread", "off"] = Field(
+        "thread",
+        description="Where the learner runs: `thread` (inside `kairos serve`) or `off` (run `kairos learn` "
+        "elsewhere; one learner or several, snapshots are written with a compare-and-set).",
+    )
+    experience_threshold: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="The share above which the experience report calls interaction or customization high.",
+    )
+
+
 class Settings(BaseSettings):
     """All of Kairos' configuration."""
 
@@ -386,6 +446,7 @@ class Settings(BaseSettings):
     context: ContextSettings = Field(default_factory=ContextSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    decide: DecideSettings = Field(default_factory=DecideSettings)
     traits: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Computed traits defined in the file, `[traits.KEY]` with the body of `PUT /v1/traits/{key}` "

@@ -16,11 +16,12 @@ does not know (no profile) is always denied.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 from kairos.pipeline import ProfileState
 
-__all__ = ["Unstated", "allows"]
+__all__ = ["Unstated", "allows", "allows_view"]
 
 Unstated = Literal["deny", "allow"]
 
@@ -31,6 +32,16 @@ def allows(profile: ProfileState | None, purpose: str, *, unstated: Unstated = "
         return False
     consents = profile.sections.get("consents") or {}
     said = consents.get(purpose)
+    if said is None:
+        return unstated == "allow"
+    return bool(said.get("granted"))
+
+
+def allows_view(view: Mapping[str, Any] | None, purpose: str, *, unstated: Unstated = "deny") -> bool:
+    """:func:`allows` for a profile as the profile API shows it (the decision path reads the cached view)."""
+    if view is None:
+        return False
+    said = (view.get("consents") or {}).get(purpose)
     if said is None:
         return unstated == "allow"
     return bool(said.get("granted"))

@@ -12,6 +12,7 @@ __all__ = [
     "AuthError",
     "CheckpointConflict",
     "ConfigError",
+    "ConflictError",
     "DefinitionsChanged",
     "ForbiddenError",
     "KairosError",
@@ -100,6 +101,12 @@ class NotFoundError(KairosError):
     code = "not_found"
 
 
+class ConflictError(KairosError):
+    """The request is well formed but the state it acts on forbids it now (a reward after the wait is over)."""
+
+    code = "conflict"
+
+
 class StoreError(KairosError):
     code = "store_error"
 
@@ -124,6 +131,7 @@ HTTP_STATUS: list[tuple[type[KairosError], int]] = [
     (AuthError, 401),
     (ForbiddenError, 403),
     (NotFoundError, 404),
+    (ConflictError, 409),
     (TransientError, 503),
     (KairosError, 500),
 ]

@@ -18,6 +18,7 @@ from kairos.collect import Body, EventError, NewEvent, body_from_payload, prepar
 from kairos.config import Settings, load_settings
 from kairos.definitions import Catalog, catalog_of, load
 from kairos.errors import AuthError, ForbiddenError, ValidationError
+from kairos.identity import profile_id_for
 from kairos.metrics import INGESTED, REJECTED
 from kairos.pipeline import Clock, Processor, ProfileState, Projection, SystemClock
 from kairos.pipeline._codec import ProfileCodec
@@ -176,6 +177,35 @@ class Kairos:
             raise ValidationError(f"unknown identity type {kind!r}", code="invalid_ref", field="ref")
         usable = identifiers.usable(kind, value)
         return None if usable is None else self.store.state.resolve_identity((kind, usable))
+
+    def profile_view(self, profile: ProfileState, merged_ids: list[str]) -> dict[str, Any]:
+        """The profile as ``GET /v1/profiles/{ref}`` shows it."""
+        view: dict[str, Any] = {
+            "id": profile.id,
+            "identities": [{"type": t, "value": v} for t, v in sorted(profile.identities)],
+            "traits": {},
+            "trait_meta": {},
+            "segments": [],
+            "consents": {},
+        }
+        view.update(self.codec.view(profile))  # each projection adds what it keeps
+        view["merged_ids"] = merged_ids
+        return view
+
+    def view(self, pk: int) -> dict[str, Any] | None:
+        """The view of profile ``pk`` from the read cache (the processor drops what each batch changed), else
+        from the store, then cached. Callers must not change it."""
+        key = profile_id_for(pk)  # the processor reports changed profiles by public id
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        token = self.cache.token()
+        profile = self.profile(pk)
+        if profile is None:
+            return None
+        view = self.profile_view(profile, [profile_id_for(k) for k in self.store.state.merged_keys(pk)])
+        self.cache.put(key, view, token)
+        return view
 
     def profile(self, pk: int) -> ProfileState | None:
         self.definitions()  # computed traits are decoded through the current definitions

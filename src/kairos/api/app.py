@@ -14,10 +14,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kairos.activate.worker import create_delivery_worker
-from kairos.api import collect, definitions, destinations, microsegments, ops, profiles
+from kairos.api import collect, decide, definitions, destinations, microsegments, ops, profiles
 from kairos.api._common import JSON, AccessLog, Disconnects, json_response
 from kairos.api._writer import LogWriter
 from kairos.config import ProcessorMode
+from kairos.decide.engine import Decider
+from kairos.decide.learning import LearnerThread, Trainer
 from kairos.pipeline.worker import create_worker
 from kairos.runtime import Kairos
 
@@ -40,6 +42,10 @@ def create_app(
     if run_processor is False:
         mode = "off"
     worker = create_worker(kairos, mode)
+    decider = Decider(kairos)
+    learner = None
+    if run_processor is not False and settings.decide.learner_mode == "thread":
+        learner = LearnerThread(Trainer(kairos.store.decisions, settings.decide, kairos.clock, decider.holder))
     delivery = create_delivery_worker(kairos, "off" if run_processor is False else settings.delivery.serve_mode())
 
     @contextlib.asynccontextmanager
@@ -52,10 +58,14 @@ def create_app(
         )
         worker.start()
         delivery.start()
+        if learner is not None:
+            learner.start()
         log.info("kairos started", extra={"store": kairos.store.name, "processor": worker.status()})
         try:
             yield
         finally:
+            if learner is not None:
+                learner.stop()
             app.state.writer.close()
             delivery.stop()
             worker.stop()
@@ -75,6 +85,7 @@ def create_app(
             *collect.routes,
             *profiles.routes,
             *definitions.routes,
+            *decide.routes,
             *destinations.routes,
             *microsegments.routes,
             *ops.routes,
@@ -96,6 +107,8 @@ def create_app(
     app.state.kairos = kairos
     app.state.processor = worker
     app.state.delivery = delivery
+    app.state.decider = decider
+    app.state.learner = learner
     return app
 
 

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from kairos import __version__
+from kairos.api._openapi_decide import decide_paths, decide_schemas
 from kairos.collect import EVENT_TYPES, SHORT_PATHS
 
 __all__ = ["spec"]
@@ -541,6 +542,7 @@ def spec() -> dict[str, Any]:
     paths.update(definition_paths())
     paths["/v1/microsegments:discover"] = _discover_op()
     paths.update(destination_paths())
+    paths.update(decide_paths(_op, _KEY))
     for path, summary in (
         ("/healthz", "Liveness and processor lag"),
         ("/metrics", "Prometheus metrics"),
@@ -728,6 +730,7 @@ def spec() -> dict[str, Any]:
                 },
                 **definition_schemas(stamp, cursor),
                 **destination_schemas(),
+                **decide_schemas(),
                 "Profile": profile,
                 "ProfileList": {
                     "type": "object",

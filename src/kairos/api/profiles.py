@@ -26,17 +26,7 @@ _decode = msgspec.json.Decoder()
 
 
 def profile_view(kairos: Kairos, profile: ProfileState, merged_ids: list[str]) -> dict[str, Any]:
-    view: dict[str, Any] = {
-        "id": profile.id,
-        "identities": [{"type": t, "value": v} for t, v in sorted(profile.identities)],
-        "traits": {},
-        "trait_meta": {},
-        "segments": [],
-        "consents": {},
-    }
-    view.update(kairos.codec.view(profile))  # each projection adds what it keeps
-    view["merged_ids"] = merged_ids
-    return view
+    return kairos.profile_view(profile, merged_ids)
 
 
 def _merge_view(m: MergeRecord) -> dict[str, Any]:
@@ -63,17 +53,9 @@ def _resolve(kairos: Kairos, ref: str) -> int:
 
 
 def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
-    pk = _resolve(kairos, ref)
-    key = profile_id_for(pk)  # the processor reports changed profiles by public id
-    cached = kairos.cache.get(key)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    token = kairos.cache.token()
-    profile = kairos.profile(pk)
-    if profile is None:
+    view = kairos.view(_resolve(kairos, ref))
+    if view is None:
         raise NotFoundError(f"no profile for {ref!r}", field="ref")
-    view = profile_view(kairos, profile, [profile_id_for(k) for k in kairos.store.state.merged_keys(pk)])
-    kairos.cache.put(key, view, token)
     return view
 
 

@@ -230,12 +230,16 @@ class Scope:
     ``Scope.SEGMENT`` is for segment rules over a profile, ``Scope.EVENT`` for computed-trait ``where``
     filters over one event, ``Scope.MOMENT`` for moment conditions: a profile (as ``SEGMENT``), the event that
     happened (``event``: ``name``, ``type``, ``properties``) and its derived ``context`` (``docs/context.md``).
+    ``Scope.OFFER`` is for offer eligibility at decision time: a profile (as ``SEGMENT``), the derived
+    ``context`` of the request, the request's own context as ``request``, its ``channel`` and ``placement``,
+    and ``moments`` (moment key → when it last occurred for the person).
     ``convert`` and ``empty`` override, for this scope, how a variable is converted and its value when absent.
     """
 
     SEGMENT: ClassVar[Scope]
     EVENT: ClassVar[Scope]
     MOMENT: ClassVar[Scope]
+    OFFER: ClassVar[Scope]
 
     def __init__(
         self,
@@ -313,6 +317,28 @@ Scope.MOMENT = Scope(
     keyed=(*Scope.SEGMENT.keyed, "context", "event"),
     convert={"context": _context, "event": _json},
     empty={"event": {}},
+)
+
+
+Scope.OFFER = Scope(
+    "OFFER",
+    {
+        **Scope.SEGMENT.variables,
+        "context": _T("kairos.rules.Context"),
+        "request": _T.Map(_T.STRING, _T.DYN),
+        "moments": _T.Map(_T.STRING, _T.TIMESTAMP),
+        "channel": _T.STRING,
+        "placement": _T.STRING,
+    },
+    keyed=(*Scope.SEGMENT.keyed, "context", "request", "moments"),
+    convert={
+        "context": _context,
+        "request": _json,
+        "moments": lambda v: {_json(str(k)): _timestamp(t) for k, t in v.items()},
+        "channel": lambda v: _json(str(v)),
+        "placement": lambda v: _json(str(v)),
+    },
+    empty={"request": {}, "moments": {}, "channel": "", "placement": ""},
 )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from kairos.config import StoreSettings
 from kairos.errors import ConfigError
 from kairos.store._db import Database, Dialect
+from kairos.store._decisions import DecisionRow, RewardRow, Snapshot, SqlDecisions
 from kairos.store._deliveries import SqlDeliveries
 from kairos.store._interfaces import AdminStore, Deliveries, EventLog, Outbox, StateStore, Store
 from kairos.store._model import (
@@ -36,7 +37,16 @@ from kairos.store._model import (
 )
 from kairos.store._sql import SqlAdmin, SqlLog, SqlOutbox, decode_cursor, encode_cursor
 from kairos.store._state import MAIN, SqlState, digest
-from kairos.store.schema import LOG_FILE, STATE_FILE, Column, Index, Table, derived_tables, profiles_table
+from kairos.store.schema import (
+    DECISION_TABLES,
+    LOG_FILE,
+    STATE_FILE,
+    Column,
+    Index,
+    Table,
+    derived_tables,
+    profiles_table,
+)
 
 __all__ = [
     "MAIN",
@@ -45,6 +55,7 @@ __all__ = [
     "Checkpoint",
     "Cursor",
     "DeadLetter",
+    "DecisionRow",
     "Definition",
     "Deliveries",
     "Delivery",
@@ -56,13 +67,17 @@ __all__ = [
     "Outbox",
     "OutboxMessage",
     "ProfileRow",
+    "RewardRow",
+    "Snapshot",
     "Source",
+    "SqlDecisions",
     "SqlStore",
     "StateStore",
     "Store",
     "TimelineRow",
     "TimerRow",
     "Writes",
+    "decisions_file",
     "decode_cursor",
     "digest",
     "encode_cursor",
@@ -85,6 +100,7 @@ class SqlStore:
         owned: Sequence[Table],
         maintenance: Sequence[Any] = (),
         log_dialect: Dialect | None = None,
+        decisions_dialect: Dialect | None = None,
     ) -> None:
         derived = derived_tables(profiles, owned)
         if log_dialect is None:
@@ -103,6 +119,11 @@ class SqlStore:
         self.admin = SqlAdmin(self.log_db)
         self.outbox = SqlOutbox(self.db)
         self.deliveries = SqlDeliveries(self.db)
+        self.decisions_db = self.db
+        if decisions_dialect is not None:
+            self.decisions_db = Database(decisions_dialect, (), DECISION_TABLES)
+            self.decisions_db.migrate()
+        self.decisions = SqlDecisions(self.decisions_db)
         self._maintenance = list(maintenance)
 
     def start_maintenance(self) -> None:
@@ -115,12 +136,23 @@ class SqlStore:
         self.db.close()
         if self.log_db is not self.db:
             self.log_db.close()
+        if self.decisions_db is not self.db:
+            self.decisions_db.close()
 
 
 def state_file(path: str) -> str:
     """Where derived state lives beside a SQLite log file: ``kairos.db`` → ``kairos-state.db``."""
+    return _beside(path, "state")
+
+
+def decisions_file(path: str) -> str:
+    """Where the decision log lives beside a SQLite log file: ``kairos.db`` → ``kairos-decisions.db``."""
+    return _beside(path, "decisions")
+
+
+def _beside(path: str, part: str) -> str:
     p = Path(path)
-    return str(p.with_name(f"{p.stem}-state{p.suffix}")) if p.suffix else f"{path}-state"
+    return str(p.with_name(f"{p.stem}-{part}{p.suffix}")) if p.suffix else f"{path}-{part}"
 
 
 def open_store(
@@ -139,12 +171,14 @@ def open_store(
         path = path[1:] if path.startswith("/") else path  # sqlite:///rel.db → rel.db; sqlite:////abs → /abs
         path = path or "kairos.db"
         state_path = state_file(path)
+        decisions_path = decisions_file(path)
         store = SqlStore(
             SqliteDialect(state_path, settings.synchronous),
             profiles,
             owned,
-            [Checkpointer(path), Checkpointer(state_path)],
+            [Checkpointer(path), Checkpointer(state_path), Checkpointer(decisions_path)],
             log_dialect=SqliteDialect(path, settings.synchronous),
+            decisions_dialect=SqliteDialect(decisions_path, settings.synchronous),
         )
         # Commits never checkpoint the WAL themselves (wal_autocheckpoint=0): every process that opens the
         # file copies it back in the background, so no writer stalls and the WAL cannot grow for ever.

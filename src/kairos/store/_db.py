@@ -146,6 +146,10 @@ class Database:
             found = self.rows(conn, text, params)
         return found[0] if found else None
 
+    def rows_of(self, text: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self.conn() as conn:
+            return self.rows(conn, text, params)
+
     def many(self, conn: Any, text: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from kairos.collect.ingest import NewEvent
+from kairos.store._decisions import SqlDecisions
 from kairos.store._model import (
     ApiKey,
     Checkpoint,
@@ -212,6 +213,11 @@ class Store(Protocol):
 
     @property
     def deliveries(self) -> Deliveries: ...
+
+    @property
+    def decisions(self) -> SqlDecisions:
+        """The decision log (``kairos.decide``): decisions, rewards, policy snapshots, impressions."""
+        ...
 
     def start_maintenance(self) -> None:
         """Start background upkeep (SQLite: WAL checkpoints; ``open_store`` starts it)."""

@@ -21,6 +21,8 @@ __all__ = [
     "CHECKPOINTS",
     "CORE_PROFILE_COLUMNS",
     "DEADLETTERS",
+    "DECISIONS",
+    "DECISION_TABLES",
     "DEFINITIONS",
     "DELIVERIES",
     "DELIVERY_CURSORS",
@@ -30,7 +32,10 @@ __all__ = [
     "LOG",
     "LOG_FILE",
     "MERGES",
+    "OFFER_IMPRESSIONS",
     "OUTBOX",
+    "POLICY_SNAPSHOTS",
+    "REWARDS",
     "SEEN",
     "STATE_FILE",
     "TIMERS",
@@ -44,7 +49,7 @@ __all__ = [
 ]
 
 # Logical types; each dialect maps them (``int`` → INTEGER / BIGINT, ``json`` → TEXT / JSONB, ...).
-ColumnType = Literal["int", "text", "bytes", "json", "serial"]
+ColumnType = Literal["int", "float", "text", "bytes", "json", "serial"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +200,83 @@ DELIVERIES = Table(
         Index("deliveries_order", ("destination", "created_at")),
     ),
 )
-DURABLE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, OUTBOX, META, DEFINITIONS, DELIVERY_CURSORS, DELIVERIES)
+# The decision log (``kairos.decide``): one row per decision, with the whole record (features, candidates,
+# items, propensities) as msgpack, so rewards can be joined and policies evaluated off-line. ``subject`` is the
+# profile id, or a digest of the identity ref of someone Kairos did not know yet (never the identity itself).
+# ``closes_at``: when its items stop waiting for rewards (the default reward is then recorded).
+DECISIONS = Table(
+    "decisions",
+    _cols(
+        ("seq", "serial"),
+        ("id", "text"),
+        ("at", "int"),
+        ("subject", "text"),
+        ("channel", "text"),
+        Column("placement", "text", nullable=True),
+        ("grp", "text"),
+        ("policy", "text"),
+        ("policy_version", "int"),
+        ("offers", "json"),  # the keys shown, in slot order
+        ("interaction", "int"),
+        ("customization", "int"),
+        ("closes_at", "int"),
+        ("closed", "int"),
+        ("record", "bytes"),
+    ),
+    ("seq",),
+    (
+        Index("decisions_id", ("id",), unique=True),
+        Index("decisions_subject", ("subject", "at")),
+        Index("decisions_at", ("at",)),
+        Index("decisions_open", ("closes_at",), where="closed = 0"),
+    ),
+)
+# One outcome per shown item: the first reward that arrived (API, event, conversion) or the default once the
+# wait passed. ``learned``: taken into a stored policy snapshot (set in the snapshot's transaction).
+REWARDS = Table(
+    "rewards",
+    _cols(
+        ("seq", "serial"),
+        ("decision_id", "text"),
+        ("offer", "text"),
+        ("reward", "float"),
+        ("at", "int"),
+        ("source", "text"),
+        ("learned", "int"),
+    ),
+    ("seq",),
+    (
+        Index("rewards_item", ("decision_id", "offer"), unique=True),
+        Index("rewards_unlearned", ("seq",), where="learned = 0"),
+    ),
+)
+# Versioned policy snapshots: the learner writes version N+1 only if N is still the latest (compare-and-set),
+# API processes load the latest.
+POLICY_SNAPSHOTS = Table(
+    "policy_snapshots",
+    _cols(("version", "int"), ("policy", "text"), ("at", "int"), ("learned", "int"), ("model", "bytes")),
+    ("version",),
+)
+# Impressions per offer, for budgets and stats (a counter: added to, never replaced).
+OFFER_IMPRESSIONS = Table(
+    "offer_impressions", _cols(("offer", "text"), ("impressions", "int")), ("offer",), counter=True
+)
+DECISION_TABLES: tuple[Table, ...] = (META, DECISIONS, REWARDS, POLICY_SNAPSHOTS, OFFER_IMPRESSIONS)
+DURABLE: tuple[Table, ...] = (
+    LOG,
+    SOURCES,
+    API_KEYS,
+    OUTBOX,
+    META,
+    DEFINITIONS,
+    DELIVERY_CURSORS,
+    DELIVERIES,
+    *DECISION_TABLES[1:],
+)
 # Embedded, the log and derived state live in two SQLite files: each file has one writer at a time, and a
 # processor commit must not make an append wait. The outbox is written in the state transaction; delivery
 # bookkeeping sits beside it (its planning transaction moves a cursor over the outbox).
+# Decisions have a file of their own: the decision path writes there without waiting on either writer.
 LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META, DEFINITIONS)
 STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES)
 

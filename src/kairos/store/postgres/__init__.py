@@ -19,10 +19,24 @@ from kairos.store.schema import Column, Index, Table
 
 __all__ = ["PostgresDialect"]
 
-_TYPES = {"int": "BIGINT", "text": "TEXT", "bytes": "BYTEA", "json": "JSONB", "serial": "BIGSERIAL PRIMARY KEY"}
+_TYPES = {
+    "int": "BIGINT",
+    "float": "DOUBLE PRECISION",
+    "text": "TEXT",
+    "bytes": "BYTEA",
+    "json": "JSONB",
+    "serial": "BIGSERIAL PRIMARY KEY",
+}
 _encode = msgspec.json.Encoder().encode
-_BINARY = {"int": "int8", "text": "text", "bytes": "bytea", "json": "jsonb", "serial": "int8"}
-_ARRAY = {"int": "bigint[]", "text": "text[]", "bytes": "bytea[]", "json": "text[]::jsonb[]", "serial": "bigint[]"}
+_BINARY = {"int": "int8", "float": "float8", "text": "text", "bytes": "bytea", "json": "jsonb", "serial": "int8"}
+_ARRAY = {
+    "int": "bigint[]",
+    "float": "double precision[]",
+    "text": "text[]",
+    "bytes": "bytea[]",
+    "json": "text[]::jsonb[]",
+    "serial": "bigint[]",
+}
 
 
 class PostgresDialect:

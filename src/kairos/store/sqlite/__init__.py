@@ -28,7 +28,7 @@ __all__ = ["Checkpointer", "SqliteDialect"]
 log = logging.getLogger("kairos.store")
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
-_TYPES = {"int": "INTEGER", "text": "TEXT", "bytes": "BLOB", "json": "TEXT", "serial": "INTEGER"}
+_TYPES = {"int": "INTEGER", "float": "REAL", "text": "TEXT", "bytes": "BLOB", "json": "TEXT", "serial": "INTEGER"}
 # Largest number of bound parameters per statement (SQLite ≥ 3.32 allows 32,766).
 MAX_PARAMS = 30_000
 

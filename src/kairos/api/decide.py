@@ -1,0 +1,173 @@
+"""The decision API: the offer catalogue, ``POST /v1/decide``, ``POST /v1/rewards``, and the reports.
+
+Offers need the ``admin`` scope to change and ``read`` to see; deciding and rewarding need ``decide``. The
+decision path reads the cached profile and answers after the decision is logged (``docs/decide.md``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kairos.api._common import Work, endpoint, error_response, json_body, json_response, require_scope
+from kairos.decide.engine import Decider, decide_request
+from kairos.decide.offers import KIND, offer_body
+from kairos.definitions import check_key
+from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationError
+from kairos.runtime import Kairos
+from kairos.store import Definition
+
+__all__ = ["add_reward", "offer_view", "remove_offer", "routes", "save_offer"]
+
+MAX_DECIDE_BODY = 16 * 1024
+MAX_REWARD = 1e9
+
+
+def decider(request: Request) -> Decider:
+    found: Decider = request.app.state.decider
+    return found
+
+
+def offer_view(kairos: Kairos, d: Definition) -> dict[str, Any]:
+    impressions = kairos.store.decisions.impressions([d.key]).get(d.key, 0)
+    out: dict[str, Any] = {"key": d.key, **d.body, "version": d.version}
+    out.update(created_at=d.created_at, updated_at=d.updated_at, impressions=impressions)
+    budget = (d.body.get("budget") or {}).get("impressions")
+    if budget is not None:
+        out["budget_left"] = max(0, budget - impressions)
+    return out
+
+
+def save_offer(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int]:
+    """Validate and store an offer; 201 when created, else 200. Decisions see it within a second."""
+    check_key(key, KIND)
+    stored = offer_body(body)
+    admin = kairos.store.admin
+    old = admin.definition(KIND, key)
+    if old is None and len(admin.definitions(KIND)) >= kairos.settings.decide.max_offers:
+        raise ValidationError(
+            f"the catalogue holds at most {kairos.settings.decide.max_offers} offers (decide.max_offers)",
+            code="too_many",
+            field="key",
+        )
+    d, changed = admin.put_definition(KIND, key, stored, kairos.clock.now())
+    view = offer_view(kairos, d)
+    view["changed"] = changed
+    return view, 201 if changed and old is None else 200
+
+
+def remove_offer(kairos: Kairos, key: str) -> dict[str, Any]:
+    check_key(key, KIND)
+    d = kairos.store.admin.delete_definition(KIND, key, kairos.clock.now())
+    return {"key": key, "deleted": True, "version": d.version}
+
+
+def _offer(kairos: Kairos, key: str) -> Definition:
+    check_key(key, KIND)
+    d = kairos.store.admin.definition(KIND, key)
+    if d is None:
+        raise NotFoundError(f"no offer named {key!r}", field="key")
+    return d
+
+
+def add_reward(kairos: Kairos, body: Any) -> dict[str, Any]:
+    """Record a reward for a shown item. The first reward of an item wins (a repeat answers
+    ``status: "duplicate"``); after the wait (``decide.reward_wait_seconds``) the item is closed (409)."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", code="invalid_body")
+    extra = sorted(set(body) - {"decision_id", "offer_id", "reward"})
+    if extra:
+        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=str(extra[0]))
+    decision_id = body.get("decision_id")
+    if decision_id is None:
+        raise ValidationError("decision_id is required", code="missing_field", field="decision_id")
+    if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64 or not decision_id.isascii():
+        raise ValidationError("decision_id is the id a decision answered", field="decision_id")
+    offer = body.get("offer_id")
+    if offer is None:
+        raise ValidationError("offer_id is required", code="missing_field", field="offer_id")
+    if not isinstance(offer, str):
+        raise ValidationError("offer_id must be a string", field="offer_id")
+    reward = body.get("reward")
+    if reward is None:
+        raise ValidationError("reward is required: a number, e.g. 1 for a click", code="missing_field", field="reward")
+    if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
+        raise ValidationError("reward must be a finite number", field="reward")
+    if abs(reward) > MAX_REWARD:
+        raise ValidationError(f"reward is from -{MAX_REWARD:g} to {MAX_REWARD:g}", field="reward")
+    decisions = kairos.store.decisions
+    row = decisions.decision(decision_id)
+    if row is None:
+        raise NotFoundError("no decision with this id", code="unknown_decision", field="decision_id")
+    if offer not in row.offers:
+        raise ValidationError("this offer was not shown in this decision", code="offer_not_shown", field="offer_id")
+    now = kairos.clock.now()
+    if row.closed or now >= row.closes_at:
+        raise ConflictError(
+            "the decision's wait for rewards is over (decide.reward_wait_seconds): its outcome is recorded",
+            code="decision_closed",
+            field="decision_id",
+        )
+    (first,) = decisions.add_rewards([(decision_id, offer, float(reward), now, "api")])
+    return {
+        "decision_id": decision_id,
+        "offer_id": offer,
+        "reward": float(reward),
+        "status": "recorded" if first else "duplicate",
+    }
+
+
+async def decide(request: Request) -> Response:
+    try:
+        require_scope(request, "decide")
+        body = await json_body(request, MAX_DECIDE_BODY)
+        req = decide_request(body)
+        found = decider(request)
+
+        def work() -> dict[str, Any]:
+            decision = found.decide(req)
+            found.record(decision)
+            return decision.answer
+
+        answer = await run_in_threadpool(work)
+    except KairosError as exc:
+        return error_response(exc)
+    return json_response(answer)
+
+
+def _put(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, Any], int]:
+    return save_offer(kairos, request.path_params["key"], body)
+
+
+def _get(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    return offer_view(kairos, _offer(kairos, request.path_params["key"]))
+
+
+def _delete(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    return remove_offer(kairos, request.path_params["key"])
+
+
+def _list(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    return {"items": [offer_view(kairos, d) for d in kairos.store.admin.definitions(KIND)]}
+
+
+def _reward(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    return add_reward(kairos, body)
+
+
+_ONE: dict[str, tuple[str, Work, bool]] = {
+    "PUT": ("admin", _put, True),
+    "GET": ("read", _get, False),
+    "DELETE": ("admin", _delete, False),
+}
+routes = [
+    Route("/v1/offers", endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
+    Route("/v1/offers/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/decide", decide, methods=["POST"]),
+    Route("/v1/rewards", endpoint({"POST": ("decide", _reward, True)}), methods=["POST"]),
+]

@@ -1,0 +1,531 @@
+"""The decision path: ``POST /v1/decide`` from request to logged answer, in milliseconds.
+
+Steps, in order (each documented in ``docs/decide.md``):
+
+1. **Who.** The profile is resolved by id or any identity and read from the profile cache: the decision never
+   waits on the processor. Someone Kairos does not know gets a context-only answer; the decision remembers a
+   digest of the identity so a reward or a conversion can find it later.
+2. **Group.** A person who denied ``personalization`` gets the baseline (offers in priority order) and is not
+   learned from; a configured share of people (by a stable hash) is the control group, also served by the
+   baseline, so that uplift is measured.
+3. **Eligible offers.** Channel and placement, active dates, budget, the consent its purpose needs, the contact
+   policy (impressions in a window, suppression after ignored impressions) and its eligibility rule.
+4. **Rank.** The policy scores each candidate (features: request, derived context, profile, segments, stated
+   preferences, offer attributes, and their interactions), arbitrates by ``estimate * value * weight`` and
+   explores with a logged propensity.
+5. **Log and answer.** The decision is written to the decision log (``store.decisions``) before the answer
+   goes out, so every reward finds its decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from cachetools import TTLCache
+
+from kairos.consent import allows_view
+from kairos.context import Observed, derive, source_defaults
+from kairos.decide.control import in_control
+from kairos.decide.features import action_of, shared_features, without
+from kairos.decide.learning import PolicyHolder, encode_record
+from kairos.decide.offers import Offer, OfferCatalog
+from kairos.decide.policy import Policy
+from kairos.decide.records import Action, DecisionItem, DecisionRecord, Features, Group
+from kairos.errors import ValidationError
+from kairos.rules import Scope
+from kairos.runtime import Kairos
+from kairos.store import DecisionRow
+
+__all__ = ["BEHAVIOUR", "DecideRequest", "Decider", "Decision", "decide_request", "subject_of"]
+
+MAX_LIMIT = 20
+MAX_CONTEXT_KEYS = 64
+BEHAVIOUR = ("request", "context", "profile", "segments", "moments")  # the person's own behaviour and context
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
+# Variables of an eligibility rule that read the person or the moment (not the offer's own settings).
+_PERSONAL_VARIABLES = frozenset({"traits", "identities", "segments", "profile", "moments", "context", "request"})
+
+
+@dataclass(frozen=True, slots=True)
+class DecideRequest:
+    profile: str
+    channel: str  # a channel name, or "auto"
+    placement: str | None
+    context: Mapping[str, Any]
+    limit: int
+
+
+def _name(value: Any, field: str, required: bool = True) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not set(value) <= _NAME_CHARS:
+        raise ValidationError(f"{field} is 1-64 letters, digits, '_', '.', ':' or '-'", field=field)
+    return value
+
+
+def decide_request(body: Any) -> DecideRequest:
+    """A decide request, validated: every error names its field."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object", code="invalid_body")
+    extra = sorted(set(body) - {"profile", "channel", "placement", "context", "limit"})
+    if extra:
+        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=str(extra[0]))
+    ref = body.get("profile")
+    if ref is None:
+        raise ValidationError("profile is required: an id or type:value", code="missing_field", field="profile")
+    if not isinstance(ref, str) or not 1 <= len(ref) <= 600 or "\x00" in ref or not ref.strip():
+        raise ValidationError("profile is 1 to 600 characters, without NUL", code="invalid_ref", field="profile")
+    try:
+        ref.encode()
+    except UnicodeEncodeError:
+        raise ValidationError("profile must be valid Unicode text", code="invalid_ref", field="profile") from None
+    if body.get("channel") is None:
+        raise ValidationError('channel is required (or "auto")', code="missing_field", field="channel")
+    channel = _name(body.get("channel"), "channel")
+    placement = _name(body.get("placement"), "placement", required=False)
+    context = body.get("context", {})
+    if context is None:
+        context = {}
+    if not isinstance(context, dict):
+        raise ValidationError("context must be an object", field="context")
+    if len(context) > MAX_CONTEXT_KEYS:
+        raise ValidationError(f"context has at most {MAX_CONTEXT_KEYS} keys", code="too_large", field="context")
+    limit = body.get("limit", 1)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise ValidationError(f"limit is a whole number from 1 to {MAX_LIMIT}", field="limit")
+    assert channel is not None
+    return DecideRequest(ref, channel, placement, context, limit)
+
+
+def subject_of(kind: str, value: str) -> str:
+    """The decision log's subject for an identity Kairos does not know yet: a digest, never the identity."""
+    return "h:" + hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=16).hexdigest()
+
+
+def _decision_id(now_ms: int) -> str:
+    """A UUIDv7 (time-ordered: the decision log's unique index stays append-friendly)."""
+    raw = bytearray(now_ms.to_bytes(6, "big") + os.urandom(10))
+    raw[6] = (raw[6] & 0x0F) | 0x70
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def _iso_ms(value: Any) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        import datetime as dt
+
+        return int(dt.datetime.fromisoformat(value).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+@dataclass(slots=True)
+class Person:
+    pk: int | None
+    view: Mapping[str, Any] | None
+    subjects: list[str]  # the profile id and a digest of each identity: what the decision log knows them by
+
+
+@dataclass(slots=True)
+class Decision:
+    answer: dict[str, Any]
+    row: DecisionRow
+    record: DecisionRecord = field(repr=False)
+
+
+class Decider:
+    def __init__(self, kairos: Kairos, holder: PolicyHolder | None = None) -> None:
+        self.kairos = kairos
+        self.settings = kairos.settings.decide
+        self.catalog = OfferCatalog(kairos.store.admin)
+        self.holder = holder or PolicyHolder(kairos.store.decisions, self.settings)
+        self._refs: TTLCache[str, int | None] = TTLCache(maxsize=100_000, ttl=5.0)
+        self._actions: dict[tuple[str, int], Action] = {}
+        self._defaults = source_defaults(kairos.settings.context, "")
+
+    # -- who -----------------------------------------------------------------------------------------
+    def person(self, ref: str) -> Person:
+        kairos = self.kairos
+        if ref in self._refs:
+            pk = self._refs[ref]
+        else:
+            pk = kairos.resolve(ref)  # an unknown identity type is a 400 here
+            self._refs[ref] = pk
+        view = kairos.view(pk) if pk is not None else None
+        if view is None:
+            kind, _, value = ref.partition(":")
+            usable = kairos.processor.identifiers.usable(kind, value) if value else None
+            return Person(None, None, [subject_of(kind, usable if usable is not None else value or ref)])
+        subjects = [view["id"], *(subject_of(i["type"], i["value"]) for i in view.get("identities") or ())]
+        return Person(pk, view, subjects)
+
+    # -- the decision --------------------------------------------------------------------------------
+    def decide(self, req: DecideRequest) -> Decision:
+        kairos = self.kairos
+        now = kairos.clock.now()
+        person = self.person(req.profile)
+        offers = self.catalog.current(time.monotonic())
+        current = self.holder.current()
+        policy = current.policy
+        view = person.view
+        personalized = view is None or allows_view(view, "personalization", unstated="allow")
+        group: Group = "policy"
+        if not personalized:
+            group = "not_personalized"
+        elif in_control(person.subjects[0], self.settings.control_share, self.settings.control_salt):
+            group = "control"
+        decision_id = _decision_id(now)
+        rng = random.Random(int.from_bytes(hashlib.blake2b(decision_id.encode(), digest_size=8).digest(), "big"))
+        seen_view = view if personalized else None
+        history = _History.load(kairos, person, offers, now) if offers else _History()
+        moments = self._moments(person, offers) if seen_view is not None else {}
+
+        channels = [req.channel] if req.channel != "auto" else self._channels(offers, view)
+        best: _Plan | None = None
+        stated_channel = False
+        for channel in channels:
+            plan = self._plan(req, channel, offers, seen_view, history, moments, now)
+            if req.channel == "auto" and view is not None and self._preferred(view) == channel and plan.eligible:
+                best, stated_channel = plan, True
+                break
+            if best is None or plan.top_score(policy) > best.top_score(policy):
+                best = plan
+        assert best is not None or not channels
+        if best is None:  # "auto" and no channel at all is consented
+            best = _Plan(req.channel, [], {}, {})
+        actions = [self._action(o) for o in best.eligible]
+        weights = [o.priority for o in best.eligible]
+        items: list[DecisionItem] = []
+        interaction = customization = False
+        if actions:
+            if group == "policy":
+                ranked = policy.rank(best.shared, actions, req.limit, rng=rng, weights=weights)
+                for slot, (i, p, explored, estimate) in enumerate(
+                    zip(ranked.order, ranked.propensities, ranked.explored, ranked.estimates, strict=True)
+                ):
+                    items.append(DecisionItem(actions[i].key, slot, p, explored, estimate, estimate * weights[i]))
+                interaction, customization = self._shaped(policy, best, actions, weights, items, view)
+                customization = customization or stated_channel
+            else:
+                for slot, offer in enumerate(best.eligible[: req.limit]):
+                    items.append(DecisionItem(offer.key, slot, 1.0, False, 0.0, offer.priority))
+        record = DecisionRecord(
+            id=decision_id,
+            at=now,
+            subject=person.subjects[0],
+            channel=best.channel,
+            placement=req.placement,
+            group=group,
+            policy=self.holder.name if group == "policy" else "priority",
+            policy_version=current.version,
+            shared=best.shared,
+            candidates=tuple(actions),
+            weights=tuple(weights),
+            items=tuple(items),
+            interaction=interaction,
+            customization=customization,
+            profile_pk=person.pk,
+        )
+        row = DecisionRow(
+            0,
+            decision_id,
+            now,
+            record.subject,
+            best.channel,
+            req.placement,
+            group,
+            record.policy,
+            current.version,
+            [i.offer for i in items],
+            interaction,
+            customization,
+            now + int(self.settings.reward_wait_seconds * 1000),
+            False,
+            encode_record(record),
+        )
+        by_key = {o.key: o for o in best.eligible}
+        answer = {
+            "decision_id": decision_id,
+            "profile_id": view["id"] if view is not None else None,
+            "channel": best.channel,
+            "placement": req.placement,
+            "group": group,
+            "items": [self._item(policy, best, by_key[i.offer], i, group, view) for i in items],
+        }
+        return Decision(answer, row, record)
+
+    def record(self, decision: Decision) -> None:
+        self.kairos.store.decisions.record(decision.row)
+
+    # -- steps ---------------------------------------------------------------------------------------
+    def _channels(self, offers: Sequence[Offer], view: Mapping[str, Any] | None) -> list[str]:
+        """``channel: "auto"``: the channels some offer serves whose purpose the person consented to."""
+        names = sorted({c for o in offers for c in (o.channels or o.content.keys()) if c != "default"})
+        purposes = self.settings.channel_purposes
+        unstated = self.kairos.settings.consent.unstated
+        return [c for c in names if c not in purposes or allows_view(view, purposes[c], unstated=unstated)]
+
+    def _preferred(self, view: Mapping[str, Any]) -> str | None:
+        name = self.settings.preferred_channel_trait
+        value = (view.get("traits") or {}).get(name)
+        meta = (view.get("trait_meta") or {}).get(name) or {}
+        return value if isinstance(value, str) and meta.get("kind") == "stated" else None
+
+    def _moments(self, person: Person, offers: Sequence[Offer]) -> dict[str, int]:
+        """Moment key → when it last occurred, read only when some eligibility rule reads ``moments``."""
+        if person.pk is None or not any(
+            o.eligibility and "moments" in o.eligibility.references.variables for o in offers
+        ):
+            return {}
+        out: dict[str, int] = {}
+        for row in self.kairos.store.state.timeline(person.pk, 50, None, type="moment"):
+            if row.name is not None:
+                out.setdefault(row.name, row.ts)
+        return out
+
+    def _plan(
+        self,
+        req: DecideRequest,
+        channel: str,
+        offers: Sequence[Offer],
+        view: Mapping[str, Any] | None,
+        history: _History,
+        moments: Mapping[str, int],
+        now: int,
+    ) -> _Plan:
+        ctx = derive(
+            {"type": "track", "context": dict(req.context)},
+            _last_known(view),
+            self._defaults,
+            at=now,
+        )
+        ctx = msgspec.structs.replace(ctx, channel=channel)
+        fields = msgspec.structs.asdict(ctx)
+        shared = shared_features(request=req.context, context=fields, view=view, moments=moments)
+        consents = self.kairos.settings.consent.unstated
+        bindings = None
+        eligible: list[Offer] = []
+        reasons: dict[str, list[str]] = {}
+        for offer in offers:
+            if not offer.serves(channel) or (offer.placements and req.placement not in offer.placements):
+                continue
+            if (offer.active_from is not None and now < offer.active_from) or (
+                offer.active_to is not None and now >= offer.active_to
+            ):
+                continue
+            if offer.budget is not None and history.impressions_total(offer.key) >= offer.budget:
+                continue
+            if offer.purpose != "personalization" and not allows_view(view, offer.purpose, unstated=consents):
+                continue
+            if history.blocked(offer, now):
+                continue
+            if offer.eligibility is not None:
+                if bindings is None:
+                    bindings = Scope.OFFER.bind(_variables(view, fields, req, channel, moments, now))
+                if not offer.eligibility.evaluate(bindings):
+                    continue
+                refs = offer.eligibility.references
+                members = set((view or {}).get("segments") or ())
+                reasons[offer.key] = sorted(refs.segments & members)
+            eligible.append(offer)
+        return _Plan(channel, eligible, shared, reasons)
+
+    def _action(self, offer: Offer) -> Action:
+        key = (offer.key, offer.version)
+        found = self._actions.get(key)
+        if found is None:
+            if len(self._actions) > 4 * self.settings.max_offers:
+                self._actions.clear()
+            found = self._actions[key] = action_of(offer.key, offer.attributes)
+        return found
+
+    def _shaped(
+        self,
+        policy: Policy,
+        plan: _Plan,
+        actions: Sequence[Action],
+        weights: Sequence[float],
+        items: Sequence[DecisionItem],
+        view: Mapping[str, Any] | None,
+    ) -> tuple[bool, bool]:
+        """Whether the person's own behaviour or context (interaction) and their stated input (customization)
+        shaped the answer: the greedy pick changes without them, or a shown offer's eligibility read them."""
+        top = _greedy(policy.estimate(plan.shared, actions), weights)
+        interaction = _greedy(policy.estimate(without(plan.shared, BEHAVIOUR), actions), weights) != top
+        customization = "stated" in plan.shared and (
+            _greedy(policy.estimate(without(plan.shared, ("stated",)), actions), weights) != top
+        )
+        stated = {
+            name
+            for name, meta in ((view or {}).get("trait_meta") or {}).items()
+            if (meta or {}).get("kind") == "stated"
+        }
+        for item in items:
+            offer = next(o for o in plan.eligible if o.key == item.offer)
+            if offer.eligibility is None:
+                continue
+            refs = offer.eligibility.references
+            if refs.variables & _PERSONAL_VARIABLES and (refs.variables - {"traits"} or refs.traits - stated):
+                interaction = True
+            if refs.traits & stated or (refs.traits_dynamic and stated):
+                customization = True
+        return interaction, customization
+
+    def _item(
+        self,
+        policy: Policy,
+        plan: _Plan,
+        offer: Offer,
+        item: DecisionItem,
+        group: Group,
+        view: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        reasons: dict[str, Any] = {
+            "group": group,
+            "eligibility": offer.eligibility.source if offer.eligibility is not None else None,
+            "segments": plan.reasons.get(offer.key, []),
+            "explored": item.explored,
+        }
+        if group == "policy":
+            reasons["features"] = [
+                {"feature": name, "weight": round(weight, 4)}
+                for name, weight in policy.explain(plan.shared, self._action(offer), 3)
+            ]
+        else:
+            reasons["features"] = []
+            reasons["baseline"] = "priority order (value * weight)"
+        return {
+            "offer_id": offer.key,
+            "name": offer.name,
+            "content": offer.content_for(plan.channel),
+            "score": round(item.score, 6),
+            "propensity": round(item.propensity, 6),
+            "explored": item.explored,
+            "reasons": reasons,
+        }
+
+
+@dataclass(slots=True)
+class _Plan:
+    channel: str
+    eligible: list[Offer]
+    shared: Features
+    reasons: dict[str, list[str]]
+
+    def top_score(self, policy: Policy) -> float:
+        if not self.eligible:
+            return -math.inf
+        actions = [action_of(o.key, o.attributes) for o in self.eligible]
+        estimates: list[float] = policy.estimate(self.shared, actions)
+        return max(e * o.priority for e, o in zip(estimates, self.eligible, strict=True))
+
+
+def _greedy(estimates: Sequence[float], weights: Sequence[float]) -> int:
+    best, index = -math.inf, -1
+    for i, (e, w) in enumerate(zip(estimates, weights, strict=True)):
+        if e * w > best:
+            best, index = e * w, i
+    return index
+
+
+def _last_known(view: Mapping[str, Any] | None) -> Observed | None:
+    if view is None:
+        return None
+    context = view.get("context") or {}
+    return Observed(**{k: v for k, v in context.items() if k in Observed.__struct_fields__ and v is not None})
+
+
+def _variables(
+    view: Mapping[str, Any] | None,
+    context: Mapping[str, Any],
+    req: DecideRequest,
+    channel: str,
+    moments: Mapping[str, int],
+    now: int,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "context": context,
+        "request": dict(req.context),
+        "moments": dict(moments),
+        "channel": channel,
+        "placement": req.placement or "",
+        "now": now,
+    }
+    if view is not None:
+        out["traits"] = view.get("traits") or {}
+        out["segments"] = view.get("segments") or []
+        out["identities"] = [(i["type"], i["value"]) for i in view.get("identities") or ()]
+        out["consents"] = {p: bool(c.get("granted")) for p, c in (view.get("consents") or {}).items()}
+        out["profile"] = {
+            "created_at": _iso_ms(view.get("created_at")),
+            "updated_at": _iso_ms(view.get("updated_at")),
+            "event_count": view.get("event_count") or 0,
+        }
+    return out
+
+
+class _History:
+    """What the contact policies and budgets need: the person's recent decisions and their outcomes, and each
+    budgeted offer's impressions. Read only when some offer has a contact policy or a budget."""
+
+    def __init__(self) -> None:
+        self.shown: dict[str, list[int]] = {}  # offer → times it was shown to the person, newest first
+        self.ignored: dict[str, list[tuple[int, bool]]] = {}  # offer → (time, ignored) of closed impressions
+        self.totals: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, kairos: Kairos, person: Person, offers: Sequence[Offer], now: int) -> _History:
+        out = cls()
+        budgeted = [o.key for o in offers if o.budget is not None]
+        if budgeted:
+            out.totals = kairos.store.decisions.impressions(budgeted)
+        spans = [max(o.contact.window or 0, o.contact.suppress_for or 0) for o in offers if not o.contact.empty]
+        if not spans:
+            return out
+        wait = int(kairos.settings.decide.reward_wait_seconds * 1000)
+        rows, rewards = kairos.store.decisions.history(person.subjects, now - max(spans) - wait)
+        default = kairos.settings.decide.default_reward
+        outcome = {(r.decision_id, r.offer): r.reward <= default for r in rewards}
+        for row in rows:  # newest first
+            for offer in row.offers:
+                out.shown.setdefault(offer, []).append(row.at)
+                ignored = outcome.get((row.id, offer))
+                if ignored is not None:
+                    out.ignored.setdefault(offer, []).append((row.at, ignored))
+        return out
+
+    def impressions_total(self, offer: str) -> int:
+        return self.totals.get(offer, 0)
+
+    def blocked(self, offer: Offer, now: int) -> bool:
+        """The contact policy forbids showing ``offer`` now: too many impressions in the window, or suppressed
+        after ``suppress_after_ignored`` ignored impressions in a row (for ``suppress_for`` after the last)."""
+        policy = offer.contact
+        if policy.empty:
+            return False
+        if policy.max_impressions is not None and policy.window is not None:
+            recent = sum(1 for at in self.shown.get(offer.key, ()) if at > now - policy.window)
+            if recent >= policy.max_impressions:
+                return True
+        if policy.suppress_after_ignored is not None and policy.suppress_for is not None:
+            streak = 0
+            last_ignored = None
+            for at, ignored in self.ignored.get(offer.key, ()):  # newest first
+                if not ignored:
+                    break
+                streak += 1
+                last_ignored = last_ignored or at
+            if streak >= policy.suppress_after_ignored and last_ignored is not None:
+                return now < last_ignored + policy.suppress_for
+        return False

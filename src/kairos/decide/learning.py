@@ -1,0 +1,228 @@
+"""Learning from rewards: the trainer that turns logged outcomes into policy snapshots, and the holder that gives
+every decision the latest one.
+
+The :class:`Trainer` (``kairos serve`` runs it in a thread; ``kairos learn`` anywhere else) repeats three steps:
+close the decisions whose wait is over (their open items get ``decide.default_reward``), learn every reward
+not yet learned (joined to its logged decision: the features the policy saw and the propensity it showed
+the item with), and every ``decide.snapshot_seconds`` store a snapshot that marks those rewards learned, in
+one transaction that is refused if another learner stored one first (it then starts again from that one).
+A reward is thus learned exactly once in effect, whatever crashes or how many learners run.
+
+A :class:`PolicyHolder` is what the decision path asks: it loads the latest snapshot when one is newer, at most
+every ``max_age`` seconds, without blocking decisions (they keep the previous policy until the new one is in).
+Decisions of people who denied ``personalization`` are never learned from.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import msgspec
+
+from kairos.config import DecideSettings
+from kairos.decide.policy import DEFAULT_POLICY, Policy, load_policy, make_policy
+from kairos.decide.records import DecisionRecord
+from kairos.errors import KairosError
+from kairos.pipeline import Clock
+from kairos.store import RewardRow, Snapshot, SqlDecisions
+
+__all__ = ["LearnerThread", "PolicyHolder", "Trainer", "decode_record", "encode_record", "policy_name"]
+
+log = logging.getLogger("kairos.decide")
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(DecisionRecord)
+BATCH = 1000
+
+
+def encode_record(record: DecisionRecord) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes) -> DecisionRecord:
+    return _decoder.decode(data)
+
+
+def policy_name(settings: DecideSettings) -> str:
+    return DEFAULT_POLICY if settings.policy == "default" else settings.policy
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    policy: Policy
+    version: int
+
+
+class PolicyHolder:
+    """The policy decisions use: the latest stored snapshot of the configured learner (or a fresh one)."""
+
+    def __init__(self, decisions: SqlDecisions, settings: DecideSettings) -> None:
+        self.decisions = decisions
+        self.name = policy_name(settings)
+        self._current = Current(make_policy(self.name, seed=settings.seed), 0)
+        self._checked = float("-inf")
+        self._lock = threading.Lock()
+
+    def current(self, max_age: float = 1.0) -> Current:
+        now = time.monotonic()
+        if now - self._checked >= max_age and self._lock.acquire(blocking=False):
+            try:
+                self._checked = now
+                self.refresh()
+            finally:
+                self._lock.release()
+        return self._current
+
+    def refresh(self) -> None:
+        """Load the latest snapshot if it is newer than the one held (and of the configured learner)."""
+        if self.decisions.latest_version() <= self._current.version:
+            return
+        snapshot = self.decisions.latest()
+        if snapshot is None or snapshot.version <= self._current.version:
+            return
+        if snapshot.policy != self.name:  # the configuration changed learner: start from scratch
+            return
+        try:
+            self._current = Current(load_policy(snapshot.model), snapshot.version)
+        except KairosError:
+            log.exception("policy snapshot %d cannot be loaded; keeping version %d", snapshot.version, self.version)
+
+    def publish(self, policy: Policy, version: int) -> None:
+        """A trainer in this process hands over the snapshot it just stored (no need to read it back)."""
+        if version > self._current.version:
+            self._current = Current(policy, version)
+
+    @property
+    def version(self) -> int:
+        return self._current.version
+
+
+class Trainer:
+    def __init__(
+        self,
+        decisions: SqlDecisions,
+        settings: DecideSettings,
+        clock: Clock,
+        holder: PolicyHolder | None = None,
+    ) -> None:
+        self.decisions = decisions
+        self.settings = settings
+        self.clock = clock
+        self.holder = holder
+        self.name = policy_name(settings)
+        self.policy: Policy = make_policy(self.name, seed=settings.seed)
+        self.version = 0
+        self.pending: list[int] = []  # seqs of rewards learned since the last snapshot
+        self.after = 0  # the last reward seq read since the last snapshot
+        self.learned = 0
+        self._last_snapshot = time.monotonic()
+        self._resume()
+
+    def _resume(self) -> None:
+        """Start from the latest snapshot (rewards after it are unlearned and will be learned again)."""
+        snapshot = self.decisions.latest()
+        self.pending = []
+        self.after = 0
+        if snapshot is None:
+            return
+        self.version = snapshot.version
+        if snapshot.policy == self.name:
+            try:
+                self.policy = load_policy(snapshot.model)
+            except KairosError:
+                log.exception("policy snapshot %d cannot be loaded; learning from scratch", snapshot.version)
+                self.policy = make_policy(self.name, seed=self.settings.seed)
+        else:
+            self.policy = make_policy(self.name, seed=self.settings.seed)
+
+    def step(self, force_snapshot: bool = False) -> int:
+        """Close due decisions, learn what arrived, snapshot when due; the number of rewards learned."""
+        self.decisions.close_due(self.clock.now(), self.settings.default_reward)
+        learned = 0
+        while True:
+            rows = self.decisions.unlearned(self.after, BATCH)
+            if not rows:
+                break
+            learned += self._learn(rows)
+            self.after = rows[-1].seq
+            if len(rows) < BATCH:
+                break
+        due = time.monotonic() - self._last_snapshot >= self.settings.snapshot_seconds
+        if self.pending and (force_snapshot or due):
+            self.snapshot()
+        return learned
+
+    def _learn(self, rows: list[RewardRow]) -> int:
+        found = self.decisions.decisions(list({r.decision_id for r in rows}))
+        records: dict[str, DecisionRecord] = {}
+        learned = 0
+        for r in rows:
+            self.pending.append(r.seq)
+            row = found.get(r.decision_id)
+            if row is None or row.group == "not_personalized":
+                continue
+            record = records.get(r.decision_id)
+            if record is None:
+                record = records[r.decision_id] = decode_record(row.record)
+            item = next((i for i in record.items if i.offer == r.offer), None)
+            action = next((a for a in record.candidates if a.key == r.offer), None)
+            if item is None or action is None:
+                continue
+            self.policy.learn(record.shared, action, r.reward, item.propensity)
+            learned += 1
+        self.learned += learned
+        return learned
+
+    def snapshot(self) -> bool:
+        """Store the policy as the next version; False (and start again from the latest) if another learner
+        stored one first."""
+        model = self.policy.dumps()
+        snapshot = Snapshot(self.version + 1, self.name, self.clock.now(), self.policy.learned, model)
+        self._last_snapshot = time.monotonic()
+        if not self.decisions.save_snapshot(self.version, snapshot, self.pending):
+            log.info("another learner stored a snapshot first; continuing from it")
+            self._resume()
+            return False
+        self.version = snapshot.version
+        self.pending = []
+        self.after = 0  # re-read from the start: a reward committed late with a lower seq is not skipped
+        if self.holder is not None:
+            self.holder.publish(load_policy(model), snapshot.version)
+        return True
+
+
+class LearnerThread:
+    """``decide.learner_mode = "thread"``: the trainer in a thread of ``kairos serve``."""
+
+    def __init__(self, trainer: Trainer, idle_seconds: float = 0.2) -> None:
+        self.trainer = trainer
+        self.idle_seconds = idle_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kairos-learner", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        try:
+            if self.trainer.pending:
+                self.trainer.snapshot()
+        except Exception:  # the store may be closing; the rewards stay unlearned and are learned next time
+            log.exception("final policy snapshot failed")
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                learned = self.trainer.step()
+            except Exception:
+                log.exception("learner step failed; retrying")
+                learned = 0
+                self._stop.wait(1.0)
+            if not learned:
+                self._stop.wait(self.idle_seconds)

@@ -1,0 +1,287 @@
+"""The decision log on SQL: decisions, their rewards, policy snapshots and offer impressions.
+
+Durable (a decision cannot be rebuilt from the event log). Embedded, these tables have a SQLite file of their
+own, so the decision path never waits on the log writer or the processor; on PostgreSQL they sit beside the
+rest. Exactly-once learning rests on two rules: an item has at most one reward row (``rewards_item`` is
+unique: the first that arrives wins, the default is written only if none did), and a reward is marked learned
+in the transaction that stores the snapshot that learned it, which is refused unless the snapshot it was
+built on is still the latest (compare-and-set), so two learners never both count one reward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kairos.store._db import Database
+
+__all__ = ["DecisionRow", "RewardRow", "Snapshot", "SqlDecisions"]
+
+KEEP_SNAPSHOTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    seq: int
+    id: str
+    at: int
+    subject: str
+    channel: str
+    placement: str | None
+    group: str
+    policy: str
+    policy_version: int
+    offers: list[str]
+    interaction: bool
+    customization: bool
+    closes_at: int
+    closed: bool
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RewardRow:
+    seq: int
+    decision_id: str
+    offer: str
+    reward: float
+    at: int
+    source: str
+    learned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    policy: str
+    at: int
+    learned: int  # rewards learned in total
+    model: bytes
+
+
+_DECISION_COLUMNS = (
+    "seq, id, at, subject, channel, placement, grp, policy, policy_version, offers, interaction, customization,"
+    " closes_at, closed, record"
+)
+_REWARD_COLUMNS = "seq, decision_id, offer, reward, at, source, learned"
+
+
+class SqlDecisions:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def _decision(self, r: Sequence[Any]) -> DecisionRow:
+        return DecisionRow(
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            self.db.d.load_json(r[9]),
+            bool(r[10]),
+            bool(r[11]),
+            r[12],
+            bool(r[13]),
+            bytes(r[14]),
+        )
+
+    @staticmethod
+    def _reward(r: Sequence[Any]) -> RewardRow:
+        return RewardRow(r[0], r[1], r[2], float(r[3]), r[4], r[5], bool(r[6]))
+
+    # -- the decision path ---------------------------------------------------------------------------
+    def record(self, row: DecisionRow) -> None:
+        """Log one decision and count its impressions, in one transaction."""
+        db = self.db
+        with db.tx(write=True) as conn:
+            conn.execute(
+                db.sql(
+                    "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
+                    " interaction, customization, closes_at, closed, record)"
+                    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, {p})"
+                ),
+                (
+                    row.id,
+                    row.at,
+                    row.subject,
+                    row.channel,
+                    row.placement,
+                    row.group,
+                    row.policy,
+                    row.policy_version,
+                    db.d.dump_json(row.offers),
+                    int(row.interaction),
+                    int(row.customization),
+                    row.closes_at,
+                    row.record,
+                ),
+            )
+            db.many(
+                conn,
+                "INSERT INTO offer_impressions (offer, impressions) VALUES ({p}, 1) ON CONFLICT (offer)"
+                " DO UPDATE SET impressions = offer_impressions.impressions + 1",
+                [(offer,) for offer in dict.fromkeys(row.offers)],
+            )
+
+    def impressions(self, offers: Sequence[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self.db.conn() as conn:
+            for where, params in self.db.where_in("offer", list(offers)):
+                for offer, n in self.db.rows(
+                    conn, f"SELECT offer, impressions FROM offer_impressions WHERE {where}", params
+                ):
+                    out[offer] = int(n)
+        return out
+
+    def history(
+        self, subjects: Sequence[str], since: int, limit: int = 500
+    ) -> tuple[list[DecisionRow], list[RewardRow]]:
+        """The subjects' decisions since ``since`` (newest first, at most ``limit``) and their rewards."""
+        if not subjects:
+            return [], []
+        db = self.db
+        rows: list[DecisionRow] = []
+        with db.conn() as conn:
+            for where, params in db.where_in("subject", list(subjects)):
+                found = db.rows(
+                    conn,
+                    f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE {where} AND at >= {{p}} ORDER BY at DESC"
+                    " LIMIT {p}",
+                    [*params, since, limit],
+                )
+                rows.extend(self._decision(r) for r in found)
+            rows.sort(key=lambda d: -d.at)
+            rows = rows[:limit]
+            rewards: list[RewardRow] = []
+            for where, params in db.where_in("decision_id", [d.id for d in rows]):
+                rewards.extend(
+                    self._reward(r)
+                    for r in db.rows(conn, f"SELECT {_REWARD_COLUMNS} FROM rewards WHERE {where}", params)
+                )
+        return rows, rewards
+
+    # -- rewards ---------------------------------------------------------------------------------------
+    def decision(self, decision_id: str) -> DecisionRow | None:
+        r = self.db.one(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE id = {{p}}", (decision_id,))
+        return None if r is None else self._decision(r)
+
+    def decisions(self, ids: Sequence[str]) -> dict[str, DecisionRow]:
+        out: dict[str, DecisionRow] = {}
+        with self.db.conn() as conn:
+            for where, params in self.db.where_in("id", list(ids)):
+                for r in self.db.rows(conn, f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE {where}", params):
+                    out[r[1]] = self._decision(r)
+        return out
+
+    def add_rewards(self, rows: Sequence[tuple[str, str, float, int, str]]) -> list[bool]:
+        """Record (decision_id, offer, reward, at, source) outcomes; each answer says whether it was the first
+        for its item (a later one is ignored: the first reward wins)."""
+        db = self.db
+        out = []
+        with db.tx(write=True) as conn:
+            for decision_id, offer, reward, at, source in rows:
+                cur = conn.execute(
+                    db.sql(
+                        "INSERT INTO rewards (decision_id, offer, reward, at, source, learned)"
+                        " VALUES ({p}, {p}, {p}, {p}, {p}, 0) ON CONFLICT (decision_id, offer) DO NOTHING"
+                    ),
+                    (decision_id, offer, reward, at, source),
+                )
+                out.append(cur.rowcount == 1)
+        return out
+
+    def rewards_of(self, decision_ids: Sequence[str]) -> list[RewardRow]:
+        out: list[RewardRow] = []
+        with self.db.conn() as conn:
+            for where, params in self.db.where_in("decision_id", list(decision_ids)):
+                out.extend(
+                    self._reward(r)
+                    for r in self.db.rows(conn, f"SELECT {_REWARD_COLUMNS} FROM rewards WHERE {where}", params)
+                )
+        return out
+
+    def close_due(self, now: int, default: float, limit: int = 1000) -> int:
+        """Give every open item of decisions whose wait is over the default reward, and close them."""
+        db = self.db
+        with db.tx(write=True) as conn:
+            due = db.rows(
+                conn,
+                "SELECT seq, id, offers FROM decisions WHERE closed = 0 AND closes_at <= {p} ORDER BY closes_at"
+                " LIMIT {p}",
+                (now, limit),
+            )
+            if not due:
+                return 0
+            db.many(
+                conn,
+                "INSERT INTO rewards (decision_id, offer, reward, at, source, learned)"
+                " VALUES ({p}, {p}, {p}, {p}, 'default', 0) ON CONFLICT (decision_id, offer) DO NOTHING",
+                [
+                    (decision_id, offer, default, now)
+                    for _seq, decision_id, offers in due
+                    for offer in db.d.load_json(offers)
+                ],
+            )
+            for where, params in db.where_in("seq", [seq for seq, _id, _offers in due]):
+                conn.execute(db.sql(f"UPDATE decisions SET closed = 1 WHERE {where}"), params)
+        return len(due)
+
+    def unlearned(self, after: int, limit: int) -> list[RewardRow]:
+        return [
+            self._reward(r)
+            for r in self.db.rows_of(
+                f"SELECT {_REWARD_COLUMNS} FROM rewards WHERE learned = 0 AND seq > {{p}} ORDER BY seq LIMIT {{p}}",
+                (after, limit),
+            )
+        ]
+
+    # -- snapshots -------------------------------------------------------------------------------------
+    def latest_version(self) -> int:
+        r = self.db.one("SELECT MAX(version) FROM policy_snapshots")
+        return int(r[0]) if r and r[0] is not None else 0
+
+    def latest(self) -> Snapshot | None:
+        r = self.db.one(
+            "SELECT version, policy, at, learned, model FROM policy_snapshots ORDER BY version DESC LIMIT 1"
+        )
+        return None if r is None else Snapshot(r[0], r[1], r[2], r[3], bytes(r[4]))
+
+    def save_snapshot(self, expect: int, snapshot: Snapshot, learned: Sequence[int]) -> bool:
+        """Store ``snapshot`` (its version must be ``expect + 1``) and mark the rewards ``learned`` (their seqs)
+        as learned, unless another snapshot came after ``expect``; False then, and nothing is written."""
+        db = self.db
+        with db.tx(write=True) as conn:
+            db.d.lock(conn, "policy_snapshots")
+            r = db.rows(conn, "SELECT MAX(version) FROM policy_snapshots")
+            if (r[0][0] or 0) != expect:
+                return False
+            conn.execute(
+                db.sql(
+                    "INSERT INTO policy_snapshots (version, policy, at, learned, model)"
+                    " VALUES ({p}, {p}, {p}, {p}, {p})"
+                ),
+                (snapshot.version, snapshot.policy, snapshot.at, snapshot.learned, snapshot.model),
+            )
+            for where, params in db.where_in("seq", list(learned)):
+                conn.execute(db.sql(f"UPDATE rewards SET learned = 1 WHERE {where}"), params)
+            conn.execute(
+                db.sql("DELETE FROM policy_snapshots WHERE version <= {p}"), (snapshot.version - KEEP_SNAPSHOTS,)
+            )
+        return True
+
+    # -- reports ---------------------------------------------------------------------------------------
+    def between(self, start: int, end: int, limit: int, after_seq: int = 0) -> list[DecisionRow]:
+        """Decisions with ``start <= at < end``, in log order, after ``after_seq`` (paging)."""
+        return [
+            self._decision(r)
+            for r in self.db.rows_of(
+                f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE at >= {{p}} AND at < {{p}} AND seq > {{p}}"
+                " ORDER BY seq LIMIT {p}",
+                (start, end, after_seq, limit),
+            )
+        ]

@@ -1,0 +1,404 @@
+"""The decision path end to end through the HTTP API: offers, decide, filters, control, rewards, learning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from kairos.api import create_app
+from kairos.decide.learning import PolicyHolder, Trainer, decode_record
+from kairos.pipeline.clock import ManualClock
+from kairos.runtime import Kairos
+from kairos.store import Source
+from tests.conftest import Feed, make_settings
+
+T0 = 1_782_487_800_000  # 2026-06-26T15:30Z, a Friday
+DAY = 86_400_000
+
+
+class World:
+    """A Kairos on a manual clock, its HTTP client, and keys."""
+
+    def __init__(self, store: dict[str, Any], tmp: Path, **decide: Any) -> None:
+        self.clock = ManualClock(T0)
+        self.settings = make_settings(store, decide={"control_share": 0.0, **decide})
+        self.kairos = Kairos(self.settings, clock=self.clock)
+        self.source: Source = self.kairos.store.admin.add_source("web", "observed", T0)
+        self.feed = Feed(self.kairos, self.source)
+        _, admin = self.kairos.store.admin.add_api_key("admin", frozenset({"admin"}), T0)
+        _, read = self.kairos.store.admin.add_api_key("read", frozenset({"read"}), T0)
+        _, decide_key = self.kairos.store.admin.add_api_key("decide", frozenset({"decide"}), T0)
+        self.admin = {"Authorization": f"Bearer {admin}"}
+        self.read = {"Authorization": f"Bearer {read}"}
+        self.decide_key = {"Authorization": f"Bearer {decide_key}"}
+        self.app = create_app(self.kairos, run_processor=False)
+        self.client = TestClient(self.app, raise_server_exceptions=False)
+        self.client.__enter__()
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+        self.kairos.close()
+
+    def offer(self, key: str, **body: Any) -> dict[str, Any]:
+        r = self.client.put(f"/v1/offers/{key}", json={"name": key.title(), **body}, headers=self.admin)
+        assert r.status_code in (200, 201), r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def decide(self, status: int = 200, **body: Any) -> dict[str, Any]:
+        self.app.state.decider.catalog.current(float("inf"))  # offers saved just now are seen at once
+        r = self.client.post("/v1/decide", json={"channel": "web", **body}, headers=self.decide_key)
+        assert r.status_code == status, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def offers_of(self, **body: Any) -> list[str]:
+        return [i["offer_id"] for i in self.decide(**{"limit": 20, **body})["items"]]
+
+    def trainer(self) -> Trainer:
+        return Trainer(self.kairos.store.decisions, self.settings.decide, self.clock, self.app.state.decider.holder)
+
+
+@pytest.fixture
+def world(store_settings: dict[str, Any], tmp_path: Path) -> Iterator[World]:
+    w = World(store_settings, tmp_path)
+    yield w
+    w.close()
+
+
+# -- offers ----------------------------------------------------------------------------------------------
+
+
+def test_offer_is_saved_normalized_listed_and_deleted(world: World) -> None:
+    r = world.client.put(
+        "/v1/offers/summer",
+        json={
+            "name": "Summer sale",
+            "content": {"web": {"title": "Sun"}},
+            "attributes": {"category": "shoes", "price_tier": "mid"},
+            "eligibility": '"vip" in segments',
+            "contact_policy": {
+                "max_impressions": 3,
+                "window": "7d",
+                "suppress_after_ignored": 5,
+                "suppress_for": "30d",
+            },
+            "active_from": "2026-06-01T00:00:00+02:00",
+            "value": 12.5,
+            "budget": {"impressions": 10000},
+        },
+        headers=world.admin,
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["active_from"] == "2026-05-31T22:00:00Z"
+    assert body["purpose"] == "personalization" and body["weight"] == 1.0 and body["budget_left"] == 10000
+    assert world.client.get("/v1/offers/summer", headers=world.read).json()["value"] == 12.5
+    assert [o["key"] for o in world.client.get("/v1/offers", headers=world.read).json()["items"]] == ["summer"]
+    r = world.client.put("/v1/offers/summer", json={"name": "Summer sale", "value": 3}, headers=world.admin)
+    assert r.status_code == 200 and r.json()["version"] == 2
+    assert world.client.delete("/v1/offers/summer", headers=world.admin).json()["deleted"] is True
+    assert world.client.get("/v1/offers/summer", headers=world.read).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({}, "name", "missing_field"),
+        ({"name": 3}, "name", "invalid_field"),
+        ({"name": "x\u0000"}, "name", "invalid_field"),
+        ({"name": "x", "colour": "red"}, "colour", "unknown_field"),
+        ({"name": "x", "eligibility": "traits.x >"}, "eligibility", "invalid_rule"),
+        ({"name": "x", "eligibility": "1 + 1"}, "eligibility", "invalid_rule"),
+        ({"name": "x", "value": -1}, "value", "invalid_field"),
+        ({"name": "x", "value": "12"}, "value", "invalid_field"),
+        ({"name": "x", "weight": 1e300}, "weight", "invalid_field"),
+        ({"name": "x", "channels": "web"}, "channels", "invalid_field"),
+        ({"name": "x", "channels": ["we b"]}, "channels.0", "invalid_field"),
+        ({"name": "x", "attributes": {"a": [1]}}, "attributes.a", "invalid_field"),
+        ({"name": "x", "attributes": {"a b": 1}}, "attributes.a b", "invalid_field"),
+        ({"name": "x", "contact_policy": {"max_impressions": 3}}, "contact_policy.window", "missing_field"),
+        (
+            {"name": "x", "contact_policy": {"max_impressions": 0, "window": "1d"}},
+            "contact_policy.max_impressions",
+            "invalid_field",
+        ),
+        ({"name": "x", "contact_policy": {"window": "7 days"}}, "contact_policy.window", "invalid_field"),
+        ({"name": "x", "active_from": "yesterday"}, "active_from", "invalid_field"),
+        (
+            {"name": "x", "active_from": "2026-02-01T00:00:00Z", "active_to": "2026-01-01T00:00:00Z"},
+            "active_to",
+            "invalid_field",
+        ),
+        ({"name": "x", "budget": {"impressions": 1.5}}, "budget.impressions", "invalid_field"),
+        ({"name": "x", "purpose": ""}, "purpose", "invalid_field"),
+    ],
+)
+def test_bad_offers_get_a_precise_error(world: World, body: dict[str, Any], field: str, code: str) -> None:
+    r = world.client.put("/v1/offers/x", json=body, headers=world.admin)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["field"], error["code"]) == (field, code)
+    assert world.client.get("/v1/offers/x", headers=world.read).status_code == 404
+
+
+def test_offers_need_the_right_key_and_sane_input(world: World) -> None:
+    assert world.client.put("/v1/offers/x", json={"name": "x"}).status_code == 401
+    assert world.client.put("/v1/offers/x", json={"name": "x"}, headers=world.read).status_code == 403
+    assert (
+        world.client.put("/v1/offers/1x", json={"name": "x"}, headers=world.admin).json()["error"]["code"]
+        == "invalid_key"
+    )
+    r = world.client.put("/v1/offers/x", content=b"\xff\xfe", headers=world.admin)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    r = world.client.put("/v1/offers/x", content=b'{"name": "\\ud800"}', headers=world.admin)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"  # a lone surrogate
+    r = world.client.put("/v1/offers/x", json={"name": "x", "content": {"web": "a" * 70_000}}, headers=world.admin)
+    assert r.status_code == 413
+
+
+# -- decide: who, groups, filters ------------------------------------------------------------------------
+
+
+def test_an_unknown_person_gets_a_context_only_answer_remembered_by_a_digest(world: World) -> None:
+    world.offer("a")
+    answer = world.decide(profile="anonymous_id:new-visitor", context={"weather": "rain"})
+    assert answer["profile_id"] is None and answer["group"] == "policy"
+    assert [i["offer_id"] for i in answer["items"]] == ["a"]
+    row = world.kairos.store.decisions.decision(answer["decision_id"])
+    assert row is not None and row.subject.startswith("h:") and "new-visitor" not in row.subject
+    record = decode_record(row.record)
+    assert "profile" not in record.shared and record.shared["request"] == {"weather=rain": 1.0}
+
+
+def test_decide_reads_the_profile_and_explains_the_items(world: World) -> None:
+    world.feed({"type": "identify", "userId": "u1", "traits": {"plan": "pro"}})
+    world.offer("pro_upgrade", eligibility='traits.plan == "pro"', content={"web": {"title": "Go"}})
+    answer = world.decide(profile="user_id:u1", limit=3)
+    (item,) = answer["items"]
+    assert answer["profile_id"] == world.feed.profile("user_id:u1").id
+    assert item["content"] == {"title": "Go"}
+    assert item["reasons"]["eligibility"] == 'traits.plan == "pro"' and item["reasons"]["group"] == "policy"
+    assert 0 < item["propensity"] <= 1
+
+
+def test_every_filter(world: World) -> None:
+    world.feed(
+        {"type": "identify", "userId": "u1", "traits": {"tier": "gold"}},
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Consent",
+            "context": {"consent": {"categoryPreferences": {"marketing_email": False}}},
+        },
+    )
+    world.offer("always")
+    world.offer("gold_only", eligibility='traits.tier == "gold"')
+    world.offer("silver_only", eligibility='traits.tier == "silver"')
+    world.offer("future", active_from="2027-01-01T00:00:00Z")
+    world.offer("expired", active_to="2026-01-01T00:00:00Z")
+    world.offer("email_only", channels=["email"])
+    world.offer("banner", placements=["home_banner"])
+    world.offer("marketing", purpose="marketing_email")
+    world.offer("budget_one", budget={"impressions": 1})
+    first = world.offers_of(profile="user_id:u1")
+    assert sorted(first) == ["always", "budget_one", "gold_only"]
+    assert sorted(world.offers_of(profile="user_id:u1")) == ["always", "gold_only"]  # the budget is spent
+    assert "banner" in world.offers_of(profile="user_id:u1", placement="home_banner")
+    assert "email_only" in world.offers_of(profile="user_id:u1", channel="email")
+    world.clock.set(1_800_000_000_000)  # 2027-01-15
+    assert "future" in world.offers_of(profile="user_id:u1")
+
+
+def test_contact_policy_caps_impressions_in_a_window(world: World) -> None:
+    world.offer("capped", contact_policy={"max_impressions": 2, "window": "1d"})
+    world.feed({"type": "identify", "userId": "u1"})
+    shown = [world.offers_of(profile="user_id:u1") for _ in range(3)]
+    assert shown == [["capped"], ["capped"], []]
+    assert world.offers_of(profile="user_id:u2") == ["capped"]  # someone else is not capped
+    world.clock.advance(DAY + 1)
+    assert world.offers_of(profile="user_id:u1") == ["capped"]
+
+
+def test_contact_policy_suppresses_after_ignored_impressions(world: World) -> None:
+    world.offer("nag", contact_policy={"suppress_after_ignored": 2, "suppress_for": "30d"})
+    world.feed({"type": "identify", "userId": "u1"})
+    trainer = world.trainer()
+    for _ in range(2):
+        assert world.offers_of(profile="user_id:u1") == ["nag"]
+        world.clock.advance(2 * 3_600_000)  # past the reward wait: the item is ignored
+        trainer.step()
+    assert world.offers_of(profile="user_id:u1") == []
+    world.clock.advance(30 * DAY)
+    assert world.offers_of(profile="user_id:u1") == ["nag"]
+
+
+def test_a_reward_breaks_an_ignored_streak(world: World) -> None:
+    world.offer("nag", contact_policy={"suppress_after_ignored": 2, "suppress_for": "30d"})
+    world.feed({"type": "identify", "userId": "u1"})
+    trainer = world.trainer()
+    answer = world.decide(profile="user_id:u1")
+    world.clock.advance(3 * 3_600_000)
+    trainer.step()
+    answer = world.decide(profile="user_id:u1")
+    reward = {"decision_id": answer["decision_id"], "offer_id": "nag", "reward": 1}
+    assert world.client.post("/v1/rewards", json=reward, headers=world.decide_key).status_code == 200
+    world.clock.advance(3 * 3_600_000)
+    trainer.step()
+    assert world.offers_of(profile="user_id:u1") == ["nag"]
+
+
+def test_a_denied_personalization_gets_the_baseline_and_is_not_learned_from(world: World) -> None:
+    world.offer("low", value=1)
+    world.offer("high", value=10)
+    world.feed(
+        {"type": "identify", "userId": "u1"},
+        {
+            "type": "track",
+            "userId": "u1",
+            "event": "Consent",
+            "context": {"consent": {"categoryPreferences": {"personalization": False}}},
+        },
+    )
+    answer = world.decide(profile="user_id:u1", limit=2)
+    assert answer["group"] == "not_personalized"
+    assert [i["offer_id"] for i in answer["items"]] == ["high", "low"]
+    assert all(i["propensity"] == 1.0 and i["reasons"]["features"] == [] for i in answer["items"])
+    reward = {"decision_id": answer["decision_id"], "offer_id": "high", "reward": 1}
+    assert world.client.post("/v1/rewards", json=reward, headers=world.decide_key).status_code == 200
+    trainer = world.trainer()
+    assert trainer.step(force_snapshot=True) == 0
+    assert trainer.policy.learned == 0
+
+
+def test_the_control_group_is_a_stable_share_served_by_the_baseline(
+    store_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    w = World(store_settings, tmp_path, control_share=0.3)
+    try:
+        w.offer("low", value=1)
+        w.offer("high", value=10)
+        groups = {f"user_id:c{i}": w.decide(profile=f"user_id:c{i}")["group"] for i in range(200)}
+        control = [ref for ref, g in groups.items() if g == "control"]
+        assert 40 <= len(control) <= 80  # 30% of 200, by a hash
+        again = {ref: w.decide(profile=ref)["group"] for ref in list(groups)[:50]}
+        assert all(again[ref] == groups[ref] for ref in again)  # the same person, the same group
+        answer = w.decide(profile=control[0], limit=2)
+        assert [i["offer_id"] for i in answer["items"]] == ["high", "low"] and answer["items"][0]["propensity"] == 1.0
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        ({}, "profile", "missing_field"),
+        ({"profile": ""}, "profile", "invalid_ref"),
+        ({"profile": "x" * 601}, "profile", "invalid_ref"),
+        ({"profile": "user_id:a\u0000"}, "profile", "invalid_ref"),
+        ({"profile": "nosuchtype:a"}, "ref", "invalid_ref"),
+        ({"profile": "user_id:a", "channel": None}, "channel", "missing_field"),
+        ({"profile": "user_id:a", "channel": "w b"}, "channel", "invalid"),
+        ({"profile": "user_id:a", "limit": 0}, "limit", "invalid"),
+        ({"profile": "user_id:a", "limit": True}, "limit", "invalid"),
+        ({"profile": "user_id:a", "limit": 10**30}, "limit", "invalid"),
+        ({"profile": "user_id:a", "context": []}, "context", "invalid"),
+        ({"profile": "user_id:a", "context": {str(i): i for i in range(65)}}, "context", "too_large"),
+        ({"profile": "user_id:a", "extra": 1}, "extra", "unknown_field"),
+    ],
+)
+def test_bad_decide_requests_get_a_precise_error(world: World, body: dict[str, Any], field: str, code: str) -> None:
+    r = world.client.post("/v1/decide", json={"channel": "web", **body}, headers=world.decide_key)
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["field"], r.json()["error"]["code"]) == (field, code)
+
+
+def test_decide_needs_the_decide_scope_and_bounds_its_body(world: World) -> None:
+    body = {"profile": "user_id:a", "channel": "web"}
+    assert world.client.post("/v1/decide", json=body).status_code == 401
+    assert world.client.post("/v1/decide", json=body, headers=world.read).status_code == 403
+    big = {**body, "context": {"x": "a" * 20_000}}
+    assert world.client.post("/v1/decide", json=big, headers=world.decide_key).status_code == 413
+    r = world.client.post("/v1/decide", content=b"{", headers=world.decide_key)
+    assert r.json()["error"]["code"] == "invalid_json"
+    odd = {**body, "context": {"emoji": "\U0001f600", "nested": {"deep": [1, 2, {"x": None}]}, "n": 1e308}}
+    assert world.client.post("/v1/decide", json=odd, headers=world.decide_key).status_code == 200
+
+
+# -- rewards and learning ---------------------------------------------------------------------------------
+
+
+def test_rewards_first_one_wins_and_bad_ones_are_refused(world: World) -> None:
+    world.offer("a")
+    answer = world.decide(profile="user_id:u1")
+    reward = {"decision_id": answer["decision_id"], "offer_id": "a", "reward": 1}
+    r = world.client.post("/v1/rewards", json=reward, headers=world.decide_key)
+    assert r.json()["status"] == "recorded"
+    r = world.client.post("/v1/rewards", json={**reward, "reward": 0}, headers=world.decide_key)
+    assert r.json()["status"] == "duplicate"
+    bad = [
+        ({**reward, "decision_id": "nope"}, 404, "unknown_decision"),
+        ({**reward, "offer_id": "b"}, 400, "offer_not_shown"),
+        ({**reward, "reward": "1"}, 400, "invalid"),
+        ({**reward, "reward": 1e300}, 400, "invalid"),
+        ({"decision_id": answer["decision_id"], "offer_id": "a"}, 400, "missing_field"),
+        ({**reward, "decision_id": "\u00e9" * 10}, 400, "invalid"),
+    ]
+    for body, status, code in bad:
+        r = world.client.post("/v1/rewards", json=body, headers=world.decide_key)
+        assert (r.status_code, r.json()["error"]["code"]) == (status, code), body
+    assert world.client.post("/v1/rewards", json=reward).status_code == 401
+    later = world.decide(profile="user_id:u1")
+    world.clock.advance(3_600_001)
+    r = world.client.post("/v1/rewards", json={**reward, "decision_id": later["decision_id"]}, headers=world.decide_key)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "decision_closed"
+
+
+def test_rewards_are_learned_once_into_snapshots_a_second_process_loads(world: World) -> None:
+    world.offer("a")
+    world.offer("b")
+    trainer = world.trainer()
+    for i in range(6):
+        answer = world.decide(profile=f"user_id:u{i}")
+        item = answer["items"][0]
+        body = {"decision_id": answer["decision_id"], "offer_id": item["offer_id"], "reward": 1.0}
+        world.client.post("/v1/rewards", json=body, headers=world.decide_key)
+    assert trainer.step(force_snapshot=True) == 6
+    assert trainer.version == 1 and world.app.state.decider.holder.version == 1
+    # Another API process (its own Kairos on the same store) picks the snapshot up.
+    other = Kairos(world.settings, clock=world.clock)
+    try:
+        holder = PolicyHolder(other.store.decisions, world.settings.decide)
+        assert holder.current(max_age=0).version == 1 and holder.current().policy.learned == 6
+    finally:
+        other.close()
+    # A restarted learner resumes from the snapshot and learns nothing twice.
+    again = world.trainer()
+    assert again.version == 1 and again.step(force_snapshot=True) == 0 and again.policy.learned == 6
+
+
+def test_rewards_recorded_before_a_crash_are_learned_after_the_restart(world: World) -> None:
+    world.offer("a")
+    answer = world.decide(profile="user_id:u1")
+    body = {"decision_id": answer["decision_id"], "offer_id": "a", "reward": 1.0}
+    world.client.post("/v1/rewards", json=body, headers=world.decide_key)
+    crashed = world.trainer()
+    assert crashed.step() == 1  # learned in memory, no snapshot yet: then the process dies
+    restarted = world.trainer()
+    assert restarted.step(force_snapshot=True) == 1 and restarted.policy.learned == 1
+    assert not crashed.snapshot()  # the dead learner's late snapshot is refused (compare-and-set)
+
+
+def test_the_default_reward_closes_items_nobody_rewarded(world: World) -> None:
+    world.offer("a")
+    answer = world.decide(profile="user_id:u1")
+    trainer = world.trainer()
+    assert trainer.step() == 0
+    world.clock.advance(3_600_000)
+    assert trainer.step() == 1
+    (reward,) = world.kairos.store.decisions.rewards_of([answer["decision_id"]])
+    assert (reward.source, reward.reward) == ("default", 0.0)
