@@ -86,6 +86,14 @@ STORY: list[dict[str, Any]] = [
         "context": {"userAgent": "x" * 5000, "timezone": "Mars/Olympus", "location": {"latitude": "north"}},
     },
     {"type": "track", "userId": "u2", "event": "Paid", "properties": {"total": 12.5}, "timestamp": at(10)},
+    # Rewards from events (reward attribution): a click naming its decision, on a profile that merges later.
+    {
+        "type": "track",
+        "anonymousId": "a1",
+        "event": "Offer Clicked",
+        "properties": {"decision_id": "d-1", "offer_id": "summer", "reward": 2},
+        "timestamp": at(11),
+    },
     {"type": "track", "anonymousId": "a1", "event": "Paid", "properties": {"total": "7"}, "timestamp": at(11)},
     # Purchases (RFM): on profiles that merge later, late, with Segment's `revenue`, with a bad amount.
     {

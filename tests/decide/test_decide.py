@@ -60,7 +60,13 @@ class World:
         return [i["offer_id"] for i in self.decide(**{"limit": 20, **body})["items"]]
 
     def trainer(self) -> Trainer:
-        return Trainer(self.kairos.store.decisions, self.settings.decide, self.clock, self.app.state.decider.holder)
+        return Trainer(
+            self.kairos.store.decisions,
+            self.settings.decide,
+            self.clock,
+            self.app.state.decider.holder,
+            self.kairos.store.outbox,
+        )
 
 
 @pytest.fixture

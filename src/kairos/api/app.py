@@ -45,7 +45,9 @@ def create_app(
     decider = Decider(kairos)
     learner = None
     if run_processor is not False and settings.decide.learner_mode == "thread":
-        learner = LearnerThread(Trainer(kairos.store.decisions, settings.decide, kairos.clock, decider.holder))
+        learner = LearnerThread(
+            Trainer(kairos.store.decisions, settings.decide, kairos.clock, decider.holder, kairos.store.outbox)
+        )
     delivery = create_delivery_worker(kairos, "off" if run_processor is False else settings.delivery.serve_mode())
 
     @contextlib.asynccontextmanager

@@ -34,6 +34,7 @@ from cachetools import TTLCache
 
 from kairos.consent import allows_view
 from kairos.context import Observed, derive, source_defaults
+from kairos.decide.attribution import subject_of
 from kairos.decide.control import in_control
 from kairos.decide.features import action_of, shared_features, without
 from kairos.decide.learning import PolicyHolder, encode_record
@@ -45,7 +46,7 @@ from kairos.rules import Scope
 from kairos.runtime import Kairos
 from kairos.store import DecisionRow
 
-__all__ = ["BEHAVIOUR", "DecideRequest", "Decider", "Decision", "decide_request", "subject_of"]
+__all__ = ["BEHAVIOUR", "DecideRequest", "Decider", "Decision", "decide_request"]
 
 MAX_LIMIT = 20
 MAX_CONTEXT_KEYS = 64
@@ -104,11 +105,6 @@ def decide_request(body: Any) -> DecideRequest:
         raise ValidationError(f"limit is a whole number from 1 to {MAX_LIMIT}", field="limit")
     assert channel is not None
     return DecideRequest(ref, channel, placement, context, limit)
-
-
-def subject_of(kind: str, value: str) -> str:
-    """The decision log's subject for an identity Kairos does not know yet: a digest, never the identity."""
-    return "h:" + hashlib.blake2b(f"{kind}:{value}".encode(), digest_size=16).hexdigest()
 
 
 def _decision_id(now_ms: int) -> str:

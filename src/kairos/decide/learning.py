@@ -23,11 +23,13 @@ from dataclasses import dataclass
 import msgspec
 
 from kairos.config import DecideSettings
+from kairos.decide.attribution import BATCH as ATTRIBUTE_BATCH
+from kairos.decide.attribution import attribute
 from kairos.decide.policy import DEFAULT_POLICY, Policy, load_policy, make_policy
 from kairos.decide.records import DecisionRecord
 from kairos.errors import KairosError
 from kairos.pipeline import Clock
-from kairos.store import RewardRow, Snapshot, SqlDecisions
+from kairos.store import Outbox, RewardRow, Snapshot, SqlDecisions
 
 __all__ = ["LearnerThread", "PolicyHolder", "Trainer", "decode_record", "encode_record", "policy_name"]
 
@@ -106,8 +108,10 @@ class Trainer:
         settings: DecideSettings,
         clock: Clock,
         holder: PolicyHolder | None = None,
+        outbox: Outbox | None = None,
     ) -> None:
         self.decisions = decisions
+        self.outbox = outbox  # conversion messages of the reward attribution projection
         self.settings = settings
         self.clock = clock
         self.holder = holder
@@ -138,7 +142,11 @@ class Trainer:
             self.policy = make_policy(self.name, seed=self.settings.seed)
 
     def step(self, force_snapshot: bool = False) -> int:
-        """Close due decisions, learn what arrived, snapshot when due; the number of rewards learned."""
+        """Attribute conversions, close due decisions, learn what arrived, snapshot when due; the number of
+        rewards learned."""
+        if self.outbox is not None:
+            while attribute(self.outbox, self.decisions, self.settings, self.clock.now()) == ATTRIBUTE_BATCH:
+                pass
         self.decisions.close_due(self.clock.now(), self.settings.default_reward)
         learned = 0
         while True:

@@ -40,6 +40,7 @@ __all__ = [
 
 def default_projections(settings: Settings, catalog: Catalog | None = None) -> list[Projection[Any]]:
     """The projections of a running Kairos, in order; ``catalog``: the computed traits and segments."""
+    from kairos.decide.attribution import RewardAttribution
     from kairos.moments import Moments
     from kairos.segments.membership import Segments
 
@@ -53,4 +54,10 @@ def default_projections(settings: Settings, catalog: Catalog | None = None) -> l
         *rfm,
         Consents(),
     ]
-    return [*sources, Segments(catalog, sources), Moments(catalog, sources, settings.context), Timeline()]
+    return [
+        *sources,
+        Segments(catalog, sources),
+        Moments(catalog, sources, settings.context),
+        RewardAttribution(settings.decide),
+        Timeline(),
+    ]

@@ -274,6 +274,22 @@ class SqlDecisions:
             )
         return True
 
+    # -- bookkeeping -----------------------------------------------------------------------------------
+    def meta_int(self, key: str) -> int:
+        r = self.db.one("SELECT value FROM meta WHERE key = {p}", (key,))
+        return int(r[0]) if r else 0
+
+    def set_meta_int(self, key: str, value: int) -> None:
+        """Move a cursor forward (never back: two learners may race)."""
+        db = self.db
+        with db.tx(write=True) as conn:
+            db.d.lock(conn, "meta")
+            found = db.rows(conn, "SELECT value FROM meta WHERE key = {p}", (key,))
+            if not found:
+                conn.execute(db.sql("INSERT INTO meta (key, value) VALUES ({p}, {p})"), (key, str(value)))
+            elif int(found[0][0]) < value:
+                conn.execute(db.sql("UPDATE meta SET value = {p} WHERE key = {p}"), (str(value), key))
+
     # -- reports ---------------------------------------------------------------------------------------
     def between(self, start: int, end: int, limit: int, after_seq: int = 0) -> list[DecisionRow]:
         """Decisions with ``start <= at < end``, in log order, after ``after_seq`` (paging)."""
