@@ -31,7 +31,48 @@ def decide_paths(op: Op, key: dict[str, Any]) -> dict[str, Any]:
         "description": "The decision's wait for rewards is over (`decision_closed`).",
         "content": {"application/json": {"schema": _ref("Error")}},
     }
+    window = [
+        {
+            "name": "from",
+            "in": "query",
+            "schema": {"type": "string"},
+            "description": "ISO 8601; default: 30 days before to",
+        },
+        {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "ISO 8601; default: now"},
+    ]
+    reports = "reports"
     return {
+        "/v1/offers/{key}/stats": {
+            "get": {
+                **op(
+                    tag, "Impressions, rewards and rates with intervals, by group, uplift vs control", "read", "Report"
+                ),
+                "parameters": [key, *window],
+            }
+        },
+        "/v1/reports/decisions": {
+            "get": {
+                **op(
+                    reports,
+                    "Decisions by group, uplift vs control, and off-policy estimates (IPS, SNIPS, DR) of the current"
+                    " policy and the baseline",
+                    "read",
+                    "Report",
+                ),
+                "parameters": window,
+            }
+        },
+        "/v1/reports/experience": {
+            "get": {
+                **op(
+                    reports,
+                    "Which experience the business delivers (mass, niche, targeted, one-to-one), per channel",
+                    "read",
+                    "Report",
+                ),
+                "parameters": window,
+            }
+        },
         "/v1/offers": {"get": op(tag, "The offer catalogue", "read", "OfferList")},
         "/v1/offers/{key}": {
             "put": put,
@@ -111,6 +152,11 @@ def decide_schemas() -> dict[str, Any]:
         },
     }
     return {
+        "Report": {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "The shapes are documented field by field in docs/reports.md.",
+        },
         "OfferBody": {"type": "object", "required": ["name"], "properties": fields},
         "Offer": offer,
         "OfferList": {

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kairos.api._common import Work, endpoint, error_response, json_body, json_response, require_scope
+from kairos.decide import reports
 from kairos.decide.engine import Decider, decide_request
 from kairos.decide.offers import KIND, offer_body
 from kairos.definitions import check_key
@@ -160,6 +161,26 @@ def _reward(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
     return add_reward(kairos, body)
 
 
+def _period(kairos: Kairos, request: Request) -> reports.Period:
+    q = request.query_params
+    return reports.period(q.get("from"), q.get("to"), kairos.clock.now())
+
+
+def _stats(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    d = _offer(kairos, request.path_params["key"])
+    return reports.offer(kairos.store.decisions, d.key, _period(kairos, request))
+
+
+def _decisions_report(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    policy = decider(request).holder.current().policy
+    return reports.decisions(kairos.store.decisions, policy, _period(kairos, request))
+
+
+def _experience_report(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    threshold = kairos.settings.decide.experience_threshold
+    return reports.experience(kairos.store.decisions, _period(kairos, request), threshold)
+
+
 _ONE: dict[str, tuple[str, Work, bool]] = {
     "PUT": ("admin", _put, True),
     "GET": ("read", _get, False),
@@ -168,6 +189,9 @@ _ONE: dict[str, tuple[str, Work, bool]] = {
 routes = [
     Route("/v1/offers", endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
     Route("/v1/offers/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/offers/{key}/stats", endpoint({"GET": ("read", _stats, False)}), methods=["GET"]),
     Route("/v1/decide", decide, methods=["POST"]),
     Route("/v1/rewards", endpoint({"POST": ("decide", _reward, True)}), methods=["POST"]),
+    Route("/v1/reports/decisions", endpoint({"GET": ("read", _decisions_report, False)}), methods=["GET"]),
+    Route("/v1/reports/experience", endpoint({"GET": ("read", _experience_report, False)}), methods=["GET"]),
 ]

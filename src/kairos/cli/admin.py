@@ -28,6 +28,7 @@ class Kind(StrEnum):
 
 class Scope(StrEnum):
     read = "read"
+    decide = "decide"  # POST /v1/decide and /v1/rewards: what an execution system needs, nothing more
     admin = "admin"
 
 

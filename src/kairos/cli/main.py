@@ -15,6 +15,7 @@ from kairos import __version__
 from kairos.cli._common import console, err_console, open_kairos, print_json
 from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
+from kairos.cli.decide import learn, offers, report
 from kairos.cli.definitions import moments, segments, traits
 from kairos.cli.destinations import deliver, destinations
 from kairos.cli.importer import import_file
@@ -37,8 +38,11 @@ app.add_typer(segments, name="segments")
 app.add_typer(moments, name="moments")
 app.add_typer(microsegments, name="microsegments")
 app.add_typer(destinations, name="destinations")
+app.add_typer(offers, name="offers")
+app.add_typer(report, name="report")
 app.command("deliver")(deliver)
 app.command("import")(import_file)
+app.command("learn")(learn)
 app.command("demo")(demo)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
