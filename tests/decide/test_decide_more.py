@@ -182,3 +182,18 @@ def test_the_cli_manages_offers_reports_and_learns(
     learned = runner.invoke(app, ["learn", "--once"])
     assert learned.exit_code == 0 and "learned 0 rewards" in learned.stdout
     assert run("offers", "delete", "spring")["deleted"] is True
+
+
+def test_the_demo_has_offers_to_decide_from(store_settings: dict[str, Any], tmp_path: Path) -> None:
+    from kairos.demo._story import STORY_USER_ID
+    from kairos.demo.load import OFFERS, load_demo
+
+    w = World(store_settings, tmp_path)
+    try:
+        load_demo(w.kairos, 30, 7)
+        assert len(w.client.get("/v1/offers", headers=w.read).json()["items"]) == len(OFFERS)
+        answer = w.decide(profile=f"user_id:{STORY_USER_ID}", limit=4)
+        assert answer["profile_id"] is not None and answer["items"]
+        assert w.client.get("/livez").json() == {"status": "ok"}
+    finally:
+        w.close()

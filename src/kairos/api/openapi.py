@@ -544,7 +544,8 @@ def spec() -> dict[str, Any]:
     paths.update(destination_paths())
     paths.update(decide_paths(_op, _KEY))
     for path, summary in (
-        ("/healthz", "Liveness and processor lag"),
+        ("/healthz", "Health: the store, the processor and its lag"),
+        ("/livez", "Liveness only (reads nothing)"),
         ("/metrics", "Prometheus metrics"),
         ("/openapi.json", "This document"),
         ("/docs", "Interactive API docs"),

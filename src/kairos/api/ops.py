@@ -113,8 +113,15 @@ async def docs(request: Request) -> Response:
     return HTMLResponse(_DOCS, headers={"Content-Security-Policy": _CSP})
 
 
+async def livez(request: Request) -> Response:
+    """Liveness only: the process answers HTTP. Reads nothing (``/healthz`` reads the store and the processor),
+    so it is also the bare endpoint the decide benchmark compares ``POST /v1/decide`` with."""
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
 routes: list[BaseRoute] = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/livez", livez, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),

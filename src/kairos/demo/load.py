@@ -36,13 +36,63 @@ DEFINITIONS: list[tuple[str, str, dict[str, Any]]] = [
 ]
 
 
+# Offers the demo's decision API chooses from (docs/decide.md), unless the store has them already.
+OFFERS: list[tuple[str, dict[str, Any]]] = [
+    (
+        "free_shipping",
+        {
+            "name": "Free shipping this week",
+            "content": {"default": {"title": "Free shipping on every order this week"}},
+            "attributes": {"category": "service", "price_tier": "low"},
+            "contact_policy": {"max_impressions": 5, "window": "7d"},
+        },
+    ),
+    (
+        "vip_preview",
+        {
+            "name": "Early access for our best customers",
+            "content": {"web": {"title": "Your early access is open"}, "email": {"subject": "You are in first"}},
+            "attributes": {"category": "collection", "price_tier": "high"},
+            "eligibility": '"big_spenders" in segments',
+            "value": 3.0,
+        },
+    ),
+    (
+        "come_back",
+        {
+            "name": "We miss you: 15% off",
+            "content": {"default": {"title": "15% off your next order"}},
+            "attributes": {"category": "discount", "price_tier": "mid"},
+            "eligibility": '"lapsed" in segments',
+            "purpose": "marketing_email",
+            "contact_policy": {"suppress_after_ignored": 3, "suppress_for": "30d"},
+            "value": 2.0,
+        },
+    ),
+    (
+        "evening_picks",
+        {
+            "name": "Tonight's picks",
+            "content": {"app": {"title": "Picked for your evening"}, "web": {"title": "Tonight's picks"}},
+            "attributes": {"category": "recommendation", "price_tier": "mid"},
+            "eligibility": 'context.daypart == "evening" || context.daypart == "night"',
+        },
+    ),
+]
+
+
 def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
     """Append the demo events through the normal validation and log, then process them."""
+    from kairos.api.decide import save_offer
+    from kairos.decide.offers import KIND
     from kairos.segments.admin import save
 
     for kind, key, body in DEFINITIONS:
         if kairos.store.admin.definition(kind, key) is None:
             save(kairos, kind, key, body)
+    for key, body in OFFERS:
+        if kairos.store.admin.definition(KIND, key) is None:
+            save_offer(kairos, key, body)
     by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for source_name, event in demo_events(profiles, seed):
         by_source[source_name].append(event)
