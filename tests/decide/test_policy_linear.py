@@ -89,7 +89,7 @@ def test_ranking_never_adds_features_to_the_model() -> None:
 
 
 def test_an_untried_offer_is_explored_first_by_linucb() -> None:
-    policy = make_policy("linucb", epsilon=0.01)
+    policy = make_policy("linucb", alpha=1.0, l2=1.0, epsilon=0.01)
     known = Action("known", {"offer": {"id=known": 1.0}})
     rng = random.Random(4)
     for _ in range(200):

@@ -36,7 +36,7 @@ class _LinearPolicy(Policy):
         self,
         *,
         seed: int = 0,
-        l2: float = 1.0,
+        l2: float = 10.0,
         max_features: int = 4096,
         max_dim: int = 1024,
         cells: Sequence[str] = (),
@@ -167,7 +167,7 @@ class _LinearPolicy(Policy):
 class LinUCBPolicy(_LinearPolicy):
     name: ClassVar[str] = "linucb"
 
-    def __init__(self, *, alpha: float = 1.0, epsilon: float = 0.02, **options: Any) -> None:
+    def __init__(self, *, alpha: float = 0.3, epsilon: float = 0.02, **options: Any) -> None:
         super().__init__(**options)
         if not (alpha >= 0 and 0 < epsilon <= 1):
             raise ValueError("linucb needs alpha >= 0 and 0 < epsilon <= 1")
