@@ -6,6 +6,7 @@
 -- before, so the processor (when it runs) applies each one instead of skipping duplicates.
 -- BENCH_AUTH is the whole Authorization header (HTTP Basic with the write key as user name).
 -- BENCH_RATE, when set, paces each wrk thread at that many requests per second (see delay() below).
+-- BENCH_PATH and BENCH_METHOD (default POST) send the bodies elsewhere; GET sends none (bench/decide.py).
 
 local MARK = "@@N@@"
 local RUN = os.getenv("BENCH_RUN") or "0"
@@ -31,7 +32,7 @@ for line in io.lines(os.getenv("BENCH_BODIES")) do
   end
 end
 
-wrk.method = "POST"
+wrk.method = os.getenv("BENCH_METHOD") or "POST"
 wrk.path = os.getenv("BENCH_PATH") or "/v1/batch"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
@@ -47,6 +48,9 @@ end
 
 function request()
   sent = sent + 1
+  if wrk.method == "GET" then
+    return wrk.format(nil, nil, nil, nil)
+  end
   local parts = bodies[(sent - 1) % #bodies + 1]
   return wrk.format(nil, nil, nil, table.concat(parts, RUN .. "." .. id .. "." .. sent))
 end
