@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import decide
 import ingest
 import lookup
 import moments
@@ -20,6 +21,7 @@ import segments
 import sustained
 from _common import ROOT
 from _stats import Stat, Target, fmt, median_index, table
+from decide import DecideResult
 from ingest import Run as IngestRun
 from lookup import LookupResult
 from moments import MomentsResult
@@ -42,6 +44,7 @@ class Results:
     lookup: LookupResult | None = None
     segments: SegmentsResult | None = None
     moments: MomentsResult | None = None
+    decide: DecideResult | None = None
     failures: list[str] = field(default_factory=list)
     ingest_duration: float = 0.0
 
@@ -94,6 +97,8 @@ def targets(res: Results) -> list[Target]:
         out += segments.targets(res.segments)
     if res.moments:
         out += moments.targets(res.moments)
+    if res.decide:
+        out += decide.targets(res.decide)
     return out
 
 
@@ -299,7 +304,8 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         " on a VM shared with other work: compare within one run.",
         "",
         "Each part also runs alone on the current code: `.venv/bin/python bench/processor.py`,"
-        " `bench/ingest.py`, `bench/sustained.py`, `bench/segments.py`, `bench/moments.py`, `bench/lookup.py`"
+        " `bench/ingest.py`, `bench/sustained.py`, `bench/segments.py`, `bench/moments.py`, `bench/decide.py`,"
+        " `bench/learners.py`, `bench/lookup.py`"
         " (`--help` for their options).",
         "",
         "## Machine and versions",
@@ -332,6 +338,9 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
     if res.moments:
         mom = res.moments
         sections.append(lambda: moments.section(mom))
+    if res.decide:
+        dec = res.decide
+        sections.append(lambda: decide.section(dec))
     if res.lookup:
         look = res.lookup
         sections.append(lambda: lookup.section(look))
@@ -358,6 +367,7 @@ def write_doc(info: Mapping[str, str], command: str, seconds: float, settings: M
         ("(c)", limits_lookup),
         ("(e)", limits_segments),
         ("(f)", lambda res, missed: moments.limits(res.moments, missed) if res.moments else []),
+        ("(g)", lambda res, missed: decide.limits(res.decide, missed) if res.decide else []),
     ]
     for prefix, explain in groups:
         mine = [t for t in missed if t.name.startswith(prefix)]

@@ -4,7 +4,9 @@ Parts: (b) processor throughput on SQLite and PostgreSQL (``processor.py``), (a)
 processor running, beside a bare Starlette app (``ingest.py``), (d) a sustained constant load with the
 processor's lag (``sustained.py``), (e) computed traits and segments, current code only (``segments.py``),
 (f) moments and delivery, current code only (``moments.py``; ``--only moments --baseline none`` runs it
-alone, 5-6 minutes), and, only when asked with ``--only``, (c) profile look-up latency with
+alone, 5-6 minutes), (g) decisions: learning in a simulated world through the real decision path, decision
+latency in-process and over HTTP, learning throughput, current code only (``decide.py``), and, only when
+asked with ``--only``, (c) profile look-up latency with
 1M profiles (``lookup.py``, current code only).
 
 The baseline (``--baseline``, default ``BASELINE_COMMIT`` in ``_common.py``) is checked out in a temporary
@@ -27,6 +29,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
+import decide
 import ingest
 import lookup
 import moments
@@ -39,8 +42,8 @@ from _versions import Version, baseline_version, current_version, interleaved, r
 
 __all__ = ["main"]
 
-PARTS = ("processor", "ingest", "sustained", "segments", "moments", "lookup")
-DEFAULT_PARTS = "processor,ingest,sustained,segments,moments"
+PARTS = ("processor", "ingest", "sustained", "segments", "moments", "decide", "lookup")
+DEFAULT_PARTS = "processor,ingest,sustained,segments,moments,decide"
 T = TypeVar("T")
 
 
@@ -187,6 +190,20 @@ def run_moments(args: argparse.Namespace, new: Version, workdir: Path, res: Resu
         res.failures += res.moments.failures
 
 
+def run_decide(args: argparse.Namespace, new: Version, workdir: Path, res: Results) -> None:
+    part_args = ["--repeats", str(args.repeats)]
+    if args.quick:
+        part_args += ["--rounds", "3000", "--seeds", "1", "--variants", "pairwise", "--calls", "500"]
+        part_args += ["--duration", "3", "--rewards", "1000"]
+    res.decide = _attempt(
+        res.failures,
+        "(g) decisions",
+        lambda: decide.from_json(run_part("decide", new, part_args, workdir, "r0")),
+    )
+    if res.decide is not None:
+        res.failures += res.decide.failures
+
+
 def main() -> None:
     args = _args()
     exit_on_sigterm()
@@ -217,6 +234,9 @@ def main() -> None:
         if "moments" in args.parts:
             print("(f) moments and delivery (current code)", flush=True)
             run_moments(args, versions[-1], workdir, res)
+        if "decide" in args.parts:
+            print("(g) decisions (current code)", flush=True)
+            run_decide(args, versions[-1], workdir, res)
     if "lookup" in args.parts:
         print("(c) profile look-up (current code)", flush=True)
         res.lookup = _attempt(
