@@ -184,6 +184,8 @@ def decide_schemas() -> dict[str, Any]:
                 "channel": _TEXT,
                 "placement": {"type": ["string", "null"]},
                 "group": {"enum": ["policy", "control", "not_personalized"]},
+                "policy": {**_TEXT, "description": "The learner that ranked the items (priority: the baseline)."},
+                "policy_version": {**_INT, "description": "The policy snapshot it used (0: not trained yet)."},
                 "items": {"type": "array", "items": item},
             },
         },

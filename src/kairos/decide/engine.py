@@ -257,6 +257,8 @@ class Decider:
             "channel": best.channel,
             "placement": req.placement,
             "group": group,
+            "policy": record.policy,
+            "policy_version": current.version,
             "items": [self._item(policy, best, by_key[i.offer], i, group, view) for i in items],
         }
         return Decision(answer, row, record)
