@@ -409,6 +409,14 @@ class DecideSettings(BaseModel):
         "preferred_channel",
         description='The stated trait holding the person\'s preferred channel, which `channel: "auto"` tries first.',
     )
+    blas_threads: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Threads the linear algebra library (OpenBLAS) may use in a process that decides or learns. "
+        "One: a server's request threads and processes already use the cores, and a multi-threaded BLAS that "
+        "finds them busy spins (measured here: a learner step 5x slower with 2 threads on 2 busy cores).",
+    )
     max_offers: int = Field(500, ge=1, le=10_000, description="Most offers the catalogue may hold.")
     snapshot_seconds: float = Field(
         2.0, gt=0, description="How often the learner stores a snapshot of the policy that API processes load."

@@ -238,3 +238,23 @@ def test_a_corrupt_or_foreign_blob_raises_a_clear_error(name: str) -> None:
         with pytest.raises(PolicySnapshotError):
             load_policy(tampered_state)
     assert issubclass(PolicySnapshotError, KairosError) and not PolicySnapshotError.transient
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_learning_a_batch_equals_learning_one_by_one(name: str) -> None:
+    rng = random.Random(11)
+    stream = []
+    for _ in range(300):
+        shared = situation(rng)
+        index = rng.randrange(len(OFFERS))
+        stream.append((shared, OFFERS[index], float(rng.random() < click_rate(shared, index)), 0.5))
+    stream.append((situation(rng), OFFERS[0], float("nan"), 0.5))  # dropped by both
+    one, batch = make_policy(name, seed=2), make_policy(name, seed=2)
+    for item in stream:
+        one.learn(*item)
+    batch.learn_many(stream)
+    assert batch.learned == one.learned
+    probe = random.Random(5)
+    for _ in range(20):
+        shared = situation(probe)
+        assert batch.estimate(shared, OFFERS) == pytest.approx(one.estimate(shared, OFFERS), abs=1e-9)

@@ -39,6 +39,7 @@ from kairos.decide.control import in_control
 from kairos.decide.features import action_of, shared_features, without
 from kairos.decide.learning import PolicyHolder, encode_record
 from kairos.decide.offers import Offer, OfferCatalog
+from kairos.decide.offpolicy import greedy as _greedy
 from kairos.decide.policy import Policy
 from kairos.decide.records import Action, DecisionItem, DecisionRecord, Features, Group
 from kairos.errors import ValidationError
@@ -211,7 +212,8 @@ class Decider:
                     zip(ranked.order, ranked.propensities, ranked.explored, ranked.estimates, strict=True)
                 ):
                     items.append(DecisionItem(actions[i].key, slot, p, explored, estimate, estimate * weights[i]))
-                interaction, customization = self._shaped(policy, best, actions, weights, items, view)
+                means = list(ranked.means) if len(ranked.means) == len(actions) else None
+                interaction, customization = self._shaped(policy, best, actions, weights, items, view, means)
                 customization = customization or stated_channel
             else:
                 for slot, offer in enumerate(best.eligible[: req.limit]):
@@ -356,10 +358,11 @@ class Decider:
         weights: Sequence[float],
         items: Sequence[DecisionItem],
         view: Mapping[str, Any] | None,
+        means: list[float] | None,
     ) -> tuple[bool, bool]:
         """Whether the person's own behaviour or context (interaction) and their stated input (customization)
         shaped the answer: the greedy pick changes without them, or a shown offer's eligibility read them."""
-        top = _greedy(policy.estimate(plan.shared, actions), weights)
+        top = _greedy(means if means is not None else policy.estimate(plan.shared, actions), weights)
         interaction = _greedy(policy.estimate(without(plan.shared, BEHAVIOUR), actions), weights) != top
         customization = "stated" in plan.shared and (
             _greedy(policy.estimate(without(plan.shared, ("stated",)), actions), weights) != top
@@ -427,14 +430,6 @@ class _Plan:
         actions = [action_of(o.key, o.attributes) for o in self.eligible]
         estimates: list[float] = policy.estimate(self.shared, actions)
         return max(e * o.priority for e, o in zip(estimates, self.eligible, strict=True))
-
-
-def _greedy(estimates: Sequence[float], weights: Sequence[float]) -> int:
-    best, index = -math.inf, -1
-    for i, (e, w) in enumerate(zip(estimates, weights, strict=True)):
-        if e * w > best:
-            best, index = e * w, i
-    return index
 
 
 def _last_known(view: Mapping[str, Any] | None) -> Observed | None:

@@ -26,7 +26,7 @@ from kairos.config import DecideSettings
 from kairos.decide.attribution import BATCH as ATTRIBUTE_BATCH
 from kairos.decide.attribution import attribute
 from kairos.decide.policy import DEFAULT_POLICY, Policy, load_policy, make_policy
-from kairos.decide.records import DecisionRecord
+from kairos.decide.records import Action, DecisionRecord, Features
 from kairos.errors import KairosError
 from kairos.pipeline import Clock
 from kairos.store import Outbox, RewardRow, Snapshot, SqlDecisions
@@ -47,6 +47,13 @@ def decode_record(data: bytes) -> DecisionRecord:
     return _decoder.decode(data)
 
 
+def limit_blas(settings: DecideSettings) -> None:
+    """Cap the BLAS threads of this process (``decide.blas_threads``), for the decision path and the learner."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=settings.blas_threads, user_api="blas")
+
+
 def policy_name(settings: DecideSettings) -> str:
     return DEFAULT_POLICY if settings.policy == "default" else settings.policy
 
@@ -63,6 +70,7 @@ class PolicyHolder:
     def __init__(self, decisions: SqlDecisions, settings: DecideSettings) -> None:
         self.decisions = decisions
         self.name = policy_name(settings)
+        limit_blas(settings)
         self._current = Current(make_policy(self.name, seed=settings.seed), 0)
         self._checked = float("-inf")
         self._lock = threading.Lock()
@@ -116,6 +124,7 @@ class Trainer:
         self.clock = clock
         self.holder = holder
         self.name = policy_name(settings)
+        limit_blas(settings)
         self.policy: Policy = make_policy(self.name, seed=settings.seed)
         self.version = 0
         self.pending: list[int] = []  # seqs of rewards learned since the last snapshot
@@ -165,7 +174,7 @@ class Trainer:
     def _learn(self, rows: list[RewardRow]) -> int:
         found = self.decisions.decisions(list({r.decision_id for r in rows}))
         records: dict[str, DecisionRecord] = {}
-        learned = 0
+        batch: list[tuple[Features, Action, float, float]] = []
         for r in rows:
             self.pending.append(r.seq)
             row = found.get(r.decision_id)
@@ -178,8 +187,10 @@ class Trainer:
             action = next((a for a in record.candidates if a.key == r.offer), None)
             if item is None or action is None:
                 continue
-            self.policy.learn(record.shared, action, r.reward, item.propensity)
-            learned += 1
+            batch.append((record.shared, action, r.reward, item.propensity))
+        before = self.policy.learned
+        self.policy.learn_many(batch)
+        learned = self.policy.learned - before
         self.learned += learned
         return learned
 

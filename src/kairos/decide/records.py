@@ -64,6 +64,9 @@ class Ranked:
     propensities: tuple[float, ...]
     explored: tuple[bool, ...]
     estimates: tuple[float, ...]
+    # Every action's estimate, in the order given, when the policy computed them anyway (else empty): the
+    # decision path reuses them instead of asking ``estimate`` again.
+    means: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

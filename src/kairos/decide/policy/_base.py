@@ -81,6 +81,12 @@ class Policy(ABC):
     def learn(self, shared: Features, action: Action, reward: float, propensity: float) -> None:
         """Learn one reward for ``action`` shown in the context ``shared``; rewards may arrive in any order."""
 
+    def learn_many(self, rewards: Sequence[tuple[Features, Action, float, float]]) -> None:
+        """Learn several (shared, action, reward, propensity) at once, as if one by one in that order (a
+        learner may do it faster, e.g. one matrix update for the batch)."""
+        for shared, action, reward, propensity in rewards:
+            self.learn(shared, action, reward, propensity)
+
     @abstractmethod
     def explain(self, shared: Features, action: Action, top: int = 3) -> list[tuple[str, float]]:
         """The features that weighed most in this action's estimate, largest absolute contribution first."""

@@ -84,4 +84,5 @@ def draw_ranking(scores: FloatArray, estimates: FloatArray, limit: int, rng: ran
         propensities.append(propensity)
         explored.append(position != greedy)
         picked_estimates.append(float(estimates[index]))
-    return Ranked(tuple(order), tuple(propensities), tuple(explored), tuple(picked_estimates))
+    means = tuple(float(e) for e in estimates)
+    return Ranked(tuple(order), tuple(propensities), tuple(explored), tuple(picked_estimates), means)

@@ -24,11 +24,15 @@ import numpy as np
 
 from kairos.decide.policy._base import Policy, clean_weights, pack_array, unpack_array
 from kairos.decide.policy._explore import FloatArray, Rule, draw_ranking, epsilon_rule, igw_rule
-from kairos.decide.policy._features import Interactions
+from kairos.decide.policy._features import IntArray, Interactions, Side
 from kairos.decide.policy._ridge import Ridge
 from kairos.decide.records import Action, Features, Ranked
 
 __all__ = ["EpsilonGreedyPolicy", "LinUCBPolicy", "SquareCBPolicy"]
+
+_OFFER_CACHE = 4096
+_ARRAYS_CACHE = 64
+_BATCH = 128  # rewards per Woodbury update: the d^2 k product dominates, and k = 128 keeps it cache-friendly
 
 
 class _LinearPolicy(Policy):
@@ -50,6 +54,11 @@ class _LinearPolicy(Policy):
         self.cells = tuple(cells)
         self.index = Interactions(max_features=self.max_features, max_dim=self.max_dim, cells=self.cells)
         self.model = Ridge(l2=self.l2, max_dim=self.max_dim)
+        # An offer's side of the pairs, by the Action object: the decision path hands the same objects for
+        # the same offer version, and encoding it is most of a decision's Python work. An entry is good
+        # while the offer vocabulary has not grown (a feature then unknown may have an id now).
+        self._offers: dict[int, tuple[Action, int, Side]] = {}
+        self._arrays: dict[tuple[int, ...], tuple[int, tuple[Action, ...], IntArray, FloatArray]] = {}
 
     # -- what each learner decides ------------------------------------------------------------------
     def _scores(self, mean: FloatArray, variance: FloatArray) -> FloatArray:
@@ -59,17 +68,43 @@ class _LinearPolicy(Policy):
         raise NotImplementedError
 
     # -- the interface --------------------------------------------------------------------------------
-    def _predict(self, shared: Features, actions: Sequence[Action]) -> tuple[FloatArray, FloatArray]:
+    def _offer_side(self, action: Action) -> Side:
+        size = len(self.index.offer.names)
+        found = self._offers.get(id(action))
+        if found is not None and found[0] is action and found[1] == size:
+            return found[2]
+        side = self.index.side(action.features, shared=False, add=False)
+        if len(self._offers) >= _OFFER_CACHE:
+            self._offers.clear()
+        self._offers[id(action)] = (action, size, side)  # holding the action keeps its id from being reused
+        return side
+
+    def _offer_arrays(self, actions: Sequence[Action]) -> tuple[IntArray, FloatArray]:
+        """The candidates' arrays, kept for the last few lists of candidates (one decision asks several times)."""
+        size = len(self.index.offer.names)
+        key = tuple(map(id, actions))
+        found = self._arrays.get(key)
+        if found is not None and found[0] == size and all(a is b for a, b in zip(found[1], actions, strict=True)):
+            return found[2], found[3]
+        ids, values = self.index.offer_arrays([self._offer_side(action) for action in actions])
+        if len(self._arrays) >= _ARRAYS_CACHE:
+            self._arrays.pop(next(iter(self._arrays)))
+        self._arrays[key] = (size, tuple(actions), ids, values)
+        return ids, values
+
+    def _design(self, shared: Features, actions: Sequence[Action]) -> tuple[IntArray, FloatArray]:
         side = self.index.side(shared, shared=True, add=False)
-        offers = [self.index.side(action.features, shared=False, add=False) for action in actions]
-        slots, values = self.index.design(side, offers)
-        mean, variance = self.model.predict(slots, values)
+        return self.index.design_of(side, *self._offer_arrays(actions))
+
+    def _predict(self, shared: Features, actions: Sequence[Action]) -> tuple[FloatArray, FloatArray]:
+        mean, variance = self.model.predict(*self._design(shared, actions))
         return np.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0), variance
 
     def estimate(self, shared: Features, actions: Sequence[Action]) -> list[float]:
         if not actions:
             return []
-        return [float(m) for m in self._predict(shared, actions)[0]]
+        mean = self.model.mean(*self._design(shared, actions))  # no variance: only rank explores
+        return [float(m) for m in np.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0)]
 
     def rank(
         self,
@@ -86,37 +121,56 @@ class _LinearPolicy(Policy):
         mean, variance = self._predict(shared, actions)
         return draw_ranking(self._scores(mean, variance) * w, mean, limit, rng, self._rule())
 
-    def learn(self, shared: Features, action: Action, reward: float, propensity: float) -> None:
-        """Learn one reward; a reward that is not a finite number is dropped (and not counted)."""
+    def _row(self, shared: Features, action: Action, reward: Any) -> tuple[IntArray, FloatArray, float] | None:
+        """The design row of one reward (new features and pairs get ids and slots); None to drop it."""
         try:
             reward = float(reward)
         except (TypeError, ValueError):
-            return
+            return None
         if not math.isfinite(reward):
-            return
+            return None
         shared_ids, shared_values, _ = self.index.side(shared, shared=True, add=True)
         offer_ids, offer_values, _ = self.index.side(action.features, shared=False, add=True)
         slots = self.index.assign(shared_ids, offer_ids)
         values = (np.asarray(shared_values)[:, None] * np.asarray(offer_values)[None, :]).reshape(-1)
+        return slots, values, reward
+
+    def learn(self, shared: Features, action: Action, reward: float, propensity: float) -> None:
+        """Learn one reward; a reward that is not a finite number is dropped (and not counted)."""
+        row = self._row(shared, action, reward)
+        if row is None:
+            return
         self.model.reserve(self.index.dim)
-        self.model.update(slots, values, reward)
+        self.model.update(*row)
         self.learned += 1
+
+    def learn_many(self, rewards: Sequence[tuple[Features, Action, float, float]]) -> None:
+        """One Woodbury update per ``_BATCH`` rewards (:meth:`Ridge.update_many`)."""
+        for start in range(0, len(rewards), _BATCH):
+            rows = [row for s, a, r, _ in rewards[start : start + _BATCH] if (row := self._row(s, a, r)) is not None]
+            self.model.reserve(self.index.dim)
+            if len(rows) == 1:
+                self.model.update(*rows[0])
+            else:
+                self.model.update_many(rows)
+            self.learned += len(rows)
 
     def explain(self, shared: Features, action: Action, top: int = 3) -> list[tuple[str, float]]:
         shared_ids, shared_values, shared_names = self.index.side(shared, shared=True, add=False)
-        offer_ids, offer_values, offer_names = self.index.side(action.features, shared=False, add=False)
+        offer_ids, offer_values, offer_names = self._offer_side(action)
         slots = self.index.slots(np.asarray(shared_ids)[:, None], np.asarray(offer_ids)[None, :])
-        contributions: dict[str, float] = {}
-        for i, (shared_name, shared_value) in enumerate(zip(shared_names, shared_values, strict=True)):
-            for j, (offer_name, offer_value) in enumerate(zip(offer_names, offer_values, strict=True)):
-                slot = int(slots[i, j])
-                if slot < 0:
-                    continue
-                name = " x ".join(f"{ns}:{n}" for ns, n in (shared_name, offer_name) if ns) or "bias"
-                value = float(self.model.theta[slot]) * shared_value * offer_value
-                contributions[name] = contributions.get(name, 0.0) + value
-        ranked = sorted(contributions.items(), key=lambda item: (-abs(item[1]), item[0]))
-        return [(name, value) for name, value in ranked[: max(0, top)] if math.isfinite(value)]
+        known = slots >= 0
+        products = np.outer(shared_values, offer_values)
+        contributions = np.where(known, self.model.theta[np.where(known, slots, 0)] * products, 0.0)
+        flat = contributions.reshape(-1)
+        candidates = [i for i in np.argsort(-np.abs(flat), kind="stable")[: 4 * max(0, top) + 4] if known.flat[i]]
+
+        def name(i: int) -> str:
+            pair = (shared_names[i // len(offer_ids)], offer_names[i % len(offer_ids)])
+            return " x ".join(f"{ns}:{n}" for ns, n in pair if ns) or "bias"
+
+        ranked = sorted(((name(int(i)), float(flat[i])) for i in candidates), key=lambda item: (-abs(item[1]), item[0]))
+        return [(n, value) for n, value in ranked[: max(0, top)] if math.isfinite(value)]
 
     # -- snapshots ------------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:

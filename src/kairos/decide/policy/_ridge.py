@@ -58,13 +58,21 @@ class Ridge:
         theta[:capacity] = self.theta
         self.ainv, self.theta = ainv, theta
 
+    def mean(self, slots: IntArray, values: FloatArray) -> FloatArray:
+        """The mean of each row alone (what :meth:`predict` gives first, without the variance's gather)."""
+        known = slots >= 0
+        out: FloatArray = np.einsum("ak,ak->a", self.theta[np.where(known, slots, 0)], np.where(known, values, 0.0))
+        return out
+
     def predict(self, slots: IntArray, values: FloatArray) -> tuple[FloatArray, FloatArray]:
         """Mean and ``x' ainv x`` (variance over sigma^2) of each row; ``slots`` -1 marks a pair never learned."""
         known = slots >= 0
         at = np.where(known, slots, 0)
         x = np.where(known, values, 0.0)
         mean = np.einsum("ak,ak->a", self.theta[at], x)
-        gathered = self.ainv[at[:, :, None], at[:, None, :]]
+        # One flat gather (ainv is C-contiguous): about 3x faster than the 3-d fancy index it replaces.
+        flat = at * len(self.ainv)
+        gathered = self.ainv.ravel().take(flat[:, :, None] + at[:, None, :])
         variance = np.einsum("ai,aij,aj->a", x, gathered, x)
         variance += np.where(known, 0.0, values * values).sum(axis=1) / self.l2
         # Rounding in a long run of rank-1 updates can leave ainv a hair from positive definite.
@@ -80,6 +88,31 @@ class Ridge:
         dger(-1.0 / denominator, u, u, a=self.ainv.T, overwrite_a=1)
         self.sse += error * error
         self.n += 1
+
+    def update_many(self, rows: list[tuple[IntArray, FloatArray, float]]) -> None:
+        """Learn several (x, reward) at once with the Woodbury identity: the same ``ainv`` and ``theta`` as
+        learning them one by one (up to rounding), in BLAS-3 products instead of one rank-1 pass over ``ainv``
+        per reward (memory-bound: about 1 ms each at 1024 slots). ``sigma``'s errors are taken against the
+        model before the batch. Every slot must already be allocated."""
+        if not rows:
+            return
+        k = len(rows)
+        used = np.unique(np.concatenate([slots for slots, _, _ in rows]))
+        where = {int(slot): i for i, slot in enumerate(used)}
+        x = np.zeros((k, len(used)))  # the batch's design, on the slots it uses only
+        rewards = np.empty(k)
+        for row, (slots, values, reward) in enumerate(rows):
+            for slot, value in zip(slots.tolist(), values.tolist(), strict=True):
+                x[row, where[slot]] += value  # a slot may repeat (a hash collision): the sum is right
+            rewards[row] = reward
+        errors = rewards - x @ self.theta[used]
+        u = self.ainv[:, used] @ x.T  # ainv X' (d x k): ainv is symmetric
+        s = np.eye(k) + x @ u[used]  # I + X ainv X'
+        w = np.linalg.solve(s, u.T)  # (I + X ainv X')^-1 X ainv
+        self.ainv -= u @ w
+        self.theta += self.ainv[:, used] @ (x.T @ errors)
+        self.sse += float(errors @ errors)
+        self.n += k
 
     def state(self, dim: int) -> dict[str, Any]:
         return {
