@@ -1,8 +1,10 @@
-"""Group commit: many concurrent collect requests share one durable log transaction.
+"""Group commit: many concurrent requests share one durable transaction.
 
-A request hands its events to :class:`LogWriter` and awaits a future. One writer thread takes everything
-queued, appends it in one transaction, and resolves each request's future only after the commit returned,
-so a ``200`` is never sent for an event that is not yet in the log.
+A request hands its items to a :class:`GroupWriter` and awaits a future. One writer thread takes everything
+queued, writes it in one transaction, and resolves each request's future only after the commit returned,
+so a ``200`` is never sent for something that is not yet stored: :class:`LogWriter` for collect's events,
+and the decision log's writer for ``POST /v1/decide`` (``kairos.api.decide``). One writer per database also
+means no request thread waits on another's write lock (SQLite's busy handler sleeps in growing steps).
 
 The queue is bounded by events, not requests: past ``max_pending`` a request is refused at once with
 :class:`~kairos.errors.Overloaded` (``503`` + ``Retry-After``) rather than held in memory, and the event
@@ -17,45 +19,60 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from kairos.collect import NewEvent
 from kairos.errors import Overloaded, StoreUnavailable
 
-__all__ = ["LogWriter"]
+__all__ = ["GroupWriter", "LogWriter"]
 
 log = logging.getLogger("kairos.collect")
-Append = Callable[[Sequence[tuple[str, Sequence[NewEvent]]]], list[list[int]]]
-_Item = tuple[str, Sequence[NewEvent], asyncio.AbstractEventLoop, "asyncio.Future[list[int]]"]
+T = TypeVar("T")
+R = TypeVar("R")
 MAX_GROUP_EVENTS = 20_000
 
 
-class LogWriter:
+class GroupWriter(Generic[T, R]):
+    """``write`` takes the items of several requests (in order) and returns one result per item, in one
+    transaction. The queue is bounded by the items' ``size`` (events for the log; 1 per decision)."""
+
     def __init__(
-        self, append: Append, *, max_pending: int = 50_000, store_errors: tuple[type[Exception], ...] = ()
+        self,
+        write: Callable[[list[T]], list[R]],
+        *,
+        size: Callable[[T], int] = lambda item: 1,
+        max_pending: int = 50_000,
+        max_group: int = MAX_GROUP_EVENTS,
+        store_errors: tuple[type[Exception], ...] = (),
+        what: str = "events",
+        name: str = "kairos-writer",
     ) -> None:
-        self._append = append
+        self._write = write
+        self._size = size
         self._max_pending = max_pending
+        self._max_group = max_group
         self._store_errors = store_errors
-        self._pending = 0  # events queued or being appended
+        self._what = what
+        self._pending = 0  # items' sizes queued or being written
         self._lock = threading.Lock()  # guards _pending only: held for a few instructions on either side
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="kairos-log-writer", daemon=True)
+        self._queue: queue.SimpleQueue[_Item[T, R] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     @property
     def pending(self) -> int:
         return self._pending
 
-    async def append(self, source: str, events: Sequence[NewEvent]) -> list[int]:
-        n = len(events)
+    async def submit(self, item: T) -> R:
+        n = self._size(item)
         with self._lock:
             # A request larger than the bound is still taken when nothing waits, or it could never be.
             if self._pending and self._pending + n > self._max_pending:
-                raise Overloaded(f"{self._pending} events are waiting to be written; retry shortly")
+                raise Overloaded(f"{self._pending} {self._what} are waiting to be written; retry shortly")
             self._pending += n
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[int]] = loop.create_future()
-        self._queue.put((source, events, loop, future))
+        future: asyncio.Future[R] = loop.create_future()
+        self._queue.put((item, loop, future))
         return await future
 
     def close(self) -> None:
@@ -68,9 +85,9 @@ class LogWriter:
             if first is None:
                 return
             items = [first]
-            size = len(first[1])
+            size = self._size(first[0])
             stop = False
-            while size < MAX_GROUP_EVENTS:
+            while size < self._max_group:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -79,39 +96,63 @@ class LogWriter:
                     stop = True
                     break
                 items.append(nxt)
-                size += len(nxt[1])
+                size += self._size(nxt[0])
             self._commit(items)
             if stop:
                 return
 
-    def _commit(self, items: list[_Item]) -> None:
+    def _commit(self, items: list[_Item[T, R]]) -> None:
         try:
-            seqs = self._append([(source, events) for source, events, _, _ in items])
+            results = self._write([item for item, _, _ in items])
         except Exception as exc:
-            log.exception("log append failed", extra={"requests": len(items)})
+            log.exception("group write failed", extra={"requests": len(items), "what": self._what})
             error: BaseException = exc
             if isinstance(exc, self._store_errors):
-                error = StoreUnavailable("the event log could not be written; nothing was stored, retry shortly")
+                error = StoreUnavailable(f"the {self._what} could not be written; nothing was stored, retry shortly")
                 error.__cause__ = exc
             self._release(items)
-            for _, _, loop, future in items:
+            for _, loop, future in items:
                 loop.call_soon_threadsafe(_fail, future, error)
             return
         self._release(items)
-        for (_, _, loop, future), result in zip(items, seqs, strict=True):
+        for (_, loop, future), result in zip(items, results, strict=True):
             loop.call_soon_threadsafe(_done, future, result)
 
-    def _release(self, items: list[_Item]) -> None:
-        n = sum(len(events) for _, events, _, _ in items)
+    def _release(self, items: list[_Item[T, R]]) -> None:
+        n = sum(self._size(item) for item, _, _ in items)
         with self._lock:
             self._pending -= n
 
 
-def _done(future: asyncio.Future[list[int]], result: list[int]) -> None:
+_Item = tuple[T, asyncio.AbstractEventLoop, "asyncio.Future[R]"]
+Append = Callable[[Sequence[tuple[str, Sequence[NewEvent]]]], list[list[int]]]
+Group = tuple[str, Sequence[NewEvent]]
+
+
+class LogWriter(GroupWriter[Group, list[int]]):
+    """Collect's writer: each request's (source, events) appended to the log, their seqs back."""
+
+    def __init__(
+        self, append: Append, *, max_pending: int = 50_000, store_errors: tuple[type[Exception], ...] = ()
+    ) -> None:
+        super().__init__(
+            append,
+            size=lambda group: len(group[1]),
+            max_pending=max_pending,
+            store_errors=store_errors,
+            what="events",
+            name="kairos-log-writer",
+        )
+
+    async def append(self, source: str, events: Sequence[NewEvent]) -> list[int]:
+        return await self.submit((source, events))
+
+
+def _done(future: asyncio.Future[Any], result: Any) -> None:
     if not future.done():
         future.set_result(result)
 
 
-def _fail(future: asyncio.Future[list[int]], exc: BaseException) -> None:
+def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
     if not future.done():
         future.set_exception(exc)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from kairos.activate.worker import create_delivery_worker
 from kairos.api import collect, decide, definitions, destinations, microsegments, ops, profiles
 from kairos.api._common import JSON, AccessLog, Disconnects, json_response
-from kairos.api._writer import LogWriter
+from kairos.api._writer import GroupWriter, LogWriter
 from kairos.config import ProcessorMode
 from kairos.decide.engine import Decider
 from kairos.decide.learning import LearnerThread, Trainer
@@ -58,6 +58,14 @@ def create_app(
             max_pending=settings.collect.max_pending_events,
             store_errors=kairos.store.driver_errors,
         )
+        app.state.decision_writer = GroupWriter(
+            kairos.store.decisions.record_many,
+            max_pending=settings.collect.max_pending_events,
+            max_group=1000,
+            store_errors=kairos.store.driver_errors,
+            what="decisions",
+            name="kairos-decision-writer",
+        )
         worker.start()
         delivery.start()
         if learner is not None:
@@ -69,6 +77,7 @@ def create_app(
             if learner is not None:
                 learner.stop()
             app.state.writer.close()
+            app.state.decision_writer.close()
             delivery.stop()
             worker.stop()
 

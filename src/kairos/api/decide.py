@@ -15,13 +15,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kairos.api._common import Work, endpoint, error_response, json_body, json_response, require_scope
+from kairos.api._writer import GroupWriter
 from kairos.decide import reports
 from kairos.decide.engine import Decider, decide_request
 from kairos.decide.offers import KIND, offer_body
 from kairos.definitions import check_key
 from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationError
 from kairos.runtime import Kairos
-from kairos.store import Definition
+from kairos.store import DecisionRow, Definition
 
 __all__ = ["add_reward", "offer_view", "remove_offer", "routes", "save_offer"]
 
@@ -128,14 +129,10 @@ async def decide(request: Request) -> Response:
         require_scope(request, "decide")
         body = await json_body(request, MAX_DECIDE_BODY)
         req = decide_request(body)
-        found = decider(request)
-
-        def work() -> dict[str, Any]:
-            decision = found.decide(req)
-            found.record(decision)
-            return decision.answer
-
-        answer = await run_in_threadpool(work)
+        decision = await run_in_threadpool(decider(request).decide, req)
+        writer: GroupWriter[DecisionRow, None] = request.app.state.decision_writer
+        await writer.submit(decision.row)  # answered only once the decision is in the log
+        answer = decision.answer
     except KairosError as exc:
         return error_response(exc)
     return json_response(answer)

@@ -97,36 +97,47 @@ class SqlDecisions:
     # -- the decision path ---------------------------------------------------------------------------
     def record(self, row: DecisionRow) -> None:
         """Log one decision and count its impressions, in one transaction."""
+        self.record_many([row])
+
+    def record_many(self, rows: Sequence[DecisionRow]) -> list[None]:
+        """Log decisions and count their impressions, in one transaction (the decide path's group commit)."""
         db = self.db
+        impressions: dict[str, int] = {}
+        for row in rows:
+            for offer in dict.fromkeys(row.offers):
+                impressions[offer] = impressions.get(offer, 0) + 1
         with db.tx(write=True) as conn:
-            conn.execute(
-                db.sql(
-                    "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
-                    " interaction, customization, closes_at, closed, record)"
-                    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, {p})"
-                ),
-                (
-                    row.id,
-                    row.at,
-                    row.subject,
-                    row.channel,
-                    row.placement,
-                    row.group,
-                    row.policy,
-                    row.policy_version,
-                    db.d.dump_json(row.offers),
-                    int(row.interaction),
-                    int(row.customization),
-                    row.closes_at,
-                    row.record,
-                ),
+            db.many(
+                conn,
+                "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
+                " interaction, customization, closes_at, closed, record)"
+                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, {p})",
+                [
+                    (
+                        row.id,
+                        row.at,
+                        row.subject,
+                        row.channel,
+                        row.placement,
+                        row.group,
+                        row.policy,
+                        row.policy_version,
+                        db.d.dump_json(row.offers),
+                        int(row.interaction),
+                        int(row.customization),
+                        row.closes_at,
+                        row.record,
+                    )
+                    for row in rows
+                ],
             )
             db.many(
                 conn,
-                "INSERT INTO offer_impressions (offer, impressions) VALUES ({p}, 1) ON CONFLICT (offer)"
-                " DO UPDATE SET impressions = offer_impressions.impressions + 1",
-                [(offer,) for offer in dict.fromkeys(row.offers)],
+                "INSERT INTO offer_impressions (offer, impressions) VALUES ({p}, {p}) ON CONFLICT (offer)"
+                " DO UPDATE SET impressions = offer_impressions.impressions + excluded.impressions",
+                sorted(impressions.items()),  # a fixed order: concurrent writers lock rows alike (PostgreSQL)
             )
+        return [None] * len(rows)
 
     def impressions(self, offers: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
