@@ -23,9 +23,10 @@ Current code only (the baseline has no decision API). One run measures:
 3. **HTTP**: ``kairos serve`` (default settings) with 20 offers and 500 profiles; wrk sends ``POST
    /v1/decide`` at ``--rate`` requests/s for ``--duration`` s, then ``GET /livez`` (the same server's bare
    endpoint: it reads nothing) at the same rate, alternating, ``--repeats`` times.
-4. **Learning throughput**: ``--rewards`` logged decisions, each rewarded, learned by one ``Trainer.step``
-   (join to the decision log, learn, one snapshot), beside the same step with the ``priority`` policy
-   (everything but the learning), measured in the same run.
+4. **Learning throughput**: ``--rewards`` logged decisions, each with a reward (5% of them 1), taken in by
+   one ``Trainer.step`` (decode the decision log, learn each shown item, relabel the rewarded ones, one
+   snapshot), beside the same step with the ``priority`` policy (everything but the learning), measured in
+   the same run; per logged decision.
 
 Run alone: ``python bench/decide.py [--rounds 100000] [--seeds 3] [--variants pairwise,threeway]``.
 """

@@ -373,7 +373,7 @@ def test_rewards_are_learned_once_into_snapshots_a_second_process_loads(world: W
         item = answer["items"][0]
         body = {"decision_id": answer["decision_id"], "offer_id": item["offer_id"], "reward": 1.0}
         world.client.post("/v1/rewards", json=body, headers=world.decide_key)
-    assert trainer.step(force_snapshot=True) == 6
+    assert trainer.step(force_snapshot=True) == 12  # 6 shown items learned, then 6 rewards relabel them
     assert trainer.version == 1 and world.app.state.decider.holder.version == 1
     # Another API process (its own Kairos on the same store) picks the snapshot up.
     other = Kairos(world.settings, clock=world.clock)
@@ -393,9 +393,9 @@ def test_rewards_recorded_before_a_crash_are_learned_after_the_restart(world: Wo
     body = {"decision_id": answer["decision_id"], "offer_id": "a", "reward": 1.0}
     world.client.post("/v1/rewards", json=body, headers=world.decide_key)
     crashed = world.trainer()
-    assert crashed.step() == 1  # learned in memory, no snapshot yet: then the process dies
+    assert crashed.step() == 2  # the item and its reward, in memory, no snapshot yet: then the process dies
     restarted = world.trainer()
-    assert restarted.step(force_snapshot=True) == 1 and restarted.policy.learned == 1
+    assert restarted.step(force_snapshot=True) == 2 and restarted.policy.learned == 1
     assert not crashed.snapshot()  # the dead learner's late snapshot is refused (compare-and-set)
 
 
@@ -403,8 +403,27 @@ def test_the_default_reward_closes_items_nobody_rewarded(world: World) -> None:
     world.offer("a")
     answer = world.decide(profile="user_id:u1")
     trainer = world.trainer()
-    assert trainer.step() == 0
+    assert trainer.step() == 1  # shown: learned at once with the default reward
+    assert trainer.policy.learned == 1
     world.clock.advance(3_600_000)
-    assert trainer.step() == 1
+    assert trainer.step() == 0  # closing it writes the default, which is learned already
+    assert trainer.policy.learned == 1
     (reward,) = world.kairos.store.decisions.rewards_of([answer["decision_id"]])
     assert (reward.source, reward.reward) == ("default", 0.0)
+
+
+def test_shown_items_are_learned_at_once_and_rewards_relabel_them(world: World) -> None:
+    world.offer("a", attributes={"category": "shoes"})
+    world.offer("b", attributes={"category": "hats"})
+    trainer = world.trainer()
+    for i in range(40):
+        answer = world.decide(profile=f"user_id:p{i}", limit=2)
+        for item in answer["items"]:  # both shown every time; only a is ever clicked
+            if item["offer_id"] == "a" and i % 2 == 0:
+                body = {"decision_id": answer["decision_id"], "offer_id": "a", "reward": 1}
+                world.client.post("/v1/rewards", json=body, headers=world.decide_key)
+    assert trainer.step(force_snapshot=True) == 80 + 20
+    policy = world.app.state.decider.holder.current().policy
+    record = decode_record(world.kairos.store.decisions.decision(answer["decision_id"]).record)  # type: ignore[union-attr]
+    a, b = (policy.estimate(record.shared, [c])[0] for c in sorted(record.candidates, key=lambda c: c.key))
+    assert a == pytest.approx(0.5, abs=0.1) and b == pytest.approx(0.0, abs=0.1)  # click rates 1/2 and 0

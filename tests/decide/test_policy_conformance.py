@@ -258,3 +258,22 @@ def test_learning_a_batch_equals_learning_one_by_one(name: str) -> None:
     for _ in range(20):
         shared = situation(probe)
         assert batch.estimate(shared, OFFERS) == pytest.approx(one.estimate(shared, OFFERS), abs=1e-9)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_default_relabelled_later_equals_the_real_reward_learned_at_once(name: str) -> None:
+    rng = random.Random(13)
+    stream = []
+    for _ in range(200):
+        shared = situation(rng)
+        index = rng.randrange(len(OFFERS))
+        stream.append((shared, OFFERS[index], float(rng.random() < click_rate(shared, index))))
+    direct, relabelled = make_policy(name, seed=4), make_policy(name, seed=4)
+    for shared, action, reward in stream:
+        direct.learn(shared, action, reward, 0.5)
+    relabelled.learn_many([(shared, action, 0.0, 0.5) for shared, action, _ in stream])  # shown: the default
+    relabelled.relabel([(shared, action, reward) for shared, action, reward in stream if reward])  # clicks came
+    probe = random.Random(6)
+    for _ in range(20):
+        shared = situation(probe)
+        assert relabelled.estimate(shared, OFFERS) == pytest.approx(direct.estimate(shared, OFFERS), abs=1e-9)

@@ -1,12 +1,13 @@
 """Learning from rewards: the trainer that turns logged outcomes into policy snapshots, and the holder that gives
 every decision the latest one.
 
-The :class:`Trainer` (``kairos serve`` runs it in a thread; ``kairos learn`` anywhere else) repeats three steps:
-close the decisions whose wait is over (their open items get ``decide.default_reward``), learn every reward
-not yet learned (joined to its logged decision: the features the policy saw and the propensity it showed
-the item with), and every ``decide.snapshot_seconds`` store a snapshot that marks those rewards learned, in
-one transaction that is refused if another learner stored one first (it then starts again from that one).
-A reward is thus learned exactly once in effect, whatever crashes or how many learners run.
+The :class:`Trainer` (``kairos serve`` runs it in a thread; ``kairos learn`` anywhere else) repeats: record
+the rewards of conversion events, close the decisions whose wait is over (their open items get
+``decide.default_reward``), learn every newly logged decision's shown items with the default reward, relabel
+the items whose reward arrived since (from the default to the reward: the same model as learning the reward
+at once), and every ``decide.snapshot_seconds`` store a snapshot that marks those decisions and rewards
+learned, in one transaction that is refused if another learner stored one first (it then starts again from
+that one). Each outcome is thus learned exactly once in effect, whatever crashes or how many learners run.
 
 A :class:`PolicyHolder` is what the decision path asks: it loads the latest snapshot when one is newer, at most
 every ``max_age`` seconds, without blocking decisions (they keep the previous policy until the new one is in).
@@ -29,7 +30,7 @@ from kairos.decide.policy import DEFAULT_POLICY, Policy, load_policy, make_polic
 from kairos.decide.records import Action, DecisionRecord, Features
 from kairos.errors import KairosError
 from kairos.pipeline import Clock
-from kairos.store import Outbox, RewardRow, Snapshot, SqlDecisions
+from kairos.store import DecisionRow, Outbox, RewardRow, Snapshot, SqlDecisions
 
 __all__ = ["LearnerThread", "PolicyHolder", "Trainer", "decode_record", "encode_record", "policy_name"]
 
@@ -127,17 +128,19 @@ class Trainer:
         limit_blas(settings)
         self.policy: Policy = make_policy(self.name, seed=settings.seed)
         self.version = 0
-        self.pending: list[int] = []  # seqs of rewards learned since the last snapshot
+        self.pending: list[int] = []  # seqs of rewards taken in since the last snapshot
+        self.pending_decisions: list[int] = []  # seqs of decisions whose shown items were learned since then
         self.after = 0  # the last reward seq read since the last snapshot
+        self.after_decisions = 0  # the last decision seq read since then
         self.learned = 0
         self._last_snapshot = time.monotonic()
         self._resume()
 
     def _resume(self) -> None:
-        """Start from the latest snapshot (rewards after it are unlearned and will be learned again)."""
+        """Start from the latest snapshot (what came after it is unlearned and will be learned again)."""
         snapshot = self.decisions.latest()
-        self.pending = []
-        self.after = 0
+        self.pending, self.pending_decisions = [], []
+        self.after = self.after_decisions = 0
         if snapshot is None:
             return
         self.version = snapshot.version
@@ -152,47 +155,74 @@ class Trainer:
 
     def step(self, force_snapshot: bool = False) -> int:
         """Attribute conversions, close due decisions, learn what arrived, snapshot when due; the number of
-        rewards learned."""
+        outcomes taken in (shown items learned with the default reward, and rewards that relabel them).
+
+        Every shown item is learned as soon as its decision is logged, with ``decide.default_reward``; a
+        reward that arrives later moves that item's target to the reward (``Policy.relabel``), which equals
+        having learned the reward at once. So the model never learns only the clicks while the non-clicks
+        wait for the end of ``decide.reward_wait_seconds`` (a bias towards what was shown most), and an
+        item nobody rewarded is already counted when its wait ends."""
         if self.outbox is not None:
             while attribute(self.outbox, self.decisions, self.settings, self.clock.now()) == ATTRIBUTE_BATCH:
                 pass
         self.decisions.close_due(self.clock.now(), self.settings.default_reward)
         learned = 0
-        while True:
-            rows = self.decisions.unlearned(self.after, BATCH)
-            if not rows:
-                break
-            learned += self._learn(rows)
-            self.after = rows[-1].seq
+        while rows := self.decisions.unlearned_decisions(self.after_decisions, BATCH):
+            learned += self._shown(rows)
+            self.after_decisions = rows[-1].seq
             if len(rows) < BATCH:
                 break
+        while rewards := self.decisions.unlearned(self.after, BATCH):
+            learned += self._rewarded(rewards)
+            self.after = rewards[-1].seq
+            if len(rewards) < BATCH:
+                break
         due = time.monotonic() - self._last_snapshot >= self.settings.snapshot_seconds
-        if self.pending and (force_snapshot or due):
+        if (self.pending or self.pending_decisions) and (force_snapshot or due):
             self.snapshot()
         return learned
 
-    def _learn(self, rows: list[RewardRow]) -> int:
-        found = self.decisions.decisions(list({r.decision_id for r in rows}))
-        records: dict[str, DecisionRecord] = {}
+    def _shown(self, rows: list[DecisionRow]) -> int:
+        """Learn every shown item of these decisions with the default reward (baseline-served control
+        decisions too: their propensity is 1, and a regression learns from them as well)."""
+        default = self.settings.default_reward
         batch: list[tuple[Features, Action, float, float]] = []
-        for r in rows:
-            self.pending.append(r.seq)
-            row = found.get(r.decision_id)
-            if row is None or row.group == "not_personalized":
+        for row in rows:
+            self.pending_decisions.append(row.seq)
+            if row.group == "not_personalized":
                 continue
-            record = records.get(r.decision_id)
-            if record is None:
-                record = records[r.decision_id] = decode_record(row.record)
-            item = next((i for i in record.items if i.offer == r.offer), None)
-            action = next((a for a in record.candidates if a.key == r.offer), None)
-            if item is None or action is None:
-                continue
-            batch.append((record.shared, action, r.reward, item.propensity))
+            record = decode_record(row.record)
+            actions = {a.key: a for a in record.candidates}
+            batch.extend(
+                (record.shared, actions[i.offer], default, i.propensity) for i in record.items if i.offer in actions
+            )
         before = self.policy.learned
         self.policy.learn_many(batch)
         learned = self.policy.learned - before
         self.learned += learned
         return learned
+
+    def _rewarded(self, rows: list[RewardRow]) -> int:
+        """Relabel the items these rewards are for, from the default to the reward (a default row: nothing)."""
+        default = self.settings.default_reward
+        wanted = [r for r in rows if r.source != "default"]
+        found = self.decisions.decisions(list({r.decision_id for r in wanted}))
+        records: dict[str, DecisionRecord] = {}
+        corrections: list[tuple[Features, Action, float]] = []
+        for r in rows:
+            self.pending.append(r.seq)
+        for r in wanted:
+            row = found.get(r.decision_id)
+            if row is None or row.group == "not_personalized" or r.reward == default:
+                continue
+            record = records.get(r.decision_id)
+            if record is None:
+                record = records[r.decision_id] = decode_record(row.record)
+            action = next((a for a in record.candidates if a.key == r.offer), None)
+            if action is not None and any(i.offer == r.offer for i in record.items):
+                corrections.append((record.shared, action, r.reward - default))
+        self.policy.relabel(corrections)
+        return len(corrections)
 
     def snapshot(self) -> bool:
         """Store the policy as the next version; False (and start again from the latest) if another learner
@@ -200,13 +230,14 @@ class Trainer:
         model = self.policy.dumps()
         snapshot = Snapshot(self.version + 1, self.name, self.clock.now(), self.policy.learned, model)
         self._last_snapshot = time.monotonic()
-        if not self.decisions.save_snapshot(self.version, snapshot, self.pending):
+        if not self.decisions.save_snapshot(self.version, snapshot, self.pending, self.pending_decisions):
             log.info("another learner stored a snapshot first; continuing from it")
             self._resume()
             return False
         self.version = snapshot.version
-        self.pending = []
-        self.after = 0  # re-read from the start: a reward committed late with a lower seq is not skipped
+        self.pending, self.pending_decisions = [], []
+        # Re-read from the start: a row committed late with a lower seq (PostgreSQL) is not skipped.
+        self.after = self.after_decisions = 0
         if self.holder is not None:
             self.holder.publish(load_policy(model), snapshot.version)
         return True

@@ -110,8 +110,8 @@ class SqlDecisions:
             db.many(
                 conn,
                 "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
-                " interaction, customization, closes_at, closed, record)"
-                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, {p})",
+                " interaction, customization, closes_at, closed, learned, record)"
+                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, 0, {p})",
                 [
                     (
                         row.id,
@@ -242,6 +242,16 @@ class SqlDecisions:
                 conn.execute(db.sql(f"UPDATE decisions SET closed = 1 WHERE {where}"), params)
         return len(due)
 
+    def unlearned_decisions(self, after: int, limit: int) -> list[DecisionRow]:
+        """Decisions whose shown items no stored snapshot has learned yet, after ``after``, in log order."""
+        return [
+            self._decision(r)
+            for r in self.db.rows_of(
+                f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE learned = 0 AND seq > {{p}} ORDER BY seq LIMIT {{p}}",
+                (after, limit),
+            )
+        ]
+
     def unlearned(self, after: int, limit: int) -> list[RewardRow]:
         return [
             self._reward(r)
@@ -262,9 +272,12 @@ class SqlDecisions:
         )
         return None if r is None else Snapshot(r[0], r[1], r[2], r[3], bytes(r[4]))
 
-    def save_snapshot(self, expect: int, snapshot: Snapshot, learned: Sequence[int]) -> bool:
-        """Store ``snapshot`` (its version must be ``expect + 1``) and mark the rewards ``learned`` (their seqs)
-        as learned, unless another snapshot came after ``expect``; False then, and nothing is written."""
+    def save_snapshot(
+        self, expect: int, snapshot: Snapshot, learned: Sequence[int], decisions: Sequence[int] = ()
+    ) -> bool:
+        """Store ``snapshot`` (its version must be ``expect + 1``) and mark the rewards ``learned`` and the
+        ``decisions`` (their seqs) as learned, unless another snapshot came after ``expect``; False then, and
+        nothing is written."""
         db = self.db
         with db.tx(write=True) as conn:
             db.d.lock(conn, "policy_snapshots")
@@ -280,6 +293,8 @@ class SqlDecisions:
             )
             for where, params in db.where_in("seq", list(learned)):
                 conn.execute(db.sql(f"UPDATE rewards SET learned = 1 WHERE {where}"), params)
+            for where, params in db.where_in("seq", list(decisions)):
+                conn.execute(db.sql(f"UPDATE decisions SET learned = 1 WHERE {where}"), params)
             conn.execute(
                 db.sql("DELETE FROM policy_snapshots WHERE version <= {p}"), (snapshot.version - KEEP_SNAPSHOTS,)
             )

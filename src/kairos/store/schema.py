@@ -221,11 +221,13 @@ DECISIONS = Table(
         ("customization", "int"),
         ("closes_at", "int"),
         ("closed", "int"),
+        ("learned", "int"),  # its shown items are in a stored policy snapshot (with the default reward)
         ("record", "bytes"),
     ),
     ("seq",),
     (
         Index("decisions_id", ("id",), unique=True),
+        Index("decisions_unlearned", ("seq",), where="learned = 0"),
         Index("decisions_subject", ("subject", "at")),
         Index("decisions_at", ("at",)),
         Index("decisions_open", ("closes_at",), where="closed = 0"),

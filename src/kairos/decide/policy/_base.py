@@ -81,6 +81,13 @@ class Policy(ABC):
     def learn(self, shared: Features, action: Action, reward: float, propensity: float) -> None:
         """Learn one reward for ``action`` shown in the context ``shared``; rewards may arrive in any order."""
 
+    def relabel(self, corrections: Sequence[tuple[Features, Action, float]]) -> None:
+        """The reward of (shared, action) pairs already learned changes by ``delta``: learned first with the
+        default reward when shown, an item's real reward arrives later. For a learner that regresses on
+        rewards, ``learn(s, a, d)`` then ``relabel([(s, a, r - d)])`` must equal ``learn(s, a, r)``. Learners
+        that keep nothing (the baselines) ignore it."""
+        return None
+
     def learn_many(self, rewards: Sequence[tuple[Features, Action, float, float]]) -> None:
         """Learn several (shared, action, reward, propensity) at once, as if one by one in that order (a
         learner may do it faster, e.g. one matrix update for the batch)."""

@@ -144,6 +144,12 @@ class _LinearPolicy(Policy):
         self.model.update(*row)
         self.learned += 1
 
+    def relabel(self, corrections: Sequence[tuple[Features, Action, float]]) -> None:
+        """Move the regression's target of pairs already learned (:meth:`Ridge.shift`): O(d) per row."""
+        rows = [row for s, a, delta in corrections if (row := self._row(s, a, delta)) is not None]
+        self.model.reserve(self.index.dim)
+        self.model.shift(rows)
+
     def learn_many(self, rewards: Sequence[tuple[Features, Action, float, float]]) -> None:
         """One Woodbury update per ``_BATCH`` rewards (:meth:`Ridge.update_many`)."""
         for start in range(0, len(rewards), _BATCH):

@@ -114,6 +114,19 @@ class Ridge:
         self.sse += float(errors @ errors)
         self.n += k
 
+    def shift(self, rows: list[tuple[IntArray, FloatArray, float]]) -> None:
+        """Add ``delta * x`` to ``b`` for each (x, delta), ``A`` unchanged: ``theta += ainv X' delta``. The
+        rows were learned already (their ``x x'`` is in ``A``) with another reward: this relabels them."""
+        if not rows:
+            return
+        used = np.unique(np.concatenate([slots for slots, _, _ in rows]))
+        where = {int(slot): i for i, slot in enumerate(used)}
+        pushed = np.zeros(len(used))  # X' delta, on the slots the rows use
+        for slots, values, delta in rows:
+            for slot, value in zip(slots.tolist(), values.tolist(), strict=True):
+                pushed[where[slot]] += value * delta
+        self.theta += self.ainv[:, used] @ pushed
+
     def state(self, dim: int) -> dict[str, Any]:
         return {
             "ainv": pack_array(self.ainv[:dim, :dim]),
