@@ -155,6 +155,7 @@ def learning_run(variant: str, seed: int, rounds: int, customers: int, workdir: 
             if r % 100 == 99:
                 trainer.step(force_snapshot=r % 500 == 499)
         seconds = time.perf_counter() - started
+        decider.close()
     finally:
         kairos.close()
     n = float(rounds)
@@ -214,6 +215,7 @@ def latency_run(offers: int, calls: int, workdir: Path) -> LatencyRun:
             out[policy] = _p(decide)
             if policy == "default":
                 out["record"] = _p(record)
+            decider.close()
         finally:
             kairos.close()
     return LatencyRun(offers, out["default"], out["record"], out["priority"])
@@ -302,6 +304,7 @@ def learn_run(rewards: int, workdir: Path) -> LearnRun:
                         "reward": float(rng.random() < 0.05),
                     },
                 )
+            decider.close()
             trainer = Trainer(kairos.store.decisions, kairos.settings.decide, clock)
             started = time.perf_counter()
             trainer.step(force_snapshot=True)

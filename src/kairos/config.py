@@ -419,11 +419,12 @@ class DecideSettings(BaseModel):
     )
     max_offers: int = Field(500, ge=1, le=10_000, description="Most offers the catalogue may hold.")
     snapshot_seconds: float = Field(
-        2.0, gt=0, description="How often the learner stores a snapshot of the policy that API processes load."
+        5.0, gt=0, description="How often the learner stores a snapshot of the policy that API processes load."
     )
-    learner_mode: Literal["thread", "off"] = Field(
-        "thread",
-        description="Where the learner runs: `thread` (inside `kairos serve`) or `off` (run `kairos learn` "
+    learner_mode: Literal["process", "thread", "off"] = Field(
+        "process",
+        description="Where `kairos serve` runs the learner: `process` (a supervised child process: learning "
+        "never takes the GIL from decisions), `thread` (inside the API process) or `off` (run `kairos learn` "
         "elsewhere; one learner or several, snapshots are written with a compare-and-set).",
     )
     experience_threshold: float = Field(

@@ -20,7 +20,7 @@ from kairos.api._writer import GroupWriter, LogWriter
 from kairos.config import ProcessorMode
 from kairos.decide.engine import Decider
 from kairos.decide.learning import LearnerThread, Trainer
-from kairos.pipeline.worker import create_worker
+from kairos.pipeline.worker import ProcessWorker, create_worker
 from kairos.runtime import Kairos
 
 __all__ = ["create_app"]
@@ -43,10 +43,16 @@ def create_app(
         mode = "off"
     worker = create_worker(kairos, mode)
     decider = Decider(kairos)
-    learner = None
+    learner: LearnerThread | ProcessWorker | None = None
     if run_processor is not False and settings.decide.learner_mode == "thread":
         learner = LearnerThread(
             Trainer(kairos.store.decisions, settings.decide, kairos.clock, decider.holder, kairos.store.outbox)
+        )
+    elif run_processor is not False and settings.decide.learner_mode == "process":
+        from kairos.decide import _child as learner_child
+
+        learner = ProcessWorker(
+            settings, kairos.cache, target=learner_child.run, name="kairos-learner", stop_timeout=15.0
         )
     delivery = create_delivery_worker(kairos, "off" if run_processor is False else settings.delivery.serve_mode())
 
@@ -78,6 +84,7 @@ def create_app(
                 learner.stop()
             app.state.writer.close()
             app.state.decision_writer.close()
+            decider.close()
             delivery.stop()
             worker.stop()
 

@@ -265,6 +265,9 @@ class Decider:
         }
         return Decision(answer, row, record)
 
+    def close(self) -> None:
+        self.holder.close()
+
     def record(self, decision: Decision) -> None:
         self.kairos.store.decisions.record(decision.row)
 

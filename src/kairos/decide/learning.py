@@ -66,25 +66,47 @@ class Current:
 
 
 class PolicyHolder:
-    """The policy decisions use: the latest stored snapshot of the configured learner (or a fresh one)."""
+    """The policy decisions use: the latest stored snapshot of the configured learner (or a fresh one).
+
+    A newer snapshot is loaded by a background thread (started by the first :meth:`current`), never by the
+    decision that notices it: reading and decoding several megabytes would be that decision's latency.
+    """
 
     def __init__(self, decisions: SqlDecisions, settings: DecideSettings) -> None:
         self.decisions = decisions
         self.name = policy_name(settings)
         limit_blas(settings)
         self._current = Current(make_policy(self.name, seed=settings.seed), 0)
-        self._checked = float("-inf")
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def current(self, max_age: float = 1.0) -> Current:
-        now = time.monotonic()
-        if now - self._checked >= max_age and self._lock.acquire(blocking=False):
-            try:
-                self._checked = now
+        """The policy to decide with; ``max_age`` 0 loads a newer snapshot now (reports, the CLI, tests)."""
+        if max_age <= 0:
+            with self._lock:
                 self.refresh()
-            finally:
-                self._lock.release()
+        elif self._thread is None and not self._stop.is_set():
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._poll, args=(max_age,), name="kairos-policy-loader", daemon=True
+                    )
+                    self._thread.start()
         return self._current
+
+    def _poll(self, every: float) -> None:
+        while not self._stop.wait(every):
+            try:
+                with self._lock:
+                    self.refresh()
+            except Exception:  # the store restarting: the decisions keep the policy they have
+                log.warning("could not look for a newer policy snapshot", exc_info=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def refresh(self) -> None:
         """Load the latest snapshot if it is newer than the one held (and of the configured learner)."""

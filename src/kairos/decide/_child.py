@@ -1,0 +1,60 @@
+"""The learner's process under ``kairos serve`` (``decide.learner_mode = "process"``, the default).
+
+Learning is CPU work in Python and numpy; in a thread of the API process it would hold the GIL for
+milliseconds at a time and show in the decision path's tail latency. Here it has a process (a core) of its
+own. It speaks the protocol of :mod:`kairos.pipeline.worker`: ``("status", {pid, state})`` every
+``status_interval`` seconds; it stops when asked (``("stop",)``) or when its parent is gone. API processes
+see its work through the stored policy snapshots, which they reload within a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+__all__ = ["run"]
+
+log = logging.getLogger("kairos.decide")
+
+
+def _watch(conn: Connection, stop: threading.Event, parent_pid: int, interval: float) -> None:
+    try:
+        while not stop.is_set() and os.getppid() == parent_pid:
+            conn.send(("status", {"pid": os.getpid(), "state": "running"}))
+            if conn.poll(interval) and conn.recv()[0] == "stop":
+                break
+    except (EOFError, OSError):
+        pass
+    stop.set()
+
+
+def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status_interval: float) -> None:
+    """The child's main function."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from kairos.config import Settings
+    from kairos.decide.learning import LearnerThread, Trainer
+    from kairos.logs import setup_logging
+    from kairos.runtime import Kairos
+
+    settings = Settings.model_validate(settings_data)
+    setup_logging(settings.server.log_level)
+    kairos = Kairos(settings)
+    stop = threading.Event()
+    watcher = threading.Thread(target=_watch, args=(conn, stop, parent_pid, status_interval), daemon=True)
+    watcher.start()
+    trainer = Trainer(kairos.store.decisions, settings.decide, kairos.clock, outbox=kairos.store.outbox)
+    learner = LearnerThread(trainer)
+    log.info("learner process running", extra={"pid": os.getpid()})
+    learner.start()
+    try:
+        stop.wait()
+    finally:
+        learner.stop()  # stores what was learned since the last snapshot
+        kairos.close()
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(("status", {"pid": os.getpid(), "state": "stopped"}))
