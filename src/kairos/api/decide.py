@@ -129,7 +129,11 @@ async def decide(request: Request) -> Response:
         require_scope(request, "decide")
         body = await json_body(request, MAX_DECIDE_BODY)
         req = decide_request(body)
-        decision = await run_in_threadpool(decider(request).decide, req)
+        found = decider(request)
+        if found.on_loop:
+            decision = found.decide(req)
+        else:
+            decision = await run_in_threadpool(found.decide, req)
         writer: GroupWriter[DecisionRow, None] = request.app.state.decision_writer
         await writer.submit(decision.row)  # answered only once the decision is in the log
         answer = decision.answer

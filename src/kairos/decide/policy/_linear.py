@@ -164,18 +164,25 @@ class _LinearPolicy(Policy):
     def explain(self, shared: Features, action: Action, top: int = 3) -> list[tuple[str, float]]:
         shared_ids, shared_values, shared_names = self.index.side(shared, shared=True, add=False)
         offer_ids, offer_values, offer_names = self._offer_side(action)
-        slots = self.index.slots(np.asarray(shared_ids)[:, None], np.asarray(offer_ids)[None, :])
-        known = slots >= 0
-        products = np.outer(shared_values, offer_values)
-        contributions = np.where(known, self.model.theta[np.where(known, slots, 0)] * products, 0.0)
-        flat = contributions.reshape(-1)
-        candidates = [i for i in np.argsort(-np.abs(flat), kind="stable")[: 4 * max(0, top) + 4] if known.flat[i]]
+        rows, cols = self.index.table.shape
+        s = np.asarray(shared_ids, dtype=np.int64)
+        o = np.asarray(offer_ids, dtype=np.int64)
+        s_ok, o_ok = (s >= 0) & (s < rows), (o >= 0) & (o < cols)
+        slots = np.where(
+            s_ok[:, None] & o_ok[None, :], self.index.table[np.where(s_ok, s, 0)][:, np.where(o_ok, o, 0)], -1
+        )
+        known = (slots >= 0).reshape(-1)
+        flat = np.where(known, self.model.theta[np.where(known, slots.reshape(-1), 0)], 0.0)
+        flat = flat * np.outer(shared_values, offer_values).reshape(-1)
+        # Names only for the few that can make the top (building them is most of the cost); ties by name.
+        order = [int(i) for i in np.argsort(-np.abs(flat), kind="stable")[: max(0, top) + 2] if known[i]]
+        width = len(offer_ids)
 
         def name(i: int) -> str:
-            pair = (shared_names[i // len(offer_ids)], offer_names[i % len(offer_ids)])
+            pair = (shared_names[i // width], offer_names[i % width])
             return " x ".join(f"{ns}:{n}" for ns, n in pair if ns) or "bias"
 
-        ranked = sorted(((name(int(i)), float(flat[i])) for i in candidates), key=lambda item: (-abs(item[1]), item[0]))
+        ranked = sorted(((name(i), float(flat[i])) for i in order), key=lambda item: (-abs(item[1]), item[0]))
         return [(n, value) for n, value in ranked[: max(0, top)] if math.isfinite(value)]
 
     # -- snapshots ------------------------------------------------------------------------------------
