@@ -74,6 +74,7 @@ def create_app(
         )
         worker.start()
         delivery.start()
+        decider.start()
         if learner is not None:
             learner.start()
         log.info("kairos started", extra={"store": kairos.store.name, "processor": worker.status()})

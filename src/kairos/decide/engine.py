@@ -19,6 +19,7 @@ Steps, in order (each documented in ``docs/decide.md``):
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import os
@@ -120,8 +121,6 @@ def _iso_ms(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     try:
-        import datetime as dt
-
         return int(dt.datetime.fromisoformat(value).timestamp() * 1000)
     except ValueError:
         return None
@@ -194,14 +193,16 @@ class Decider:
 
         channels = [req.channel] if req.channel != "auto" else self._channels(offers, view)
         best: _Plan | None = None
+        best_score = -math.inf
         stated_channel = False
         for channel in channels:
             plan = self._plan(req, channel, offers, seen_view, history, moments, now)
             if req.channel == "auto" and view is not None and self._preferred(view) == channel and plan.eligible:
                 best, stated_channel = plan, True
                 break
-            if best is None or plan.top_score(policy) > best.top_score(policy):
-                best = plan
+            score = plan.top_score(policy) if len(channels) > 1 else 0.0
+            if best is None or score > best_score:
+                best, best_score = plan, score
         assert best is not None or not channels
         if best is None:  # "auto" and no channel at all is consented
             best = _Plan(req.channel, [], {}, {})
@@ -268,6 +269,10 @@ class Decider:
             "items": [self._item(policy, best, by_key[i.offer], i, group, view) for i in items],
         }
         return Decision(answer, row, record)
+
+    def start(self) -> None:
+        """Serving: newer policy snapshots are loaded in the background from now on."""
+        self.holder.start()
 
     def close(self) -> None:
         self.holder.close()

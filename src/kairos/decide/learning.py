@@ -80,20 +80,22 @@ class PolicyHolder:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._checked = float("-inf")
 
     def current(self, max_age: float = 1.0) -> Current:
-        """The policy to decide with; ``max_age`` 0 loads a newer snapshot now (reports, the CLI, tests)."""
-        if max_age <= 0:
+        """The policy to decide with. While :meth:`start`'s thread runs, it loads newer snapshots and this
+        only reads; otherwise this looks for one when the last look is ``max_age`` seconds old (0: now)."""
+        if self._thread is None and time.monotonic() - self._checked >= max_age:
             with self._lock:
+                self._checked = time.monotonic()
                 self.refresh()
-        elif self._thread is None and not self._stop.is_set():
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._poll, args=(max_age,), name="kairos-policy-loader", daemon=True
-                    )
-                    self._thread.start()
         return self._current
+
+    def start(self, every: float = 1.0) -> None:
+        """Load newer snapshots in a background thread from now on (``kairos serve``), not in decisions."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._poll, args=(every,), name="kairos-policy-loader", daemon=True)
+            self._thread.start()
 
     def _poll(self, every: float) -> None:
         while not self._stop.wait(every):
