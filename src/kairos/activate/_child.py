@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -20,7 +21,7 @@ from prometheus_client import generate_latest
 
 from kairos.metrics import DELIVERY_REGISTRY
 
-__all__ = ["run"]
+__all__ = ["run", "watch_parent"]
 
 log = logging.getLogger("kairos.delivery")
 
@@ -29,10 +30,19 @@ def _status(state: str) -> tuple[str, dict[str, Any]]:
     return "status", {"pid": os.getpid(), "state": state, "metrics": generate_latest(DELIVERY_REGISTRY).decode()}
 
 
-def _watch(conn: Connection, stop: threading.Event, parent_pid: int, interval: float) -> None:
+def watch_parent(
+    conn: Connection,
+    stop: threading.Event,
+    parent_pid: int,
+    interval: float,
+    status: Callable[[str], tuple[str, dict[str, Any]]],
+) -> None:
+    """A child's watcher thread (the protocol of :mod:`kairos.pipeline.worker`): send ``status("running")``
+    every ``interval`` seconds until the parent asks it to stop or is gone; then set ``stop``. The learner's
+    child (:mod:`kairos.decide._child`) uses it too."""
     try:
         while not stop.is_set() and os.getppid() == parent_pid:
-            conn.send(_status("running"))
+            conn.send(status("running"))
             if conn.poll(interval) and conn.recv()[0] == "stop":
                 break
     except (EOFError, OSError):
@@ -52,7 +62,9 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
     setup_logging(settings.server.log_level)
     kairos = Kairos(settings)
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(conn, stop, parent_pid, status_interval), daemon=True)
+    watcher = threading.Thread(
+        target=watch_parent, args=(conn, stop, parent_pid, status_interval, _status), daemon=True
+    )
     watcher.start()
     log.info("delivery process running", extra={"pid": os.getpid()})
     try:

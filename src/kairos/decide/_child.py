@@ -22,20 +22,14 @@ __all__ = ["run"]
 log = logging.getLogger("kairos.decide")
 
 
-def _watch(conn: Connection, stop: threading.Event, parent_pid: int, interval: float) -> None:
-    try:
-        while not stop.is_set() and os.getppid() == parent_pid:
-            conn.send(("status", {"pid": os.getpid(), "state": "running"}))
-            if conn.poll(interval) and conn.recv()[0] == "stop":
-                break
-    except (EOFError, OSError):
-        pass
-    stop.set()
+def _status(state: str) -> tuple[str, dict[str, Any]]:
+    return "status", {"pid": os.getpid(), "state": state}
 
 
 def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status_interval: float) -> None:
     """The child's main function."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from kairos.activate._child import watch_parent
     from kairos.config import Settings
     from kairos.decide.learning import LearnerThread, Trainer
     from kairos.logs import setup_logging
@@ -45,7 +39,9 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
     setup_logging(settings.server.log_level)
     kairos = Kairos(settings)
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(conn, stop, parent_pid, status_interval), daemon=True)
+    watcher = threading.Thread(
+        target=watch_parent, args=(conn, stop, parent_pid, status_interval, _status), daemon=True
+    )
     watcher.start()
     trainer = Trainer(kairos.store.decisions, settings.decide, kairos.clock, outbox=kairos.store.outbox)
     learner = LearnerThread(trainer)
@@ -57,4 +53,4 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
         learner.stop()  # stores what was learned since the last snapshot
         kairos.close()
         with contextlib.suppress(OSError, ValueError):
-            conn.send(("status", {"pid": os.getpid(), "state": "stopped"}))
+            conn.send(_status("stopped"))
