@@ -197,3 +197,11 @@ def test_the_demo_has_offers_to_decide_from(store_settings: dict[str, Any], tmp_
         assert w.client.get("/livez").json() == {"status": "ok"}
     finally:
         w.close()
+
+
+def test_default_content_serves_every_channel(world: World) -> None:
+    world.offer("everywhere", content={"default": {"title": "Hi"}, "email": {"subject": "Hi"}})
+    world.offer("web_only", content={"web": {"title": "Web"}})
+    assert world.decide(profile="user_id:x", channel="app")["items"][0]["content"] == {"title": "Hi"}
+    assert [i["offer_id"] for i in world.decide(profile="user_id:x", channel="app", limit=5)["items"]] == ["everywhere"]
+    assert world.decide(profile="user_id:x", channel="email")["items"][0]["content"] == {"subject": "Hi"}

@@ -268,10 +268,11 @@ class Offer:
         return self.value * self.weight
 
     def serves(self, channel: str) -> bool:
-        """Whether the offer may be shown on ``channel``: listed, else named in its content, else any."""
+        """Whether the offer may be shown on ``channel``: listed in ``channels``; without them, named in its
+        content or served by ``content.default`` (or any channel when it has no content)."""
         if self.channels:
             return channel in self.channels
-        return not self.content or channel in self.content
+        return not self.content or channel in self.content or "default" in self.content
 
     def content_for(self, channel: str) -> Any:
         return self.content.get(channel, self.content.get("default"))
