@@ -205,3 +205,12 @@ def test_default_content_serves_every_channel(world: World) -> None:
     assert world.decide(profile="user_id:x", channel="app")["items"][0]["content"] == {"title": "Hi"}
     assert [i["offer_id"] for i in world.decide(profile="user_id:x", channel="app", limit=5)["items"]] == ["everywhere"]
     assert world.decide(profile="user_id:x", channel="email")["items"][0]["content"] == {"subject": "Hi"}
+
+
+def test_channel_auto_with_offers_that_name_no_channel_uses_the_last_known_one(world: World) -> None:
+    world.offer("anywhere", content={"default": {"title": "Hi"}})
+    world.feed({"type": "screen", "userId": "u1", "name": "Home", "context": {"app": {"name": "Shop"}}})
+    known = world.decide(profile="user_id:u1", channel="auto")
+    assert known["channel"] == "app" and [i["offer_id"] for i in known["items"]] == ["anywhere"]
+    unknown = world.decide(profile="user_id:nobody", channel="auto")
+    assert unknown["channel"] == "auto" and [i["offer_id"] for i in unknown["items"]] == ["anywhere"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, kairos_command
 
 pytestmark = pytest.mark.e2e
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
@@ -42,3 +43,18 @@ def test_curl_example(server: Server) -> None:
     run = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and '"success":true' in run.stdout, run.stdout + run.stderr
     assert server.wait_profile("user_id:u-curl")["event_count"] == 1
+
+
+def test_decide_example(server: Server) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    server.cli("offers", "put", "readme_offer", '{"name": "Hello", "content": {"default": {"title": "Hi"}}}')
+    command = block("sh", "/v1/decide").replace("\\\n", " ")
+    command = command.replace(".venv/bin/kairos", " ".join(kairos_command()))
+    command = command.replace("http://127.0.0.1:8000", server.base_url)
+    run = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=60, env=server.env, cwd=server.workdir
+    )
+    assert run.returncode == 0, run.stderr
+    answer = json.loads(run.stdout)
+    assert answer["decision_id"] and "readme_offer" in [i["offer_id"] for i in answer["items"]]

@@ -192,6 +192,11 @@ class Decider:
         moments = self._moments(person, offers) if seen_view is not None else {}
 
         channels = [req.channel] if req.channel != "auto" else self._channels(offers, view)
+        if not channels and req.channel == "auto":
+            # No offer names a channel (they serve any, e.g. through content.default): the person's last
+            # known channel if there is one, else "auto" itself, which such offers serve.
+            last = ((view or {}).get("context") or {}).get("channel")
+            channels = [last if isinstance(last, str) and last and self._consented(last, view) else "auto"]
         best: _Plan | None = None
         best_score = -math.inf
         stated_channel = False
@@ -284,9 +289,12 @@ class Decider:
     def _channels(self, offers: Sequence[Offer], view: Mapping[str, Any] | None) -> list[str]:
         """``channel: "auto"``: the channels some offer serves whose purpose the person consented to."""
         names = sorted({c for o in offers for c in (o.channels or o.content.keys()) if c != "default"})
-        purposes = self.settings.channel_purposes
-        unstated = self.kairos.settings.consent.unstated
-        return [c for c in names if c not in purposes or allows_view(view, purposes[c], unstated=unstated)]
+        return [c for c in names if self._consented(c, view)]
+
+    def _consented(self, channel: str, view: Mapping[str, Any] | None) -> bool:
+        """The person allows the purpose ``channel`` needs (``decide.channel_purposes``), if it needs one."""
+        purpose = self.settings.channel_purposes.get(channel)
+        return purpose is None or allows_view(view, purpose, unstated=self.kairos.settings.consent.unstated)
 
     def _preferred(self, view: Mapping[str, Any]) -> str | None:
         name = self.settings.preferred_channel_trait
