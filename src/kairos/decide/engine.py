@@ -36,6 +36,7 @@ from cachetools import TTLCache
 from kairos.consent import allows_view
 from kairos.context import Observed, derive, source_defaults
 from kairos.decide.attribution import subject_of
+from kairos.decide.contact import ContactHistory
 from kairos.decide.control import in_control
 from kairos.decide.features import action_of, shared_features, without
 from kairos.decide.learning import PolicyHolder, encode_record
@@ -188,7 +189,11 @@ class Decider:
         decision_id = _decision_id(now)
         rng = random.Random(int.from_bytes(hashlib.blake2b(decision_id.encode(), digest_size=8).digest(), "big"))
         seen_view = view if personalized else None
-        history = _History.load(kairos, person, offers, now) if offers else _History()
+        history = (
+            ContactHistory.load(kairos.store.decisions, self.settings, person.subjects, offers, now)
+            if offers
+            else ContactHistory()
+        )
         moments = self._moments(person, offers) if seen_view is not None else {}
 
         channels = [req.channel] if req.channel != "auto" else self._channels(offers, view)
@@ -320,7 +325,7 @@ class Decider:
         channel: str,
         offers: Sequence[Offer],
         view: Mapping[str, Any] | None,
-        history: _History,
+        history: ContactHistory,
         moments: Mapping[str, int],
         now: int,
     ) -> _Plan:
@@ -486,59 +491,3 @@ def _variables(
             "event_count": view.get("event_count") or 0,
         }
     return out
-
-
-class _History:
-    """What the contact policies and budgets need: the person's recent decisions and their outcomes, and each
-    budgeted offer's impressions. Read only when some offer has a contact policy or a budget."""
-
-    def __init__(self) -> None:
-        self.shown: dict[str, list[int]] = {}  # offer → times it was shown to the person, newest first
-        self.ignored: dict[str, list[tuple[int, bool]]] = {}  # offer → (time, ignored) of closed impressions
-        self.totals: dict[str, int] = {}
-
-    @classmethod
-    def load(cls, kairos: Kairos, person: Person, offers: Sequence[Offer], now: int) -> _History:
-        out = cls()
-        budgeted = [o.key for o in offers if o.budget is not None]
-        if budgeted:
-            out.totals = kairos.store.decisions.impressions(budgeted)
-        spans = [max(o.contact.window or 0, o.contact.suppress_for or 0) for o in offers if not o.contact.empty]
-        if not spans:
-            return out
-        wait = int(kairos.settings.decide.reward_wait_seconds * 1000)
-        rows, rewards = kairos.store.decisions.history(person.subjects, now - max(spans) - wait)
-        default = kairos.settings.decide.default_reward
-        outcome = {(r.decision_id, r.offer): r.reward <= default for r in rewards}
-        for row in rows:  # newest first
-            for offer in row.offers:
-                out.shown.setdefault(offer, []).append(row.at)
-                ignored = outcome.get((row.id, offer))
-                if ignored is not None:
-                    out.ignored.setdefault(offer, []).append((row.at, ignored))
-        return out
-
-    def impressions_total(self, offer: str) -> int:
-        return self.totals.get(offer, 0)
-
-    def blocked(self, offer: Offer, now: int) -> bool:
-        """The contact policy forbids showing ``offer`` now: too many impressions in the window, or suppressed
-        after ``suppress_after_ignored`` ignored impressions in a row (for ``suppress_for`` after the last)."""
-        policy = offer.contact
-        if policy.empty:
-            return False
-        if policy.max_impressions is not None and policy.window is not None:
-            recent = sum(1 for at in self.shown.get(offer.key, ()) if at > now - policy.window)
-            if recent >= policy.max_impressions:
-                return True
-        if policy.suppress_after_ignored is not None and policy.suppress_for is not None:
-            streak = 0
-            last_ignored = None
-            for at, ignored in self.ignored.get(offer.key, ()):  # newest first
-                if not ignored:
-                    break
-                streak += 1
-                last_ignored = last_ignored or at
-            if streak >= policy.suppress_after_ignored and last_ignored is not None:
-                return now < last_ignored + policy.suppress_for
-        return False
