@@ -24,7 +24,7 @@ from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationE
 from kairos.runtime import Kairos
 from kairos.store import DecisionRow, Definition
 
-__all__ = ["add_reward", "offer_view", "remove_offer", "routes", "save_offer"]
+__all__ = ["add_reward", "get_offer", "offer_view", "remove_offer", "routes", "save_offer"]
 
 MAX_DECIDE_BODY = 16 * 1024
 MAX_REWARD = 1e9
@@ -69,7 +69,8 @@ def remove_offer(kairos: Kairos, key: str) -> dict[str, Any]:
     return {"key": key, "deleted": True, "version": d.version}
 
 
-def _offer(kairos: Kairos, key: str) -> Definition:
+def get_offer(kairos: Kairos, key: str) -> Definition:
+    """The stored offer ``key``, or a 404."""
     check_key(key, KIND)
     d = kairos.store.admin.definition(KIND, key)
     if d is None:
@@ -147,7 +148,7 @@ def _put(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, Any], i
 
 
 def _get(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
-    return offer_view(kairos, _offer(kairos, request.path_params["key"]))
+    return offer_view(kairos, get_offer(kairos, request.path_params["key"]))
 
 
 def _delete(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def _period(kairos: Kairos, request: Request) -> reports.Period:
 
 
 def _stats(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
-    d = _offer(kairos, request.path_params["key"])
+    d = get_offer(kairos, request.path_params["key"])
     return reports.offer(kairos.store.decisions, d.key, _period(kairos, request))
 
 

@@ -46,10 +46,10 @@ def list_(as_json: JsonOpt = False) -> None:
 @offers.command("show")
 def show(key: str, as_json: JsonOpt = False) -> None:
     """One offer, with its impressions (and what is left of its budget)."""
-    from kairos.api.decide import _offer, offer_view
+    from kairos.api.decide import get_offer, offer_view
 
     with open_kairos(as_json) as kairos:
-        view = offer_view(kairos, _offer(kairos, key))
+        view = offer_view(kairos, get_offer(kairos, key))
     _print(view, as_json)
 
 

@@ -210,7 +210,7 @@ class Decider:
             if req.channel == "auto" and view is not None and self._preferred(view) == channel and plan.eligible:
                 best, stated_channel = plan, True
                 break
-            score = plan.top_score(policy) if len(channels) > 1 else 0.0
+            score = self._top_score(policy, plan) if len(channels) > 1 else 0.0
             if best is None or score > best_score:
                 best, best_score = plan, score
         assert best is not None or not channels
@@ -366,6 +366,13 @@ class Decider:
             eligible.append(offer)
         return _Plan(channel, eligible, shared, reasons)
 
+    def _top_score(self, policy: Policy, plan: _Plan) -> float:
+        """The best arbitration score a channel's plan offers (``channel: "auto"`` compares them)."""
+        if not plan.eligible:
+            return -math.inf
+        estimates = policy.estimate(plan.shared, [self._action(o) for o in plan.eligible])
+        return max(e * o.priority for e, o in zip(estimates, plan.eligible, strict=True))
+
     def _action(self, offer: Offer) -> Action:
         key = (offer.key, offer.version)
         found = self._actions.get(key)
@@ -448,13 +455,6 @@ class _Plan:
     eligible: list[Offer]
     shared: Features
     reasons: dict[str, list[str]]
-
-    def top_score(self, policy: Policy) -> float:
-        if not self.eligible:
-            return -math.inf
-        actions = [action_of(o.key, o.attributes) for o in self.eligible]
-        estimates: list[float] = policy.estimate(self.shared, actions)
-        return max(e * o.priority for e, o in zip(estimates, self.eligible, strict=True))
 
 
 def _last_known(view: Mapping[str, Any] | None) -> Observed | None:

@@ -68,8 +68,8 @@ class Current:
 class PolicyHolder:
     """The policy decisions use: the latest stored snapshot of the configured learner (or a fresh one).
 
-    A newer snapshot is loaded by a background thread (started by the first :meth:`current`), never by the
-    decision that notices it: reading and decoding several megabytes would be that decision's latency.
+    Serving (:meth:`start`), a newer snapshot is loaded by a background thread, never by the decision that
+    notices it: reading and decoding several megabytes would be that decision's latency.
     """
 
     def __init__(self, decisions: SqlDecisions, settings: DecideSettings) -> None:
