@@ -29,9 +29,11 @@ __all__ = [
     "DeliverySettings",
     "IdentitySettings",
     "IdentityTypeSettings",
+    "PrivacySettings",
     "ProcessorMode",
     "ProcessorSettings",
     "ProfileSettings",
+    "PurposeSettings",
     "RfmSettings",
     "ServerSettings",
     "Settings",
@@ -359,11 +361,86 @@ class DeliverySettings(BaseModel):
         return self.mode if self.enabled else "off"
 
 
+class PurposeSettings(BaseModel):
+    """One purpose a person can consent to, as the customer reads it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(..., min_length=1, max_length=100, description="Short name shown to the customer.")
+    text: str = Field(
+        ..., min_length=1, max_length=2000, description="What saying yes allows, in plain language (shown as is)."
+    )
+    version: str = Field(
+        "1",
+        min_length=1,
+        max_length=40,
+        description="Version of the text; every consent change records the version the person was shown.",
+    )
+    default: Literal["opt_in", "opt_out"] = Field(
+        "opt_in",
+        description="`opt_in`: denied until the person says yes; `opt_out`: allowed until the person says no.",
+    )
+
+
+def _default_purposes() -> dict[str, PurposeSettings]:
+    p = PurposeSettings
+    return {
+        "analytics": p(
+            title="Analytics",
+            text="Count and study visits and purchases to understand how our shop and services are used.",
+            default="opt_out",
+        ),
+        "personalization": p(
+            title="Personalised experience",
+            text="Use what you did and told us to choose the offers and content you see.",
+            default="opt_out",
+        ),
+        "marketing_email": p(title="Marketing e-mails", text="Send you offers and news by e-mail."),
+        "marketing_sms": p(title="Marketing text messages", text="Send you offers and news by SMS."),
+        "marketing_push": p(title="Push notifications", text="Send you offers and news as app notifications."),
+        "advertising": p(title="Advertising", text="Show you our ads on other web sites and apps."),
+        "third_party_sharing": p(
+            title="Sharing with partners", text="Share what we know about you with carefully chosen partners."
+        ),
+    }
+
+
 class ConsentSettings(BaseModel):
+    purposes: dict[str, PurposeSettings] = Field(
+        default_factory=_default_purposes,
+        description="The purposes a person can consent to, `[consent.purposes.KEY]` with `title`, `text` (plain "
+        "language), `version` and `default` (`opt_in` or `opt_out`). Replacing the table replaces the defaults "
+        "(analytics and personalization opt-out; marketing_email, marketing_sms, marketing_push, advertising "
+        "and third_party_sharing opt-in).",
+    )
+    categories: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="How a source's consent categories (`context.consent.categoryPreferences`) map to purposes: "
+        '`[consent.categories.SOURCE]` with `CATEGORY = "purpose"`; `[consent.categories."*"]` applies to every '
+        "source. A category that is neither mapped nor a purpose's key is ignored.",
+    )
     unstated: Literal["deny", "allow"] = Field(
         "deny",
-        description="What a destination serving a purpose may receive about a person who never said yes or no "
-        "to that purpose: `deny` (nothing: consent is opt-in) or `allow` (opt-out).",
+        description="What a use may do with a purpose that is not configured in `consent.purposes` and that the "
+        "person never spoke about: `deny` (nothing) or `allow`.",
+    )
+
+    @field_validator("purposes")
+    @classmethod
+    def _purpose_keys(cls, value: dict[str, PurposeSettings]) -> dict[str, PurposeSettings]:
+        for key in value:
+            if not key or len(key) > 64 or not all(c.isalnum() or c == "_" for c in key) or not key.isascii():
+                raise ValueError(f"purpose key {key!r}: use 1-64 ASCII letters, digits or '_'")
+        return value
+
+
+class PrivacySettings(BaseModel):
+    secret: str | None = Field(
+        None,
+        min_length=32,
+        description="Signs preference-centre links and keys the hashes of suppressed identifiers. Unset: drawn "
+        "once and kept in the log database (all processes share it). Set it (32+ characters) to share one "
+        "across installations; changing it invalidates links and suppression hashes.",
     )
 
 
@@ -455,6 +532,7 @@ class Settings(BaseSettings):
     context: ContextSettings = Field(default_factory=ContextSettings)
     delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     decide: DecideSettings = Field(default_factory=DecideSettings)
     traits: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

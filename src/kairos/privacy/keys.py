@@ -1,0 +1,57 @@
+"""The privacy secret and keyed hashes made with it.
+
+One secret per installation signs preference-centre links and keys the hashes of suppressed identifiers, so
+that a stored hash cannot be recomputed from a guessed e-mail address by someone who reads the database but
+not the secret. ``privacy.secret`` sets it; unset, Kairos draws one on first use and keeps it in the durable
+``meta`` table of the log database, so every process of the installation shares it::
+
+    >>> keyed_hash(b"k" * 32, "email", "jane@example.com") == keyed_hash(b"k" * 32, "email", "jane@example.com")
+    True
+    >>> keyed_hash(b"k" * 32, "email", "jane@example.com") == keyed_hash(b"x" * 32, "email", "jane@example.com")
+    False
+
+A hash is taken of the *normalized* identifier (as the processor stores it), so ``Jane@Example.com`` and
+``jane@example.com`` are the same person.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+from typing import Any
+
+__all__ = ["keyed_hash", "privacy_secret"]
+
+_META_KEY = "privacy_secret"
+_lock = threading.Lock()
+_cache: dict[int, bytes] = {}
+
+
+def keyed_hash(secret: bytes, kind: str, value: str) -> str:
+    """HMAC-SHA256 of ``kind:value`` under ``secret``, hex (the form suppression lists store)."""
+    return hmac.new(secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def privacy_secret(kairos: Any) -> bytes:
+    """The installation's secret: ``privacy.secret`` if set, else the one stored in the log database (drawn
+    and stored by the first process that needs it; a concurrent first use keeps the one stored first)."""
+    configured = kairos.settings.privacy.secret
+    if configured:
+        return str(configured).encode()
+    key = id(kairos.store)
+    with _lock:
+        if key in _cache:
+            return _cache[key]
+        db = kairos.store.admin.db
+        with db.tx(write=True) as conn:
+            db.d.lock(conn, "meta")
+            found = db.rows(conn, "SELECT value FROM meta WHERE key = {p}", (_META_KEY,))
+            if found:
+                value = str(found[0][0])
+            else:
+                value = secrets.token_hex(32)
+                conn.execute(db.sql("INSERT INTO meta (key, value) VALUES ({p}, {p})"), (_META_KEY, value))
+        _cache[key] = bytes.fromhex(value)
+        return _cache[key]
