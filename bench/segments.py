@@ -114,9 +114,9 @@ SEGMENTS: dict[str, str] = {
     "germans": 'has(traits.country) && traits.country == "DE"',
     "eu": 'has(traits.country) && traits.country in ["DE", "FR", "PT", "ES", "IT"]',
     "named": "has(traits.name)",
-    "emailable": '"email" in consents && consents.email',
+    "emailable": '"marketing_email" in consents && consents.marketing_email',
     "ads_ok": '"advertising" in consents && consents.advertising',
-    "no_marketing": '"marketing" in consents && !consents.marketing',
+    "no_marketing": '"marketing_sms" in consents && !consents.marketing_sms',
     "engaged": "profile.event_count >= 20",
     "newcomers": "profile.event_count < 3",
     "heavy": "profile.event_count >= 50",
@@ -129,7 +129,7 @@ SEGMENTS: dict[str, str] = {
     # Segments of segments (and a few of those reading `now` too).
     "us_pro": 'has(traits.country) && traits.country == "US" && "plan_pro" in segments',
     "email_buyers": '"buyers" in segments && "emailable" in segments',
-    "vip_emailable": '"vip" in segments && "email" in consents && consents.email',
+    "vip_emailable": '"vip" in segments && "marketing_email" in consents && consents.marketing_email',
     "at_risk_vip": '"vip" in segments && traits.orders_30d == 0',
     "upsell": '!("plan_paid" in segments) && traits.orders >= 2',
     "lapsed_buyers": '"buyers" in segments && profile.updated_at < now - duration("14d")',
@@ -148,7 +148,7 @@ PROBES: dict[str, dict[str, Any]] = {
 # (4): representative rules: a plain trait, computed traits with a consent, segments, one reading `now`.
 PREVIEW_RULES = (
     'has(traits.plan) && traits.plan == "pro"',
-    'traits.spent_90d >= 100.0 && "email" in consents && consents.email',
+    'traits.spent_90d >= 100.0 && "marketing_email" in consents && consents.marketing_email',
     '"buyers" in segments && profile.event_count >= 3',
     'profile.updated_at < now - duration("30d")',
 )
@@ -185,7 +185,7 @@ def shape(e: dict[str, Any], rng: random.Random) -> None:
     if e["type"] == "identify":
         n = int(e["userId"][4:])
         e["traits"]["country"] = COUNTRIES[n % len(COUNTRIES)]
-        prefs = {"email": n % 3 != 0, "advertising": n % 2 == 0, "marketing": n % 5 != 0}
+        prefs = {"marketing_email": n % 3 != 0, "advertising": n % 2 == 0, "marketing_sms": n % 5 != 0}
         e["context"]["consent"] = {"categoryPreferences": prefs}
 
 

@@ -44,7 +44,7 @@ def test_profile_by_any_identity(client: TestClient, kairos: Kairos, source: Sou
             "userId": "u1",
             "anonymousId": "a1",
             "traits": {"email": "Jane@X.io", "phone": "(415) 555-0132", "plan": "pro"},
-            "context": {"consent": {"categoryPreferences": {"marketing": True}}},
+            "context": {"consent": {"categoryPreferences": {"marketing_email": True}}},
         },
     )
     kairos.processor.run_until_caught_up()
@@ -65,7 +65,7 @@ def test_profile_by_any_identity(client: TestClient, kairos: Kairos, source: Sou
     assert {"type": "email", "value": "jane@x.io"} in body["identities"]
     assert body["traits"]["plan"] == "pro"
     assert body["trait_meta"]["plan"]["kind"] == "observed" and body["trait_meta"]["plan"]["source"] == "web"
-    assert body["segments"] == [] and body["consents"]["marketing"]["granted"] is True
+    assert body["segments"] == [] and body["consents"]["marketing_email"]["granted"] is True
 
 
 def test_timeline_pagination_is_complete_and_ordered(

@@ -190,7 +190,7 @@ def test_background_mix(events: Pairs) -> None:
     assert any(e["traits"].get("lifetime_orders") is not None for e in identifies)
     assert any("consent" in e["context"] for e in identifies)
     prefs = [e["context"]["consent"]["categoryPreferences"] for e in identifies if "consent" in e["context"]]
-    assert all(set(p) == {"marketing", "analytics"} for p in prefs)
+    assert all(set(p) == {"marketing_email", "analytics"} for p in prefs)
     # App ids stitched by a later identify on the app.
     assert any(e.get("anonymousId", "").startswith("anon-app-") for e in identifies if "userId" in e)
     store = [e for source, e in events[STORY_LENGTH:] if source == "store"]

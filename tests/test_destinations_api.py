@@ -133,12 +133,12 @@ def test_sse_resumes_after_last_event_id_without_loss_or_repeat(
     client: TestClient, kairos: Kairos, feed: Feed, source: Source, admin: dict[str, str]
 ) -> None:
     body = {"subscribe": {"segments": ["vip"], "events": 'event == "Order Completed"'}, "traits": ["plan"],
-            "purpose": "service"}  # fmt: skip
+            "purpose": "marketing_email"}  # fmt: skip
     r = client.put("/v1/destinations/pull", json=body, headers=admin)
     assert r.status_code == 201 and r.json()["kind"] == "pull"
     kairos.store.admin.put_definition("segment", "vip", {"rule": 'traits.plan == "pro"'}, kairos.clock.now())
-    yes = {"context": {"consent": {"categoryPreferences": {"service": True}}}}
-    no = {"context": {"consent": {"categoryPreferences": {"service": False}}}}
+    yes = {"context": {"consent": {"categoryPreferences": {"marketing_email": True}}}}
+    no = {"context": {"consent": {"categoryPreferences": {"marketing_email": False}}}}
     events: list[dict[str, Any]] = []
     for i in range(5):
         events.append({"type": "identify", "userId": f"u{i}", "traits": {"plan": "pro"}, **yes})

@@ -75,7 +75,7 @@ def test_read_answers_match_the_served_schemas(
             "userId": "u1",
             "anonymousId": "a1",
             "traits": {"email": "jane@example.com", "plan": "pro", "orders": 3, "tags": ["a"], "gone": None},
-            "context": {"consent": {"categoryPreferences": {"marketing": True}}, "ip": "10.0.0.1"},
+            "context": {"consent": {"categoryPreferences": {"marketing_email": True}}, "ip": "10.0.0.1"},
             "timestamp": "2026-01-01T00:00:00Z",
             "sentAt": "2026-01-01T00:00:01Z",
             "customField": {"kept": True},

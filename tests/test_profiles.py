@@ -102,7 +102,7 @@ def test_same_message_id_from_two_sources_are_two_events(feed: Feed, kairos: Kai
 
 
 def test_consent_from_segment_consent_context(feed: Feed) -> None:
-    consent = {"consent": {"categoryPreferences": {"marketing": True, "analytics": False}}}
+    consent = {"consent": {"categoryPreferences": {"marketing_email": True, "analytics": False}}}
     feed({"type": "track", "userId": "u1", "event": "X", "timestamp": at(2), "context": consent})
     feed(
         {
@@ -110,11 +110,11 @@ def test_consent_from_segment_consent_context(feed: Feed) -> None:
             "userId": "u1",
             "event": "X",
             "timestamp": at(1),
-            "context": {"consent": {"categoryPreferences": {"marketing": False}}},
+            "context": {"consent": {"categoryPreferences": {"marketing_email": False}}},
         }
     )
     c = feed.profile("user_id:u1").consents
-    assert c["marketing"]["granted"] is True  # the older event does not override the newer choice
+    assert c["marketing_email"]["granted"] is True  # the older event does not override the newer choice
     assert c["analytics"]["granted"] is False
 
 

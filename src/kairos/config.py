@@ -442,6 +442,13 @@ class PrivacySettings(BaseModel):
         "once and kept in the log database (all processes share it). Set it (32+ characters) to share one "
         "across installations; changing it invalidates links and suppression hashes.",
     )
+    apply_wait_seconds: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="How long `PUT /v1/profiles/{ref}/consents` waits for the processor to apply the change before "
+        "it answers `202` (accepted, applied when the processor gets there) instead of `200` with the new state.",
+    )
 
 
 class DecideSettings(BaseModel):

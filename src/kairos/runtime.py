@@ -16,6 +16,7 @@ from cachetools import TTLCache
 
 from kairos.collect import Body, EventError, NewEvent, body_from_payload, prepare
 from kairos.config import Settings, load_settings
+from kairos.consent import ConsentPolicy
 from kairos.definitions import Catalog, catalog_of, load
 from kairos.errors import AuthError, ForbiddenError, ValidationError
 from kairos.identity import profile_id_for
@@ -56,6 +57,7 @@ class Kairos:
         projections: Sequence[Projection[Any]] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
+        self.consent_policy = ConsentPolicy(self.settings.consent)  # the one gate every use of data asks
         self.clock: Clock = clock or SystemClock()
         self.projections = list(projections if projections is not None else default_projections(self.settings))
         # The computed traits and segments the projections run; the processor keeps it current, and the

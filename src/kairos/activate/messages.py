@@ -24,7 +24,6 @@ import msgspec
 
 from kairos.activate.destinations import Destination
 from kairos.collect import iso
-from kairos.consent import allows
 from kairos.identity import profile_id_for
 from kairos.pipeline import ProfileState
 from kairos.pipeline.projection import Entry, Event
@@ -150,11 +149,11 @@ def render(kairos: Kairos, dest: Destination, items: Sequence[Item]) -> list[byt
     """Each item's message as sent to ``dest``, or None where the consent gate forbids it (the person
     denied the destination's purpose, or is unknown)."""
     profiles = _profiles(kairos, items)
-    unstated = kairos.settings.consent.unstated
+    consents = kairos.consent_policy
     out: list[bytes | None] = []
     for item in items:
         profile = profiles.get(item.profile_id) if item.profile_id is not None else None
-        if not allows(profile, dest.purpose, unstated=unstated):
+        if not consents.allows(profile, dest.purpose):
             out.append(None)
             continue
         assert profile is not None

@@ -176,7 +176,7 @@ class Runner:
         bodies = await asyncio.to_thread(self._bodies, due)
         answers = await asyncio.gather(*(self._post(session, d.id, body) for d, body in zip(due, bodies, strict=True)))
         outcomes = [self._outcome(d, body, a) for d, body, a in zip(due, bodies, answers, strict=True)]
-        await asyncio.to_thread(self.kairos.store.deliveries.record, self.dest.key, outcomes)
+        await asyncio.to_thread(self.kairos.store.deliveries.record, self.dest.key, outcomes, self.dest.purpose)
         return True
 
     # -- planning ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kairos.activate.worker import create_delivery_worker
-from kairos.api import collect, decide, definitions, destinations, microsegments, ops, profiles
+from kairos.api import collect, consents, decide, definitions, destinations, microsegments, ops, profiles
 from kairos.api._common import JSON, AccessLog, Disconnects, json_response
 from kairos.api._writer import GroupWriter, LogWriter
 from kairos.config import ProcessorMode
@@ -102,6 +102,7 @@ def create_app(
     app = Starlette(
         routes=[
             *collect.routes,
+            *consents.routes,  # before profiles: /v1/profiles/{ref:path} takes any path
             *profiles.routes,
             *definitions.routes,
             *decide.routes,

@@ -7,6 +7,7 @@ from typing import Any
 
 from kairos import __version__
 from kairos.api._openapi_decide import decide_paths, decide_schemas
+from kairos.api._openapi_privacy import privacy_paths, privacy_schemas
 from kairos.collect import EVENT_TYPES, SHORT_PATHS
 
 __all__ = ["spec"]
@@ -543,6 +544,7 @@ def spec() -> dict[str, Any]:
     paths["/v1/microsegments:discover"] = _discover_op()
     paths.update(destination_paths())
     paths.update(decide_paths(_op, _KEY))
+    paths.update(privacy_paths(_op, _REF))
     for path, summary in (
         ("/healthz", "Health: the store, the processor and its lag"),
         ("/livez", "Liveness only (reads nothing)"),
@@ -595,7 +597,14 @@ def spec() -> dict[str, Any]:
                 "additionalProperties": {
                     "type": "object",
                     "required": ["granted", "source", "updated_at"],
-                    "properties": {"granted": {"type": "boolean"}, **provenance},
+                    "properties": {
+                        "granted": {"type": "boolean"},
+                        **provenance,
+                        "text_version": {
+                            "type": ["string", "null"],
+                            "description": "Version of the purpose's text the person was shown, when known.",
+                        },
+                    },
                 },
             },
             "created_at": stamp,
@@ -732,6 +741,7 @@ def spec() -> dict[str, Any]:
                 **definition_schemas(stamp, cursor),
                 **destination_schemas(),
                 **decide_schemas(),
+                **privacy_schemas(),
                 "Profile": profile,
                 "ProfileList": {
                     "type": "object",

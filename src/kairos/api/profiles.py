@@ -19,7 +19,7 @@ from kairos.pipeline import ProfileState
 from kairos.runtime import Kairos
 from kairos.store import LogEntry, MergeRecord, decode_cursor, encode_cursor
 
-__all__ = ["profile_view", "routes"]
+__all__ = ["profile_view", "resolve_ref", "routes"]
 
 MAX_LIMIT = 200
 _decode = msgspec.json.Decoder()
@@ -41,7 +41,8 @@ def _merge_view(m: MergeRecord) -> dict[str, Any]:
     }
 
 
-def _resolve(kairos: Kairos, ref: str) -> int:
+def resolve_ref(kairos: Kairos, ref: str) -> int:
+    """The canonical profile key of ``ref`` (an id or ``type:value``), or a precise 400/404."""
     if not ref or len(ref) > 600 or "\x00" in ref:
         raise ValidationError(
             "profile reference must be 1 to 600 characters, without NUL", code="invalid_ref", field="ref"
@@ -53,7 +54,7 @@ def _resolve(kairos: Kairos, ref: str) -> int:
 
 
 def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
-    view = kairos.view(_resolve(kairos, ref))
+    view = kairos.view(resolve_ref(kairos, ref))
     if view is None:
         raise NotFoundError(f"no profile for {ref!r}", field="ref")
     return view
@@ -64,7 +65,7 @@ def _timeline(kairos: Kairos, ref: str, limit: int, cursor: str | None) -> dict[
     if cursor:
         ts, seq, sub = decode_cursor(cursor, 3)
         before = (ts, seq, sub)
-    pk = _resolve(kairos, ref)
+    pk = resolve_ref(kairos, ref)
     rows = kairos.store.state.timeline(pk, limit + 1, before)
     more = len(rows) > limit
     rows = rows[:limit]
@@ -174,7 +175,7 @@ def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 @read_endpoint
 def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
-    pk = _resolve(kairos, request.path_params["ref"])
+    pk = resolve_ref(kairos, request.path_params["ref"])
     before = None
     cursor = request.query_params.get("cursor")
     if cursor:
@@ -201,7 +202,7 @@ def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 @read_endpoint
 def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
-    pk = _resolve(kairos, request.path_params["ref"])
+    pk = resolve_ref(kairos, request.path_params["ref"])
     return {"profile_id": profile_id_for(pk), "items": [_merge_view(m) for m in kairos.store.state.merges(pk)]}
 
 

@@ -33,7 +33,6 @@ from typing import Any
 import msgspec
 from cachetools import TTLCache
 
-from kairos.consent import allows_view
 from kairos.context import Observed, derive, source_defaults
 from kairos.decide.attribution import subject_of
 from kairos.decide.contact import ContactHistory
@@ -180,7 +179,7 @@ class Decider:
         current = self.holder.current()
         policy = current.policy
         view = person.view
-        personalized = view is None or allows_view(view, "personalization", unstated="allow")
+        personalized = view is None or kairos.consent_policy.allows(view, "personalization")
         group: Group = "policy"
         if not personalized:
             group = "not_personalized"
@@ -299,7 +298,7 @@ class Decider:
     def _consented(self, channel: str, view: Mapping[str, Any] | None) -> bool:
         """The person allows the purpose ``channel`` needs (``decide.channel_purposes``), if it needs one."""
         purpose = self.settings.channel_purposes.get(channel)
-        return purpose is None or allows_view(view, purpose, unstated=self.kairos.settings.consent.unstated)
+        return purpose is None or self.kairos.consent_policy.allows(view, purpose)
 
     def _preferred(self, view: Mapping[str, Any]) -> str | None:
         name = self.settings.preferred_channel_trait
@@ -338,7 +337,7 @@ class Decider:
         ctx = msgspec.structs.replace(ctx, channel=channel)
         fields = msgspec.structs.asdict(ctx)
         shared = shared_features(request=req.context, context=fields, view=view, moments=moments)
-        consents = self.kairos.settings.consent.unstated
+        consents = self.kairos.consent_policy
         bindings = None
         eligible: list[Offer] = []
         reasons: dict[str, list[str]] = {}
@@ -351,7 +350,9 @@ class Decider:
                 continue
             if offer.budget is not None and history.impressions_total(offer.key) >= offer.budget:
                 continue
-            if offer.purpose != "personalization" and not allows_view(view, offer.purpose, unstated=consents):
+            # A ``personalization`` offer stays in the baseline answer of someone who denied personalization: the
+            # baseline does not use their data (group ``not_personalized``).
+            if offer.purpose != "personalization" and not consents.allows(view, offer.purpose):
                 continue
             if history.blocked(offer, now):
                 continue

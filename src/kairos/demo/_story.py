@@ -246,7 +246,7 @@ def _signup(rng: random.Random, line: _Timeline, i: int, web: Ids) -> str | None
         traits["phone"], called_as = _phone(rng, i)
     context = _web("/signup") | {"kairos": {"trait_kind": "stated"}}
     if rng.random() < 0.12:
-        prefs = {"marketing": rng.random() < 0.5, "analytics": rng.random() < 0.7}
+        prefs = {"marketing_email": rng.random() < 0.5, "analytics": rng.random() < 0.7}
         context["consent"] = {"categoryPreferences": prefs}
     line.add("web", "identify", {"userId": f"u-{i:05d}", **web}, context, traits=traits)
     return called_as

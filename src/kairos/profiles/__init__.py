@@ -40,6 +40,7 @@ __all__ = [
 
 def default_projections(settings: Settings, catalog: Catalog | None = None) -> list[Projection[Any]]:
     """The projections of a running Kairos, in order; ``catalog``: the computed traits and segments."""
+    from kairos.consent import ConsentPolicy
     from kairos.decide.attribution import RewardAttribution
     from kairos.moments import Moments
     from kairos.segments.membership import Segments
@@ -52,7 +53,7 @@ def default_projections(settings: Settings, catalog: Catalog | None = None) -> l
         Traits(settings.profiles),
         ComputedTraits(catalog),
         *rfm,
-        Consents(),
+        Consents(ConsentPolicy(settings.consent)),
     ]
     return [
         *sources,

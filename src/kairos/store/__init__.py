@@ -37,6 +37,7 @@ from kairos.store._model import (
 )
 from kairos.store._sql import SqlAdmin, SqlLog, SqlOutbox, decode_cursor, encode_cursor
 from kairos.store._state import MAIN, SqlState, digest
+from kairos.store._uses import SqlUses, UseRow
 from kairos.store.schema import (
     DECISION_TABLES,
     LOG_FILE,
@@ -72,10 +73,12 @@ __all__ = [
     "Source",
     "SqlDecisions",
     "SqlStore",
+    "SqlUses",
     "StateStore",
     "Store",
     "TimelineRow",
     "TimerRow",
+    "UseRow",
     "Writes",
     "decisions_file",
     "decode_cursor",
@@ -119,6 +122,7 @@ class SqlStore:
         self.admin = SqlAdmin(self.log_db)
         self.outbox = SqlOutbox(self.db)
         self.deliveries = SqlDeliveries(self.db)
+        self.uses = self.deliveries.uses  # the data-use ledger, beside the deliveries it records
         self.decisions_db = self.db
         if decisions_dialect is not None:
             self.decisions_db = Database(decisions_dialect, (), DECISION_TABLES)

@@ -12,6 +12,7 @@ from typing import Any
 
 from kairos.store._db import Database
 from kairos.store._model import Cursor, Delivery
+from kairos.store._uses import SqlUses, UseRow
 from kairos.store.schema import DELIVERIES
 
 __all__ = ["SqlDeliveries"]
@@ -27,6 +28,7 @@ def _delivery(r: Sequence[Any]) -> Delivery:
 class SqlDeliveries:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.uses = SqlUses(db)
 
     def start(self, destination: str, outbox: int, log: int, now: int) -> Cursor:
         """The destination's cursor, created at (``outbox``, ``log``) if it has none."""
@@ -94,9 +96,18 @@ class SqlDeliveries:
         )
         return None if row is None or row[0] is None else int(row[0])
 
-    def record(self, destination: str, outcomes: Sequence[Delivery]) -> None:
-        """Store the outcome of attempts (status, attempts, next time, last status/error, latency)."""
+    def record(self, destination: str, outcomes: Sequence[Delivery], purpose: str | None = None) -> None:
+        """Store the outcome of attempts (status, attempts, next time, last status/error, latency); each delivered
+        message about a person is a use of their data for ``purpose``, written to the data-use ledger in the same
+        transaction."""
         with self.db.tx(write=True) as conn:
+            if purpose is not None:
+                uses = [
+                    UseRow(d.profile_id, d.updated_at, purpose, "delivery", destination, d.id)
+                    for d in outcomes
+                    if d.status == "delivered" and d.profile_id is not None
+                ]
+                self.uses.insert(conn, uses)
             self.db.many(
                 conn,
                 "UPDATE deliveries SET status = {p}, attempts = {p}, next_attempt_at = {p}, updated_at = {p},"

@@ -30,6 +30,7 @@ from kairos.store._model import (
     TimerRow,
     Writes,
 )
+from kairos.store._uses import SqlUses
 
 __all__ = ["AdminStore", "Deliveries", "EventLog", "Outbox", "StateStore", "Store"]
 
@@ -185,7 +186,7 @@ class Deliveries(Protocol):
 
     def next_due(self, destination: str) -> int | None: ...
 
-    def record(self, destination: str, outcomes: Sequence[Delivery]) -> None: ...
+    def record(self, destination: str, outcomes: Sequence[Delivery], purpose: str | None = None) -> None: ...
 
     def list(self, destination: str, status: str | None, limit: int) -> list[Delivery]: ...
 
@@ -213,6 +214,11 @@ class Store(Protocol):
 
     @property
     def deliveries(self) -> Deliveries: ...
+
+    @property
+    def uses(self) -> SqlUses:
+        """The data-use ledger (``kairos.privacy.uses``)."""
+        ...
 
     @property
     def decisions(self) -> SqlDecisions:

@@ -20,6 +20,7 @@ from typing import Literal
 __all__ = [
     "CHECKPOINTS",
     "CORE_PROFILE_COLUMNS",
+    "DATA_USES",
     "DEADLETTERS",
     "DECISIONS",
     "DECISION_TABLES",
@@ -263,6 +264,23 @@ POLICY_SNAPSHOTS = Table(
 OFFER_IMPRESSIONS = Table(
     "offer_impressions", _cols(("offer", "text"), ("impressions", "int")), ("offer",), counter=True
 )
+# The data-use ledger (``kairos.privacy.uses``): each use of a person's data for a purpose that is not already
+# in the decision log (deliveries, streams, exports, segment exports), written with the use. Durable: it is a
+# record of what was done, not state derived from events.
+DATA_USES = Table(
+    "data_uses",
+    _cols(
+        ("id", "serial"),
+        ("profile_id", "text"),
+        ("at", "int"),
+        ("purpose", "text"),
+        ("use", "text"),  # delivery | stream | export | segment_export
+        ("recipient", "text"),  # a destination, a subscription, "self", ...
+        ("ref", "text"),  # the delivery id, the request id, ...
+    ),
+    ("id",),
+    (Index("data_uses_profile", ("profile_id", "at")),),
+)
 DECISION_TABLES: tuple[Table, ...] = (META, DECISIONS, REWARDS, POLICY_SNAPSHOTS, OFFER_IMPRESSIONS)
 DURABLE: tuple[Table, ...] = (
     LOG,
@@ -273,6 +291,7 @@ DURABLE: tuple[Table, ...] = (
     DEFINITIONS,
     DELIVERY_CURSORS,
     DELIVERIES,
+    DATA_USES,
     *DECISION_TABLES[1:],
 )
 # Embedded, the log and derived state live in two SQLite files: each file has one writer at a time, and a
@@ -280,7 +299,7 @@ DURABLE: tuple[Table, ...] = (
 # bookkeeping sits beside it (its planning transaction moves a cursor over the outbox).
 # Decisions have a file of their own: the decision path writes there without waiting on either writer.
 LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META, DEFINITIONS)
-STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES)
+STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES, DATA_USES)
 
 # -- derived -------------------------------------------------------------------------------------------------
 CHECKPOINTS = Table("checkpoints", _cols(("name", "text"), ("seq", "int"), ("version", "int")), ("name",))
