@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from kairos.api import create_app
 from kairos.decide.learning import PolicyHolder, Trainer, decode_record
 from kairos.pipeline.clock import ManualClock
+from kairos.privacy.training import training_gate
 from kairos.runtime import Kairos
 from kairos.store import Source
 from tests.conftest import Feed, make_settings
@@ -66,6 +67,7 @@ class World:
             self.clock,
             self.app.state.decider.holder,
             self.kairos.store.outbox,
+            gate=training_gate(self.kairos),
         )
 
 
@@ -279,6 +281,31 @@ def test_a_denied_personalization_gets_the_baseline_and_is_not_learned_from(worl
     trainer = world.trainer()
     assert trainer.step(force_snapshot=True) == 0
     assert trainer.policy.learned == 0
+
+
+def test_consent_withdrawn_after_a_decision_stops_learning_from_that_person(world: World) -> None:
+    world.offer("a")
+    world.offer("b")
+    world.feed({"type": "identify", "userId": "u1"}, {"type": "identify", "userId": "u2"})
+    first, second = world.decide(profile="user_id:u1"), world.decide(profile="user_id:u2")
+    assert first["group"] == second["group"] == "policy"
+    deny = {"categoryPreferences": {"personalization": False}}
+    world.feed({"type": "track", "userId": "u1", "event": "Consent", "context": {"consent": deny}})
+    # A grant said earlier but arriving later does not undo the denial.
+    old_grant = {"categoryPreferences": {"personalization": True}}
+    world.feed({"type": "track", "userId": "u1", "event": "Consent", "timestamp": "2026-01-01T00:00:00Z",
+                "context": {"consent": old_grant}})  # fmt: skip
+    trainer = world.trainer()
+    assert trainer.step(force_snapshot=True) == 1  # u2's shown item only
+    for answer in (first, second):
+        body = {"decision_id": answer["decision_id"], "offer_id": answer["items"][0]["offer_id"], "reward": 1.0}
+        assert world.client.post("/v1/rewards", json=body, headers=world.decide_key).status_code == 200
+    assert trainer.step(force_snapshot=True) == 1  # u2's reward relabels; u1's is never learned
+    assert trainer.policy.learned == 1
+    # u1's next decision is not personalized (the processor's worker drops what it changed from the read cache;
+    # this test applied the events itself).
+    world.kairos.cache.clear()
+    assert world.decide(profile="user_id:u1")["group"] == "not_personalized"
 
 
 def test_the_control_group_is_a_stable_share_served_by_the_baseline(

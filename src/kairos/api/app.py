@@ -21,6 +21,7 @@ from kairos.config import ProcessorMode
 from kairos.decide.engine import Decider
 from kairos.decide.learning import LearnerThread, Trainer
 from kairos.pipeline.worker import ProcessWorker, create_worker
+from kairos.privacy.training import training_gate
 from kairos.runtime import Kairos
 
 __all__ = ["create_app"]
@@ -46,7 +47,14 @@ def create_app(
     learner: LearnerThread | ProcessWorker | None = None
     if run_processor is not False and settings.decide.learner_mode == "thread":
         learner = LearnerThread(
-            Trainer(kairos.store.decisions, settings.decide, kairos.clock, decider.holder, kairos.store.outbox)
+            Trainer(
+                kairos.store.decisions,
+                settings.decide,
+                kairos.clock,
+                decider.holder,
+                kairos.store.outbox,
+                gate=training_gate(kairos),
+            )
         )
     elif run_processor is not False and settings.decide.learner_mode == "process":
         from kairos.decide import _child as learner_child

@@ -144,10 +144,17 @@ def learn(
     """Run the learner alone (with decide.learner_mode = "off" in the API processes)."""
     from kairos.decide.learning import LearnerThread, Trainer
     from kairos.logs import setup_logging
+    from kairos.privacy.training import training_gate
 
     with open_kairos() as kairos:
         setup_logging(kairos.settings.server.log_level)
-        trainer = Trainer(kairos.store.decisions, kairos.settings.decide, kairos.clock, outbox=kairos.store.outbox)
+        trainer = Trainer(
+            kairos.store.decisions,
+            kairos.settings.decide,
+            kairos.clock,
+            outbox=kairos.store.outbox,
+            gate=training_gate(kairos),
+        )
         if once:
             learned = trainer.step(force_snapshot=True)
             console.print(f"learned {learned} rewards; policy snapshot {trainer.version}", highlight=False)

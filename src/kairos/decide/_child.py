@@ -33,6 +33,7 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
     from kairos.config import Settings
     from kairos.decide.learning import LearnerThread, Trainer
     from kairos.logs import setup_logging
+    from kairos.privacy.training import training_gate
     from kairos.runtime import Kairos
 
     settings = Settings.model_validate(settings_data)
@@ -43,7 +44,9 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
         target=watch_parent, args=(conn, stop, parent_pid, status_interval, _status), daemon=True
     )
     watcher.start()
-    trainer = Trainer(kairos.store.decisions, settings.decide, kairos.clock, outbox=kairos.store.outbox)
+    trainer = Trainer(
+        kairos.store.decisions, settings.decide, kairos.clock, outbox=kairos.store.outbox, gate=training_gate(kairos)
+    )
     learner = LearnerThread(trainer)
     log.info("learner process running", extra={"pid": os.getpid()})
     learner.start()

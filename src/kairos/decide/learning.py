@@ -11,7 +11,9 @@ that one). Each outcome is thus learned exactly once in effect, whatever crashes
 
 A :class:`PolicyHolder` is what the decision path asks: it loads the latest snapshot when one is newer, at most
 every ``max_age`` seconds, without blocking decisions (they keep the previous policy until the new one is in).
-Decisions of people who denied ``personalization`` are never learned from.
+Decisions of people who denied ``personalization`` are never learned from: neither those made after the denial
+(group ``not_personalized``) nor those made before it and not learned yet, nor the rewards that arrive after it
+(the trainer's ``gate`` asks the consent of each decision's person when it learns).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import msgspec
@@ -32,12 +35,13 @@ from kairos.errors import KairosError
 from kairos.pipeline import Clock
 from kairos.store import DecisionRow, Outbox, RewardRow, Snapshot, SqlDecisions
 
-__all__ = ["LearnerThread", "PolicyHolder", "Trainer", "decode_record", "encode_record", "policy_name"]
+__all__ = ["Gate", "LearnerThread", "PolicyHolder", "Trainer", "decode_record", "encode_record", "policy_name"]
 
 log = logging.getLogger("kairos.decide")
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(DecisionRecord)
 BATCH = 1000
+Gate = Callable[[Sequence[str]], set[str]]  # decision subjects → those that may not be learned from
 
 
 def encode_record(record: DecisionRecord) -> bytes:
@@ -142,8 +146,10 @@ class Trainer:
         clock: Clock,
         holder: PolicyHolder | None = None,
         outbox: Outbox | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self.decisions = decisions
+        self.gate = gate  # the consent gate of training: who may not be learned from (kairos.privacy.training)
         self.outbox = outbox  # conversion messages of the reward attribution projection
         self.settings = settings
         self.clock = clock
@@ -211,9 +217,10 @@ class Trainer:
         decisions too: their propensity is 1, and a regression learns from them as well)."""
         default = self.settings.default_reward
         batch: list[tuple[Features, Action, float, float]] = []
+        denied = self._denied(rows)
         for row in rows:
             self.pending_decisions.append(row.seq)
-            if row.group == "not_personalized":
+            if row.group == "not_personalized" or row.subject in denied:
                 continue
             record = decode_record(row.record)
             actions = {a.key: a for a in record.candidates}
@@ -235,9 +242,10 @@ class Trainer:
         corrections: list[tuple[Features, Action, float]] = []
         for r in rows:
             self.pending.append(r.seq)
+        denied = self._denied(list(found.values()))
         for r in wanted:
             row = found.get(r.decision_id)
-            if row is None or row.group == "not_personalized" or r.reward == default:
+            if row is None or row.group == "not_personalized" or row.subject in denied or r.reward == default:
                 continue
             record = records.get(r.decision_id)
             if record is None:
@@ -247,6 +255,12 @@ class Trainer:
                 corrections.append((record.shared, action, r.reward - default))
         self.policy.relabel(corrections)
         return len(corrections)
+
+    def _denied(self, rows: list[DecisionRow]) -> set[str]:
+        """Subjects of these decisions whose data may not be learned from now (consent withdrawn, erased)."""
+        if self.gate is None:
+            return set()
+        return self.gate(sorted({r.subject for r in rows if r.group != "not_personalized"}))
 
     def snapshot(self) -> bool:
         """Store the policy as the next version; False (and start again from the latest) if another learner

@@ -86,6 +86,10 @@ class StateStore(Protocol):
 
     def resolve_identity(self, key: IdentityKey) -> int | None: ...
 
+    def consents_of(self, profile_ids: Sequence[str]) -> dict[str, Any]:
+        """The consents section of each profile id's canonical profile; erased ones are absent."""
+        ...
+
     def list_profiles(self, traits: dict[str, Any], limit: int, after: int | None) -> list[ProfileRow]: ...
 
     def timeline(

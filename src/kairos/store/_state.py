@@ -358,6 +358,21 @@ class SqlState:
         row = self.db.one("SELECT pk, merged_into FROM profiles WHERE id = {p}", (profile_id,))
         return None if row is None else int(row[1] or row[0])
 
+    def consents_of(self, profile_ids: Sequence[str]) -> dict[str, Any]:
+        """The consents section of each profile id's canonical profile (following merges); ids of profiles
+        that no longer exist (erased) are absent."""
+        out: dict[str, Any] = {}
+        with self.db.conn() as conn:
+            for where, params in self.db.where_in("p.id", list(profile_ids)):
+                for pid, consents in self.db.rows(
+                    conn,
+                    "SELECT p.id, COALESCE(w.consents, p.consents) FROM profiles p"
+                    f" LEFT JOIN profiles w ON w.pk = p.merged_into WHERE {where}",
+                    params,
+                ):
+                    out[pid] = self._load(consents) or {}
+        return out
+
     def resolve_identity(self, key: IdentityKey) -> int | None:
         row = self.db.one("SELECT profile_pk FROM identities WHERE type = {p} AND value = {p}", key)
         return None if row is None else int(row[0])
