@@ -86,9 +86,7 @@ def _open(workdir: Path, **delivery: Any) -> Any:
     from kairos.config import load_settings
     from kairos.runtime import Kairos
 
-    settings = load_settings(
-        store={"url": f"sqlite:///{workdir / 'kairos.db'}"}, consent={"unstated": "allow"}, delivery=delivery
-    )
+    settings = load_settings(store={"url": f"sqlite:///{workdir / 'kairos.db'}"}, delivery=delivery)
     return Kairos(settings)
 
 
@@ -96,7 +94,7 @@ def _destination(kairos: Any, key: str, port: int) -> None:
     from kairos.activate import destinations
 
     body = {"url": f"http://127.0.0.1:{port}/hook", "secret": "s" * 20, "subscribe": {"segments": ["vip"]}}
-    destinations.save(kairos, key, {**body, "traits": ["plan"], "purpose": "bench"})
+    destinations.save(kairos, key, {**body, "traits": ["plan"], "purpose": "analytics"})
 
 
 def _identifies(kairos: Any, source: Any, start: int, n: int) -> None:

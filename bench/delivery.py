@@ -50,7 +50,6 @@ def run(messages: int, concurrency: int, port: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as d:
         settings = load_settings(
             store={"url": f"sqlite:///{d}/k.db"},
-            consent={"unstated": "allow"},
             delivery={"concurrency": concurrency, "poll_interval_ms": 20},
         )
         k = Kairos(settings)
@@ -58,7 +57,7 @@ def run(messages: int, concurrency: int, port: int) -> tuple[float, float]:
             source = k.store.admin.add_source("web", "observed", 0)
             k.store.admin.put_definition("segment", "vip", {"rule": 'traits.plan == "pro"'}, k.clock.now())
             body = {"url": f"http://127.0.0.1:{port}/hook", "secret": "s" * 20, "subscribe": {"segments": ["vip"]}}
-            destinations.save(k, "bench", {**body, "traits": ["plan"], "purpose": "bench"})
+            destinations.save(k, "bench", {**body, "traits": ["plan"], "purpose": "analytics"})
             for i in range(0, messages, 500):
                 batch = [
                     {"type": "identify", "userId": f"u{j}", "traits": {"plan": "pro"}, "messageId": f"m{j}"}

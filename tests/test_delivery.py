@@ -224,7 +224,7 @@ def test_moment_messages_are_selected_by_key() -> None:
         "moment", "cart_abandoned", 1000, {"seqs": [3, 4]}
     )  # fmt: skip
     dest = destinations.compile_destination(
-        Definition("destination", "d", 1, 1, {"subscribe": {"moments": ["*"]}, "purpose": "x"}, False, 0, 0)
+        Definition("destination", "d", 1, 1, {"subscribe": {"moments": ["*"]}, "purpose": "analytics"}, False, 0, 0)
     )
     assert dest.wants("moment", "cart_abandoned") and not dest.wants("segment_entered", "vip")
     assert from_outbox(OutboxMessage(8, "k", "something_else", None, {}, 0)) is None

@@ -13,7 +13,12 @@ from kairos.store import Source
 from tests.conftest import Feed
 
 SECRET = "whsec_test_0123456789"
-HOOK = {"url": "http://127.0.0.1:9/hook", "secret": SECRET, "subscribe": {"segments": ["vip"]}, "purpose": "email"}
+HOOK = {
+    "url": "http://127.0.0.1:9/hook",
+    "secret": SECRET,
+    "subscribe": {"segments": ["vip"]},
+    "purpose": "marketing_email",
+}
 
 
 @pytest.fixture

@@ -419,11 +419,6 @@ class ConsentSettings(BaseModel):
         '`[consent.categories.SOURCE]` with `CATEGORY = "purpose"`; `[consent.categories."*"]` applies to every '
         "source. A category that is neither mapped nor a purpose's key is ignored.",
     )
-    unstated: Literal["deny", "allow"] = Field(
-        "deny",
-        description="What a use may do with a purpose that is not configured in `consent.purposes` and that the "
-        "person never spoke about: `deny` (nothing) or `allow`.",
-    )
 
     @field_validator("purposes")
     @classmethod

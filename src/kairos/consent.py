@@ -16,7 +16,8 @@ no). A profile holds the person's latest word per purpose, ``{granted, source, u
     (False, False)
 
 ``personalization`` is opt-out by default, ``marketing_sms`` opt-in; a person Kairos does not know (no
-profile) is never allowed anything. A purpose that is not configured follows ``consent.unstated``.
+profile) is never allowed anything, nor is a purpose that is not configured (destinations and offers must
+name a configured one).
 
 Which answer wins when two sources disagree: the newest by event time; at the same time a denial wins over a
 grant; then the later log position. So an older grant, however late it arrives, never overwrites a denial
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from kairos.config import ConsentSettings
+from kairos.errors import ValidationError
 from kairos.pipeline import ProfileState
 
 __all__ = ["ConsentPolicy", "Default", "Purpose", "allows", "newer"]
@@ -71,9 +73,18 @@ class ConsentPolicy:
         self.purposes: dict[str, Purpose] = {
             key: Purpose(key, p.title, p.text, p.version, p.default) for key, p in settings.purposes.items()
         }
-        self.unstated = settings.unstated
         self._everywhere = dict(settings.categories.get("*", {}))
         self._by_source = {source: {**self._everywhere, **m} for source, m in settings.categories.items()}
+
+    def check(self, purpose: str, field: str = "purpose") -> str:
+        """``purpose`` if it is configured, else a precise 400 (``unknown_purpose``) naming the ones that are."""
+        if purpose not in self.purposes:
+            raise ValidationError(
+                f"not a configured consent purpose (consent.purposes: {', '.join(sorted(self.purposes))})",
+                code="unknown_purpose",
+                field=field,
+            )
+        return purpose
 
     def purpose_for(self, source: str, category: str) -> str | None:
         """The purpose a source's consent category stands for: mapped in ``consent.categories``, else the
@@ -92,9 +103,7 @@ class ConsentPolicy:
         if said is not None:
             return bool(said.get("granted"))
         configured = self.purposes.get(purpose)
-        if configured is None:
-            return self.unstated == "allow"
-        return configured.default == "opt_out"
+        return configured is not None and configured.default == "opt_out"
 
     def state(self, profile: ProfileState | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Every configured purpose (and any other the person spoke about) as the person sees it: allowed or

@@ -16,7 +16,6 @@ SECRET = "whsec_e2e_0123456789"
 FAST = {
     "KAIROS__DELIVERY__POLL_INTERVAL_MS": "20",
     "KAIROS__DELIVERY__BACKOFF_BASE_SECONDS": "0.05",
-    "KAIROS__CONSENT__UNSTATED": "allow",
 }
 
 
@@ -28,7 +27,7 @@ def test_serve_delivers_and_reports_metrics(backend: str, tmp_path: Path, pg_unr
         with server.client() as c:
             r = c.put("/v1/segments/vip", json={"rule": 'traits.plan == "pro"'}, headers=admin)
             assert r.status_code == 201, r.text
-            body = {"url": rec.url, "secret": SECRET, "subscribe": {"segments": ["vip"]}, "purpose": "crm"}
+            body = {"url": rec.url, "secret": SECRET, "subscribe": {"segments": ["vip"]}, "purpose": "analytics"}
             assert c.put("/v1/destinations/hook", json=body, headers=admin).status_code == 201
             batch = [{"type": "identify", "userId": f"e{i}", "traits": {"plan": "pro"}} for i in range(3)]
             r = c.post("/v1/batch", json={"batch": batch}, auth=(server.write_key, ""))

@@ -192,6 +192,6 @@ def test_consent_api_refuses_bad_refs_keys_and_bytes(client: TestClient, kairos:
 def test_policy_state_lists_unconfigured_purposes_the_person_spoke_about() -> None:
     from kairos.config import ConsentSettings
 
-    policy = ConsentPolicy(ConsentSettings(unstated="allow"))
-    view = {"consents": {"legacy": {"granted": False, "source": "crm", "updated_at": "x"}}}
-    assert policy.state(view)["legacy"]["granted"] is False and policy.allows({}, "legacy")
+    policy = ConsentPolicy(ConsentSettings())
+    view = {"consents": {"legacy": {"granted": True, "source": "crm", "updated_at": "x"}}}
+    assert policy.state(view)["legacy"]["granted"] is True and not policy.allows({}, "legacy")

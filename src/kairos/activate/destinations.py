@@ -272,6 +272,7 @@ def save(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int]:
     check_key(key, KIND)
     old = kairos.store.admin.definition(KIND, key)
     stored = destination_body(body, old)
+    kairos.consent_policy.check(stored["purpose"])
     d, changed = kairos.store.admin.put_definition(KIND, key, stored, kairos.clock.now())
     store = kairos.store
     store.deliveries.start(key, store.outbox.last_id(), store.log.last_seq(), kairos.clock.now())

@@ -5,7 +5,8 @@ same consent gate. Each message is one SSE event whose ``data`` is the message J
 position reached in the outbox and the log, ``"<outbox id>.<log seq>"``. A client that reconnects with
 ``Last-Event-ID`` (browsers' ``EventSource`` does it by itself) resumes right after the last message it
 received: nothing is lost and nothing repeats. Without it the stream starts where the subscription was
-created. When a batch advances the position without a message for this subscriber, an event with only an
+created. Each message about a person is written to their data-use ledger before it is sent. When a batch
+advances the position without a message for this subscriber, an event with only an
 ``id`` moves the client's position on (it is not dispatched to the application).
 """
 
@@ -17,10 +18,11 @@ import time
 from collections.abc import AsyncIterator
 
 from kairos.activate.destinations import Destination
-from kairos.activate.messages import render, select
+from kairos.activate.messages import delivery_id, render, select
 from kairos.errors import ValidationError
 from kairos.metrics import DELIVERY_SUPPRESSED
 from kairos.runtime import Kairos
+from kairos.store import UseRow
 
 __all__ = ["events", "parse_position"]
 
@@ -52,6 +54,7 @@ async def events(
         items, outbox_to, log_to = await asyncio.to_thread(select, kairos, dest, outbox, log, settings.batch_size)
         bodies = await asyncio.to_thread(render, kairos, dest, items) if items else []
         chunk: list[bytes] = []
+        uses: list[UseRow] = []
         for item, body in zip(items, bodies, strict=True):
             if item.source == "outbox":
                 outbox = item.position
@@ -61,6 +64,9 @@ async def events(
                 DELIVERY_SUPPRESSED.labels(dest.key).inc()
                 continue
             chunk.append(b"id: %d.%d\ndata: %s\n\n" % (outbox, log, body))
+            if item.profile_id is not None:
+                ref = delivery_id(dest.key, item.ref)
+                uses.append(UseRow(item.profile_id, kairos.clock.now(), dest.purpose, "stream", dest.key, ref))
             sent += 1
             if limit is not None and sent >= limit:
                 break
@@ -68,6 +74,8 @@ async def events(
             if (outbox_to, log_to) != (outbox, log):
                 outbox, log = outbox_to, log_to
                 chunk.append(b"id: %d.%d\n\n" % (outbox, log))
+        if uses:  # each message about a person is a use of their data: in the ledger before it is sent
+            await asyncio.to_thread(kairos.store.uses.record, uses)
         if chunk:
             yield b"".join(chunk)
             beat = time.monotonic()

@@ -49,6 +49,7 @@ def save_offer(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int
     """Validate and store an offer; 201 when created, else 200. Decisions see it within a second."""
     check_key(key, KIND)
     stored = offer_body(body)
+    kairos.consent_policy.check(stored["purpose"])
     admin = kairos.store.admin
     old = admin.definition(KIND, key)
     if old is None and len(admin.definitions(KIND)) >= kairos.settings.decide.max_offers:

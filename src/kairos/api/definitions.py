@@ -18,13 +18,14 @@ from starlette.routing import Route
 
 from kairos.api._common import Work, endpoint, query_limit
 from kairos.definitions import Catalog, SegmentDef, compile_definition, segment_body
-from kairos.errors import NotFoundError
+from kairos.errors import NotFoundError, ValidationError
 from kairos.identity import profile_id_for
 from kairos.pipeline import Projection
+from kairos.privacy.uses import record_uses
 from kairos.runtime import Kairos
 from kairos.segments.admin import definition_view, job_of, remove, save
 from kairos.segments.membership import profile_variables
-from kairos.store import Definition, decode_cursor, encode_cursor
+from kairos.store import Definition, UseRow, decode_cursor, encode_cursor
 
 __all__ = ["preview", "routes"]
 
@@ -54,16 +55,40 @@ def _list(kairos: Kairos, kind: str) -> dict[str, Any]:
     return {"items": [definition_view(kairos, d, jobs.get(d.key)) for d in kairos.store.admin.definitions(kind)]}
 
 
-def _members(kairos: Kairos, key: str, limit: int, cursor: str | None) -> dict[str, Any]:
+def _members(
+    kairos: Kairos, key: str, limit: int, cursor: str | None, purpose: str | None = None, recipient: str = ""
+) -> dict[str, Any]:
+    """The segment's members, in key order. With ``purpose`` (sharing the segment: an ad audience, a partner)
+    only members whose consent allows it are listed, and each listed member's data-use ledger records the
+    export to ``recipient``."""
     if kairos.store.admin.definition("segment", key) is None:
         raise NotFoundError(f"no segment named {key!r}", field="key")
+    if purpose is not None and purpose not in kairos.consent_policy.purposes:
+        raise ValidationError("not a configured consent purpose", code="unknown_purpose", field="purpose")
     after = decode_cursor(cursor, 1)[0] if cursor else None
-    pks = kairos.store.state.profiles_in("segments", key, limit + 1, after)
-    more = len(pks) > limit
-    pks = pks[:limit]
+    state = kairos.store.state
+    listed: list[int] = []
+    allows = kairos.consent_policy.allows
+    while True:  # a purpose may leave members out: read on until the page is full or the segment ends
+        want = limit - len(listed)
+        pks = state.profiles_in("segments", key, want + 1, after)
+        page, more = pks[:want], len(pks) > want
+        if page:
+            after = page[-1]
+        if purpose is not None and page:
+            consents = state.consents_of([profile_id_for(pk) for pk in page])
+            page = [pk for pk in page if allows({"consents": consents.get(profile_id_for(pk))}, purpose)]
+        listed += page
+        if not more or len(listed) >= limit:
+            break
+    if purpose is not None and listed:
+        now = kairos.clock.now()
+        ref = f"segment:{key}"
+        uses = [UseRow(profile_id_for(pk), now, purpose, "segment_export", recipient, ref) for pk in listed]
+        record_uses(kairos, uses)
     return {
-        "items": [{"profile_id": profile_id_for(pk)} for pk in pks],
-        "next_cursor": encode_cursor(pks[-1]) if more and pks else None,
+        "items": [{"profile_id": profile_id_for(pk)} for pk in listed],
+        "next_cursor": encode_cursor(after) if more and after is not None else None,
     }
 
 
@@ -136,8 +161,19 @@ def list_definitions(kairos: Kairos, request: Request, body: Any) -> dict[str, A
 
 
 def get_members(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    q = request.query_params
+    recipient = q.get("recipient", "")
+    if len(recipient) > 100 or "\x00" in recipient:
+        raise ValidationError(
+            "recipient is at most 100 characters, without NUL", code="invalid_query", field="recipient"
+        )
     return _members(
-        kairos, request.path_params["key"], query_limit(request, 100, MAX_LIMIT), request.query_params.get("cursor")
+        kairos,
+        request.path_params["key"],
+        query_limit(request, 100, MAX_LIMIT),
+        q.get("cursor"),
+        q.get("purpose"),
+        recipient or "unnamed",
     )
 
 

@@ -196,7 +196,24 @@ def definition_paths() -> dict[str, Any]:
     paths["/v1/segments/{key}/members"] = {
         "get": {
             **_op("segments", "Profiles in the segment now", "read", "Members"),
-            "parameters": [_KEY, {**_LIMIT, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}, _CURSOR],
+            "parameters": [
+                _KEY,
+                {**_LIMIT, "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                _CURSOR,
+                {
+                    "name": "purpose",
+                    "in": "query",
+                    "schema": {"type": "string"},
+                    "description": "Sharing the segment for this consent purpose: only members who allow it are "
+                    "listed, and each one's data-use ledger records the export.",
+                },
+                {
+                    "name": "recipient",
+                    "in": "query",
+                    "schema": {"type": "string", "maxLength": 100},
+                    "description": "Who receives the export (recorded in the data-use ledger).",
+                },
+            ],
         }
     }
     paths["/v1/segments:preview"] = {
