@@ -132,6 +132,7 @@ def import_file(
                     timestamp_column=timestamp_column,
                     trait_kind=kind.value,
                     identity_types={name: t.paths for name, t in kairos.settings.identity.types.items()},
+                    purposes=kairos.consent_policy.purposes,
                 )
                 rows = read_csv(path, spec)
             else:

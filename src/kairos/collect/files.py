@@ -29,7 +29,9 @@ Each ``--map`` is ``COLUMN=TARGET`` where ``TARGET`` is one of
   ``loyalty_card``) is written to ``traits.TYPE``, where the identity types read it; ``kairos import``
   refuses a type that is not configured, or whose configured paths do not include where it is written;
 * ``trait:NAME``, ``trait:NAME:int`` or ``trait:NAME:float``: ``traits.NAME``, a string unless typed (a
-  cell that does not parse is an error for that row); a bare ``NAME`` means ``trait:NAME``.
+  cell that does not parse is an error for that row); a bare ``NAME`` means ``trait:NAME``;
+* ``consent:PURPOSE``: the person's consent for a configured purpose, from a cell reading ``true``/``false``,
+  ``yes``/``no``, ``1``/``0``, ``granted``/``denied`` (any case); the consent ledger records the import.
 
 Empty cells are omitted. A row without a ``userId`` or ``anonymousId`` gets ``anonymousId`` ``csv-HASH``,
 from the ``--id`` column's value or else from the row's identifier cells, so the same person gets the same
@@ -46,7 +48,7 @@ import hashlib
 import math
 import re
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from os import PathLike
@@ -78,6 +80,10 @@ _BOM: Final = b"\xef\xbb\xbf"
 _TYPE_NAME: Final = re.compile(r"^[a-z][a-z0-9_]*$")
 _SURROGATE: Final = re.compile("[\udc80-\udcff]")  # what errors="surrogateescape" makes of a non-UTF-8 byte
 _TRAIT_TYPES: Final = ("int", "float")
+_CONSENT_WORDS: Final = {
+    **dict.fromkeys(("true", "yes", "1", "granted", "y"), True),
+    **dict.fromkeys(("false", "no", "0", "denied", "n"), False),
+}
 # Identity types that are top-level fields of a message rather than traits.
 _ID_FIELDS: Final = {"user_id": "userId", "anonymous_id": "anonymousId"}
 
@@ -164,6 +170,9 @@ class CsvMapping:
     # The configured identity types and the paths each is read from (``settings.identity.types``); when
     # given, a column mapped to any other type, or to one that would not read the value, is refused.
     identity_types: Mapping[str, Sequence[str]] | None = field(default=None, compare=False)
+    consents: dict[str, str] = field(default_factory=dict)  # column -> consent purpose
+    # The configured consent purposes; when given, a column mapped to another purpose is refused.
+    purposes: Collection[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.identities and self.id_column is None:
@@ -191,6 +200,11 @@ class CsvMapping:
             if type_ and type_ not in _TRAIT_TYPES:
                 raise _bad_target(column, f"unknown trait type {type_!r} (use :int or :float)")
             _claim(targets, name, column)
+        for column, purpose in self.consents.items():
+            if self.purposes is not None and purpose not in self.purposes:
+                configured = ", ".join(sorted(self.purposes))
+                raise _bad_target(column, f"consent purpose {purpose!r} is not configured (configured: {configured})")
+            _claim(targets, f"consent:{purpose}", column)
 
     def _check_configured(self, column: str, kind: str) -> None:
         if self.identity_types is None:
@@ -227,6 +241,7 @@ def parse_mapping(
     timestamp_column: str | None = None,
     trait_kind: str = "observed",
     identity_types: Mapping[str, Sequence[str]] | None = None,
+    purposes: Collection[str] | None = None,
 ) -> CsvMapping:
     """Build a :class:`CsvMapping` from ``--map COLUMN=TARGET`` options (``identity_types``: see there).
 
@@ -236,6 +251,7 @@ def parse_mapping(
     """
     identities: dict[str, str] = {}
     traits: dict[str, str] = {}
+    consents: dict[str, str] = {}
     for option in spec:
         # Split at the last "=": a column name may contain one, a target never does.
         column, eq, target = option.rpartition("=")
@@ -244,23 +260,26 @@ def parse_mapping(
                 f"--map {option!r}: expected COLUMN=identity:TYPE or COLUMN=trait:NAME",
                 code="invalid_mapping",
             )
-        if column in identities or column in traits:
+        if column in identities or column in traits or column in consents:
             raise _bad_target(column, "mapped twice")
         kind, _, name = target.partition(":")
         if kind == "identity" and name:
             identities[column] = name
         elif kind == "trait" and name:
             traits[column] = name
-        elif kind in ("identity", "trait"):
+        elif kind == "consent" and name:
+            consents[column] = name
+        elif kind in ("identity", "trait", "consent"):
             raise _bad_target(column, f"{kind}: needs a name")
         else:
             traits[column] = target
-    return CsvMapping(identities, traits, id_column, timestamp_column, trait_kind, identity_types)
+    return CsvMapping(identities, traits, id_column, timestamp_column, trait_kind, identity_types, consents, purposes)
 
 
 def _columns(mapping: CsvMapping) -> list[str]:
     named = [mapping.id_column, mapping.timestamp_column]
-    return list(dict.fromkeys([*mapping.identities, *mapping.traits, *(c for c in named if c is not None)]))
+    mapped = [*mapping.identities, *mapping.traits, *mapping.consents]
+    return list(dict.fromkeys([*mapped, *(c for c in named if c is not None)]))
 
 
 def _open_csv(path: Path) -> TextIO:
@@ -359,14 +378,25 @@ def _row_event(n: int, cells: dict[str, str], mapping: CsvMapping) -> dict[str, 
         value = _typed(cells[column], type_)
         if value is None:
             article = "an integer" if type_ == "int" else "a number"
-            return RowError("invalid_value", f"row {n}: column {column}: not {article}: {cells[column]!r}")
+            # Not the cell itself: a shifted column may hold an e-mail address, and errors carry no personal data.
+            return RowError("invalid_value", f"row {n}: column {column}: not {article}")
         traits[name] = value
+    choices: dict[str, bool] = {}
+    for column, purpose in mapping.consents.items():
+        if column not in cells:
+            continue
+        said = _CONSENT_WORDS.get(cells[column].strip().lower())
+        if said is None:
+            return RowError("invalid_value", f"row {n}: column {column}: not a consent (true/false, yes/no, 1/0)")
+        choices[purpose] = said
+    if choices:
+        context["consent"] = {"categoryPreferences": choices}
     if mapping.timestamp_column is not None and mapping.timestamp_column in cells:
         stamp = _timestamp(cells[mapping.timestamp_column])
         if stamp is None:
             return RowError("invalid_value", f"row {n}: column {mapping.timestamp_column}: not an ISO-8601 timestamp")
         event["timestamp"] = stamp
-    if not traits and not identity_cells:
+    if not traits and not identity_cells and not choices:
         return RowError("empty_row", f"row {n}: every mapped cell is empty")
     id_value = cells.get(mapping.id_column) if mapping.id_column is not None else None
     if "userId" not in event and "anonymousId" not in event:
