@@ -205,7 +205,7 @@ class Decider:
         best_score = -math.inf
         stated_channel = False
         for channel in channels:
-            plan = self._plan(req, channel, offers, seen_view, history, moments, now)
+            plan = self._plan(req, channel, offers, seen_view, history, moments, now, view)
             if req.channel == "auto" and view is not None and self._preferred(view) == channel and plan.eligible:
                 best, stated_channel = plan, True
                 break
@@ -327,7 +327,10 @@ class Decider:
         history: ContactHistory,
         moments: Mapping[str, int],
         now: int,
+        consented: Mapping[str, Any] | None = None,
     ) -> _Plan:
+        """``view``: what the decision may read of the person (None when not personalized); ``consented``: the
+        profile whose consents the offers' purposes are checked against (always the person's own)."""
         ctx = derive(
             {"type": "track", "context": dict(req.context)},
             _last_known(view),
@@ -352,7 +355,7 @@ class Decider:
                 continue
             # A ``personalization`` offer stays in the baseline answer of someone who denied personalization: the
             # baseline does not use their data (group ``not_personalized``).
-            if offer.purpose != "personalization" and not consents.allows(view, offer.purpose):
+            if offer.purpose != "personalization" and not consents.allows(consented, offer.purpose):
                 continue
             if history.blocked(offer, now):
                 continue
