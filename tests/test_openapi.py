@@ -126,3 +126,42 @@ def test_collect_answers_match_the_served_schemas(client: TestClient, source: So
     # The request schemas accept what the API accepts, nulls included.
     contract.check("Batch", {"batch": [{"type": "track", "userId": 1, "event": "E", **ALL_NULL}], "sentAt": None})
     contract.check("Event", {"userId": "u", "timestamp": "2026-01-01T00:00:00.500Z", "custom": [1]})
+
+
+def test_routes_refuse_query_parameters_they_do_not_read(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    """Found by the fuzzer: the reports ignored an unknown parameter (``?form=`` for ``?from=``) and answered
+    the default window. Every route that reads query parameters now refuses the others."""
+    _, secret = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)
+    admin = {"Authorization": f"Bearer {secret}"}
+    r = client.post("/v1/batch", json={"writeKey": source.write_key, "batch": [{"type": "identify", "userId": "u"}]})
+    assert r.status_code == 200
+    kairos.processor.run_until_caught_up()
+    for path, body in (
+        ("/v1/offers/welcome", {"name": "Welcome"}),
+        ("/v1/segments/vip", {"rule": "true"}),
+        ("/v1/destinations/crm", {"url": "http://127.0.0.1:9/", "secret": "s" * 16, "subscribe": {"segments": ["vip"]},
+                                  "purpose": "email"}),
+        ("/v1/destinations/feed", {"subscribe": {"segments": ["vip"]}, "purpose": "email"}),
+    ):  # fmt: skip
+        assert client.put(path, json=body, headers=admin).status_code == 201, path
+    for path in (
+        "/v1/reports/decisions?form=2026-01-01",
+        "/v1/reports/experience?=null",
+        "/v1/offers/welcome/stats?since=1",
+        "/v1/profiles/user_id:u/events?limt=5",
+        "/v1/profiles/user_id:u/moments?x=1",
+        "/v1/segments/vip/members?page=2",
+        "/v1/destinations/crm/deliveries?state=dead",
+        "/v1/subscriptions/feed/stream?limit=1&after=0",
+        "/v1/reports/decisions?from=2026-01-01&%00=1",
+        "/v1/reports/decisions?%C3%A9t%C3%A9=1",
+    ):
+        answer = client.get(path, headers=read_key)
+        assert answer.status_code == 400, (path, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "invalid_query" and error["message"].startswith("unknown query parameter"), error
+    r = client.get("/v1/reports/decisions?form=x", headers=read_key).json()["error"]
+    assert r["field"] == "form" and "from, to" in r["message"]
+    assert client.get("/v1/reports/decisions?from=2026-01-01T00:00:00Z", headers=read_key).status_code == 200

@@ -41,6 +41,7 @@ __all__ = [
     "error_response",
     "json_body",
     "json_response",
+    "known_query",
     "query_limit",
     "read_body",
     "require_scope",
@@ -203,6 +204,18 @@ async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> Any:
         return _json_decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json", field="body") from exc
+
+
+def known_query(request: Request, *names: str) -> None:
+    """Refuse a query parameter the route does not read (a 400 ``invalid_query``): a typo such as ``?form=``
+    would otherwise be ignored and answer something the caller did not ask for."""
+    for key in request.query_params:
+        if key not in names:
+            raise ValidationError(
+                f"unknown query parameter {key[:100]!r}; this route reads {', '.join(names) or 'none'}",
+                code="invalid_query",
+                field=key[:100],
+            )
 
 
 def query_limit(request: Request, default: int, maximum: int) -> int:

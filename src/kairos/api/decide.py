@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kairos.api._common import Work, endpoint, error_response, json_body, json_response, require_scope
+from kairos.api._common import Work, endpoint, error_response, json_body, json_response, known_query, require_scope
 from kairos.api._writer import GroupWriter
 from kairos.decide import reports
 from kairos.decide.engine import Decider, decide_request
@@ -165,6 +165,7 @@ def _reward(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
 
 
 def _period(kairos: Kairos, request: Request) -> reports.Period:
+    known_query(request, "from", "to")
     q = request.query_params
     return reports.period(q.get("from"), q.get("to"), kairos.clock.now())
 

@@ -16,7 +16,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
-from kairos.api._common import Work, endpoint, query_limit
+from kairos.api._common import Work, endpoint, known_query, query_limit
 from kairos.definitions import Catalog, SegmentDef, compile_definition, segment_body
 from kairos.errors import NotFoundError, ValidationError
 from kairos.identity import profile_id_for
@@ -161,6 +161,7 @@ def list_definitions(kairos: Kairos, request: Request, body: Any) -> dict[str, A
 
 
 def get_members(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request, "limit", "cursor", "purpose", "recipient")
     q = request.query_params
     recipient = q.get("recipient", "")
     if len(recipient) > 100 or "\x00" in recipient:

@@ -17,7 +17,7 @@ from starlette.routing import Route
 from kairos.activate import destinations as dests
 from kairos.activate.destinations import compile_destination
 from kairos.activate.stream import events, parse_position
-from kairos.api._common import Work, endpoint, error_response, query_limit, require_scope, runtime
+from kairos.api._common import Work, endpoint, error_response, known_query, query_limit, require_scope, runtime
 from kairos.errors import KairosError, ValidationError
 from kairos.runtime import Kairos
 from kairos.store import Delivery
@@ -76,6 +76,7 @@ def _list(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
 
 
 def _deliveries(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request, "status", "limit")
     status = request.query_params.get("status")
     return deliveries(kairos, request.path_params["key"], status, query_limit(request, 100, 1000))
 
@@ -94,6 +95,7 @@ async def stream(request: Request) -> Response:
             raise ValidationError(
                 f"destination {dest.key!r} has a url: it is pushed, not pulled", code="not_a_subscription", field="key"
             )
+        known_query(request, "limit")
         raw_limit = request.query_params.get("limit")
         limit = query_limit(request, 100, 1000) if raw_limit is not None else None
         last = request.headers.get("last-event-id")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from kairos.api._common import error_response, json_response, query_limit, require_scope, runtime
+from kairos.api._common import error_response, json_response, known_query, query_limit, require_scope, runtime
 from kairos.collect import iso
 from kairos.errors import KairosError, NotFoundError, ValidationError
 from kairos.identity import profile_id_for
@@ -169,12 +169,14 @@ def get_profile(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 @read_endpoint
 def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
+    known_query(request, "limit", "cursor")
     limit = query_limit(request, 50, MAX_LIMIT)
     return _timeline(kairos, request.path_params["ref"], limit, request.query_params.get("cursor"))
 
 
 @read_endpoint
 def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
+    known_query(request, "limit", "cursor")
     pk = resolve_ref(kairos, request.path_params["ref"])
     before = None
     cursor = request.query_params.get("cursor")
