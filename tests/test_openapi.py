@@ -128,6 +128,26 @@ def test_collect_answers_match_the_served_schemas(client: TestClient, source: So
     contract.check("Event", {"userId": "u", "timestamp": "2026-01-01T00:00:00.500Z", "custom": [1]})
 
 
+def test_a_computed_trait_nothing_counted_yet_matches_the_profile_schema(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str], contract: Contract
+) -> None:
+    """Found by the fuzzer: a count no event has touched is 0 with ``updated_at`` null, which the document
+    did not allow."""
+    _, admin = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)
+    r = client.post("/v1/batch", json={"writeKey": source.write_key, "batch": [{"type": "identify", "userId": "u"}]})
+    assert r.status_code == 200
+    body = {"aggregate": "count", "event": "Order Completed"}
+    assert client.put("/v1/traits/orders", json=body, headers={"Authorization": f"Bearer {admin}"}).status_code == 201
+    kairos.processor.run_until_caught_up()
+    for path, schema in (("/v1/profiles/user_id:u", "Profile"), ("/v1/profiles", "ProfileList")):
+        answer = client.get(path, headers=read_key)
+        assert answer.status_code == 200, answer.text
+        contract.check(schema, answer.json())
+    profile = client.get("/v1/profiles/user_id:u", headers=read_key).json()
+    assert profile["traits"]["orders"] == 0
+    assert profile["trait_meta"]["orders"] == {"kind": "observed", "source": "computed", "updated_at": None}
+
+
 def test_routes_refuse_query_parameters_they_do_not_read(
     client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
 ) -> None:

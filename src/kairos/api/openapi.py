@@ -10,7 +10,11 @@ from kairos.api._openapi_decide import decide_paths, decide_schemas
 from kairos.api._openapi_privacy import privacy_paths, privacy_schemas
 from kairos.collect import EVENT_TYPES, SHORT_PATHS
 
-__all__ = ["spec"]
+__all__ = ["SCOPE", "spec"]
+
+# The API-key scope an operation needs, declared once here: tests/test_route_scopes.py checks that each
+# route enforces exactly this scope, and fails for a route that declares none (unless public by design).
+SCOPE = "x-kairos-scope"
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -59,6 +63,7 @@ def _read_op(summary: str, schema: str, params: list[dict[str, Any]]) -> dict[st
             "tags": ["profiles"],
             "summary": summary,
             "security": [{"apiKey": []}],
+            SCOPE: "read",
             "parameters": params,
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": _ref(schema)}}},
@@ -80,6 +85,7 @@ def _discover_op() -> dict[str, Any]:
             "silhouette on a sample. Profiles missing a feature are excluded and counted. Each cluster's rule "
             "comes from a depth-3 decision tree; precision and recall are those of the rule as written.",
             "security": [{"apiKey": []}],
+            SCOPE: "read",
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": _ref("MicrosegmentsRequest")}},
@@ -167,7 +173,13 @@ def _op(tag: str, summary: str, scope: str, ok: str | None, body: str | None = N
         "403": _error(f"The key lacks the `{scope}` scope."),
         "404": _error("No such definition."),
     }
-    op: dict[str, Any] = {"tags": [tag], "summary": summary, "security": [{"apiKey": []}], "responses": responses}
+    op: dict[str, Any] = {
+        "tags": [tag],
+        "summary": summary,
+        "security": [{"apiKey": []}],
+        SCOPE: scope,
+        "responses": responses,
+    }
     if body is not None:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(body)}}}
     op.update(extra)
@@ -605,7 +617,15 @@ def spec() -> dict[str, Any]:
                 "additionalProperties": {
                     "type": "object",
                     "required": ["kind", "source", "updated_at"],
-                    "properties": {"kind": {"enum": ["stated", "observed", "inferred", "third_party"]}, **provenance},
+                    "properties": {
+                        "kind": {"enum": ["stated", "observed", "inferred", "third_party"]},
+                        **provenance,
+                        "updated_at": {
+                            **stamp,
+                            "type": ["string", "null"],
+                            "description": "null for a computed trait no event has counted yet (e.g. a count of 0).",
+                        },
+                    },
                 },
             },
             "segments": {"type": "array", "items": {"type": "string"}},
@@ -696,7 +716,12 @@ def spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {
-                "apiKey": {"type": "http", "scheme": "bearer", "description": "`kairos keys add NAME`"},
+                "apiKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "`kairos keys add NAME`; each operation names the scope it needs in "
+                    "`x-kairos-scope`.",
+                },
                 "writeKeyBasic": {
                     "type": "http",
                     "scheme": "basic",
