@@ -9,8 +9,12 @@ Each answer must pass:
 - ``not_a_server_error``: no 5xx;
 - ``status_code_conformance``: the status is one the operation documents;
 - ``content_type_conformance`` and ``response_headers_conformance``: as documented;
-- ``response_schema_conformance``: the body matches the documented schema;
-- ``negative_data_rejection``: a request the document calls invalid is refused with a 4xx.
+- ``response_schema_conformance``: the body matches the documented schema.
+
+``negative_data_rejection`` is not run: this harness adds the credentials to every case, so a case that
+Schemathesis made invalid by dropping the key (plus an extra query parameter that the HTTP client then drops
+for its null value) reached the app valid, and its 200 was reported as invalid data accepted. The routes'
+refusal of unknown fields and query parameters is tested in their own files; 401 in test_route_scopes.py.
 
 Bounded for CI (``make test``): ``KAIROS_FUZZ_EXAMPLES`` examples per operation (default below), generated
 deterministically (``derandomize``: the same cases every run), no deadline, no example database. Run longer
@@ -40,7 +44,6 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
-    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -66,7 +69,6 @@ CHECKS = [
     content_type_conformance,
     response_headers_conformance,
     response_schema_conformance,
-    negative_data_rejection,
 ]
 
 
