@@ -105,8 +105,8 @@ DEFINITIONS: list[tuple[str, dict[str, Any]]] = [
     ("/v1/moments/big_order", {"when": {"event": "Order Completed", "where": "properties.total > 40"}}),
     ("/v1/offers/welcome", {"name": "Welcome", "content": {"web": {"title": "Hello"}}, "channels": ["web"]}),
     ("/v1/destinations/crm", {"url": "http://127.0.0.1:9/hook", "secret": "whsec_0123456789abcdef",
-                              "subscribe": {"segments": ["vip"]}, "purpose": "email"}),
-    ("/v1/destinations/feed", {"subscribe": {"moments": ["*"]}, "purpose": "email"}),
+                              "subscribe": {"segments": ["vip"]}, "purpose": "marketing_email"}),
+    ("/v1/destinations/feed", {"subscribe": {"moments": ["*"]}, "purpose": "marketing_email"}),
 ]  # fmt: skip
 
 

@@ -162,8 +162,8 @@ def test_routes_refuse_query_parameters_they_do_not_read(
         ("/v1/offers/welcome", {"name": "Welcome"}),
         ("/v1/segments/vip", {"rule": "true"}),
         ("/v1/destinations/crm", {"url": "http://127.0.0.1:9/", "secret": "s" * 16, "subscribe": {"segments": ["vip"]},
-                                  "purpose": "email"}),
-        ("/v1/destinations/feed", {"subscribe": {"segments": ["vip"]}, "purpose": "email"}),
+                                  "purpose": "marketing_email"}),
+        ("/v1/destinations/feed", {"subscribe": {"segments": ["vip"]}, "purpose": "marketing_email"}),
     ):  # fmt: skip
         assert client.put(path, json=body, headers=admin).status_code == 201, path
     for path in (
