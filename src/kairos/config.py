@@ -29,6 +29,7 @@ __all__ = [
     "DeliverySettings",
     "IdentitySettings",
     "IdentityTypeSettings",
+    "LimitsSettings",
     "PrivacySettings",
     "ProcessorMode",
     "ProcessorSettings",
@@ -61,6 +62,64 @@ class ServerSettings(BaseModel):
         description="Longest wait for the next part of a request body; a client that stalls longer is answered "
         "`408 body_timeout` and the connection closed.",
     )
+
+
+def _rate(value: str) -> str:
+    """A rate limit in the `limits` library's notation: ``1000/second``, ``100 per minute``, ``10/5 seconds``."""
+    from limits import parse_many
+
+    try:
+        parsed = parse_many(value)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a rate such as '1000/second' or '100 per minute'") from exc
+    if len(parsed) != 1:
+        raise ValueError(f"{value!r}: give one rate, such as '1000/second'")
+    return value
+
+
+class LimitsSettings(BaseModel):
+    """Rate limits on the API (docs/security.md), counted in requests."""
+
+    enabled: bool = Field(True, description="Refuse requests beyond the rates below with `429` and `Retry-After`.")
+    per_key: str = Field(
+        "1000/second",
+        description="Requests one API key may make (every route that takes `Authorization: Bearer`), e.g. "
+        "`1000/second` or `100 per minute`.",
+    )
+    per_source: str = Field(
+        "5000/second",
+        description="Collect requests one source (write key) may make, whatever the number of events in each.",
+    )
+    storage: str = Field(
+        "memory://",
+        description="Where the counters live: `memory://` (each process counts alone: embedded) or "
+        "`redis://HOST:PORT` (shared by every API process: scale-out). If Redis cannot be reached, requests are "
+        "let through and a warning is logged.",
+    )
+    strategy: Literal["fixed-window", "sliding-window-counter", "moving-window"] = Field(
+        "fixed-window",
+        description="How requests are counted (the `limits` library's strategies): `fixed-window` is the "
+        "cheapest and may let up to twice the rate through across a window boundary; `sliding-window-counter` "
+        "smooths that; `moving-window` is exact and keeps one entry per request in the window.",
+    )
+    storage_timeout_seconds: float = Field(
+        0.05,
+        gt=0,
+        le=5,
+        description="Longest wait for the limits storage (Redis) per request; slower counts as down.",
+    )
+
+    @field_validator("per_key", "per_source")
+    @classmethod
+    def _rates(cls, value: str) -> str:
+        return _rate(value)
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError(f"{value!r}: use memory:// or redis://HOST:PORT")
+        return value
 
 
 class StoreSettings(BaseModel):
@@ -536,6 +595,7 @@ class Settings(BaseSettings):
     consent: ConsentSettings = Field(default_factory=ConsentSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     decide: DecideSettings = Field(default_factory=DecideSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     traits: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Computed traits defined in the file, `[traits.KEY]` with the body of `PUT /v1/traits/{key}` "

@@ -19,6 +19,7 @@ __all__ = [
     "NotFoundError",
     "Overloaded",
     "PayloadTooLarge",
+    "RateLimited",
     "RequestTimeout",
     "StoreError",
     "StoreUnavailable",
@@ -63,6 +64,16 @@ class Overloaded(TransientError):
     """More events are waiting for the log than the server accepts to hold (``collect.max_pending_events``)."""
 
     code = "overloaded"
+
+
+class RateLimited(TransientError):
+    """Over a rate limit (``[limits]``): ``429`` whose ``Retry-After`` says when the window allows more."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.retry_after = max(1, retry_after)
 
 
 class StoreUnavailable(TransientError):
@@ -132,6 +143,7 @@ HTTP_STATUS: list[tuple[type[KairosError], int]] = [
     (ForbiddenError, 403),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (RateLimited, 429),
     (TransientError, 503),
     (KairosError, 500),
 ]

@@ -15,8 +15,11 @@ from cachetools import TTLCache
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as ASGIScope
 
+from kairos import audit as audit_log
+from kairos.api.ratelimit import RateLimits
 from kairos.errors import (
     AuthError,
     ForbiddenError,
@@ -28,19 +31,24 @@ from kairos.errors import (
     http_status,
 )
 from kairos.runtime import Kairos
+from kairos.scopes import Scope, grants
 from kairos.store import ApiKey
 
 __all__ = [
     "JSON",
+    "KEY_CACHE_SECONDS",
     "MAX_JSON_BODY",
     "AccessLog",
     "Disconnects",
     "Work",
+    "authenticate",
     "basic_user",
+    "check_scope",
     "endpoint",
     "error_response",
     "json_body",
     "json_response",
+    "key_cache",
     "known_query",
     "query_limit",
     "read_body",
@@ -125,23 +133,55 @@ def basic_user(authorization: str | None) -> str | None:
     return decoded.partition(":")[0] or None
 
 
-_keys: TTLCache[str, ApiKey | None] = TTLCache(maxsize=10_000, ttl=5.0)
+KEY_CACHE_SECONDS = 5.0
 
 
-def require_scope(request: Request, scope: str) -> ApiKey:
+def key_cache() -> TTLCache[str, ApiKey | None]:
+    """Keys by secret, for :data:`KEY_CACHE_SECONDS`: one store read per key and 5 s, not per request. So a key
+    revoked or rotated by another process (``kairos keys``) is refused here at most 5 s later."""
+    return TTLCache(maxsize=10_000, ttl=KEY_CACHE_SECONDS)
+
+
+def _lookup(request: Request, secret: str) -> ApiKey | None:
+    cache: TTLCache[str, ApiKey | None] | None = getattr(request.app.state, "api_keys", None)
+    if cache is None:
+        cache = request.app.state.api_keys = key_cache()
+    try:
+        return cache[secret]
+    except KeyError:
+        key = runtime(request).store.admin.api_key(secret)
+        cache[secret] = key
+        return key
+
+
+def require_scope(request: Request, scope: Scope) -> ApiKey:
+    """The request's API key, if it may use a route that needs ``scope`` (:func:`kairos.scopes.grants`: admin
+    implies read, write and decide, never privacy), counted against its rate limit; else 401, 429 or 403."""
+    key = authenticate(request)
+    check_scope(key, scope)
+    return key
+
+
+def check_scope(key: ApiKey, scope: Scope) -> None:
+    """403 ``missing_scope`` unless ``key`` may use a route that needs ``scope``: the one rule, in one place."""
+    if not grants(key.scopes, scope):
+        raise ForbiddenError(f"this API key lacks the {scope!r} scope", code="missing_scope", field="Authorization")
+
+
+def authenticate(request: Request) -> ApiKey:
+    """The request's valid API key (401 otherwise), counted against its rate limit (429 when over)."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer " or not header[7:].strip():
         raise AuthError("send an API key as 'Authorization: Bearer <key>'", field="Authorization")
     secret = header[7:].strip()
-    if secret in _keys:
-        key = _keys[secret]
-    else:
-        key = runtime(request).store.admin.api_key(secret)
-        _keys[secret] = key
+    key = _lookup(request, secret) if len(secret) <= 200 else None
+    if key is not None and key.expires_at is not None and key.expires_at <= runtime(request).clock.now():
+        key = None  # the secret a rotation replaced, after its grace period
     if key is None or not key.enabled:
-        raise AuthError("unknown or disabled API key", code="invalid_api_key", field="Authorization")
-    if scope not in key.scopes and "admin" not in key.scopes:
-        raise ForbiddenError(f"this API key lacks the {scope!r} scope", code="missing_scope", field="Authorization")
+        raise AuthError("unknown, revoked or expired API key", code="invalid_api_key", field="Authorization")
+    limits: RateLimits | None = getattr(request.app.state, "limits", None)
+    if limits is not None:
+        limits.check("key", key.id, "Authorization")
     return key
 
 
@@ -153,7 +193,7 @@ class AccessLog:
         self.app = app
         self.log = logging.getLogger("kairos.http")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.log.isEnabledFor(logging.DEBUG):
             await self.app(scope, receive, send)
             return
@@ -184,7 +224,7 @@ class Disconnects:
         self.app = app
         self.log = logging.getLogger("kairos.http")
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         try:
             await self.app(scope, receive, send)
         except ClientDisconnect:
@@ -228,20 +268,46 @@ def query_limit(request: Request, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def endpoint(methods: Mapping[str, tuple[str, Work, bool]]) -> Callable[[Request], Awaitable[Response]]:
+def _audit_detail(result: Any) -> dict[str, Any] | None:
+    """What an audit entry keeps of a successful answer: counters and flags, never the body."""
+    if not isinstance(result, dict):
+        return None
+    kept = {k: result[k] for k in ("version", "changed", "deleted", "retried") if k in result}
+    return {k: v for k, v in kept.items() if isinstance(v, bool | int)} or None
+
+
+def endpoint(
+    methods: Mapping[str, tuple[Scope, Work, bool]], audit: Mapping[str, str] | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     """One endpoint per path: method → (scope, work, whether it reads a JSON body). ``work`` runs off the event
-    loop and answers a body, or (body, status)."""
+    loop and answers a body, or (body, status).
+
+    ``audit``: method → audit action (``segments.put``); such a request from a valid key is recorded in the
+    audit log (:func:`kairos.audit.record`) with the path's ``key`` as target and the answer's status, also
+    when it is refused for its scope or its body.
+    """
 
     async def handle(request: Request) -> Response:
         scope, work, with_body = methods[request.method]
+        action = audit.get(request.method) if audit else None
+        kairos = runtime(request)
+        key: ApiKey | None = None
         try:
-            require_scope(request, scope)
+            key = authenticate(request)
+            check_scope(key, scope)
             body = await json_body(request) if with_body else None
-            result = await run_in_threadpool(work, runtime(request), request, body)
+            result = await run_in_threadpool(work, kairos, request, body)
         except KairosError as exc:
+            if action is not None and key is not None:
+                target = str(request.path_params.get("key", ""))
+                await run_in_threadpool(
+                    audit_log.record, kairos, key, action, target, http_status(exc), {"code": exc.code}
+                )
             return error_response(exc)
-        if isinstance(result, tuple):
-            return json_response(result[0], result[1])
-        return json_response(result)
+        answer, status = result if isinstance(result, tuple) else (result, 200)
+        if action is not None:
+            target = str(request.path_params.get("key", ""))
+            await run_in_threadpool(audit_log.record, kairos, key, action, target, status, _audit_detail(answer))
+        return json_response(answer, status)
 
     return handle

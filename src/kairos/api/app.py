@@ -1,4 +1,5 @@
-"""The ASGI application: routes, CORS, error envelope, lifecycle of the writer thread and the processor."""
+"""The ASGI application: routes, CORS on the collect routes, error envelope, rate limits, lifecycle of the
+writer thread and the processor."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kairos.activate.worker import create_delivery_worker
-from kairos.api import collect, consents, decide, definitions, destinations, microsegments, ops, profiles
-from kairos.api._common import JSON, AccessLog, Disconnects, json_response
+from kairos.api import audit, collect, consents, decide, definitions, destinations, microsegments, ops, profiles
+from kairos.api._common import JSON, AccessLog, Disconnects, json_response, key_cache
 from kairos.api._writer import GroupWriter, LogWriter
+from kairos.api.ratelimit import RateLimits
+from kairos.collect import EVENT_TYPES, SHORT_PATHS
 from kairos.config import ProcessorMode
 from kairos.decide.engine import Decider
 from kairos.decide.learning import LearnerThread, Trainer
@@ -24,9 +28,36 @@ from kairos.pipeline.worker import ProcessWorker, create_worker
 from kairos.privacy.training import training_gate
 from kairos.runtime import Kairos
 
-__all__ = ["create_app"]
+__all__ = ["COLLECT_PATHS", "CollectCORS", "create_app"]
 
 log = logging.getLogger("kairos.http")
+
+# The routes a browser calls from other sites' pages (analytics.js): the only ones that answer CORS.
+COLLECT_PATHS = frozenset(
+    {f"/v1/{name}" for name in (*EVENT_TYPES, "batch")} | {f"/v1/{short}" for short in SHORT_PATHS}
+)
+
+
+class CollectCORS:
+    """CORS on the collect routes only. Everything else (profiles, definitions, keys' data, the audit log) is
+    for servers: a browser preflight there gets no ``Access-Control-Allow-Origin`` (405), so no web page can
+    read or change it with a visitor's browser, even one that holds a key."""
+
+    def __init__(self, app: ASGIApp, origins: list[str]) -> None:
+        self.app = app
+        self.cors = CORSMiddleware(
+            app,
+            allow_origins=origins,
+            allow_methods=["POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
+            max_age=86400,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in COLLECT_PATHS:
+            await self.cors(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def create_app(
@@ -116,23 +147,20 @@ def create_app(
             *decide.routes,
             *destinations.routes,
             *microsegments.routes,
+            *audit.routes,
             *ops.routes,
         ],
         middleware=[
             Middleware(Disconnects),
             Middleware(AccessLog),
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.server.cors_origins,
-                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "Content-Encoding"],
-                max_age=86400,
-            ),
+            Middleware(CollectCORS, origins=settings.server.cors_origins),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
     app.state.kairos = kairos
+    app.state.api_keys = key_cache()
+    app.state.limits = RateLimits(settings.limits)
     app.state.processor = worker
     app.state.delivery = delivery
     app.state.decider = decider

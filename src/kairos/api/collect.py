@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kairos.api._common import basic_user, error_response, json_response, read_body, runtime
+from kairos.api.ratelimit import RateLimits
 from kairos.collect import EVENT_TYPES, SHORT_PATHS, decode_body
 from kairos.errors import KairosError
 from kairos.metrics import REJECTED
@@ -24,7 +25,12 @@ def _endpoint(name: str) -> Any:
             body = await read_body(request, limits.max_request_bytes)
             payload = decode_body(body, request.headers.get("content-encoding"), name, limits)
             write_key = basic_user(request.headers.get("authorization"))
-            source, events, errors = kairos.prepare(payload, name, write_key)
+            # As Kairos.prepare: the key in the body wins over Basic auth (a Bearer token beside it is for
+            # something else). The source's rate limit is checked once per request, before any event is read.
+            source = kairos.source_for(payload.write_key or write_key)
+            rate_limits: RateLimits = request.app.state.limits
+            rate_limits.check("source", source.id, "writeKey")
+            events, errors = kairos.prepare_for(source, payload, name)
             if events:
                 await request.app.state.writer.append(source.name, events)
                 kairos.count_ingested(source.name, len(events))

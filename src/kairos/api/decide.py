@@ -1,7 +1,8 @@
 """The decision API: the offer catalogue, ``POST /v1/decide``, ``POST /v1/rewards``, and the reports.
 
-Offers need the ``admin`` scope to change and ``read`` to see; deciding and rewarding need ``decide``. The
-decision path reads the cached profile and answers after the decision is logged (``docs/decide.md``).
+Offers need the ``admin`` scope to change (recorded in the audit log) and ``read`` to see; deciding and
+rewarding need ``decide``. The decision path reads the cached profile and answers after the decision is
+logged (``docs/decide.md``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from kairos.decide.offers import KIND, offer_body
 from kairos.definitions import check_key
 from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationError
 from kairos.runtime import Kairos
+from kairos.scopes import Scope
 from kairos.store import DecisionRow, Definition
 
 __all__ = ["add_reward", "get_offer", "offer_view", "remove_offer", "routes", "save_offer"]
@@ -185,14 +187,14 @@ def _experience_report(kairos: Kairos, request: Request, body: Any) -> dict[str,
     return reports.experience(kairos.store.decisions, _period(kairos, request), threshold)
 
 
-_ONE: dict[str, tuple[str, Work, bool]] = {
+_ONE: dict[str, tuple[Scope, Work, bool]] = {
     "PUT": ("admin", _put, True),
     "GET": ("read", _get, False),
     "DELETE": ("admin", _delete, False),
 }
 routes = [
     Route("/v1/offers", endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
-    Route("/v1/offers/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/offers/{key}", endpoint(_ONE, {"PUT": "offers.put", "DELETE": "offers.delete"}), methods=list(_ONE)),
     Route("/v1/offers/{key}/stats", endpoint({"GET": ("read", _stats, False)}), methods=["GET"]),
     Route("/v1/decide", decide, methods=["POST"]),
     Route("/v1/rewards", endpoint({"POST": ("decide", _reward, True)}), methods=["POST"]),

@@ -1,9 +1,10 @@
 """Computed traits, segments and moments: ``PUT/GET/DELETE /v1/{traits|segments|moments}/{key}``, lists,
 segment members, and ``POST /v1/segments:preview``.
 
-Saving needs the ``admin`` scope, reading the ``read`` scope. A definition is validated and compiled when it
-is saved (a rule error answers 400 ``invalid_rule`` with its ``position``); the processor picks it up within
-a batch and backfills existing profiles, whose progress ``GET`` shows under ``backfill``.
+Saving needs the ``admin`` scope (and is recorded in the audit log), reading the ``read`` scope. A
+definition is validated and compiled when it is saved (a rule error answers 400 ``invalid_rule`` with its
+``position``); the processor picks it up within a batch and backfills existing profiles, whose progress
+``GET`` shows under ``backfill``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kairos.identity import profile_id_for
 from kairos.pipeline import Projection
 from kairos.privacy.uses import record_uses
 from kairos.runtime import Kairos
+from kairos.scopes import Scope
 from kairos.segments.admin import definition_view, job_of, remove, save
 from kairos.segments.membership import profile_variables
 from kairos.store import Definition, UseRow, decode_cursor, encode_cursor
@@ -182,18 +184,24 @@ def post_preview(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
     return preview(kairos, body)
 
 
-_ONE: dict[str, tuple[str, Work, bool]] = {
+_ONE: dict[str, tuple[Scope, Work, bool]] = {
     "PUT": ("admin", put_definition, True),
     "GET": ("read", get_definition, False),
     "DELETE": ("admin", delete_definition, False),
 }
+
+
+def _audit(kind: str) -> dict[str, str]:
+    return {"PUT": f"{kind}.put", "DELETE": f"{kind}.delete"}
+
+
 routes = [
     Route("/v1/traits", endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
-    Route("/v1/traits/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/traits/{key}", endpoint(_ONE, _audit("traits")), methods=list(_ONE)),
     Route("/v1/segments", endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
     Route("/v1/segments:preview", endpoint({"POST": ("read", post_preview, True)}), methods=["POST"]),
     Route("/v1/segments/{key}/members", endpoint({"GET": ("read", get_members, False)}), methods=["GET"]),
-    Route("/v1/segments/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/segments/{key}", endpoint(_ONE, _audit("segments")), methods=list(_ONE)),
     Route("/v1/moments", endpoint({"GET": ("read", list_definitions, False)}), methods=["GET"]),
-    Route("/v1/moments/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route("/v1/moments/{key}", endpoint(_ONE, _audit("moments")), methods=list(_ONE)),
 ]

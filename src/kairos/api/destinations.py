@@ -2,8 +2,8 @@
 ``GET /v1/destinations/{key}/deliveries``, ``POST /v1/destinations/{key}/deliveries:retry`` and
 ``GET /v1/subscriptions/{key}/stream`` (Server-Sent Events).
 
-Changing needs the ``admin`` scope, reading (and streaming) the ``read`` scope. A secret is never answered
-back: ``secret_hint`` shows its last 4 characters.
+Changing needs the ``admin`` scope (recorded in the audit log), reading (and streaming) the ``read`` scope.
+A secret is never answered back: ``secret_hint`` shows its last 4 characters.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from kairos.activate.stream import events, parse_position
 from kairos.api._common import Work, endpoint, error_response, known_query, query_limit, require_scope, runtime
 from kairos.errors import KairosError, ValidationError
 from kairos.runtime import Kairos
+from kairos.scopes import Scope
 from kairos.store import Delivery
 
 __all__ = ["routes"]
@@ -113,15 +114,20 @@ async def stream(request: Request) -> Response:
     )
 
 
-_ONE: dict[str, tuple[str, Work, bool]] = {
+_ONE: dict[str, tuple[Scope, Work, bool]] = {
     "PUT": ("admin", _put, True),
     "GET": ("read", _get, False),
     "DELETE": ("admin", _delete, False),
 }
+_RETRY = endpoint({"POST": ("admin", _retry, False)}, {"POST": "destinations.retry"})
 routes = [
     Route("/v1/destinations", endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
-    Route("/v1/destinations/{key}", endpoint(_ONE), methods=list(_ONE)),
+    Route(
+        "/v1/destinations/{key}",
+        endpoint(_ONE, {"PUT": "destinations.put", "DELETE": "destinations.delete"}),
+        methods=list(_ONE),
+    ),
     Route("/v1/destinations/{key}/deliveries", endpoint({"GET": ("read", _deliveries, False)}), methods=["GET"]),
-    Route("/v1/destinations/{key}/deliveries:retry", endpoint({"POST": ("admin", _retry, False)}), methods=["POST"]),
+    Route("/v1/destinations/{key}/deliveries:retry", _RETRY, methods=["POST"]),
     Route("/v1/subscriptions/{key}/stream", stream, methods=["GET"]),
 ]

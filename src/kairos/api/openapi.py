@@ -165,6 +165,74 @@ _KEY = {
 }
 
 
+def _audit_op() -> dict[str, Any]:
+    op = _op(
+        "security",
+        "The audit log of admin and privacy actions, newest first",
+        "admin",
+        "AuditLog",
+        description="Every change made with an admin key (definitions, offers, destinations, retries), the "
+        "privacy actions, and the CLI's key and source commands. No personal data: targets are definition "
+        "keys, key ids, profile ids or request ids.",
+    )
+    del op["responses"]["404"]
+    op["parameters"] = [
+        {**_LIMIT, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+        _CURSOR,
+        {
+            "name": "action",
+            "in": "query",
+            "description": "Only this action, e.g. `segments.put`, `keys.rotate`, `privacy.erase`.",
+            "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]*(\\.[a-z][a-z0-9_]*)+$", "maxLength": 64},
+        },
+    ]
+    return {"get": op}
+
+
+def _audit_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
+    nullable_text = {"type": ["string", "null"]}
+    entry = {
+        "type": "object",
+        "required": ["id", "at", "actor", "key_id", "key_name", "action", "target", "outcome", "detail"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": stamp,
+            "actor": {"enum": ["api", "cli"]},
+            "key_id": nullable_text,
+            "key_name": nullable_text,
+            "action": {"type": "string"},
+            "target": {"type": "string"},
+            "outcome": {"type": "integer", "description": "The HTTP status answered (200 for the CLI)."},
+            "detail": {"type": ["object", "null"], "additionalProperties": True},
+        },
+    }
+    return {
+        "AuditEntry": entry,
+        "AuditLog": {
+            "type": "object",
+            "required": ["items", "next_cursor"],
+            "properties": {"items": {"type": "array", "items": _ref("AuditEntry")}, "next_cursor": cursor},
+        },
+    }
+
+
+def _rate_limited(paths: dict[str, Any]) -> None:
+    """``429`` on every operation a key or a write key authenticates: those the rate limits count."""
+    for item in paths.values():
+        for op in item.values():
+            if not any({"apiKey", "writeKeyBasic"} & set(s) for s in op.get("security", [])):
+                continue
+            op["responses"]["429"] = {
+                **_error("Over the key's or the source's rate limit (`rate_limited`); retry after `Retry-After`."),
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait (1 or more).",
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                },
+            }
+
+
 def _op(tag: str, summary: str, scope: str, ok: str | None, body: str | None = None, **extra: Any) -> dict[str, Any]:
     responses: dict[str, Any] = {
         "200": {"description": "OK", **({"content": {"application/json": {"schema": _ref(ok)}}} if ok else {})},
@@ -574,6 +642,8 @@ def spec() -> dict[str, Any]:
     paths.update(destination_paths())
     paths.update(decide_paths(_op, _KEY))
     paths.update(privacy_paths(_op, _REF))
+    paths["/v1/audit"] = _audit_op()
+    _rate_limited(paths)
     for path, summary in (
         ("/healthz", "Health: the store, the processor and its lag"),
         ("/livez", "Liveness only (reads nothing)"),
@@ -719,8 +789,8 @@ def spec() -> dict[str, Any]:
                 "apiKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "`kairos keys add NAME`; each operation names the scope it needs in "
-                    "`x-kairos-scope`.",
+                    "description": "`kairos keys add NAME --scope SCOPE`: scopes write, read, decide, admin (implies "
+                    "read, write and decide) and privacy; each operation names the scope it needs in `x-kairos-scope`.",
                 },
                 "writeKeyBasic": {
                     "type": "http",
@@ -730,6 +800,7 @@ def spec() -> dict[str, Any]:
             },
             "schemas": {
                 **_discover_schemas(),
+                **_audit_schemas(stamp, cursor),
                 "Event": event,
                 "Batch": {
                     "type": "object",

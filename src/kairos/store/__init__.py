@@ -13,12 +13,14 @@ from typing import Any
 
 from kairos.config import StoreSettings
 from kairos.errors import ConfigError
+from kairos.store._audit import SqlAudit
 from kairos.store._db import Database, Dialect
 from kairos.store._decisions import DecisionRow, RewardRow, Snapshot, SqlDecisions
 from kairos.store._deliveries import SqlDeliveries
 from kairos.store._interfaces import AdminStore, Deliveries, EventLog, Outbox, StateStore, Store
 from kairos.store._model import (
     ApiKey,
+    AuditEntry,
     Checkpoint,
     Cursor,
     DeadLetter,
@@ -53,6 +55,7 @@ __all__ = [
     "MAIN",
     "AdminStore",
     "ApiKey",
+    "AuditEntry",
     "Checkpoint",
     "Cursor",
     "DeadLetter",
@@ -71,6 +74,7 @@ __all__ = [
     "RewardRow",
     "Snapshot",
     "Source",
+    "SqlAudit",
     "SqlDecisions",
     "SqlStore",
     "SqlUses",
@@ -120,6 +124,7 @@ class SqlStore:
         self.log = SqlLog(self.log_db)
         self.state = SqlState(self.db, profiles)
         self.admin = SqlAdmin(self.log_db)
+        self.audit = SqlAudit(self.log_db)
         self.outbox = SqlOutbox(self.db)
         self.deliveries = SqlDeliveries(self.db)
         self.uses = self.deliveries.uses  # the data-use ledger, beside the deliveries it records

@@ -183,13 +183,15 @@ class Database:
         return [i for i, t in enumerate(self.types(table, columns)) if t == "json"]
 
     # -- schema ------------------------------------------------------------------------------------
+    def column_ddl(self, column: Column) -> str:
+        return (
+            f"{column.name} {self.d.column_type(column)}"
+            + ("" if column.nullable or column.type == "serial" else " NOT NULL")
+            + (f" DEFAULT {column.default}" if column.default is not None else "")
+        )
+
     def ddl(self, table: Table) -> list[str]:
-        cols = [
-            f"{c.name} {self.d.column_type(c)}"
-            + ("" if c.nullable or c.type == "serial" else " NOT NULL")
-            + (f" DEFAULT {c.default}" if c.default is not None else "")
-            for c in table.columns
-        ]
+        cols = [self.column_ddl(c) for c in table.columns]
         serial = [c.name for c in table.columns if c.type == "serial"]
         if not serial:  # a serial column is its own primary key (SQLite: INTEGER PRIMARY KEY AUTOINCREMENT)
             cols.append(f"PRIMARY KEY ({', '.join(table.primary_key)})")
@@ -201,18 +203,26 @@ class Database:
     def migrate(self) -> None:
         """Create what is missing; rebuild derived state when its declaration changed.
 
-        Durable tables are created if missing and upgraded in place (the log of the first release lacked
-        ``ts`` and ``trait_kind``). Derived tables are dropped and recreated when their fingerprint differs
-        from the one stored in ``meta``, and the checkpoint goes back to 0: the processor rebuilds them.
+        Durable tables are created if missing and upgraded in place: columns declared since the table was
+        made are added (:meth:`_add_columns`), and the log of the first release, which lacked ``ts`` and
+        ``trait_kind``, has them filled from its payloads. Derived tables are dropped and recreated when their
+        fingerprint differs from the one stored in ``meta``, and the checkpoint goes back to 0: the processor
+        rebuilds them.
         """
         with self.tx(write=True) as conn:
             self.d.lock(conn, "migrate")
             legacy_log = self.d.table_columns(conn, "log")
-            for table in self.durable:
-                for statement in self.ddl(table):
-                    conn.execute(statement)
+            existing = {t.name: self.d.table_columns(conn, t.name) for t in self.durable}
             if legacy_log and "ts" not in legacy_log:
                 self._upgrade_log(conn)
+            for table in self.durable:
+                create, *indexes = self.ddl(table)
+                conn.execute(create)
+                if existing[table.name]:
+                    # The log's own upgrade above added its columns already; look again.
+                    self._add_columns(conn, table, self.d.table_columns(conn, table.name))
+                for statement in indexes:  # after the columns they may index
+                    conn.execute(statement)
             wanted = fingerprint(self.derived)
             found = self.rows(conn, "SELECT value FROM meta WHERE key = {p}", ("derived_schema",))
             if found and found[0][0] == wanted:
@@ -225,6 +235,23 @@ class Database:
                     conn.execute(statement)
             conn.execute(self.sql("DELETE FROM meta WHERE key = {p}"), ("derived_schema",))
             conn.execute(self.sql("INSERT INTO meta (key, value) VALUES ({p}, {p})"), ("derived_schema", wanted))
+
+    def _add_columns(self, conn: Any, table: Table, existing: Sequence[str]) -> None:
+        """``ALTER TABLE ADD COLUMN`` for each declared column an existing durable table lacks.
+
+        A column with a default is added as declared (existing rows take the default). A ``NOT NULL`` column
+        without one cannot be given to rows that exist, so it is added nullable: code reading such a column
+        must accept NULL for rows older than the column (declare a default where there is a sensible one).
+        """
+        have = set(existing)
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if column.nullable or column.default is not None:
+                definition = self.column_ddl(column)
+            else:
+                definition = f"{column.name} {self.d.column_type(column)}"
+            conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {definition}")
 
     def _upgrade_log(self, conn: Any) -> None:
         """Add ``ts`` and ``trait_kind`` to a first-release log, read from the ``_kairos`` stamp in payloads."""

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from kairos.collect.ingest import NewEvent
+from kairos.store._audit import SqlAudit
 from kairos.store._decisions import SqlDecisions
 from kairos.store._model import (
     ApiKey,
@@ -144,9 +145,19 @@ class AdminStore(Protocol):
         """Create a key; the secret is returned once and only its hash is stored."""
         ...
 
-    def api_key(self, secret: str) -> ApiKey | None: ...
+    def api_key(self, secret: str) -> ApiKey | None:
+        """The key with this secret (current, or replaced by a rotation: then ``expires_at`` is set)."""
+        ...
 
     def api_keys(self) -> list[ApiKey]: ...
+
+    def revoke_api_key(self, ref: str, now: int) -> ApiKey:
+        """Revoke the key with id or name ``ref``."""
+        ...
+
+    def rotate_api_key(self, ref: str, now: int, grace_ms: int = 0) -> tuple[ApiKey, str]:
+        """A new secret for key ``ref``; the old one is accepted for ``grace_ms`` more."""
+        ...
 
     def put_definition(
         self, kind: str, key: str, body: dict[str, Any], now: int, expect_revision: int | None = None
@@ -222,6 +233,11 @@ class Store(Protocol):
     @property
     def uses(self) -> SqlUses:
         """The data-use ledger (``kairos.privacy.uses``)."""
+        ...
+
+    @property
+    def audit(self) -> SqlAudit:
+        """The audit log of admin and privacy actions (``kairos.audit`` writes it)."""
         ...
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 
 __all__ = [
     "ApiKey",
+    "AuditEntry",
     "Checkpoint",
     "Cursor",
     "DeadLetter",
@@ -175,8 +176,12 @@ class ApiKey:
     id: str
     name: str
     scopes: frozenset[str]
-    enabled: bool
+    enabled: bool  # false once revoked
     created_at: int
+    rotated_at: int | None = None
+    revoked_at: int | None = None
+    # Set when the key was found by the secret a rotation replaced: that secret works until then (epoch ms).
+    expires_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +213,18 @@ class Delivery:
     last_status: int | None = None
     last_error: str | None = None
     latency_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One admin or privacy action (``kairos.audit``); ``id`` is 0 until stored."""
+
+    id: int
+    at: int  # epoch ms
+    actor: str  # "api" or "cli"
+    key_id: str | None
+    key_name: str | None
+    action: str
+    target: str
+    outcome: int  # HTTP status
+    detail: dict[str, Any] | None

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from kairos.collect.ingest import NewEvent
-from kairos.errors import DefinitionsChanged, NotFoundError, ValidationError
+from kairos.errors import ConflictError, DefinitionsChanged, NotFoundError, ValidationError
+from kairos.scopes import parse_scopes
 from kairos.store._db import Database
 from kairos.store._model import ApiKey, Definition, LogEntry, OutboxMessage, Source
 from kairos.store.schema import LOG
 
-__all__ = ["SqlAdmin", "SqlLog", "SqlOutbox", "decode_cursor", "encode_cursor", "hash_secret"]
+__all__ = ["SqlAdmin", "SqlLog", "SqlOutbox", "decode_cursor", "encode_cursor", "hash_secret", "new_secret"]
 
 _SELECT_LOG = "SELECT seq, source, received_at, message_id, payload, ts, trait_kind FROM log"
 _SELECT_OUTBOX = "SELECT id, key, type, profile_id, payload, created_at FROM outbox"
@@ -97,7 +98,21 @@ class SqlOutbox:
 
 
 def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    """What is stored of an API key: its SHA-256. Keys are 256 random bits, so a plain hash cannot be
+    reversed by guessing and needs no salt or pepper (docs/decisions.md)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_secret() -> str:
+    """A new API key: ``kk_`` and 256 random bits."""
+    return "kk_" + secrets.token_urlsafe(32)
+
+
+def _check_key_name(name: str) -> None:
+    if not name or len(name) > 100 or not name.isprintable() or name != name.strip():
+        raise ValidationError(
+            "a key name is 1-100 printable characters, without spaces around it", code="invalid_field", field="name"
+        )
 
 
 class SqlAdmin:
@@ -145,7 +160,9 @@ class SqlAdmin:
         return found[0]
 
     def add_api_key(self, name: str, scopes: frozenset[str], now: int) -> tuple[ApiKey, str]:
-        secret = "kk_" + secrets.token_urlsafe(32)
+        _check_key_name(name)
+        scopes = frozenset(parse_scopes(scopes))
+        secret = new_secret()
         key = ApiKey(uuid.uuid4().hex, name, scopes, True, now)
         with self.db.tx(write=True) as conn:
             conn.execute(
@@ -157,17 +174,89 @@ class SqlAdmin:
             )
         return key, secret
 
-    def _keys(self, where: str, params: Sequence[Any]) -> list[ApiKey]:
-        with self.db.conn() as conn:
-            rows = self.db.rows(conn, f"SELECT id, name, scopes, enabled, created_at FROM api_keys {where}", params)
-        return [ApiKey(r[0], r[1], frozenset(s for s in r[2].split(",") if s), bool(r[3]), r[4]) for r in rows]
+    def _keys(self, conn: Any, where: str, params: Sequence[Any], expires: bool = False) -> list[ApiKey]:
+        rows = self.db.rows(
+            conn,
+            "SELECT id, name, scopes, enabled, created_at, rotated_at, revoked_at, prev_expires_at"
+            f" FROM api_keys {where}",
+            params,
+        )
+        return [
+            ApiKey(
+                r[0],
+                r[1],
+                frozenset(s for s in r[2].split(",") if s),
+                bool(r[3]) and r[6] is None,
+                r[4],
+                r[5],
+                r[6],
+                (r[7] or 0) if expires else None,
+            )
+            for r in rows
+        ]
 
     def api_key(self, secret: str) -> ApiKey | None:
-        found = self._keys("WHERE key_hash = {p}", (hash_secret(secret),))
+        """The key whose current secret is ``secret``, or whose previous one (replaced by a rotation) it is:
+        then ``expires_at`` says until when it is accepted (the caller compares it with its clock)."""
+        digest = hash_secret(secret)
+        with self.db.conn() as conn:
+            found = self._keys(conn, "WHERE key_hash = {p}", (digest,))
+            if not found:
+                found = self._keys(conn, "WHERE prev_hash = {p}", (digest,), expires=True)
         return found[0] if found else None
 
     def api_keys(self) -> list[ApiKey]:
-        return self._keys("ORDER BY name", ())
+        with self.db.conn() as conn:
+            return self._keys(conn, "ORDER BY created_at, name, id", ())
+
+    def _find_key(self, conn: Any, ref: str) -> ApiKey:
+        """A key by its id, else by its name (which must then be unique)."""
+        if not ref or len(ref) > 100 or not ref.isprintable():
+            raise ValidationError("name a key by its id or name (1-100 printable characters)", field="key")
+        found = self._keys(conn, "WHERE id = {p}", (ref,)) or self._keys(conn, "WHERE name = {p}", (ref,))
+        if not found:
+            raise NotFoundError("no API key with this id or name", field="key")
+        if len(found) > 1:
+            raise ValidationError(
+                f"{len(found)} keys have this name: name the one you mean by its id (kairos keys list)",
+                code="ambiguous",
+                field="key",
+            )
+        return found[0]
+
+    def revoke_api_key(self, ref: str, now: int) -> ApiKey:
+        """Refuse the key (and a previous secret still in its grace period) from now on."""
+        with self.db.tx(write=True) as conn:
+            key = self._find_key(conn, ref)
+            if key.revoked_at is None:
+                conn.execute(
+                    self.db.sql(
+                        "UPDATE api_keys SET enabled = 0, revoked_at = {p}, prev_hash = NULL, prev_expires_at = NULL"
+                        " WHERE id = {p}"
+                    ),
+                    (now, key.id),
+                )
+            return self._keys(conn, "WHERE id = {p}", (key.id,))[0]
+
+    def rotate_api_key(self, ref: str, now: int, grace_ms: int = 0) -> tuple[ApiKey, str]:
+        """A new secret for the key; the one it replaces is accepted for ``grace_ms`` more (0: refused at once).
+        A secret that an earlier rotation left in its grace period is refused from now on."""
+        if grace_ms < 0:
+            raise ValidationError("the grace period cannot be negative", field="grace")
+        secret = new_secret()
+        with self.db.tx(write=True) as conn:
+            key = self._find_key(conn, ref)
+            if key.revoked_at is not None:
+                raise ConflictError("a revoked key cannot be rotated: add a new one", code="revoked", field="key")
+            conn.execute(
+                self.db.sql(
+                    "UPDATE api_keys SET prev_hash = CASE WHEN {p} > 0 THEN key_hash END,"
+                    " prev_expires_at = CASE WHEN {p} > 0 THEN {p} END, key_hash = {p}, rotated_at = {p}"
+                    " WHERE id = {p}"
+                ),
+                (grace_ms, grace_ms, now + grace_ms, hash_secret(secret), now, key.id),
+            )
+            return self._keys(conn, "WHERE id = {p}", (key.id,))[0], secret
 
     # -- definitions (computed traits, segments, ...) ------------------------------------------------
     def put_definition(

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "API_KEYS",
+    "AUDIT",
     "CHECKPOINTS",
     "CORE_PROFILE_COLUMNS",
     "DATA_USES",
@@ -128,9 +130,33 @@ API_KEYS = Table(
         ("scopes", "text"),
         ("enabled", "int"),
         ("created_at", "int"),
+        # Added by the hardened API (an older kairos.db gains them on start, see Database.migrate).
+        Column("rotated_at", "int", nullable=True),
+        Column("revoked_at", "int", nullable=True),
+        # The secret a rotation replaced keeps working until prev_expires_at (the grace period).
+        Column("prev_hash", "text", nullable=True),
+        Column("prev_expires_at", "int", nullable=True),
     ),
     ("id",),
-    (Index("api_keys_hash", ("key_hash",), unique=True),),
+    (Index("api_keys_hash", ("key_hash",), unique=True), Index("api_keys_prev_hash", ("prev_hash",))),
+)
+# Admin and privacy actions (kairos.audit): who (key id and name, or the CLI), what, on which target, with
+# which outcome. No personal data: a target is a definition key, a key id, a profile id or a request id.
+AUDIT = Table(
+    "audit",
+    _cols(
+        ("id", "serial"),
+        ("at", "int"),
+        ("actor", "text"),  # "api" or "cli"
+        Column("key_id", "text", nullable=True),
+        Column("key_name", "text", nullable=True),
+        ("action", "text"),
+        ("target", "text"),
+        ("outcome", "int"),  # an HTTP status (the CLI's successes are 200)
+        Column("detail", "json", nullable=True),
+    ),
+    ("id",),
+    (Index("audit_action", ("action", "id")),),
 )
 # Side effects for subscribers. Durable: a replay re-emits with the same keys, which are ignored, so a
 # subscriber never sees a message twice because state was rebuilt.
@@ -286,6 +312,7 @@ DURABLE: tuple[Table, ...] = (
     LOG,
     SOURCES,
     API_KEYS,
+    AUDIT,
     OUTBOX,
     META,
     DEFINITIONS,
@@ -298,7 +325,7 @@ DURABLE: tuple[Table, ...] = (
 # processor commit must not make an append wait. The outbox is written in the state transaction; delivery
 # bookkeeping sits beside it (its planning transaction moves a cursor over the outbox).
 # Decisions have a file of their own: the decision path writes there without waiting on either writer.
-LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, META, DEFINITIONS)
+LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, AUDIT, META, DEFINITIONS)
 STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES, DATA_USES)
 
 # -- derived -------------------------------------------------------------------------------------------------

@@ -1,0 +1,96 @@
+"""Rate limits per API key and per collect source, counted by the ``limits`` library (``[limits]``).
+
+One counter check per request (never per event: a batch of 500 events costs what one event does). The
+counters live in this process (``memory://``: embedded) or in Redis (``redis://``: shared by every API
+process). If Redis fails or is slower than ``limits.storage_timeout_seconds``, requests are let through (fail
+open) and a warning is logged: a down counter store must not stop every source and every key, and the
+limits are a guard against runaway clients, not an access control (keys and scopes are). Redis is then
+left alone for a second before it is tried again, so that requests do not each wait for its timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Literal
+
+from limits import RateLimitItem, parse
+from limits.errors import StorageError
+from limits.storage import storage_from_string
+from limits.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+
+from kairos.config import LimitsSettings
+from kairos.errors import RateLimited
+
+__all__ = ["RateLimits"]
+
+log = logging.getLogger("kairos.limits")
+
+_STRATEGIES: dict[str, type[RateLimiter]] = {
+    "fixed-window": FixedWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+    "moving-window": MovingWindowRateLimiter,
+}
+DOWN_BACKOFF_SECONDS = 1.0
+Kind = Literal["key", "source"]
+
+
+class RateLimits:
+    """Checks ``[limits]`` for one process; :meth:`check` raises :class:`RateLimited` (429) when over."""
+
+    def __init__(self, settings: LimitsSettings) -> None:
+        self.enabled = settings.enabled
+        self.items: dict[Kind, RateLimitItem] = {"key": parse(settings.per_key), "source": parse(settings.per_source)}
+        options: dict[str, float | str | bool] = {}
+        if settings.storage.startswith("redis"):
+            timeout = settings.storage_timeout_seconds
+            options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        self.storage_name = settings.storage.partition("://")[0]  # never the URL: it may hold a password
+        self.limiter = _STRATEGIES[settings.strategy](
+            storage_from_string(settings.storage, wrap_exceptions=True, **options)
+        )
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def check(self, kind: Kind, ident: str, field: str) -> None:
+        """Count one request of key or source ``ident``; over the rate, a 429 naming ``field``."""
+        if not self.enabled or time.monotonic() < self._down_until:
+            return
+        item = self.items[kind]
+        try:
+            if self.limiter.hit(item, "kairos", kind, ident):
+                self._up()
+                return
+            reset = self.limiter.get_window_stats(item, "kairos", kind, ident).reset_time
+        except StorageError as exc:
+            self._down(exc)
+            return
+        what = "API key" if kind == "key" else "source"
+        raise RateLimited(
+            f"this {what} is over its rate limit of {item}; retry later",
+            retry_after=math.ceil(reset - time.time()),
+            field=field,
+        )
+
+    def _down(self, exc: StorageError) -> None:
+        with self._lock:
+            was_up = self._down_until == 0.0
+            self._down_until = time.monotonic() + DOWN_BACKOFF_SECONDS
+        if was_up:
+            log.warning(
+                "rate limit storage unavailable: requests are let through unlimited",
+                extra={"storage": self.storage_name, "error": type(exc.storage_error).__name__},
+            )
+
+    def _up(self) -> None:
+        if self._down_until:
+            with self._lock:
+                self._down_until = 0.0
+            log.info("rate limit storage reachable again", extra={"storage": self.storage_name})
