@@ -176,7 +176,9 @@ class Kairos:
             return self.store.state.resolve_id(ref)
         identifiers = self.processor.identifiers
         if kind not in identifiers.types:
-            raise ValidationError(f"unknown identity type {kind!r}", code="invalid_ref", field="ref")
+            # The part before ":" is not echoed: in a mistyped reference it may be part of a person's identifier.
+            known = ", ".join(sorted(identifiers.types))
+            raise ValidationError(f"unknown identity type: use one of {known}", code="invalid_ref", field="ref")
         usable = identifiers.usable(kind, value)
         return None if usable is None else self.store.state.resolve_identity((kind, usable))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import traceback
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -135,7 +136,15 @@ def create_app(
         return JSON({"error": {"code": code, "message": exc.detail}}, exc.status_code, headers=exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error", extra={"method": request.method, "route": _route(request)})
+        # The exception's type and where it was raised, not its message: a message can quote the data that
+        # caused it (an identifier, a trait value), and logs must hold no personal data.
+        where = [
+            f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} {f.name}" for f in traceback.extract_tb(exc.__traceback__)
+        ]
+        log.error(
+            "unhandled error",
+            extra={"method": request.method, "route": _route(request), "error": type(exc).__name__, "where": where},
+        )
         return json_response({"error": {"code": "internal", "message": "internal error; see server logs"}}, 500)
 
     app = Starlette(

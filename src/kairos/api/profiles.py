@@ -22,6 +22,8 @@ from kairos.store import LogEntry, MergeRecord, decode_cursor, encode_cursor
 __all__ = ["profile_view", "resolve_ref", "routes"]
 
 MAX_LIMIT = 200
+# Never the reference itself: it is often an e-mail address or a phone number, and messages reach logs.
+NO_PROFILE = "no profile has this id or identity"
 _decode = msgspec.json.Decoder()
 
 
@@ -49,14 +51,14 @@ def resolve_ref(kairos: Kairos, ref: str) -> int:
         )
     pk = kairos.resolve(ref)
     if pk is None:
-        raise NotFoundError(f"no profile for {ref!r}", field="ref")
+        raise NotFoundError(NO_PROFILE, field="ref")
     return pk
 
 
 def _get_profile(kairos: Kairos, ref: str) -> dict[str, Any]:
     view = kairos.view(resolve_ref(kairos, ref))
     if view is None:
-        raise NotFoundError(f"no profile for {ref!r}", field="ref")
+        raise NotFoundError(NO_PROFILE, field="ref")
     return view
 
 
