@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -86,36 +87,35 @@ def test_a_privacy_route_refuses_admin_and_takes_privacy(kairos: Kairos) -> None
         assert client.post("/v1/privacy/test", headers=key(kairos, "privacy")).json() == {"ok": True}
 
 
-def _bearer_routes(client: TestClient) -> list[tuple[str, str]]:
-    """Every (method, path) of the API that takes an API key, with path parameters filled in."""
+def _bearer_routes(client: TestClient) -> list[tuple[str, str, str]]:
+    """Every (method, path, scope) of the API that takes an API key, path parameters filled in; the scope is
+    the one each operation's documented 403 names."""
     spec = client.get("/openapi.json").json()
     out = []
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if {"apiKey"} & {s for sec in op.get("security", []) for s in sec}:
-                out.append((method.upper(), path.replace("{key}", "k1").replace("{ref}", "user_id:u1")))
+                found = re.search(r"`(\w+)` scope", op["responses"]["403"]["description"])
+                assert found, (method, path, "its 403 names no scope")
+                out.append((method.upper(), path.replace("{key}", "k1").replace("{ref}", "user_id:u1"), found[1]))
     return out
 
 
 def test_every_route_refuses_a_missing_or_wrongly_scoped_key(client: TestClient, kairos: Kairos) -> None:
     routes = _bearer_routes(client)
-    assert len(routes) > 30 and ("GET", "/v1/audit") in routes
-    # No route of this API needs privacy alone, and none needs write alone yet: such keys open nothing.
-    privacy, write = key(kairos, "privacy"), key(kairos, "write")
-    read = key(kairos, "read")
-    for method, path in routes:
+    assert len(routes) > 30 and ("GET", "/v1/audit", "admin") in routes
+    keys = {scope: key(kairos, scope, name=scope) for scope in SCOPES}
+    for method, path, needed in routes:
         for headers in ({}, {"Authorization": "Bearer kk_not-a-key"}, {"Authorization": "Basic eDp5"}):
             r = client.request(method, path, headers=headers, json={})
             assert r.status_code == 401, (method, path, r.text)
             assert r.json()["error"]["field"] == "Authorization"
-        for wrong in (privacy, write):
-            r = client.request(method, path, headers=wrong, json={})
-            assert_error(r, 403, "missing_scope", "Authorization")
-        # Changes and the audit log need more than read (the two read-only POSTs excepted).
-        changes = method != "GET" and path not in ("/v1/segments:preview", "/v1/microsegments:discover")
-        if changes or path == "/v1/audit":
-            r = client.request(method, path, headers=read, json={})
-            assert r.status_code == 403, (method, path, r.text)
+        assert needed in SCOPES, (method, path, needed)
+        for scope, headers in keys.items():
+            if not grants({scope}, needed):
+                r = client.request(method, path, headers=headers, json={})
+                assert r.status_code == 403, (method, path, scope, r.text)
+                assert_error(r, 403, "missing_scope", "Authorization")
 
 
 @pytest.mark.parametrize(
