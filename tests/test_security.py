@@ -523,7 +523,7 @@ def test_destination_changes_and_retries_are_audited(client: TestClient, kairos:
         "url": "http://127.0.0.1:9/hook",
         "secret": "s" * 32,
         "subscribe": {"segments": ["vip"]},
-        "purpose": "email",
+        "purpose": "marketing_email",
     }
     r = client.put("/v1/destinations/crm", json=body, headers=admin)
     assert r.status_code in (200, 201), r.text
