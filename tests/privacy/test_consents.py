@@ -195,3 +195,19 @@ def test_policy_state_lists_unconfigured_purposes_the_person_spoke_about() -> No
     policy = ConsentPolicy(ConsentSettings())
     view = {"consents": {"legacy": {"granted": True, "source": "crm", "updated_at": "x"}}}
     assert policy.state(view)["legacy"]["granted"] is True and not policy.allows({}, "legacy")
+
+
+def test_a_consent_change_is_audited_by_profile_id_never_by_the_reference(
+    client: TestClient, kairos: Kairos, feed: Feed
+) -> None:
+    feed({"type": "identify", "userId": "u1", "traits": {"email": "jane@example.com"}})
+    kairos.settings.privacy.apply_wait_seconds = 0.0
+    r = client.put("/v1/profiles/email:jane@example.com/consents", json={"advertising": True},
+                   headers=keys(kairos, "write"))  # fmt: skip
+    assert r.status_code == 202
+    _, admin = kairos.store.admin.add_api_key("auditor", frozenset({"admin"}), 0)
+    entries = client.get("/v1/audit?action=consents.put", headers={"Authorization": f"Bearer {admin}"}).json()
+    assert [(e["action"], e["target"], e["outcome"]) for e in entries["items"]] == [
+        ("consents.put", feed.profile("user_id:u1").id, 202)
+    ]
+    assert "jane" not in str(entries)

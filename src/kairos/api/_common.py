@@ -276,6 +276,16 @@ def _audit_detail(result: Any) -> dict[str, Any] | None:
     return {k: v for k, v in kept.items() if isinstance(v, bool | int)} or None
 
 
+def _answer_target(answer: Any) -> str:
+    """The target of a route addressed by a profile reference (which may be an e-mail address): the profile id
+    or request id the answer names, never the reference itself."""
+    if isinstance(answer, dict):
+        for field in ("request_id", "profile_id"):
+            if isinstance(answer.get(field), str):
+                return str(answer[field])
+    return ""
+
+
 def endpoint(
     methods: Mapping[str, tuple[Scope, Work, bool]], audit: Mapping[str, str] | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -283,8 +293,9 @@ def endpoint(
     loop and answers a body, or (body, status).
 
     ``audit``: method → audit action (``segments.put``); such a request from a valid key is recorded in the
-    audit log (:func:`kairos.audit.record`) with the path's ``key`` as target and the answer's status, also
-    when it is refused for its scope or its body.
+    audit log (:func:`kairos.audit.record`) with the path's ``key`` as target (or the profile or request id the
+    answer names: never a profile reference) and the answer's status, also when it is refused for its scope or
+    its body.
     """
 
     async def handle(request: Request) -> Response:
@@ -306,7 +317,7 @@ def endpoint(
             return error_response(exc)
         answer, status = result if isinstance(result, tuple) else (result, 200)
         if action is not None:
-            target = str(request.path_params.get("key", ""))
+            target = str(request.path_params.get("key", "")) or _answer_target(answer)
             await run_in_threadpool(audit_log.record, kairos, key, action, target, status, _audit_detail(answer))
         return json_response(answer, status)
 

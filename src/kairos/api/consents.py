@@ -85,7 +85,9 @@ def get_data_uses(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]
 routes = [
     Route(
         "/v1/profiles/{ref:path}/consents",
-        endpoint({"GET": ("read", get_consents, False), "PUT": ("write", put_consents, True)}),
+        endpoint(
+            {"GET": ("read", get_consents, False), "PUT": ("write", put_consents, True)}, audit={"PUT": "consents.put"}
+        ),
         methods=["GET", "PUT"],
     ),
     Route("/v1/profiles/{ref:path}/data-uses", endpoint({"GET": ("read", get_data_uses, False)}), methods=["GET"]),
