@@ -80,6 +80,8 @@ def test_after_an_erasure_no_table_of_any_database_holds_a_trace_of_her(world: W
     assert world.kairos.store.privacy.get(request_id).target is None  # type: ignore[union-attr]
     assert scan(world.kairos, [*needles(), jane["id"], *jane["merged_ids"]]) == {}
     assert scan(world.kairos, [request_id])  # the request itself is recorded, without her data
+    (audited,) = world.kairos.store.audit.list(10, action="privacy.erased")
+    assert (audited.target, audited.actor, audited.outcome) == (request_id, "processor", 200)
     assert not world.kairos.store.state.due_timers(2**62, 100)
     # Nothing serves her any more: the profile API, its cache, the decision path.
     for ref in (JANE, f"email:{JANE_IDS['email']}", jane["id"], *jane["merged_ids"]):

@@ -105,7 +105,7 @@ def test_only_privacy_keys_may_export_or_erase(api: tuple[TestClient, dict[str, 
     assert client.post(path, json=body).status_code == 401
     r = client.post(path, json=body, headers={"Authorization": "Bearer kk_not-a-key"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-    for name in ("read", "decide"):
+    for name in ("read", "decide", "admin"):  # admin does not imply privacy
         r = client.post(path, json=body, headers=keys[name])
         assert r.status_code == 403 and r.json()["error"] == {
             "code": "missing_scope",
@@ -137,6 +137,8 @@ def test_erase_answers_202_and_the_request_can_be_followed(
     assert "one@example.com" not in json.dumps(view) and "u1" not in json.dumps(view["steps"])
     r = client.post("/v1/privacy/export", json={"profile": "user_id:u1"}, headers=keys["privacy"])
     assert r.status_code == 404
+    asked = [(e.action, e.key_name, e.outcome) for e in kairos.store.audit.list(10) if e.action.startswith("privacy")]
+    assert ("privacy.erase", "privacy", 202) in asked and ("privacy.export", "privacy", 404) in asked
 
 
 @pytest.mark.parametrize(
@@ -165,7 +167,10 @@ def test_the_openapi_document_declares_the_routes_and_the_scope(
     client, _ = api
     spec = client.get("/openapi.json").json()
     assert {"/v1/privacy/export", "/v1/privacy/erase", "/v1/privacy/requests/{id}"} <= set(spec["paths"])
-    assert "`privacy`" in spec["components"]["securitySchemes"]["apiKey"]["description"]
+    assert "privacy" in spec["components"]["securitySchemes"]["apiKey"]["description"]
+    for path in ("/v1/privacy/export", "/v1/privacy/erase", "/v1/privacy/requests/{id}"):
+        for op in spec["paths"][path].values():
+            assert op["x-kairos-scope"] == "privacy"
     assert spec["paths"]["/v1/privacy/erase"]["post"]["responses"]["202"]
 
 

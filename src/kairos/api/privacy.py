@@ -1,7 +1,8 @@
 """Privacy routes: export everything held about a person, erase them, and follow an erasure request.
 
-All need an API key with the ``privacy`` scope. Errors never quote the reference that was sent (it may be
-an e-mail address); a reference that matches nobody is a ``404`` on field ``profile``.
+All need an API key with the ``privacy`` scope (``admin`` does not imply it: ``kairos.scopes``). Errors never
+quote the reference that was sent (it may be an e-mail address); a reference that matches nobody is a ``404``
+on field ``profile``.
 """
 
 from __future__ import annotations
