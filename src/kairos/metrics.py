@@ -18,12 +18,15 @@ __all__ = [
     "DELIVERY_REGISTRY",
     "DELIVERY_SECONDS",
     "DELIVERY_SUPPRESSED",
+    "ERASURES",
     "EVENTS_APPLIED",
     "EVENTS_DEADLETTERED",
     "EVENTS_DUPLICATE",
+    "EVENTS_SUPPRESSED",
     "EVENTS_UNATTRIBUTED",
     "IDENTITY_CONFLICTS",
     "INGESTED",
+    "INGEST_SUPPRESSED",
     "MERGES",
     "PROCESSOR_COUNTERS",
     "PROCESSOR_LAG",
@@ -59,6 +62,23 @@ TIMERS_FIRED = Counter("kairos_processor_timers_fired", "Durable timers fired.",
 EVENTS_UNATTRIBUTED = Counter(
     "kairos_processor_unattributed",
     "Events with no usable identifier (all blocked or invalid).",
+    registry=REGISTRY,
+)
+EVENTS_SUPPRESSED = Counter(
+    "kairos_processor_suppressed",
+    "Events skipped (and erased from the log) because they carry a suppressed identifier.",
+    registry=REGISTRY,
+)
+INGEST_SUPPRESSED = Counter(
+    "kairos_ingest_suppressed",
+    "Events dropped at collect because they carry a suppressed identifier (answered as accepted).",
+    ["source"],
+    registry=REGISTRY,
+)
+ERASURES = Counter(
+    "kairos_privacy_erasures",
+    "Erasure requests finished, by outcome (complete, failed).",
+    ["status"],
     registry=REGISTRY,
 )
 IDENTITY_CONFLICTS = Counter(
@@ -97,6 +117,8 @@ PROCESSOR_COUNTERS: dict[str, Counter] = {
     "kairos_processor_deadlettered": EVENTS_DEADLETTERED,
     "kairos_processor_timers_fired": TIMERS_FIRED,
     "kairos_processor_unattributed": EVENTS_UNATTRIBUTED,
+    "kairos_processor_suppressed": EVENTS_SUPPRESSED,
+    "kairos_privacy_erasures": ERASURES,
     "kairos_identity_conflicts": IDENTITY_CONFLICTS,
     "kairos_identity_merges": MERGES,
 }

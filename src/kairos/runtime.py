@@ -20,9 +20,11 @@ from kairos.consent import ConsentPolicy
 from kairos.definitions import Catalog, catalog_of, load
 from kairos.errors import AuthError, ForbiddenError, ValidationError
 from kairos.identity import profile_id_for
-from kairos.metrics import INGESTED, REJECTED
+from kairos.metrics import INGEST_SUPPRESSED, INGESTED, REJECTED
 from kairos.pipeline import Clock, Processor, ProfileState, Projection, SystemClock
 from kairos.pipeline._codec import ProfileCodec
+from kairos.privacy.keys import privacy_secret
+from kairos.privacy.suppression import Suppressions
 from kairos.profiles import default_projections
 from kairos.store import Source, Store, open_store
 from kairos.store.cache import Cache, MemoryCache
@@ -67,6 +69,13 @@ class Kairos:
         self.codec = ProfileCodec(self.projections)
         self.store: Store = open_store(self.settings.store, self.codec.columns, self.codec.indexes, self.codec.tables)
         self.processor = Processor(self.store, self.settings, self.projections, self.clock)
+        # Privacy: events naming a suppressed identifier are dropped at collect and skipped by the processor,
+        # which also carries out erasure requests between its batches (kairos.privacy.erasure).
+        self.suppressions = Suppressions(self.store.privacy, lambda: privacy_secret(self))
+        self.processor.suppressions = self.suppressions
+        from kairos.privacy.erasure import ErasureTask
+
+        self.processor.between_batches.append(ErasureTask(self))
         self.cache: Cache = MemoryCache(self.settings.store.cache_size, self.settings.store.cache_ttl_seconds)
         # Write keys are checked on every collect request; a disabled source takes effect within 5 s.
         self._sources: TTLCache[str, Source | None] = TTLCache(maxsize=10_000, ttl=5.0)
@@ -129,6 +138,19 @@ class Kairos:
             REJECTED.labels(error.code).inc()
         return prepared.events, prepared.errors
 
+    def unsuppressed(self, source: str, events: list[NewEvent]) -> list[NewEvent]:
+        """``events`` without those naming a suppressed identifier (counted, never logged). Callers answer as
+        if they were accepted: the response must not tell whether someone asked to be forgotten."""
+        suppressions = self.suppressions
+        suppressions.refresh()
+        if not len(suppressions):
+            return events
+        identifiers = self.processor.identifiers
+        kept = [e for e in events if not suppressions.blocks_payload(identifiers, e.payload)]
+        if len(kept) < len(events):
+            INGEST_SUPPRESSED.labels(source).inc(len(events) - len(kept))
+        return kept
+
     def append(self, groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
         seqs = self.store.log.append_many(groups)
         for source, events in groups:
@@ -142,7 +164,8 @@ class Kairos:
     def ingest(self, payload: Any, endpoint: str, write_key: str | None = None) -> IngestResult:
         """Validate and durably append one request's events (used by import, demo and tests)."""
         source, events, errors = self.prepare(payload, endpoint, write_key)
-        seqs = self.append([(source.name, events)])[0] if events else []
+        kept = self.unsuppressed(source.name, events)
+        seqs = self.append([(source.name, kept)])[0] if kept else []
         return IngestResult(len(events), seqs, errors)
 
     def source_named(self, name: str, trait_kind: str | None = None) -> Source:

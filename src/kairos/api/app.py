@@ -17,7 +17,18 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kairos.activate.worker import create_delivery_worker
-from kairos.api import audit, collect, consents, decide, definitions, destinations, microsegments, ops, profiles
+from kairos.api import (
+    audit,
+    collect,
+    consents,
+    decide,
+    definitions,
+    destinations,
+    microsegments,
+    ops,
+    privacy,
+    profiles,
+)
 from kairos.api._common import JSON, AccessLog, Disconnects, json_response, key_cache
 from kairos.api._writer import GroupWriter, LogWriter
 from kairos.api.ratelimit import RateLimits
@@ -157,6 +168,7 @@ def create_app(
             *destinations.routes,
             *microsegments.routes,
             *audit.routes,
+            *privacy.routes,
             *ops.routes,
         ],
         middleware=[

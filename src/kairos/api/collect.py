@@ -31,9 +31,10 @@ def _endpoint(name: str) -> Any:
             rate_limits: RateLimits = request.app.state.limits
             rate_limits.check("source", source.id, "writeKey")
             events, errors = kairos.prepare_for(source, payload, name)
-            if events:
-                await request.app.state.writer.append(source.name, events)
-                kairos.count_ingested(source.name, len(events))
+            kept = kairos.unsuppressed(source.name, events)  # answered as accepted (docs/privacy.md)
+            if kept:
+                await request.app.state.writer.append(source.name, kept)
+                kairos.count_ingested(source.name, len(kept))
         except KairosError as exc:
             REJECTED.labels(exc.code).inc()
             return error_response(exc, collect=True)

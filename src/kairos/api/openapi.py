@@ -7,6 +7,7 @@ from typing import Any
 
 from kairos import __version__
 from kairos.api._openapi_decide import decide_paths, decide_schemas
+from kairos.api._openapi_erasure import erasure_paths, erasure_schemas
 from kairos.api._openapi_privacy import privacy_paths, privacy_schemas
 from kairos.collect import EVENT_TYPES, SHORT_PATHS
 
@@ -642,6 +643,7 @@ def spec() -> dict[str, Any]:
     paths.update(destination_paths())
     paths.update(decide_paths(_op, _KEY))
     paths.update(privacy_paths(_op, _REF))
+    paths.update(erasure_paths())
     paths["/v1/audit"] = _audit_op()
     _rate_limited(paths)
     for path, summary in (
@@ -801,6 +803,7 @@ def spec() -> dict[str, Any]:
             "schemas": {
                 **_discover_schemas(),
                 **_audit_schemas(stamp, cursor),
+                **erasure_schemas(),
                 "Event": event,
                 "Batch": {
                     "type": "object",

@@ -76,6 +76,7 @@ def import_events(
         applied = kairos.store.state.seen(keys)
         fresh = [e for k, e in keys.items() if k not in applied]
         summary.already_imported += len(events) - len(fresh)
+        fresh = kairos.unsuppressed(source.name, fresh)  # people who asked to be forgotten stay so
         if fresh:
             kairos.append([(source.name, fresh)])
         summary.accepted += len(fresh)

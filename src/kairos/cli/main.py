@@ -20,7 +20,9 @@ from kairos.cli.definitions import moments, segments, traits
 from kairos.cli.destinations import deliver, destinations
 from kairos.cli.importer import import_file
 from kairos.cli.microsegments import microsegments
+from kairos.cli.privacy import privacy
 from kairos.demo.load import demo
+from kairos.privacy.erasure import run_pending
 from kairos.runtime import Kairos
 
 __all__ = ["app", "main"]
@@ -40,6 +42,7 @@ app.add_typer(microsegments, name="microsegments")
 app.add_typer(destinations, name="destinations")
 app.add_typer(offers, name="offers")
 app.add_typer(report, name="report")
+app.add_typer(privacy, name="privacy")
 app.command("deliver")(deliver)
 app.command("import")(import_file)
 app.command("learn")(learn)
@@ -145,6 +148,7 @@ def process(
         setup_logging(kairos.settings.server.log_level)
         started = time.perf_counter()
         done = kairos.processor.run_until_caught_up()
+        run_pending(kairos)  # erasure requests waiting for this processor (it runs them between batches too)
         if follow:
             console.print(f"processor caught up ({done} events); following the log, Ctrl-C to stop", highlight=False)
             with contextlib.suppress(KeyboardInterrupt):

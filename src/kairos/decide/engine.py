@@ -163,6 +163,10 @@ class Decider:
             pk = kairos.resolve(ref)  # an unknown identity type is a 400 here
             self._refs[ref] = pk
         view = kairos.view(pk) if pk is not None else None
+        if view is None and pk is not None:  # erased (or merged) since it was cached: ask the store again
+            self._refs.pop(ref, None)
+            pk = kairos.resolve(ref)
+            view = kairos.view(pk) if pk is not None else None
         if view is None:
             kind, _, value = ref.partition(":")
             usable = kairos.processor.identifiers.usable(kind, value) if value else None
@@ -278,6 +282,10 @@ class Decider:
             "items": [self._item(policy, best, by_key[i.offer], i, group, view) for i in items],
         }
         return Decision(answer, row, record)
+
+    def forget(self) -> None:
+        """Drop every cached reference → profile key (an erasure removed someone)."""
+        self._refs.clear()
 
     def start(self) -> None:
         """Serving: newer policy snapshots are loaded in the background from now on."""

@@ -33,7 +33,7 @@ from kairos.decide.policy import DEFAULT_POLICY, Policy, load_policy, make_polic
 from kairos.decide.records import Action, DecisionRecord, Features
 from kairos.errors import KairosError
 from kairos.pipeline import Clock
-from kairos.store import DecisionRow, Outbox, RewardRow, Snapshot, SqlDecisions
+from kairos.store import ERASURES, DecisionRow, Outbox, RewardRow, Snapshot, SqlDecisions
 
 __all__ = ["Gate", "LearnerThread", "PolicyHolder", "Trainer", "decode_record", "encode_record", "policy_name"]
 
@@ -168,10 +168,14 @@ class Trainer:
 
     def _resume(self) -> None:
         """Start from the latest snapshot (what came after it is unlearned and will be learned again)."""
+        # Erasures seen so far: one after this drops what was learned in memory (a decision it deleted
+        # must not reach a snapshot), by resuming from the latest snapshot again.
+        self.erasures = self.decisions.meta_int(ERASURES)
         snapshot = self.decisions.latest()
         self.pending, self.pending_decisions = [], []
         self.after = self.after_decisions = 0
-        if snapshot is None:
+        if snapshot is None:  # nothing stored yet: start from scratch (what was learned in memory is dropped)
+            self.policy = make_policy(self.name, seed=self.settings.seed)
             return
         self.version = snapshot.version
         if snapshot.policy == self.name:
@@ -192,6 +196,9 @@ class Trainer:
         having learned the reward at once. So the model never learns only the clicks while the non-clicks
         wait for the end of ``decide.reward_wait_seconds`` (a bias towards what was shown most), and an
         item nobody rewarded is already counted when its wait ends."""
+        if self.decisions.meta_int(ERASURES) != self.erasures:
+            log.info("an erasure deleted decisions; dropping what was learned since the last snapshot")
+            self._resume()
         if self.outbox is not None:
             while attribute(self.outbox, self.decisions, self.settings, self.clock.now()) == ATTRIBUTE_BATCH:
                 pass
@@ -268,8 +275,10 @@ class Trainer:
         model = self.policy.dumps()
         snapshot = Snapshot(self.version + 1, self.name, self.clock.now(), self.policy.learned, model)
         self._last_snapshot = time.monotonic()
-        if not self.decisions.save_snapshot(self.version, snapshot, self.pending, self.pending_decisions):
-            log.info("another learner stored a snapshot first; continuing from it")
+        if not self.decisions.save_snapshot(
+            self.version, snapshot, self.pending, self.pending_decisions, erasures=self.erasures
+        ):
+            log.info("another learner stored a snapshot first, or an erasure ran; continuing from the latest")
             self._resume()
             return False
         self.version = snapshot.version

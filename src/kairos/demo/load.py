@@ -101,7 +101,7 @@ def load_demo(kairos: Kairos, profiles: int, seed: int) -> dict[str, Any]:
         source = kairos.source_named(name, SOURCE_KINDS.get(name, "observed"))
         for i in range(0, len(events), 500):
             prepared, errors = kairos.prepare_for(source, {"batch": events[i : i + 500]}, "batch")
-            kairos.append([(source.name, prepared)])
+            kairos.append([(source.name, kairos.unsuppressed(source.name, prepared))])
             accepted += len(prepared)
             rejected += len(errors)
     kairos.processor.run_until_caught_up()

@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -39,6 +39,7 @@ from kairos.metrics import (
     EVENTS_APPLIED,
     EVENTS_DEADLETTERED,
     EVENTS_DUPLICATE,
+    EVENTS_SUPPRESSED,
     EVENTS_UNATTRIBUTED,
     MERGES,
     PROCESSOR_LAG,
@@ -49,7 +50,10 @@ from kairos.pipeline._cache import StateCache
 from kairos.pipeline._codec import ProfileCodec
 from kairos.pipeline.clock import Clock
 from kairos.pipeline.projection import Entry, Event, Projection, Timer
-from kairos.store import Checkpoint, DeadLetter, IdentityKey, Job, LogEntry, Store, Writes, digest
+from kairos.store import TOMBSTONE, Checkpoint, DeadLetter, IdentityKey, Job, LogEntry, Store, Writes, digest
+
+if TYPE_CHECKING:
+    from kairos.privacy.suppression import Suppressions
 
 __all__ = ["Processor", "dedup_key"]
 
@@ -84,6 +88,8 @@ class _Outcome:
     applied: int
     duplicates: int
     unattributed: int
+    suppressed: list[int]  # seqs of events naming a suppressed identifier: erased from the log before the commit
+    skipped: int  # erased or suppressed entries passed over
 
 
 def _store_trouble(exc: BaseException, store: Store) -> bool:
@@ -131,10 +137,22 @@ class Processor:
         self.changed: list[str] = []  # public ids of profiles changed by the last batch (cache invalidation)
         self.paused: str | None = None
         self.consecutive_failures = 0
-        self.totals = {"applied": 0, "duplicates": 0, "unattributed": 0, "deadlettered": 0, "timers_fired": 0}
+        self.totals = {
+            "applied": 0,
+            "duplicates": 0,
+            "unattributed": 0,
+            "deadlettered": 0,
+            "timers_fired": 0,
+            "suppressed": 0,
+        }
         self.last_batch_at: int | None = None
         self.cache = StateCache(settings.processor.cache_profiles)
         self.last_error: str | None = None
+        # Privacy (``kairos.privacy``): the suppression list events are checked against, and work run between
+        # batches (erasures), each returning the public ids of the profiles it removed (cache invalidation).
+        self.suppressions: Suppressions | None = None
+        self.between_batches: list[Callable[[], list[str]]] = []
+        self.reported: list[str] = []  # ids the work between batches removed, not yet reported
 
     # -- driving -----------------------------------------------------------------------------------
     def run_once(self) -> int:
@@ -153,7 +171,24 @@ class Processor:
             if enabled:
                 gc.enable()
 
+    def _between(self) -> None:
+        """Work that runs between batches (erasures); a failure is logged and retried on a later call."""
+        for task in self.between_batches:
+            try:
+                self.reported += task()
+            except Exception as exc:
+                if not _store_trouble(exc, self.store):
+                    log.error("work between batches failed", extra={"error_class": type(exc).__name__})
+                self.last_error = type(exc).__name__
+
+    def take_reported(self) -> list[str]:
+        out, self.reported = self.reported, []
+        return out
+
     def _run_once(self) -> int:
+        self._between()
+        if self.suppressions is not None:
+            self.suppressions.refresh()
         state = self.store.state
         cp = state.checkpoint()
         self.cache.valid_for(cp.version)  # anything committed by someone else drops what we kept
@@ -177,6 +212,7 @@ class Processor:
             writes = outcome.batch.writes()
             jobs = self._jobs_after(outcome.batch)
             writes.jobs = list(jobs.values())
+            self._erase_suppressed(outcome)
             state.commit(writes, cp, entries[-1].seq if entries else cp.seq)
         except CheckpointConflict:
             self._forget()  # the batch changed the cached states in place; another writer went first
@@ -368,8 +404,9 @@ class Processor:
                 self.last_error = type(exc).__name__
                 n = 0
                 self._stop.wait(1.0)
-            if n and on_batch is not None:
-                on_batch(self.changed)
+            reported = self.take_reported()
+            if (n or reported) and on_batch is not None:
+                on_batch([*(self.changed if n else []), *reported])
             if not n:
                 self._stop.wait(poll_seconds)
 
@@ -394,20 +431,39 @@ class Processor:
         batch = Batch(self.store.state, self.codec, self.clock.now(), cp.seq, self.cache)
         decoded: list[tuple[Entry, list[IdentityKey], bytes]] = []
         keys: list[IdentityKey] = []
+        # Erased entries (tombstones) and events naming a suppressed identifier are passed over as an
+        # unattributed event is: timers fire around them at the same places on every run and replay.
+        skipped: dict[int, LogEntry] = {}
+        suppressed: list[int] = []
         for i, e in enumerate(entries):
+            if e.payload == TOMBSTONE:
+                skipped[i] = e
+                continue
             try:
                 event = _decode(e.payload)
                 ids = self.identifiers.extract(event)
-                if event.type == "alias":
-                    keys += self._alias_candidates(event)
+                alias = self._alias_candidates(event) if event.type == "alias" else []
             except Exception as exc:
                 raise _Failed(i, exc) from exc
+            if self.suppressions is not None and self.suppressions.blocks([*ids, *alias]):
+                skipped[i] = e
+                suppressed.append(e.seq)
+                continue
             entry = Entry(e.seq, e.source, e.trait_kind, e.received_at, e.ts, e.message_id, event)
             decoded.append((entry, ids, digest(dedup_key(e.source, e.message_id))))
-            keys += ids
+            keys += ids + alias
         batch.prefetch(keys, (d for _, _, d in decoded), due_pks)
         applied = duplicates = unattributed = 0
-        for i, (entry, ids, key) in enumerate(decoded):
+        at = iter(decoded)
+        for i in range(len(entries)):
+            if i in skipped:
+                try:
+                    batch.fire_until(skipped[i].received_at, self._timer_failed)
+                except Exception as exc:
+                    raise _Failed(i, exc) from exc
+                batch.last_seq = skipped[i].seq
+                continue
+            entry, ids, key = next(at)
             try:
                 batch.fire_until(entry.received_at, self._timer_failed)
                 if key in batch.seen:
@@ -431,7 +487,13 @@ class Processor:
         if idle_until is not None:
             batch.fire_until(idle_until, self._timer_failed)
         batch.settle(self._settle_failed)
-        return _Outcome(batch, len(entries), applied, duplicates, unattributed)
+        return _Outcome(batch, len(entries), applied, duplicates, unattributed, suppressed, len(skipped))
+
+    def _erase_suppressed(self, outcome: _Outcome | None) -> None:
+        """Tombstone the suppressed events a batch skipped, before it commits: should the commit fail, they
+        are passed over as tombstones the next time."""
+        if outcome is not None and outcome.suppressed:
+            self.store.privacy.tombstone(outcome.suppressed)
 
     def _settle_failed(self, projection: str, exc: BaseException) -> None:
         log.error(
@@ -474,11 +536,13 @@ class Processor:
             ("duplicates", outcome.duplicates),
             ("unattributed", outcome.unattributed),
             ("timers_fired", batch.fired),
+            ("suppressed", len(outcome.suppressed)),
         ):
             self.totals[name] += n
         EVENTS_APPLIED.inc(outcome.applied)
         EVENTS_DUPLICATE.inc(outcome.duplicates)
         EVENTS_UNATTRIBUTED.inc(outcome.unattributed)
+        EVENTS_SUPPRESSED.inc(len(outcome.suppressed))
         TIMERS_FIRED.inc(batch.fired)
         for merge in batch.merges:
             MERGES.labels(merge.reason).inc()
@@ -528,6 +592,7 @@ class Processor:
         bad = entries[lo]
         outcome = self._apply(cp, entries[:lo], due_pks, None) if lo else None
         writes = outcome.batch.writes() if outcome else Writes()
+        self._erase_suppressed(outcome)
         writes.deadletters.append(
             DeadLetter(bad.seq, bad.source, type(error).__name__, describe(error), self.clock.now())
         )
@@ -579,6 +644,7 @@ class Processor:
                 outcome = self._apply(cp, [entries[seq]], [], None)
                 writes = outcome.batch.writes()
                 writes.retried.append((seq, self.clock.now()))
+                self._erase_suppressed(outcome)
                 self.store.state.commit(writes, cp, cp.seq)
                 self._done(outcome, [])
             except CheckpointConflict:

@@ -37,6 +37,7 @@ from kairos.store._model import (
     TimerRow,
     Writes,
 )
+from kairos.store._privacy import ERASURES, TOMBSTONE, ErasePlan, PrivacyRequest, SqlPrivacy
 from kairos.store._sql import SqlAdmin, SqlLog, SqlOutbox, decode_cursor, encode_cursor
 from kairos.store._state import MAIN, SqlState, digest
 from kairos.store._uses import SqlUses, UseRow
@@ -52,7 +53,9 @@ from kairos.store.schema import (
 )
 
 __all__ = [
+    "ERASURES",
     "MAIN",
+    "TOMBSTONE",
     "AdminStore",
     "ApiKey",
     "AuditEntry",
@@ -63,6 +66,7 @@ __all__ = [
     "Definition",
     "Deliveries",
     "Delivery",
+    "ErasePlan",
     "EventLog",
     "IdentityKey",
     "Job",
@@ -70,12 +74,14 @@ __all__ = [
     "MergeRecord",
     "Outbox",
     "OutboxMessage",
+    "PrivacyRequest",
     "ProfileRow",
     "RewardRow",
     "Snapshot",
     "Source",
     "SqlAudit",
     "SqlDecisions",
+    "SqlPrivacy",
     "SqlStore",
     "SqlUses",
     "StateStore",
@@ -133,6 +139,7 @@ class SqlStore:
             self.decisions_db = Database(decisions_dialect, (), DECISION_TABLES)
             self.decisions_db.migrate()
         self.decisions = SqlDecisions(self.decisions_db)
+        self.privacy = SqlPrivacy(self.log_db, self.db, self.decisions_db)
         self._maintenance = list(maintenance)
 
     def start_maintenance(self) -> None:

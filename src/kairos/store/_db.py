@@ -91,6 +91,15 @@ class Dialect(Protocol):
         """``FROM`` clauses (aliased ``k(t, v)``) listing ``keys``, with their parameters."""
         ...
 
+    def secure_delete(self, conn: Any, on: bool) -> None:
+        """Overwrite what this connection deletes from now on (SQLite), or nothing where the engine cannot."""
+        ...
+
+    def compact(self) -> bool:
+        """Leave no copy of deleted content in a write-ahead log this process can reach (SQLite: checkpoint
+        the WAL and truncate it); False if it could not be done now (a reader held it)."""
+        ...
+
 
 def chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(items), size):

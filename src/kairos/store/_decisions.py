@@ -16,6 +16,8 @@ from typing import Any
 
 from kairos.store._db import Database
 
+ERASURES = "privacy_erasures"  # meta key: moved by every erasure (kairos.store._privacy)
+
 __all__ = ["DecisionRow", "RewardRow", "Snapshot", "SqlDecisions"]
 
 KEEP_SNAPSHOTS = 3
@@ -273,17 +275,28 @@ class SqlDecisions:
         return None if r is None else Snapshot(r[0], r[1], r[2], r[3], bytes(r[4]))
 
     def save_snapshot(
-        self, expect: int, snapshot: Snapshot, learned: Sequence[int], decisions: Sequence[int] = ()
+        self,
+        expect: int,
+        snapshot: Snapshot,
+        learned: Sequence[int],
+        decisions: Sequence[int] = (),
+        erasures: int | None = None,
     ) -> bool:
         """Store ``snapshot`` (its version must be ``expect + 1``) and mark the rewards ``learned`` and the
-        ``decisions`` (their seqs) as learned, unless another snapshot came after ``expect``; False then, and
-        nothing is written."""
+        ``decisions`` (their seqs) as learned, unless another snapshot came after ``expect``, or (``erasures``
+        given) an erasure moved the ``privacy_erasures`` counter since the learner read it: what it learned
+        may then include a deleted decision. False then, and nothing is written."""
         db = self.db
         with db.tx(write=True) as conn:
             db.d.lock(conn, "policy_snapshots")
             r = db.rows(conn, "SELECT MAX(version) FROM policy_snapshots")
             if (r[0][0] or 0) != expect:
                 return False
+            if erasures is not None:
+                db.d.lock(conn, "meta")  # the erasure's transaction moves the counter under this lock
+                found = db.rows(conn, "SELECT value FROM meta WHERE key = {p}", (ERASURES,))
+                if (int(found[0][0]) if found else 0) != erasures:
+                    return False
             conn.execute(
                 db.sql(
                     "INSERT INTO policy_snapshots (version, policy, at, learned, model)"

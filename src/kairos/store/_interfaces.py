@@ -31,6 +31,7 @@ from kairos.store._model import (
     TimerRow,
     Writes,
 )
+from kairos.store._privacy import SqlPrivacy
 from kairos.store._uses import SqlUses
 
 __all__ = ["AdminStore", "Deliveries", "EventLog", "Outbox", "StateStore", "Store"]
@@ -243,6 +244,11 @@ class Store(Protocol):
     @property
     def decisions(self) -> SqlDecisions:
         """The decision log (``kairos.decide``): decisions, rewards, policy snapshots, impressions."""
+        ...
+
+    @property
+    def privacy(self) -> SqlPrivacy:
+        """Privacy requests, suppressions and the erasing statements (``kairos.privacy``)."""
         ...
 
     def start_maintenance(self) -> None:

@@ -38,9 +38,11 @@ __all__ = [
     "OFFER_IMPRESSIONS",
     "OUTBOX",
     "POLICY_SNAPSHOTS",
+    "PRIVACY_REQUESTS",
     "REWARDS",
     "SEEN",
     "STATE_FILE",
+    "SUPPRESSIONS",
     "TIMERS",
     "Column",
     "ColumnType",
@@ -307,6 +309,38 @@ DATA_USES = Table(
     ("id",),
     (Index("data_uses_profile", ("profile_id", "at")),),
 )
+# Export and erasure requests (``kairos.privacy.erasure``). No personal data: no identifier, no ref. ``target``
+# is the profile's internal key, kept only while the request is pending or running (NULL once it ended);
+# ``log_seq`` is the end of the log when it was made: the processor must have applied that far before the
+# erasure runs, so every event of the person up to the request is attributed to them. ``lease_until``: a
+# running request whose runner stopped renewing it (a crash) may be taken over after that time.
+PRIVACY_REQUESTS = Table(
+    "privacy_requests",
+    _cols(
+        ("id", "text"),
+        ("kind", "text"),  # erase
+        ("status", "text"),  # pending | running | complete | failed
+        ("created_at", "int"),
+        Column("finished_at", "int", nullable=True),
+        ("log_seq", "int"),
+        Column("target", "int", nullable=True),
+        ("suppress", "int"),
+        ("lease_until", "int"),
+        ("attempts", "int"),
+        ("steps", "json"),  # counts per step, never a value
+        Column("error", "text", nullable=True),
+    ),
+    ("id",),
+    (Index("privacy_requests_open", ("created_at",), where="status IN ('pending', 'running')"),),
+)
+# Suppressed identifiers, as keyed hashes (``kairos.privacy.keys.keyed_hash``) only: collect drops events that
+# carry one, the processor skips (and erases) those already in the log. ``id`` orders them for refreshes.
+SUPPRESSIONS = Table(
+    "suppressions",
+    _cols(("id", "serial"), ("hash", "text"), ("created_at", "int")),
+    ("id",),
+    (Index("suppressions_hash", ("hash",), unique=True),),
+)
 DECISION_TABLES: tuple[Table, ...] = (META, DECISIONS, REWARDS, POLICY_SNAPSHOTS, OFFER_IMPRESSIONS)
 DURABLE: tuple[Table, ...] = (
     LOG,
@@ -320,12 +354,15 @@ DURABLE: tuple[Table, ...] = (
     DELIVERIES,
     DATA_USES,
     *DECISION_TABLES[1:],
+    PRIVACY_REQUESTS,
+    SUPPRESSIONS,
 )
 # Embedded, the log and derived state live in two SQLite files: each file has one writer at a time, and a
 # processor commit must not make an append wait. The outbox is written in the state transaction; delivery
 # bookkeeping sits beside it (its planning transaction moves a cursor over the outbox).
 # Decisions have a file of their own: the decision path writes there without waiting on either writer.
-LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, AUDIT, META, DEFINITIONS)
+# Privacy requests and suppressions sit with the log: collect reads suppressions, erasures tombstone the log.
+LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, AUDIT, META, DEFINITIONS, PRIVACY_REQUESTS, SUPPRESSIONS)
 STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES, DATA_USES)
 
 # -- derived -------------------------------------------------------------------------------------------------

@@ -113,6 +113,12 @@ class PostgresDialect:
         where = f" WHERE {index.where}" if index.where else ""
         return f"CREATE {unique}INDEX IF NOT EXISTS {index.name} ON {table.name}{using} ({cols}){where}"
 
+    def secure_delete(self, conn: Any, on: bool) -> None:
+        """PostgreSQL keeps deleted row versions until VACUUM reclaims them (docs/privacy.md)."""
+
+    def compact(self) -> bool:
+        return True
+
     def table_columns(self, conn: Any, table: str) -> list[str]:
         rows = conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"

@@ -180,6 +180,15 @@ class SqliteDialect:
             for chunk in chunks(keys)
         ]
 
+    def secure_delete(self, conn: Any, on: bool) -> None:
+        conn.execute(f"PRAGMA secure_delete={'ON' if on else 'OFF'}")
+
+    def compact(self) -> bool:
+        """Copy the WAL into the database and truncate it to zero bytes: the frames that held erased pages
+        are gone (``TRUNCATE`` waits up to the busy timeout for readers; 1 in the first column: it could not)."""
+        row = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return row is not None and int(row[0]) == 0
+
 
 class Checkpointer:
     """Copies the WAL into the database in the background (``PASSIVE``: never waits, never blocks)."""

@@ -1,0 +1,77 @@
+"""``kairos privacy``: export everything held about a person, erase them, follow an erasure request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kairos.cli._common import console, open_kairos, print_json
+from kairos.privacy import _hooks
+from kairos.privacy.erasure import find_request, request_erasure, request_view, wait_complete
+from kairos.privacy.export import export, person
+
+__all__ = ["privacy"]
+
+privacy = typer.Typer(help="Export and erasure on request (docs/privacy.md).", no_args_is_help=True)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Ref = Annotated[str, typer.Argument(help="A profile id or type:value (user_id:u1, email:jane@example.com).")]
+
+
+@privacy.command("export")
+def export_command(
+    ref: Ref,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON here, not to stdout.")] = None,
+) -> None:
+    """Everything held about one person, as JSON (the format of POST /v1/privacy/export)."""
+    with open_kairos(True) as kairos:
+        document = export(kairos, person(kairos, ref))
+        _hooks.audit(kairos, "privacy.export", document["export_id"], "cli")
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        typer.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+        console.print(f"wrote {output}", highlight=False)
+
+
+@privacy.command("erase")
+def erase_command(
+    ref: Ref,
+    suppress: Annotated[
+        bool, typer.Option("--suppress", help="Keep keyed hashes of the identifiers: later events are dropped.")
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Carry it out now (from this process if need be) and wait for the end.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits at most.")] = 300.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase one person from every store and cache (the processor carries it out; --wait to see it end)."""
+    with open_kairos(as_json) as kairos:
+        made = request_erasure(kairos, person(kairos, ref), suppress)
+        _hooks.audit(kairos, "privacy.erase", made.id, "cli")
+        view = request_view(wait_complete(kairos, made.id, timeout) if wait else made)
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"erasure {view['request_id']}: {view['status']}", highlight=False)
+    if wait and view["status"] != "complete":
+        raise typer.Exit(1)
+
+
+@privacy.command("status")
+def status_command(
+    request_id: Annotated[str, typer.Argument(help="The request id (pr_...).")], as_json: JsonOpt = False
+) -> None:
+    """Where an erasure request stands: pending, running, complete or failed, with its step counts."""
+    with open_kairos(as_json) as kairos:
+        view = request_view(find_request(kairos, request_id))
+    if as_json:
+        print_json(view)
+        return
+    console.print(f"{view['request_id']}: {view['status']} (created {view['created_at']})", highlight=False)
+    for key, value in sorted(view["steps"].items()):
+        console.print(f"  {key}: {value}", highlight=False)
