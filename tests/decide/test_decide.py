@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from kairos.api import create_app
 from kairos.decide.learning import PolicyHolder, Trainer, decode_record
 from kairos.pipeline.clock import ManualClock
+from kairos.privacy.keys import feature_label, privacy_secret
 from kairos.privacy.training import training_gate
 from kairos.runtime import Kairos
 from kairos.store import Source
@@ -180,7 +181,11 @@ def test_an_unknown_person_gets_a_context_only_answer_remembered_by_a_digest(wor
     row = world.kairos.store.decisions.decision(answer["decision_id"])
     assert row is not None and row.subject.startswith("h:") and "new-visitor" not in row.subject
     record = decode_record(row.record)
-    assert "profile" not in record.shared and record.shared["request"] == {"weather=rain": 1.0}
+    # Text features are logged (and learned) under a keyed hash of their value, never in clear.
+    assert "profile" not in record.shared and list(record.shared["request"]) == [
+        feature_label(privacy_secret(world.kairos))("weather", "rain")
+    ]
+    assert "rain" not in str(record.shared)
 
 
 def test_decide_reads_the_profile_and_explains_the_items(world: World) -> None:

@@ -284,3 +284,15 @@ def test_the_erasure_is_reported_to_the_api_process_as_changed_profiles(world: W
 
     k.processor.run_forever(0.01, on_batch)
     assert jane_id in reports[0]
+
+
+def test_a_policy_snapshot_learned_from_her_holds_no_trace_of_her_after_the_erasure(world: World) -> None:
+    """A snapshot is an aggregate that outlives her: text features are named by keyed hashes, never her values."""
+    k = world.kairos
+    trainer = Trainer(k.store.decisions, k.settings.decide, k.clock)
+    assert trainer.step(force_snapshot=True) > 0  # her (and Bob's) decisions learned into a stored snapshot
+    snapshot = k.store.decisions.latest()
+    assert snapshot is not None and snapshot.learned > 0
+    erase(world)
+    assert k.store.decisions.latest() is not None  # the model stays: it is everyone's
+    assert scan(k, needles()) == {}

@@ -19,6 +19,7 @@ Steps, in order (each documented in ``docs/decide.md``):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import math
@@ -44,6 +45,7 @@ from kairos.decide.offpolicy import greedy as _greedy
 from kairos.decide.policy import Policy
 from kairos.decide.records import Action, DecisionItem, DecisionRecord, Features, Group
 from kairos.errors import ValidationError
+from kairos.privacy.keys import feature_label, privacy_secret
 from kairos.rules import Scope
 from kairos.runtime import Kairos
 from kairos.store import DecisionRow
@@ -147,6 +149,10 @@ class Decider:
         self.catalog = OfferCatalog(kairos.store.admin)
         self.holder = holder or PolicyHolder(kairos.store.decisions, self.settings)
         self._refs: TTLCache[str, int | None] = TTLCache(maxsize=100_000, ttl=5.0)
+        # Text features are named by a keyed hash of their value (kairos.decide.features), and traits named
+        # after an identity type are never features: no trait value in clear in a model or the decision log.
+        self._label = feature_label(privacy_secret(kairos))
+        self._identity_types = frozenset(kairos.processor.identifiers.types)
         self._actions: dict[tuple[str, int], Action] = {}
         self._defaults = source_defaults(kairos.settings.context, "")
         # A decision is CPU work (about 0.4 ms) plus reads that an embedded SQLite store answers from memory:
@@ -347,7 +353,16 @@ class Decider:
         )
         ctx = msgspec.structs.replace(ctx, channel=channel)
         fields = msgspec.structs.asdict(ctx)
-        shared = shared_features(request=req.context, context=fields, view=view, moments=moments)
+        names: dict[str, str] = {}
+        shared = shared_features(
+            request=req.context,
+            context=fields,
+            view=view,
+            moments=moments,
+            label=self._label,
+            names=names,
+            exclude=self._identity_types,
+        )
         consents = self.kairos.consent_policy
         bindings = None
         eligible: list[Offer] = []
@@ -376,7 +391,7 @@ class Decider:
                 members = set((view or {}).get("segments") or ())
                 reasons[offer.key] = sorted(refs.segments & members)
             eligible.append(offer)
-        return _Plan(channel, eligible, shared, reasons)
+        return _Plan(channel, eligible, shared, reasons, names)
 
     def _top_score(self, policy: Policy, plan: _Plan) -> float:
         """The best arbitration score a channel's plan offers (``channel: "auto"`` compares them)."""
@@ -444,7 +459,7 @@ class Decider:
         }
         if group == "policy":
             reasons["features"] = [
-                {"feature": name, "weight": round(weight, 4)}
+                {"feature": _clear(name, plan.names), "weight": round(weight, 4)}
                 for name, weight in policy.explain(plan.shared, self._action(offer), 3)
             ]
         else:
@@ -467,6 +482,17 @@ class _Plan:
     eligible: list[Offer]
     shared: Features
     reasons: dict[str, list[str]]
+    names: dict[str, str] = dataclasses.field(default_factory=dict)  # hashed text feature → its clear name
+
+
+def _clear(name: str, names: Mapping[str, str]) -> str:
+    """An explanation's feature (``profile:plan=#1f0c x offer:id=summer``) with its hashed text features
+    named in clear again, from this decision's own features."""
+    parts = []
+    for part in name.split(" x "):
+        namespace, sep, feature = part.partition(":")
+        parts.append(f"{namespace}{sep}{names.get(feature, feature)}")
+    return " x ".join(parts)
 
 
 def _last_known(view: Mapping[str, Any] | None) -> Observed | None:

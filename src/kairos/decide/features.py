@@ -18,19 +18,32 @@ Shared features (the same for every candidate) are namespaced (:data:`kairos.dec
 
 Numbers enter as ``sign(x) * log(1 + |x|)`` (a revenue of 10,000 must not outweigh everything else), rounded
 so that a snapshot does not depend on float noise. Text enters as ``name=value`` when it is short; identities
-and free text (``email``, ``name``, long values) never become features: a feature per person would be
-memorisation, not learning, and personal data does not belong in a model.
+and free text (``email``, ``name``, long values, a trait named after an identity type) never become features: a
+feature per person would be memorisation, not learning, and personal data does not belong in a model.
+
+The decision path also gives a ``label``: text features are then named by a keyed hash of their value
+(``plan=#3f2a...``, :func:`kairos.privacy.keys.feature_label`), so that no trait value is stored in clear in a
+policy snapshot (an aggregate that outlives a person's erasure) or in the decision log; ``names`` receives the
+clear name of each, for the decision's own explanation::
+
+    >>> names: dict[str, str] = {}
+    >>> shared_features(view={"traits": {"plan": "pro"}}, label=lambda n, v: f"{n}=#{len(v)}", names=names)
+    {'profile': {'plan=#3': 1.0}}
+    >>> names
+    {'plan=#3': 'plan=pro'}
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kairos.decide.records import ACTION_NAMESPACE, Action, Features
 
-__all__ = ["MAX_TEXT", "action_of", "number", "shared_features", "without"]
+__all__ = ["MAX_TEXT", "Label", "action_of", "number", "shared_features", "without"]
+
+Label = Callable[[str, str], str]  # (name, text value) → the text feature's name
 
 MAX_TEXT = 40  # longer text is not a category
 MAX_PER_NAMESPACE = 64
@@ -74,7 +87,9 @@ def number(value: float) -> float:
     return round(math.copysign(math.log1p(abs(value)), value), 3)
 
 
-def _put(out: dict[str, float], name: str, value: Any) -> None:
+def _put(
+    out: dict[str, float], name: str, value: Any, label: Label | None = None, names: dict[str, str] | None = None
+) -> None:
     """Add ``name``'s value as a feature, if it is one (scalars only; bools as presence)."""
     if len(out) >= MAX_PER_NAMESPACE or not name or len(name) > 64 or "\x00" in name:
         return
@@ -86,7 +101,10 @@ def _put(out: dict[str, float], name: str, value: Any) -> None:
         if abs(value) <= 1e15:
             out[name] = number(float(value))
     elif isinstance(value, str) and 0 < len(value) <= MAX_TEXT and "\x00" not in value:
-        out[f"{name}={value}"] = 1.0
+        key = f"{name}={value}" if label is None else label(name, value)
+        out[key] = 1.0
+        if names is not None and label is not None:
+            names[key] = f"{name}={value}"
 
 
 def shared_features(
@@ -95,28 +113,34 @@ def shared_features(
     context: Mapping[str, Any] | None = None,
     view: Mapping[str, Any] | None = None,
     moments: Iterable[str] = (),
+    label: Label | None = None,
+    names: dict[str, str] | None = None,
+    exclude: Iterable[str] = (),
 ) -> dict[str, dict[str, float]]:
     """The shared features of one decision; ``view``: the profile as the profile API shows it (None: unknown
-    or not personalized), ``context``: the derived context's fields, ``moments``: recent moment keys."""
+    or not personalized), ``context``: the derived context's fields, ``moments``: recent moment keys;
+    ``label``/``names``: see the module docstring; ``exclude``: trait names that are never features (the
+    configured identity types)."""
+    excluded = PERSONAL | {n.lower() for n in exclude}
     out: dict[str, dict[str, float]] = {}
     req: dict[str, float] = {}
     for name, value in sorted((request or {}).items()):
         if name not in _DERIVE_ONLY:
-            _put(req, name, value)
+            _put(req, name, value, label, names)
     ctx: dict[str, float] = {}
     for name in _CONTEXT_FIELDS:
         value = (context or {}).get(name)
-        _put(ctx, name, True if name == "holiday" and value else value)
+        _put(ctx, name, True if name == "holiday" and value else value, label, names)
     profile: dict[str, float] = {}
     stated: dict[str, float] = {}
     segments: dict[str, float] = {}
     if view is not None:
         meta = view.get("trait_meta") or {}
         for name, value in sorted((view.get("traits") or {}).items()):
-            if name.lower() in PERSONAL:
+            if name.lower() in excluded:
                 continue
             kind = (meta.get(name) or {}).get("kind")
-            _put(stated if kind == "stated" else profile, name, value)
+            _put(stated if kind == "stated" else profile, name, value, label, names)
         for key in sorted(view.get("segments") or ())[:MAX_PER_NAMESPACE]:
             segments[key] = 1.0
     recent = {key: 1.0 for key in sorted(set(moments))[:MAX_PER_NAMESPACE]}

@@ -16,13 +16,15 @@ A hash is taken of the *normalized* identifier (as the processor stores it), so 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["keyed_hash", "privacy_secret"]
+__all__ = ["feature_label", "keyed_hash", "privacy_secret"]
 
 _META_KEY = "privacy_secret"
 _lock = threading.Lock()
@@ -32,6 +34,25 @@ _cache: dict[int, bytes] = {}
 def keyed_hash(secret: bytes, kind: str, value: str) -> str:
     """HMAC-SHA256 of ``kind:value`` under ``secret``, hex (the form suppression lists store)."""
     return hmac.new(secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+
+
+def feature_label(secret: bytes) -> Callable[[str, str], str]:
+    """Names a decision's text feature ``name=value`` by a keyed hash of both (``plan=#1f0c...``), so that policy
+    snapshots and the decision log hold no trait value in clear; the same text always gets the same name.
+
+    >>> label = feature_label(b"k" * 32)
+    >>> label("plan", "pro") == label("plan", "pro") != label("plan", "free")
+    True
+    >>> label("plan", "pro").startswith("plan=#"), "pro" in label("plan", "pro")[5:]
+    (True, False)
+    """
+
+    @functools.lru_cache(maxsize=100_000)
+    def label(name: str, value: str) -> str:
+        digest = hmac.new(secret, f"{name}\x00{value}".encode(), hashlib.sha256).hexdigest()[:16]
+        return f"{name}=#{digest}"
+
+    return label
 
 
 def privacy_secret(kairos: Any) -> bytes:
