@@ -30,6 +30,7 @@ __all__ = [
     "IdentitySettings",
     "IdentityTypeSettings",
     "LimitsSettings",
+    "PreferenceSettings",
     "PrivacySettings",
     "ProcessorMode",
     "ProcessorSettings",
@@ -488,6 +489,46 @@ class ConsentSettings(BaseModel):
         return value
 
 
+class PreferenceSettings(BaseModel):
+    """One stated preference the preference centre asks about (``[privacy.preferences.KEY]``); the person's
+    answer becomes the ``stated`` trait ``KEY``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(..., min_length=1, max_length=100, description="The question or name shown to the person.")
+    type: Literal["choice", "multi", "text"] = Field(
+        "choice",
+        description="`choice`: one of `options` (radio buttons); `multi`: any of `options` (check boxes, a list "
+        "trait); `text`: free text up to `max_length` characters.",
+    )
+    options: list[str] = Field(
+        default_factory=list, description="The values a `choice` or `multi` preference may take, in order."
+    )
+    option_labels: dict[str, str] = Field(
+        default_factory=dict, description="How each option is shown (value → label); an option without one shows as is."
+    )
+    help: str = Field("", max_length=500, description="A short hint shown under the field.")
+    max_length: int = Field(200, ge=1, le=2000, description="`text` only: the longest answer accepted.")
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or any(not v or len(v) > 100 or "\x00" in v for v in value):
+            raise ValueError("options must be distinct, non-empty strings of at most 100 characters")
+        return value
+
+
+def _default_preferences() -> dict[str, PreferenceSettings]:
+    return {
+        "preferred_channel": PreferenceSettings(
+            label="How would you like us to contact you?",
+            type="choice",
+            options=["email", "sms", "push"],
+            option_labels={"email": "E-mail", "sms": "Text message", "push": "App notification"},
+        )
+    }
+
+
 class PrivacySettings(BaseModel):
     secret: str | None = Field(
         None,
@@ -503,6 +544,54 @@ class PrivacySettings(BaseModel):
         description="How long `PUT /v1/profiles/{ref}/consents` waits for the processor to apply the change before "
         "it answers `202` (accepted, applied when the processor gets there) instead of `200` with the new state.",
     )
+    public_url: str | None = Field(
+        None,
+        max_length=500,
+        description="Base URL of preference-centre links (`https://prefs.example.com`), as people reach Kairos; "
+        "unset: the URL the `POST /v1/privacy/links` request came in on.",
+    )
+    link_ttl: str = Field("1h", description="How long a preference-centre link lasts when the request names no `ttl`.")
+    link_max_ttl: str = Field(
+        "7d", description="The longest `ttl` a preference-centre link may be given (a longer one is refused)."
+    )
+    preferences: dict[str, PreferenceSettings] = Field(
+        default_factory=_default_preferences,
+        description="The stated preferences the preference centre asks about, `[privacy.preferences.KEY]` with "
+        "`label`, `type` (`choice`, `multi` or `text`), `options`, `option_labels`, `help` and `max_length`; the "
+        "answer becomes the `stated` trait KEY. Replacing the table replaces the default (preferred_channel: "
+        "email, sms or push).",
+    )
+    mask_identities: bool = Field(
+        True,
+        description="The preference centre shows the person's identifiers partly hidden (`j•••@example.com`), "
+        "since the page may be read over a shoulder; `false` shows them whole.",
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith(("https://", "http://")) and value.isascii()):
+            raise ValueError("privacy.public_url must be an http(s) URL, e.g. https://prefs.example.com")
+        return value.rstrip("/") if value is not None else None
+
+    @field_validator("link_ttl", "link_max_ttl")
+    @classmethod
+    def _ttl(cls, value: str) -> str:
+        from kairos.rules import duration_ms
+
+        if duration_ms(value) < 60_000:
+            raise ValueError("a link lasts at least 1 minute")
+        return value
+
+    @field_validator("preferences")
+    @classmethod
+    def _preference_keys(cls, value: dict[str, PreferenceSettings]) -> dict[str, PreferenceSettings]:
+        for key, pref in value.items():
+            if not key or len(key) > 64 or not key.isascii() or not all(c.isalnum() or c == "_" for c in key):
+                raise ValueError(f"preference key {key!r}: use 1-64 ASCII letters, digits or '_'")
+            if pref.type != "text" and not pref.options:
+                raise ValueError(f"preference {key!r}: a {pref.type} preference needs options")
+        return value
 
 
 class DecideSettings(BaseModel):

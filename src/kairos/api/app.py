@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kairos.activate.worker import create_delivery_worker
 from kairos.api import (
     audit,
+    centre,
     collect,
     consents,
     decide,
@@ -170,6 +171,7 @@ def create_app(
             *audit.routes,
             *privacy.routes,
             *ops.routes,
+            *centre.routes,
         ],
         middleware=[
             Middleware(Disconnects),

@@ -6,6 +6,7 @@ from functools import cache
 from typing import Any
 
 from kairos import __version__
+from kairos.api._openapi_centre import centre_paths, centre_schemas
 from kairos.api._openapi_decide import decide_paths, decide_schemas
 from kairos.api._openapi_erasure import erasure_paths, erasure_schemas
 from kairos.api._openapi_privacy import privacy_paths, privacy_schemas
@@ -645,6 +646,7 @@ def spec() -> dict[str, Any]:
     paths.update(privacy_paths(_op, _REF))
     paths.update(erasure_paths())
     paths["/v1/audit"] = _audit_op()
+    paths.update(centre_paths())
     _rate_limited(paths)
     for path, summary in (
         ("/healthz", "Health: the store, the processor and its lag"),
@@ -858,6 +860,7 @@ def spec() -> dict[str, Any]:
                 **destination_schemas(),
                 **decide_schemas(),
                 **privacy_schemas(),
+                **centre_schemas(),
                 "Profile": profile,
                 "ProfileList": {
                     "type": "object",

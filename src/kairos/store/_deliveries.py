@@ -128,6 +128,21 @@ class SqlDeliveries:
                 ],
             )
 
+    def of_profiles(self, profile_ids: Sequence[str], limit: int) -> list[Delivery]:
+        """Deliveries about any of ``profile_ids`` (a person and the profiles merged into it), newest first, at
+        most ``limit``: what the preference centre shows under "where your data went"."""
+        out: list[Delivery] = []
+        with self.db.conn() as conn:
+            for where, params in self.db.where_in("profile_id", list(profile_ids)):
+                out.extend(
+                    _delivery(r)
+                    for r in self.db.rows(
+                        conn, f"{_SELECT} WHERE {where} ORDER BY updated_at DESC LIMIT {{p}}", [*params, limit]
+                    )
+                )
+        out.sort(key=lambda d: -d.updated_at)
+        return out[:limit]
+
     def list(self, destination: str, status: str | None, limit: int) -> list[Delivery]:
         """Newest first."""
         where, params = "WHERE destination = {p}", [destination]
