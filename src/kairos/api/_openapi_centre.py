@@ -72,6 +72,13 @@ def centre_paths() -> dict[str, Any]:
                 "responses": {"200": {"description": "CSS"}},
             }
         },
+        "/privacy/assets/icon.svg": {
+            "get": {
+                "tags": ["preference centre"],
+                "summary": "The pages' icon",
+                "responses": {"200": {"description": "SVG"}},
+            }
+        },
         "/privacy/{token}": {"get": _page("The person's preference centre (HTML)", "get", "200")},
         "/privacy/{token}/consents": {"post": _page("Save the person's consents", "post", "303")},
         "/privacy/{token}/preferences": {"post": _page("Save the person's stated preferences", "post", "303")},

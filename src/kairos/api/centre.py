@@ -101,7 +101,11 @@ def _datetime(value: Any) -> datetime | None:
 
 _env.filters["day"] = _day
 _env.filters["moment"] = _moment
-_CSS = resources.files("kairos.privacy").joinpath("static/centre.css").read_bytes()
+_STATIC = resources.files("kairos.privacy").joinpath("static")
+_ASSETS = {
+    "centre.css": (_STATIC.joinpath("centre.css").read_bytes(), "text/css"),
+    "icon.svg": (_STATIC.joinpath("icon.svg").read_bytes(), "image/svg+xml"),
+}
 
 
 # -- the API: links -------------------------------------------------------------------------------------
@@ -372,13 +376,16 @@ async def post_delete(request: Request, kairos: Kairos, claims: LinkClaims, pk: 
     return _back(request, "erasure")
 
 
-async def stylesheet(request: Request) -> Response:
-    return Response(_CSS, 200, media_type="text/css", headers={**SECURITY_HEADERS, "Cache-Control": "max-age=3600"})
+async def asset(request: Request) -> Response:
+    """The stylesheet and the icon: Kairos serves its pages' assets itself (no third-party host)."""
+    content, media_type = _ASSETS[request.url.path.rsplit("/", 1)[1]]
+    return Response(content, 200, media_type=media_type, headers={**SECURITY_HEADERS, "Cache-Control": "max-age=3600"})
 
 
 routes = [
     Route("/v1/privacy/links", post_link, methods=["POST"]),
-    Route("/privacy/assets/centre.css", stylesheet, methods=["GET"]),
+    Route("/privacy/assets/centre.css", asset, methods=["GET"]),
+    Route("/privacy/assets/icon.svg", asset, methods=["GET"]),
     Route("/privacy/{token}", show_page, methods=["GET"]),
     Route("/privacy/{token}/consents", post_consents, methods=["POST"]),
     Route("/privacy/{token}/preferences", post_preferences, methods=["POST"]),

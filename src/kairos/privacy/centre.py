@@ -6,7 +6,7 @@ autoescape: every value here is the person's own data or a business's configurat
 Identities are masked unless ``privacy.mask_identities = false``::
 
     >>> mask("email", "jane.doe@example.com"), mask("phone", "+14155550123"), mask("user_id", "u1")
-    ('j•••@example.com', '•••••••••0123', 'u•')
+    ('j•••@example.com', '••••••••0123', 'u•')
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def page(kairos: Any, pk: int, view: Mapping[str, Any], *, errors: Mapping[str, 
     return Page(
         profile_id=view["id"],
         identities=identities,
-        groups=_groups(view),
+        groups=_groups(view, set(kairos.settings.identity.resolved_types()) if masked else set()),
         segments=list(view.get("segments") or ()),
         consents=consent_rows(kairos, view),
         preferences=preference_fields(settings.preferences, view, errors or {}),
@@ -99,7 +99,8 @@ def page(kairos: Any, pk: int, view: Mapping[str, Any], *, errors: Mapping[str, 
     )
 
 
-def _groups(view: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _groups(view: Mapping[str, Any], masked: set[str]) -> list[dict[str, Any]]:
+    """Traits by kind; a trait named like an identity type (``email``, ``phone``) is masked as identities are."""
     traits = view.get("traits") or {}
     meta = view.get("trait_meta") or {}
     by_kind: dict[str, list[dict[str, str]]] = {kind: [] for kind in KIND_TITLES}
@@ -110,7 +111,7 @@ def _groups(view: Mapping[str, Any]) -> list[dict[str, Any]]:
         by_kind[kind].append(
             {
                 "name": name.replace("_", " "),
-                "value": _text(traits[name]),
+                "value": mask(name, _text(traits[name])) if name in masked else _text(traits[name]),
                 "source": "computed by us" if source == "computed" else source,
                 "updated_at": m.get("updated_at") or "",
             }

@@ -5,8 +5,7 @@ A link is ``{public_url}/privacy/{token}``; the token is signed with the install
 profile's internal id (never an identity: the URL may end up in logs and browser histories), the expiry in
 epoch milliseconds and a random link id::
 
-    >>> signer = _serializer(b"s" * 32)
-    >>> token = signer.dumps({"v": 1, "p": "p-1", "x": 2_000, "n": "abc"})
+    >>> token = make_token(b"s" * 32, "p-1", expires_at=2_000)
     >>> read_token(b"s" * 32, token, now=1_000).profile_id
     'p-1'
     >>> read_token(b"s" * 32, token, now=3_000)
@@ -42,6 +41,7 @@ __all__ = [
     "create_link",
     "csrf_field",
     "csrf_ok",
+    "make_token",
     "new_csrf_cookie",
     "open_link",
     "parse_ttl",
@@ -121,9 +121,14 @@ def create_link(kairos: Any, pk: int, ttl_ms: int, base_url: str) -> Link:
     from kairos.identity import profile_id_for
 
     expires = kairos.clock.now() + ttl_ms
-    claims = {"v": _VERSION, "p": profile_id_for(pk), "x": expires, "n": secrets.token_urlsafe(9)}
-    token = str(_serializer(privacy_secret(kairos)).dumps(claims))
+    token = make_token(privacy_secret(kairos), profile_id_for(pk), expires)
     return Link(f"{base_url.rstrip('/')}/privacy/{token}", token, expires)
+
+
+def make_token(secret: bytes, profile_id: str, expires_at: int) -> str:
+    """A signed token naming ``profile_id`` until ``expires_at`` (epoch ms), with a fresh link id."""
+    claims = {"v": _VERSION, "p": profile_id, "x": expires_at, "n": secrets.token_urlsafe(9)}
+    return str(_serializer(secret).dumps(claims))
 
 
 def read_token(secret: bytes, token: str, now: int) -> LinkClaims:

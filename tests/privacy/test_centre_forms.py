@@ -1,0 +1,135 @@
+"""The preference centre's forms doing their work in-process, with the real processor running in a thread:
+a consent switched off, a preference stated, the download, the erasure request (both backends)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from starlette.testclient import TestClient
+
+from kairos.api import create_app
+from kairos.privacy.links import create_link
+from kairos.runtime import Kairos
+from kairos.store import Source
+from tests.conftest import Feed, make_settings
+
+HOUR = 3_600_000
+
+
+@pytest.fixture
+def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
+    settings = make_settings(
+        store_settings,
+        processor={"mode": "thread", "poll_interval_ms": 5},
+        delivery={"mode": "off"},
+        decide={"learner_mode": "off"},
+    )
+    k = Kairos(settings)
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def client(kairos: Kairos) -> Iterator[TestClient]:
+    with TestClient(create_app(kairos), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture
+def path(kairos: Kairos, source: Source, feed: Feed) -> str:
+    feed(
+        {
+            "type": "identify",
+            "userId": "jo-1",
+            "traits": {"email": "jo@example.com", "preferred_channel": "sms"},
+            "context": {"consent": {"categoryPreferences": {"marketing_email": True}}},
+        }
+    )
+    pk = kairos.resolve("user_id:jo-1")
+    assert pk is not None
+    return urlsplit(create_link(kairos, pk, HOUR, "http://testserver").url).path
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found is not None
+    return found.group(1)
+
+
+def switch(html: str, purpose: str) -> str:
+    """The consent switch's input tag."""
+    found = re.search(rf'<input type="checkbox" role="switch" id="consent-{purpose}"[^>]*>', html)
+    assert found is not None, purpose
+    return found.group(0)
+
+
+def test_switching_a_consent_off_records_it_and_shows_it(client: TestClient, kairos: Kairos, path: str) -> None:
+    page = client.get(path).text
+    assert " checked" in switch(page, "marketing_email")
+    assert "On: your choice" in page
+    on = [k for k, p in kairos.settings.consent.purposes.items() if p.default == "opt_out"]
+    # Every switch as shown, but marketing_email off.
+    r = client.post(f"{path}/consents", data={"csrf": csrf_of(page), "consent": on}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"{path}?done=consents#notice"
+    after = client.get(r.headers["location"]).text
+    assert "Your choices are saved." in after
+    assert " checked" not in switch(after, "marketing_email")
+    assert " checked" in switch(after, "analytics")  # untouched: still the default
+    view = kairos.view(kairos.resolve("user_id:jo-1") or 0)
+    assert view is not None and view["consents"]["marketing_email"]["granted"] is False
+    # Saving the same choices again appends nothing.
+    last = kairos.store.log.last_seq()
+    r = client.post(f"{path}/consents", data={"csrf": csrf_of(after), "consent": on}, follow_redirects=False)
+    assert r.headers["location"].endswith("?done=nothing#notice") and kairos.store.log.last_seq() == last
+
+
+def test_an_unknown_purpose_is_refused(client: TestClient, kairos: Kairos, path: str) -> None:
+    page = client.get(path).text
+    last = kairos.store.log.last_seq()
+    r = client.post(f"{path}/consents", data={"csrf": csrf_of(page), "consent": ["analytics", "mind_reading"]})
+    assert r.status_code == 400 and kairos.store.log.last_seq() == last
+
+
+def test_a_preference_becomes_a_stated_trait(client: TestClient, kairos: Kairos, path: str) -> None:
+    page = client.get(path).text
+    assert re.search(r'value="sms" checked', page)
+    r = client.post(
+        f"{path}/preferences",
+        data={"csrf": csrf_of(page), "pref.preferred_channel": "email"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303, r.text
+    after = client.get(r.headers["location"]).text
+    assert "Your preferences are saved." in after and re.search(r'value="email" checked', after)
+    view = kairos.view(kairos.resolve("user_id:jo-1") or 0)
+    assert view is not None
+    assert view["traits"]["preferred_channel"] == "email"
+    assert view["trait_meta"]["preferred_channel"]["kind"] == "stated"
+
+
+def test_download_is_a_json_attachment_of_everything(client: TestClient, kairos: Kairos, path: str) -> None:
+    page = client.get(path).text
+    r = client.post(f"{path}/download", data={"csrf": csrf_of(page)})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    assert re.fullmatch(r'attachment; filename="my-data-\d{4}-\d{2}-\d{2}\.json"', r.headers["content-disposition"])
+    assert r.headers["cache-control"] == "no-store"
+    assert "jo@example.com" in json.dumps(r.json())  # whole, unmasked: it is the person's own copy
+
+
+def test_delete_asks_for_confirmation_then_requests_the_erasure(client: TestClient, path: str) -> None:
+    page = client.get(path).text
+    confirm = client.get(f"{path}/delete")
+    assert confirm.status_code == 200 and "Delete all your data?" in confirm.text
+    assert "jo@example.com" not in confirm.text and "j•••@example.com" not in confirm.text
+    csrf = csrf_of(confirm.text)
+    assert csrf == csrf_of(page)
+    # Without the confirmation field nothing is requested.
+    assert client.post(f"{path}/delete", data={"csrf": csrf}).status_code == 400
+    r = client.post(f"{path}/delete", data={"csrf": csrf, "confirm": "yes"}, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"{path}?done=erasure#notice"
