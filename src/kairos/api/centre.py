@@ -11,7 +11,6 @@ to the page (303, Post/Redirect/Get) with a status message picked from a fixed l
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from importlib import resources
@@ -30,6 +29,7 @@ from kairos.collect import iso
 from kairos.errors import KairosError, NotFoundError, ValidationError
 from kairos.identity import profile_id_for
 from kairos.privacy import centre
+from kairos.privacy.consents import wait_applied
 from kairos.privacy.links import (
     CSRF_COOKIE,
     LinkClaims,
@@ -293,9 +293,7 @@ def _back(request: Request, done: str) -> RedirectResponse:
 
 def _wait_applied(kairos: Kairos, seq: int) -> None:
     """Wait (briefly) until the processor applied log position ``seq``, so the page shows the change."""
-    deadline = time.monotonic() + WAIT_APPLIED_SECONDS
-    while kairos.store.state.checkpoint().seq < seq and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_applied(kairos, seq, WAIT_APPLIED_SECONDS)
 
 
 @_page

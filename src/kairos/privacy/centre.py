@@ -21,6 +21,7 @@ from kairos.decide.attribution import subject_of
 from kairos.decide.learning import decode_record
 from kairos.decide.offers import OfferCatalog
 from kairos.decide.records import DecisionRecord
+from kairos.privacy.consents import Via
 
 __all__ = ["KIND_TITLES", "Page", "consent_rows", "erase_all", "export_all", "mask", "page", "record_choices", "why"]
 
@@ -200,7 +201,9 @@ def destinations(kairos: Any, view: Mapping[str, Any]) -> list[dict[str, Any]]:
 USE_TEXT = {
     "decision": "Choosing what to show you",
     "delivery": "Sent to another system",
+    "stream": "Sent to another system",
     "export": "A copy of your data was made",
+    "segment_export": "Included in a list of customers",
 }
 
 
@@ -224,7 +227,7 @@ def _uses(kairos: Any, pk: int) -> list[dict[str, Any]]:
 
 
 # -- what the forms do: the one call site of each privacy operation --------------------------------------
-VIA = "preference_centre"
+VIA: Via = "preference-centre"
 
 
 def record_choices(
@@ -233,8 +236,7 @@ def record_choices(
     """Append the person's new consents and/or stated preferences to the log (one event); its log seq."""
     from kairos.privacy.consents import record
 
-    seq: int = record(kairos, pk, consents=consents, traits=traits, via=VIA)
-    return seq
+    return record(kairos, pk, consents=consents, traits=traits, via=VIA)
 
 
 def export_all(kairos: Any, pk: int) -> dict[str, Any]:
