@@ -14,7 +14,9 @@ from starlette.testclient import TestClient
 
 from kairos.api import create_app
 from kairos.api.centre import SECURITY_HEADERS
+from kairos.decide.records import DecisionItem, DecisionRecord, Group
 from kairos.pipeline.clock import ManualClock
+from kairos.privacy.centre import why
 from kairos.privacy.links import CSRF_COOKIE, create_link
 from kairos.runtime import Kairos
 from kairos.store import Source
@@ -164,6 +166,9 @@ def test_bad_link_requests_get_a_precise_error(
         (b'"user_id:jane-1"', 400, "invalid_body"),
         (b'{"profile": "' + b"a" * 70_000 + b'"}', 413, "too_large"),
         (b"[" * 5000 + b"]" * 5000, 400, "invalid_json"),
+        (b'{"profile": "email:\\ud800@example.com"}', 400, "invalid_json"),  # a lone surrogate
+        (b'{"profile": "user_id:jane-1", "ttl": "\\ud800"}', 400, "invalid_json"),
+        (b'{"profile": "user_id:\\ud83d\\ude00"}', 404, "not_found"),  # a real emoji: no one has it
     ],
 )
 def test_malformed_link_bodies_are_refused(
@@ -351,3 +356,46 @@ def test_invalid_preferences_are_shown_next_to_their_field(
     assert 'role="alert"' in r.text and f'href="#pref-{key}"' in r.text
     assert "<b>socks" not in r.text
     assert kairos.store.log.last_seq() == 1
+
+
+# -- why you saw this ----------------------------------------------------------------------------------
+def record(group: Group, shared: dict[str, dict[str, float]], interaction: bool = False) -> DecisionRecord:
+    item = DecisionItem("spring", 0, 0.9, False, 0.1, 0.1)
+    return DecisionRecord(
+        "d1",
+        T0,
+        "p",
+        "email",
+        None,
+        group,
+        "linucb",
+        1,
+        shared,
+        (),
+        (),
+        (item,),
+        interaction,
+        False,
+    )
+
+
+def test_why_you_saw_this_is_said_in_plain_words() -> None:
+    labels = {"preferred_channel": "Contact me by"}
+    shared = {
+        "stated": {"preferred_channel=email": 1.0},
+        "segments": {"shoe_lovers": 1.0},
+        "profile": {"orders_30d": 1.1},
+        "context": {"daypart=evening": 1.0, "channel=email": 1.0},
+    }
+    assert why(record("policy", shared, interaction=True), True, labels) == [
+        "You told us: Contact me by — email.",
+        "You are in these groups of customers: shoe lovers.",
+        "What you did recently, such as your visits and purchases.",
+        "When and where you were: on email in the evening.",
+        "We also try other offers now and then, to learn what people like; this was one.",
+    ]
+    assert why(record("not_personalized", shared), False, labels) == [
+        "You have not allowed a personalised experience, so you saw what everyone sees."
+    ]
+    assert "random" in why(record("control", shared), False, labels)[0]
+    assert why(record("policy", {}), False, labels) == ["When and where you were: on email."]
