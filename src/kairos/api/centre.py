@@ -169,6 +169,7 @@ _REFUSED = {
     ),
     "csrf": ("This form has expired", "Open the page again from your link and try once more."),
     "bad_form": ("We could not read this form", "Open the page again from your link and try once more."),
+    "busy": ("Please try again in a moment", "We could not reach your data just now. Nothing was changed."),
 }
 
 
@@ -198,7 +199,9 @@ def _page(work: PageWork) -> Callable[[Request], Awaitable[Response]]:
         try:
             response = await work(request, kairos, claims, pk, cookie)
         except KairosError as exc:
-            return _refused(request, "bad_form", 400) if exc.code != "csrf" else _refused(request, "csrf", 403)
+            if exc.transient:  # the store is busy or restarting: nothing was done, the same request may work
+                return _refused(request, "busy", 503)
+            return _refused(request, "csrf", 403) if exc.code == "csrf" else _refused(request, "bad_form", 400)
         if fresh:
             root = request.scope.get("root_path", "")
             secure = request.url.scheme == "https" or (kairos.settings.privacy.public_url or "").startswith("https:")
