@@ -204,7 +204,12 @@ def test_a_person_sees_changes_downloads_and_deletes_their_data(
     assert "web" in web_row.inner_text()
     assert f"jane-{backend}@example.com" not in held.inner_text()  # identities are masked on screen
     assert "email_tool" in page.locator("section[aria-labelledby=shared]").inner_text()
-    assert "Spring shoes -20%" in page.locator("section[aria-labelledby=offers]").inner_text()
+    offers = page.locator("section[aria-labelledby=offers]")
+    assert "Spring shoes -20%" in offers.inner_text()
+    offers.get_by_text("Why you saw this").click()
+    assert "When and where you were: on email" in offers.inner_text()
+    uses = page.locator("section[aria-labelledby=uses]").inner_text()
+    assert "Sent to another system" in uses and "email_tool" in uses and "Choosing what to show you" in uses
     shoot(page, f"centre-{backend}")
     page.set_viewport_size(DESKTOP)
 

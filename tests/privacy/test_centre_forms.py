@@ -17,6 +17,7 @@ from kairos.privacy.links import create_link
 from kairos.runtime import Kairos
 from kairos.store import Source
 from tests.conftest import Feed, make_settings
+from tests.privacy.test_centre import PREFERENCES
 
 HOUR = 3_600_000
 
@@ -28,6 +29,7 @@ def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
         processor={"mode": "thread", "poll_interval_ms": 5},
         delivery={"mode": "off"},
         decide={"learner_mode": "off"},
+        privacy={"preferences": PREFERENCES},
     )
     k = Kairos(settings)
     yield k
@@ -133,3 +135,25 @@ def test_delete_asks_for_confirmation_then_requests_the_erasure(client: TestClie
     assert client.post(f"{path}/delete", data={"csrf": csrf}).status_code == 400
     r = client.post(f"{path}/delete", data={"csrf": csrf, "confirm": "yes"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"{path}?done=erasure#notice"
+
+
+def test_multi_and_text_preferences(client: TestClient, kairos: Kairos, path: str) -> None:
+    page = client.get(path).text
+    fields = {"csrf": csrf_of(page), "pref.topics": ["hats", "shoes"], "shown": "topics", "pref.nickname": "  Jo "}
+    r = client.post(f"{path}/preferences", data=fields, follow_redirects=False)
+    assert r.status_code == 303, r.text
+    pk = kairos.resolve("user_id:jo-1") or 0
+    view = kairos.view(pk)
+    assert view is not None
+    assert view["traits"]["topics"] == ["shoes", "hats"]  # in the business's order
+    assert view["traits"]["nickname"] == "Jo"
+    assert {view["trait_meta"][k]["kind"] for k in ("topics", "nickname")} == {"stated"}
+    # Every topic unticked: the list becomes empty; the nickname is unchanged, so it is not recorded again.
+    page = client.get(path).text
+    assert re.search(r'value="shoes" checked', page) and 'value="Jo"' in page
+    last = kairos.store.log.last_seq()
+    fields = {"csrf": csrf_of(page), "shown": "topics", "pref.nickname": "Jo"}
+    assert client.post(f"{path}/preferences", data=fields, follow_redirects=False).status_code == 303
+    assert kairos.store.log.last_seq() == last + 1
+    view = kairos.profile_view(kairos.profile(pk), [])  # type: ignore[arg-type]
+    assert view["traits"]["topics"] == [] and view["traits"]["nickname"] == "Jo"
