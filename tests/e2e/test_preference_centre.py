@@ -63,10 +63,9 @@ class Shop:
     def __init__(self, server: Server, hook: Receiver) -> None:
         self.server = server
         self.hook = hook
-        # `admin` passes require_scope("privacy") until API keys are hardened; then a `privacy` key is needed.
         self.keys = {
             name: server.cli("keys", "add", f"e2e-{name}", "--scope", scope)["key"]
-            for name, scope in (("admin", "admin"), ("decide", "decide"), ("privacy", "admin"))
+            for name, scope in (("admin", "admin"), ("decide", "decide"), ("privacy", "privacy"))
         }
         self.write_keys = {"web": server.write_key}
         for name, kind in (("pos", "observed"), ("partner_crm", "third_party")):

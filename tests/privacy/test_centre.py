@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from kairos.api import create_app
 from kairos.api.centre import SECURITY_HEADERS
 from kairos.decide.records import DecisionItem, DecisionRecord, Group
+from kairos.identity import profile_id_for
 from kairos.pipeline.clock import ManualClock
 from kairos.privacy.centre import why
 from kairos.privacy.links import CSRF_COOKIE, create_link
@@ -179,11 +180,33 @@ def test_malformed_link_bodies_are_refused(
     assert r.json()["error"]["code"] == code
 
 
+def test_links_are_audited_by_profile_id_never_by_identity(
+    client: TestClient, kairos: Kairos, jane: int, privacy_key: dict[str, str]
+) -> None:
+    assert (
+        client.post("/v1/privacy/links", json={"profile": "email:jane@example.com"}, headers=privacy_key).status_code
+        == 201
+    )
+    assert (
+        client.post("/v1/privacy/links", json={"profile": "email:nobody@example.com"}, headers=privacy_key).status_code
+        == 404
+    )
+    _, admin = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)
+    r = client.get("/v1/audit", params={"action": "privacy.link"}, headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 200, r.text
+    entries = r.json()["items"]
+    assert [(e["target"], e["outcome"]) for e in entries] == [("", 404), (profile_id_for(jane), 201)]
+    assert "example.com" not in r.text
+
+
 def test_links_need_the_privacy_scope(client: TestClient, kairos: Kairos, jane: int, read_key: dict[str, str]) -> None:
     body = {"profile": "user_id:jane-1"}
     assert client.post("/v1/privacy/links", json=body).status_code == 401
     assert client.post("/v1/privacy/links", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
     r = client.post("/v1/privacy/links", json=body, headers=read_key)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
+    _, admin = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)  # admin does not imply privacy
+    r = client.post("/v1/privacy/links", json=body, headers={"Authorization": f"Bearer {admin}"})
     assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
 
 

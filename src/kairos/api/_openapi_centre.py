@@ -50,6 +50,7 @@ def centre_paths() -> dict[str, Any]:
         "tags": ["privacy"],
         "summary": "A signed, expiring link to the person's preference centre",
         "security": [{"apiKey": []}],
+        "x-kairos-scope": "privacy",
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("PrivacyLinkBody")}}},
         "responses": {
             "201": {"description": "Created", "content": {"application/json": {"schema": _ref("PrivacyLink")}}},

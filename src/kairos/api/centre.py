@@ -24,9 +24,10 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from kairos.api._common import error_response, json_body, json_response, read_body, require_scope, runtime
+from kairos import audit
+from kairos.api._common import authenticate, check_scope, error_response, json_body, json_response, read_body, runtime
 from kairos.collect import iso
-from kairos.errors import KairosError, NotFoundError, ValidationError
+from kairos.errors import KairosError, NotFoundError, ValidationError, http_status
 from kairos.identity import profile_id_for
 from kairos.privacy import centre
 from kairos.privacy.consents import wait_applied
@@ -43,6 +44,7 @@ from kairos.privacy.links import (
 )
 from kairos.privacy.preferences import read_preferences
 from kairos.runtime import Kairos
+from kairos.store import ApiKey
 
 __all__ = ["SECURITY_HEADERS", "routes"]
 
@@ -109,7 +111,8 @@ _ASSETS = {
 
 
 # -- the API: links -------------------------------------------------------------------------------------
-def _make_link(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, Any], int]:
+def _make_link(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, Any], int, str]:
+    """The link's answer, its status and the profile id it names (the audit entry's target)."""
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     unknown = sorted(set(body) - _BODY_FIELDS)
@@ -132,17 +135,25 @@ def _make_link(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, A
         raise NotFoundError("no profile for this reference", field="profile")
     base = settings.public_url or _origin(request)
     link = create_link(kairos, pk, ttl, base + request.scope.get("root_path", ""))
-    return {"url": link.url, "expires_at": iso(link.expires_at)}, 201
+    return {"url": link.url, "expires_at": iso(link.expires_at)}, 201, profile_id_for(pk)
 
 
 async def post_link(request: Request) -> Response:
+    """``POST /v1/privacy/links``; every request from a valid key is audited (``privacy.link``, the profile id
+    as target when one was found: never the reference sent, which may be an e-mail address)."""
+    kairos = runtime(request)
+    key: ApiKey | None = None
     try:
-        require_scope(request, "privacy")
+        key = authenticate(request)
+        check_scope(key, "privacy")
         body = await json_body(request)
-        kairos = runtime(request)
-        answer, status = await run_in_threadpool(_make_link, kairos, request, body)
+        answer, status, target = await run_in_threadpool(_make_link, kairos, request, body)
     except KairosError as exc:
+        if key is not None:
+            await run_in_threadpool(audit.record, kairos, key, "privacy.link", "", http_status(exc), {"code": exc.code})
         return error_response(exc)
+    detail = {"expires_at": answer["expires_at"]}
+    await run_in_threadpool(audit.record, kairos, key, "privacy.link", target, status, detail)
     return json_response(answer, status)
 
 
