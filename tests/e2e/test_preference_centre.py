@@ -229,6 +229,8 @@ def test_a_person_sees_changes_downloads_and_deletes_their_data(
     assert page.locator("#notice").inner_text() == "Your choices are saved."
     assert not page.locator("#consent-marketing_email").is_checked()
     assert "Off: your choice" in page.locator("#consent-marketing_email-state").inner_text()
+    shoot(page, f"saved-{backend}")
+    page.set_viewport_size(DESKTOP)
 
     # The next decision and the next delivery respect it.
     eventually(lambda: shop.decide(ref) == [], "a decision without the e-mail offer")

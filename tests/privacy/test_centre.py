@@ -248,6 +248,21 @@ def test_every_control_has_a_label_and_headings_are_in_order(client: TestClient,
     assert html.count("<fieldset") == html.count("<legend>")
 
 
+def test_identities_are_masked_unless_configured_otherwise(
+    client: TestClient, kairos: Kairos, jane: int, store_settings: dict[str, Any], clock: ManualClock
+) -> None:
+    html = client.get(link_path(kairos, jane)).text
+    assert "jane@example.com" not in html and "jane-1" not in html
+    assert "j•••@example.com" in html  # the identity, and the trait named email
+    whole = Kairos(make_settings(store_settings, privacy={"mask_identities": False}), clock=clock)
+    try:
+        with TestClient(create_app(whole, run_processor=False)) as c:
+            html = c.get(link_path(whole, jane)).text
+        assert "jane@example.com" in html and "jane-1" in html and "•••" not in html
+    finally:
+        whole.close()
+
+
 def test_trait_values_are_escaped(client: TestClient, kairos: Kairos, jane: int) -> None:
     html = client.get(link_path(kairos, jane)).text
     assert XSS not in html and "<img src=x" not in html
