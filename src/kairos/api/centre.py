@@ -203,6 +203,8 @@ def _page(work: PageWork) -> Callable[[Request], Awaitable[Response]]:
             claims, pk = await run_in_threadpool(open_link, kairos, token)
         except LinkRefused as exc:
             return _refused(request, exc.code, exc.status)
+        except KairosError as exc:
+            return _refused(request, "busy", 503) if exc.transient else _refused(request, "link_invalid", 403)
         cookie = request.cookies.get(CSRF_COOKIE) or ""
         fresh = not (0 < len(cookie) <= 100 and cookie.isascii() and cookie.replace("-", "").replace("_", "").isalnum())
         if fresh:
@@ -212,6 +214,8 @@ def _page(work: PageWork) -> Callable[[Request], Awaitable[Response]]:
         except KairosError as exc:
             if exc.transient:  # the store is busy or restarting: nothing was done, the same request may work
                 return _refused(request, "busy", 503)
+            if isinstance(exc, NotFoundError):  # erased while the request ran
+                return _refused(request, "link_gone", 410)
             return _refused(request, "csrf", 403) if exc.code == "csrf" else _refused(request, "bad_form", 400)
         if fresh:
             root = request.scope.get("root_path", "")
