@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,17 +125,33 @@ def test_download_is_a_json_attachment_of_everything(client: TestClient, kairos:
     assert "jo@example.com" in json.dumps(r.json())  # whole, unmasked: it is the person's own copy
 
 
-def test_delete_asks_for_confirmation_then_requests_the_erasure(client: TestClient, path: str) -> None:
-    page = client.get(path).text
+def test_delete_asks_for_confirmation_then_requests_the_erasure(client: TestClient, kairos: Kairos, path: str) -> None:
+    html = client.get(path).text
     confirm = client.get(f"{path}/delete")
     assert confirm.status_code == 200 and "Delete all your data?" in confirm.text
     assert "jo@example.com" not in confirm.text and "j•••@example.com" not in confirm.text
     csrf = csrf_of(confirm.text)
-    assert csrf == csrf_of(page)
+    assert csrf == csrf_of(html)
     # Without the confirmation field nothing is requested.
     assert client.post(f"{path}/delete", data={"csrf": csrf}).status_code == 400
     r = client.post(f"{path}/delete", data={"csrf": csrf, "confirm": "yes"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == f"{path}?done=erasure#notice"
+    # The processor carries the erasure out; then the link opens nothing.
+    back = client.get(r.headers["location"])  # under way, or already done if the processor was quick
+    if back.status_code == 200:
+        assert "Your request to delete your data is under way." in back.text
+    else:
+        assert back.status_code == 410 and "Your data has been deleted" in back.text
+    deadline = time.monotonic() + 20
+    while (gone := client.get(path)).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone.status_code == 410 and "There is no data behind this link" in gone.text
+    back = client.get(r.headers["location"])
+    assert back.status_code == 410 and "Your data has been deleted" in back.text and "jo" not in back.text
+    assert kairos.resolve("user_id:jo-1") is None
+    _, admin = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)
+    audit = client.get("/v1/audit", params={"action": "privacy.erase"}, headers={"Authorization": f"Bearer {admin}"})
+    assert [(e["actor"], e["outcome"]) for e in audit.json()["items"]] == [("preference-centre", 202)]
 
 
 def test_multi_and_text_preferences(client: TestClient, kairos: Kairos, path: str) -> None:

@@ -34,6 +34,7 @@ from kairos.privacy.consents import wait_applied
 from kairos.privacy.links import (
     CSRF_COOKIE,
     LinkClaims,
+    LinkGone,
     LinkRefused,
     create_link,
     csrf_field,
@@ -180,6 +181,7 @@ _REFUSED = {
     ),
     "csrf": ("This form has expired", "Open the page again from your link and try once more."),
     "bad_form": ("We could not read this form", "Open the page again from your link and try once more."),
+    "erased": ("Your data has been deleted", "We no longer hold any data about you under this link."),
     "busy": ("Please try again in a moment", "We could not reach your data just now. Nothing was changed."),
 }
 
@@ -202,6 +204,8 @@ def _page(work: PageWork) -> Callable[[Request], Awaitable[Response]]:
         try:
             claims, pk = await run_in_threadpool(open_link, kairos, token)
         except LinkRefused as exc:
+            if isinstance(exc, LinkGone) and request.query_params.get("done") == "erasure":
+                return _refused(request, "erased", exc.status)  # back from "delete" after the erasure ran
             return _refused(request, exc.code, exc.status)
         except KairosError as exc:
             return _refused(request, "busy", 503) if exc.transient else _refused(request, "link_invalid", 403)

@@ -34,7 +34,6 @@ KIND_TITLES: dict[str, tuple[str, str]] = {
 }
 OFFER_WINDOW_MS = 90 * 86_400_000  # offers shown in the last 90 days
 MAX_OFFERS = 20
-MAX_DELIVERIES = 200
 BULLET = "•"
 
 
@@ -185,17 +184,12 @@ def preference_fields(
 
 # -- where the data went --------------------------------------------------------------------------------
 def destinations(kairos: Any, view: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Each destination that received data about the person: how often, first and last time."""
+    """Each destination that received data about the person: how often, first and last time (latest first)."""
     ids = [view["id"], *(view.get("merged_ids") or ())]
-    out: dict[str, dict[str, Any]] = {}
-    for d in kairos.store.deliveries.of_profiles(ids, MAX_DELIVERIES):  # newest first
-        if d.status != "delivered":
-            continue
-        row = out.setdefault(d.destination, {"destination": d.destination, "count": 0, "first": 0, "last": 0})
-        row["count"] += 1
-        row["first"] = d.updated_at
-        row["last"] = row["last"] or d.updated_at
-    return [{**r, "first": iso(r["first"]), "last": iso(r["last"])} for r in out.values()]
+    return [
+        {"destination": d, "count": n, "first": iso(first), "last": iso(last)}
+        for d, n, first, last in kairos.store.deliveries.received_by(ids)
+    ]
 
 
 USE_TEXT = {
@@ -240,18 +234,24 @@ def record_choices(
 
 
 def export_all(kairos: Any, pk: int) -> dict[str, Any]:
-    """Everything held about the person (the "Download my data" file)."""
+    """Everything held about the person (the "Download my data" file); the export joins the data-use ledger
+    itself, and the audit log here, with the person as the actor (no API key asked for it)."""
+    from kairos import audit
     from kairos.privacy.export import export
 
     data: dict[str, Any] = export(kairos, pk)
+    audit.record(kairos, None, "privacy.export", str(data.get("export_id", "")), 200, actor=VIA)
     return data
 
 
 def erase_all(kairos: Any, pk: int) -> str:
-    """Ask for the person's erasure (not suppression: they may come back); the request's status."""
+    """Ask for the person's erasure (not suppression: they may come back as a new customer); the request's
+    status. The processor carries it out and audits its completion."""
+    from kairos import audit
     from kairos.privacy.erasure import request_erasure
 
-    request = request_erasure(kairos, pk, suppress=False, actor=VIA)
+    request = request_erasure(kairos, pk, suppress=False)
+    audit.record(kairos, None, "privacy.erase", request.id, 202, actor=VIA)
     return str(request.status)
 
 

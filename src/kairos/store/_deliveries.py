@@ -128,20 +128,21 @@ class SqlDeliveries:
                 ],
             )
 
-    def of_profiles(self, profile_ids: Sequence[str], limit: int) -> list[Delivery]:
-        """Deliveries about any of ``profile_ids`` (a person and the profiles merged into it), newest first, at
-        most ``limit``: what the preference centre shows under "where your data went"."""
-        out: list[Delivery] = []
+    def received_by(self, profile_ids: Sequence[str]) -> list[tuple[str, int, int, int]]:
+        """(destination, deliveries, first, last time) of what was delivered about any of ``profile_ids`` (a
+        person and the profiles merged into it): the preference centre's "where your data went"."""
+        found: dict[str, tuple[int, int, int]] = {}
         with self.db.conn() as conn:
             for where, params in self.db.where_in("profile_id", list(profile_ids)):
-                out.extend(
-                    _delivery(r)
-                    for r in self.db.rows(
-                        conn, f"{_SELECT} WHERE {where} ORDER BY updated_at DESC LIMIT {{p}}", [*params, limit]
-                    )
-                )
-        out.sort(key=lambda d: -d.updated_at)
-        return out[:limit]
+                for destination, n, first, last in self.db.rows(
+                    conn,
+                    "SELECT destination, COUNT(*), MIN(updated_at), MAX(updated_at) FROM deliveries"
+                    f" WHERE {where} AND status = 'delivered' GROUP BY destination",
+                    params,
+                ):
+                    had = found.get(destination, (0, first, last))
+                    found[destination] = (had[0] + int(n), min(had[1], first), max(had[2], last))
+        return sorted(((d, *v) for d, v in found.items()), key=lambda r: (-r[3], r[0]))
 
     def list(self, destination: str, status: str | None, limit: int) -> list[Delivery]:
         """Newest first."""
