@@ -82,6 +82,8 @@ def test_switching_a_consent_off_records_it_and_shows_it(client: TestClient, kai
     after = client.get(r.headers["location"]).text
     assert "Your choices are saved." in after
     assert " checked" not in switch(after, "marketing_email")
+    state = re.search(r'<p class="state" id="consent-marketing_email-state">([^<]*)</p>', after)
+    assert state is not None and re.fullmatch(r"Off: your choice, made on \d+ \w+ \d{4} through this page\.", state[1])
     assert " checked" in switch(after, "analytics")  # untouched: still the default
     view = kairos.view(kairos.resolve("user_id:jo-1") or 0)
     assert view is not None and view["consents"]["marketing_email"]["granted"] is False

@@ -35,6 +35,16 @@ KIND_TITLES: dict[str, tuple[str, str]] = {
 OFFER_WINDOW_MS = 90 * 86_400_000  # offers shown in the last 90 days
 MAX_OFFERS = 20
 BULLET = "•"
+# Kairos' own sources, in the person's words; a business's sources show by their names (web, pos, crm).
+SOURCE_NAMES = {
+    "kairos-preference-centre": "this page",
+    "kairos-api": "our service team",
+    "computed": "our calculations",
+}
+
+
+def _source(name: str | None) -> str | None:
+    return SOURCE_NAMES.get(name, name) if name else name
 
 
 def mask(kind: str, value: str) -> str:
@@ -112,7 +122,7 @@ def _groups(view: Mapping[str, Any], masked: set[str]) -> list[dict[str, Any]]:
             {
                 "name": name.replace("_", " "),
                 "value": mask(name, _text(traits[name])) if name in masked else _text(traits[name]),
-                "source": "computed by us" if source == "computed" else source,
+                "source": _source(source) or "unknown",
                 "updated_at": m.get("updated_at") or "",
             }
         )
@@ -140,7 +150,7 @@ def consent_rows(kairos: Any, view: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "granted": bool(s.get("granted")),
                 "stated": stated,
                 "default": purpose.default,
-                "source": s.get("source") if stated else None,
+                "source": _source(s.get("source")) if stated else None,
                 "updated_at": s.get("updated_at") if stated else None,
             }
         )
