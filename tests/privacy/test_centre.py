@@ -437,3 +437,10 @@ def test_why_you_saw_this_is_said_in_plain_words() -> None:
     ]
     assert "random" in why(record("control", shared), False, labels)[0]
     assert why(record("policy", {}), False, labels) == ["When and where you were: on email."]
+    hashed = {"stated": {"preferred_channel=#3f2a": 1.0, "size=#77aa": 1.0}, "context": {"daypart=#0b1c": 1.0}}
+    clear = {"preferred_channel=#3f2a": "preferred_channel=sms"}
+    assert why(record("policy", hashed), False, labels, clear) == [
+        "You told us: Contact me by — sms.",
+        "You told us about size.",  # a value the person's data no longer names is left out
+        "When and where you were: on email.",
+    ]

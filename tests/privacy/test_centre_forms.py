@@ -29,7 +29,7 @@ def kairos(store_settings: dict[str, Any]) -> Iterator[Kairos]:
         store_settings,
         processor={"mode": "thread", "poll_interval_ms": 5},
         delivery={"mode": "off"},
-        decide={"learner_mode": "off"},
+        decide={"learner_mode": "off", "control_share": 0},
         privacy={"preferences": PREFERENCES},
     )
     k = Kairos(settings)
@@ -176,3 +176,24 @@ def test_multi_and_text_preferences(client: TestClient, kairos: Kairos, path: st
     assert kairos.store.log.last_seq() == last + 1
     view = kairos.profile_view(kairos.profile(pk), [])  # type: ignore[arg-type]
     assert view["traits"]["topics"] == [] and view["traits"]["nickname"] == "Jo"
+
+
+def test_why_you_saw_an_offer_names_what_the_person_told_us(client: TestClient, kairos: Kairos, path: str) -> None:
+    page = client.get(path).text
+    form = {"csrf": csrf_of(page), "pref.preferred_channel": "email"}
+    assert client.post(f"{path}/preferences", data=form, follow_redirects=False).status_code == 303
+    _, admin = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)
+    _, decide = kairos.store.admin.add_api_key("decide", frozenset({"decide"}), 0)
+    offer = {"name": "Autumn boots", "purpose": "personalization"}
+    assert client.put("/v1/offers/boots", json=offer, headers={"Authorization": f"Bearer {admin}"}).status_code == 201
+    body = {"profile": "user_id:jo-1", "channel": "web"}
+    r = client.post("/v1/decide", json=body, headers={"Authorization": f"Bearer {decide}"})
+    assert r.status_code == 200 and r.json()["group"] == "policy", r.text
+    logged = kairos.store.decisions.history([r.json()["profile_id"]], 0)[0][0].record
+    assert b"preferred_channel=#" in logged and b"preferred_channel=email" not in logged
+    html = client.get(path).text
+    offers = html.split('id="offers"', 1)[1].split("</section>", 1)[0]
+    assert "Autumn boots" in offers
+    # The log holds the stated value only as a keyed hash; the page names it back from the person's own data.
+    assert "You told us: Contact me by — email." in offers
+    assert "When and where you were: on web in the " in offers and "#" not in offers.replace("&#", "")

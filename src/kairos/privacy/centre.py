@@ -17,11 +17,13 @@ from typing import Any
 
 from kairos.collect import iso
 from kairos.config import PreferenceSettings
+from kairos.context import DAYPARTS
 from kairos.decide.attribution import subject_of
 from kairos.decide.learning import decode_record
 from kairos.decide.offers import OfferCatalog
 from kairos.decide.records import DecisionRecord
 from kairos.privacy.consents import Via
+from kairos.privacy.keys import feature_label, privacy_secret
 
 __all__ = ["KIND_TITLES", "Page", "consent_rows", "erase_all", "export_all", "mask", "page", "record_choices", "why"]
 
@@ -280,6 +282,7 @@ def offers(kairos: Any, view: Mapping[str, Any]) -> list[dict[str, Any]]:
     catalog = OfferCatalog(kairos.store.admin)
     catalog.reload()
     labels = {key: pref.label for key, pref in kairos.settings.privacy.preferences.items()}
+    clear = clear_names(kairos, view)
     out = []
     for row in rows:
         record = decode_record(row.record)
@@ -290,31 +293,37 @@ def offers(kairos: Any, view: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "name": offer.name if offer is not None else item.offer,
                     "at": iso(record.at),
                     "channel": record.channel,
-                    "why": why(record, item.explored, labels),
+                    "why": why(record, item.explored, labels, clear),
                 }
             )
     return out[:MAX_OFFERS]
 
 
-def why(record: DecisionRecord, explored: bool, labels: Mapping[str, str]) -> list[str]:
-    """Plain sentences saying why an offer was shown, from what the decision log kept about the decision."""
+def why(
+    record: DecisionRecord, explored: bool, labels: Mapping[str, str], clear: Mapping[str, str] | None = None
+) -> list[str]:
+    """Plain sentences saying why an offer was shown, from what the decision log kept about the decision.
+
+    The log names text features by a keyed hash of their value (``preferred_channel=#3f2a…``); ``clear`` maps
+    those the person's data can still name back to ``name=value``; a value it cannot name is left out."""
+    clear = clear or {}
     if record.group == "not_personalized":
         return ["You have not allowed a personalised experience, so you saw what everyone sees."]
     if record.group == "control":
         return ["You were in a small group chosen at random that sees our offers in the same order as everyone."]
     reasons: list[str] = []
-    stated = _names(record.shared.get("stated") or {})
+    stated = _names(record.shared.get("stated") or {}, clear)
     for name, value in stated:
         label = labels.get(name, name.replace("_", " "))
         reasons.append(f"You told us: {label} — {value}." if value else f"You told us about {label}.")
-    segments = [name for name, _ in _names(record.shared.get("segments") or {})]
+    segments = [name for name, _ in _names(record.shared.get("segments") or {}, clear)]
     if segments:
         reasons.append(
             "You are in these groups of customers: " + ", ".join(s.replace("_", " ") for s in segments) + "."
         )
     if record.interaction and record.shared.get("profile"):
         reasons.append("What you did recently, such as your visits and purchases.")
-    context = dict(_names(record.shared.get("context") or {}))
+    context = dict(_names(record.shared.get("context") or {}, clear))
     moment = [f"on {record.channel}"] if record.channel and record.channel != "auto" else []
     if context.get("daypart"):
         moment.append(f"in the {context['daypart']}")
@@ -327,10 +336,24 @@ def why(record: DecisionRecord, explored: bool, labels: Mapping[str, str]) -> li
     return reasons
 
 
-def _names(features: Mapping[str, float]) -> Sequence[tuple[str, str]]:
-    """``{"tier=gold": 1.0, "orders": 1.3}`` → ``[("orders", ""), ("tier", "gold")]``."""
+def _names(features: Mapping[str, float], clear: Mapping[str, str]) -> Sequence[tuple[str, str]]:
+    """``{"tier=gold": 1.0, "orders": 1.3}`` → ``[("orders", ""), ("tier", "gold")]``; a hashed value that
+    ``clear`` does not name back becomes ``""``."""
     out = []
     for feature in sorted(features):
-        name, _, value = feature.partition("=")
-        out.append((name, value))
+        name, _, value = clear.get(feature, feature).partition("=")
+        out.append((name, "" if value.startswith("#") else value))
+    return out
+
+
+def clear_names(kairos: Any, view: Mapping[str, Any]) -> dict[str, str]:
+    """Hashed feature name → ``name=value`` for the values a decision about this person may have seen and the
+    person may read: their text traits as they are now, and the parts of the day."""
+    label = feature_label(privacy_secret(kairos))
+    out = {}
+    for name, value in (view.get("traits") or {}).items():
+        if isinstance(value, str) and 0 < len(value) <= 200:
+            out[label(name, value)] = f"{name}={value}"
+    for _, daypart in DAYPARTS:
+        out[label("daypart", daypart)] = f"daypart={daypart}"
     return out
