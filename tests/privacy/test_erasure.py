@@ -60,10 +60,11 @@ def bob_intact(world: World) -> None:
 
 
 def test_after_an_erasure_no_table_of_any_database_holds_a_trace_of_her(world: World) -> None:
-    before = scan(world.kairos, needles())
-    # The scan finds her where she was: the log, profiles, identities, merges, the decision log.
-    assert {t.rsplit(":", 1)[1] for t in before} >= {"log", "profiles", "identities", "merges", "decisions"}
     jane = world.client.get(f"/v1/profiles/{JANE}", headers=world.keys["read"]).json()
+    before = scan(world.kairos, [*needles(), jane["id"]])
+    # The scan finds her where she was: the log, profiles, identities, merges, the decision log (by her id:
+    # decisions log her text traits only as keyed hashes).
+    assert {t.rsplit(":", 1)[1] for t in before} >= {"log", "profiles", "identities", "merges", "decisions"}
     assert len(jane["merged_ids"]) == 1 and jane["segments"] == ["vip"]
     assert world.kairos.store.state.due_timers(2**62, 100), "her abandoned cart's timer is pending"
     assert world.decide(JANE)["profile_id"] == jane["id"]  # cached by the decider and the profile cache

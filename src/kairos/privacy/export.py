@@ -97,7 +97,12 @@ def _event(kairos: Kairos, seqs: list[int]) -> list[dict[str, Any]]:
     return out
 
 
-def _decisions(kairos: Kairos, subjects: list[str]) -> list[dict[str, Any]]:
+def _decisions(kairos: Kairos, subjects: list[str], view: dict[str, Any]) -> list[dict[str, Any]]:
+    """The person's decisions; text features, logged under keyed hashes of their values, are named in clear
+    where the person's own current traits (or the parts of the day) name them back."""
+    from kairos.privacy.centre import clear_names  # the page and the export read the log alike
+
+    clear = clear_names(kairos, view)
     rows, rewards = kairos.store.decisions.history(subjects, 0, MAX_DECISIONS)
     by_decision: dict[str, list[dict[str, Any]]] = {}
     for r in rewards:
@@ -116,7 +121,10 @@ def _decisions(kairos: Kairos, subjects: list[str]) -> list[dict[str, Any]]:
                 "group": row.group,
                 "policy": row.policy,
                 "policy_version": row.policy_version,
-                "features": {ns: dict(values) for ns, values in record.shared.items()},
+                "features": {
+                    ns: {clear.get(name, name): value for name, value in values.items()}
+                    for ns, values in record.shared.items()
+                },
                 "items": [
                     {
                         "offer_id": i.offer,
@@ -169,7 +177,7 @@ def export(kairos: Kairos, pk: int) -> dict[str, Any]:
         "merged_ids": profile_ids[1:],
         "identities": identities,
         "events": _event(kairos, seqs),
-        "decisions": _decisions(kairos, subjects),
+        "decisions": _decisions(kairos, subjects, view),
         "deliveries": deliveries,
         "moments": moments,
         "records": records,
