@@ -227,6 +227,8 @@ DELIVERIES = Table(
     (
         Index("deliveries_due", ("destination", "status", "next_attempt_at")),
         Index("deliveries_order", ("destination", "created_at")),
+        # A person's deliveries: the preference centre's "where your data went", and their erasure.
+        Index("deliveries_profile", ("profile_id",)),
     ),
 )
 # The decision log (``kairos.decide``): one row per decision, with the whole record (features, candidates,
