@@ -198,3 +198,32 @@ def test_cli_erase_wait_and_status(
     assert "u-cli" not in result.output
     kairos.cache.clear()
     assert kairos.resolve("user_id:u-cli") is None
+
+
+def test_cli_link_opens_the_preference_centre(
+    kairos: Kairos,
+    feed: Feed,
+    source: Source,
+    store_settings: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from starlette.testclient import TestClient
+
+    from kairos.api import create_app
+
+    feed({"type": "identify", "userId": "u-link", "traits": {"nickname": "linky"}})
+    point_cli_at(store_settings, monkeypatch, tmp_path / "kairos.toml", "")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["privacy", "link", "user_id:u-link", "--ttl", "15m", "--json"])
+    assert result.exit_code == 0, result.output
+    url = json.loads(result.output)["url"]
+    assert url.startswith("http://127.0.0.1:8000/privacy/") and "u-link" not in url
+    with TestClient(create_app(kairos, run_processor=False)) as client:
+        page = client.get(url.removeprefix("http://127.0.0.1:8000"))
+        assert page.status_code == 200 and "linky" in page.text
+    for bad, code in ((["--ttl", "10s"], "invalid_ttl"), (["--ttl", "99d"], "ttl_too_long")):
+        result = runner.invoke(cli, ["privacy", "link", "user_id:u-link", *bad, "--json"])
+        assert result.exit_code == 2 and json.loads(result.output)["error"]["code"] == code, result.output
+    result = runner.invoke(cli, ["privacy", "link", "user_id:nobody", "--json"])
+    assert result.exit_code == 2 and "nobody" not in result.output

@@ -1,4 +1,5 @@
-"""``kairos privacy``: export everything held about a person, erase them, follow an erasure request."""
+"""``kairos privacy``: export everything held about a person, erase them, follow an erasure request, and give
+them a link to their preference centre."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ from typing import Annotated
 import typer
 
 from kairos.cli._common import console, open_kairos, print_json
+from kairos.collect import iso
+from kairos.identity import profile_id_for
 from kairos.privacy import _hooks
 from kairos.privacy.erasure import find_request, request_erasure, request_view, wait_complete
 from kairos.privacy.export import export, person
+from kairos.privacy.links import create_link, parse_ttl
 
 __all__ = ["privacy"]
 
@@ -60,6 +64,27 @@ def erase_command(
         console.print(f"erasure {view['request_id']}: {view['status']}", highlight=False)
     if wait and view["status"] != "complete":
         raise typer.Exit(1)
+
+
+@privacy.command("link")
+def link_command(
+    ref: Ref,
+    ttl: Annotated[str | None, typer.Option(help='How long it lasts ("15m", "1h", "7d"); privacy.link_ttl.')] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """A signed, expiring link to the person's preference centre (as POST /v1/privacy/links answers)."""
+    with open_kairos(as_json) as kairos:
+        settings = kairos.settings
+        ms = parse_ttl(ttl, settings.privacy.link_ttl, settings.privacy.link_max_ttl)
+        base = settings.privacy.public_url or f"http://{settings.server.host}:{settings.server.port}"
+        pk = person(kairos, ref)
+        made = create_link(kairos, pk, ms, base)
+        _hooks.audit(kairos, "privacy.link", profile_id_for(pk), "cli")
+    view = {"url": made.url, "expires_at": iso(made.expires_at)}
+    if as_json:
+        print_json(view)
+    else:
+        console.print(f"{view['url']}\n(valid until {view['expires_at']})", highlight=False, soft_wrap=True)
 
 
 @privacy.command("status")
