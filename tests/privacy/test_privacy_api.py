@@ -187,14 +187,14 @@ def test_cli_erase_wait_and_status(
     runner = CliRunner()
     result = runner.invoke(cli, ["privacy", "erase", "user_id:u-cli", "--suppress", "--wait", "--json"])
     assert result.exit_code == 0, result.output
-    view = json.loads(result.output)
+    view = json.loads(result.stdout)
     assert view["status"] == "complete" and view["steps"]["suppressed_identifiers"] == 1
     result = runner.invoke(cli, ["privacy", "status", view["request_id"], "--json"])
-    assert result.exit_code == 0 and json.loads(result.output)["status"] == "complete"
+    assert result.exit_code == 0 and json.loads(result.stdout)["status"] == "complete"
     result = runner.invoke(cli, ["privacy", "status", "pr_nope", "--json"])
-    assert result.exit_code == 2 and json.loads(result.output)["error"]["code"] == "invalid_id"
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"]["code"] == "invalid_id"
     result = runner.invoke(cli, ["privacy", "erase", "user_id:u-cli", "--json"])
-    assert result.exit_code == 2 and json.loads(result.output)["error"]["code"] == "not_found"
+    assert result.exit_code == 2 and json.loads(result.stdout)["error"]["code"] == "not_found"
     assert "u-cli" not in result.output
     kairos.cache.clear()
     assert kairos.resolve("user_id:u-cli") is None
@@ -217,13 +217,13 @@ def test_cli_link_opens_the_preference_centre(
     runner = CliRunner()
     result = runner.invoke(cli, ["privacy", "link", "user_id:u-link", "--ttl", "15m", "--json"])
     assert result.exit_code == 0, result.output
-    url = json.loads(result.output)["url"]
+    url = json.loads(result.stdout)["url"]
     assert url.startswith("http://127.0.0.1:8000/privacy/") and "u-link" not in url
     with TestClient(create_app(kairos, run_processor=False)) as client:
         page = client.get(url.removeprefix("http://127.0.0.1:8000"))
         assert page.status_code == 200 and "linky" in page.text
     for bad, code in ((["--ttl", "10s"], "invalid_ttl"), (["--ttl", "99d"], "ttl_too_long")):
         result = runner.invoke(cli, ["privacy", "link", "user_id:u-link", *bad, "--json"])
-        assert result.exit_code == 2 and json.loads(result.output)["error"]["code"] == code, result.output
+        assert result.exit_code == 2 and json.loads(result.stdout)["error"]["code"] == code, result.output
     result = runner.invoke(cli, ["privacy", "link", "user_id:nobody", "--json"])
     assert result.exit_code == 2 and "nobody" not in result.output
