@@ -83,12 +83,12 @@ class LimitsSettings(BaseModel):
 
     enabled: bool = Field(True, description="Refuse requests beyond the rates below with `429` and `Retry-After`.")
     per_key: str = Field(
-        "1000/second",
+        "10000/second",
         description="Requests one API key may make (every route that takes `Authorization: Bearer`), e.g. "
         "`1000/second` or `100 per minute`.",
     )
     per_source: str = Field(
-        "5000/second",
+        "10000/second",
         description="Collect requests one source (write key) may make, whatever the number of events in each.",
     )
     storage: str = Field(
