@@ -12,9 +12,6 @@ Every value of Jane's is unique, so that a scan of the stores for it can only fi
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,6 @@ import msgspec
 from starlette.testclient import TestClient
 
 from kairos.activate import destinations
-from kairos.activate.worker import run_forever
 from kairos.api import create_app
 from kairos.decide.attribution import subject_of
 from kairos.pipeline.clock import ManualClock
@@ -31,6 +27,7 @@ from kairos.runtime import Kairos
 from kairos.store import Source
 from tests.conftest import Feed, make_settings
 from tests.receivers import receiver
+from tests.test_delivery import delivering, wait_for
 
 T0 = 1_780_000_000_000
 MINUTE = 60_000
@@ -200,25 +197,6 @@ class World:
     def jane_subjects(self) -> list[str]:
         ids = [("user_id", JANE_IDS["user_id"]), ("anonymous_id", JANE_IDS["anonymous_id"])]
         return [subject_of(t, v) for t, v in ids]
-
-
-@contextlib.contextmanager
-def delivering(kairos: Kairos) -> Iterator[None]:
-    stop = threading.Event()
-    thread = threading.Thread(target=run_forever, args=(kairos, stop, 7), daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(10)
-
-
-def wait_for(what: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- scanning every table of every database --------------------------------------------------------------

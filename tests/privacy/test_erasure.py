@@ -5,7 +5,6 @@ between steps resumes and completes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,6 @@ from tests.privacy._world import BOB_IDS, BOB_TRAITS, JANE_IDS, World, needles, 
 
 JANE = f"user_id:{JANE_IDS['user_id']}"
 BOB = f"user_id:{BOB_IDS['user_id']}"
-
-
-@pytest.fixture
-def world(store_settings: dict[str, Any], tmp_path: Path) -> Iterator[World]:
-    w = World(store_settings)
-    w.populate(tmp_path)
-    yield w
-    w.close()
 
 
 def erase(world: World, suppress: bool = True) -> str:

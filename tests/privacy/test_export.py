@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,6 @@ from tests.conftest import point_cli_at
 from tests.privacy._world import BOB_IDS, BOB_TRAITS, JANE_IDS, JANE_TRAITS, World
 
 JANE = f"user_id:{JANE_IDS['user_id']}"
-
-
-@pytest.fixture
-def world(store_settings: dict[str, Any], tmp_path: Path) -> Iterator[World]:
-    w = World(store_settings)
-    w.populate(tmp_path)
-    yield w
-    w.close()
 
 
 def exported(world: World, ref: str = JANE) -> dict[str, Any]:
