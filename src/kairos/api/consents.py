@@ -19,7 +19,7 @@ from kairos.api.profiles import resolve_ref
 from kairos.collect import iso
 from kairos.errors import ValidationError
 from kairos.identity import profile_id_for
-from kairos.privacy.consents import record, wait_applied
+from kairos.privacy.consents import check_choices, record, wait_applied
 from kairos.privacy.uses import data_uses
 from kairos.profiles.consents import CONSENT_LEDGER
 from kairos.runtime import Kairos
@@ -59,16 +59,7 @@ def put_consents(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str,
             code="invalid_body",
             field="body",
         )
-    purposes = kairos.consent_policy.purposes
-    for key, value in body.items():
-        if key not in purposes:
-            raise ValidationError(
-                f"not a configured consent purpose; configured: {', '.join(sorted(purposes))}",
-                code="unknown_purpose",
-                field=key[:100],
-            )
-        if not isinstance(value, bool):
-            raise ValidationError("a consent is true or false", code="invalid_type", field=key)
+    check_choices(kairos.consent_policy, body)  # before the profile: a bad body is a 400 whoever it is for
     pk = resolve_ref(kairos, request.path_params["ref"])
     seq = record(kairos, pk, consents=body, via="api")
     if wait_applied(kairos, seq, kairos.settings.privacy.apply_wait_seconds):

@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from kairos.consent import ConsentPolicy
 from kairos.errors import NotFoundError, ValidationError
 from kairos.runtime import Kairos
 
-__all__ = ["CONSENT_EVENT", "Via", "record", "wait_applied"]
+__all__ = ["CONSENT_EVENT", "Via", "check_choices", "record", "wait_applied"]
 
 Via = Literal["api", "preference-centre", "import"]
 CONSENT_EVENT = "Consent Updated"
@@ -41,6 +42,14 @@ def _subject(kairos: Kairos, pk: int) -> dict[str, Any]:
     return {"anonymousId": f"kairos-{profile.id}", "externalIds": [{"type": kind, "id": value}]}
 
 
+def check_choices(policy: ConsentPolicy, choices: Mapping[str, Any]) -> None:
+    """Each key a configured purpose and each value true or false, else a precise 400 naming the key."""
+    for purpose, granted in choices.items():
+        policy.check(purpose, field=purpose[:100])
+        if not isinstance(granted, bool):
+            raise ValidationError("a consent is true or false", code="invalid_type", field=purpose)
+
+
 def record(
     kairos: Kairos,
     pk: int,
@@ -57,11 +66,7 @@ def record(
     if "externalIds" in subject:
         context["externalIds"] = subject.pop("externalIds")
     if consents:
-        for purpose, granted in consents.items():
-            if purpose not in policy.purposes:
-                raise ValidationError("not a configured consent purpose", code="unknown_purpose", field=purpose[:100])
-            if not isinstance(granted, bool):
-                raise ValidationError("a consent is true or false", code="invalid_type", field=purpose)
+        check_choices(policy, consents)
         context["consent"] = {
             "categoryPreferences": dict(consents),
             "textVersions": {p: policy.purposes[p].version for p in consents},
