@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import secrets
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,9 @@ __all__ = ["feature_label", "keyed_hash", "privacy_secret"]
 
 _META_KEY = "privacy_secret"
 _lock = threading.Lock()
-_cache: dict[int, bytes] = {}
+# Per store object, not per ``id(store)``: a store opened after another was freed can have its address, and
+# would read the other installation's secret (a CLI export then named no decision feature in clear).
+_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 
 
 def keyed_hash(secret: bytes, kind: str, value: str) -> str:
@@ -61,7 +64,7 @@ def privacy_secret(kairos: Any) -> bytes:
     configured = kairos.settings.privacy.secret
     if configured:
         return str(configured).encode()
-    key = id(kairos.store)
+    key = kairos.store
     with _lock:
         if key in _cache:
             return _cache[key]
