@@ -29,6 +29,7 @@ __all__ = [
     "metric",
     "open_kairos",
     "request_decoder",
+    "tune_like_serve",
     "wrap_store_calls",
 ]
 
@@ -163,3 +164,12 @@ def wrap_store_calls(store: Any, wrap: Callable[[str, Callable[..., Any]], Calla
                     wrapped.append(label)
                     break
     return wrapped
+
+
+def tune_like_serve() -> None:
+    """The garbage collector's settings ``kairos serve`` gives its process before it serves (in-process API
+    benchmarks measure the server as it runs), when the code has them."""
+    with contextlib.suppress(ImportError):
+        from kairos._gc import tune_for_server
+
+        tune_for_server()

@@ -19,6 +19,7 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
+from kairos._gc import tune_for_server
 from kairos.metrics import DELIVERY_REGISTRY
 
 __all__ = ["run", "watch_parent"]
@@ -61,6 +62,10 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
     settings = Settings.model_validate(settings_data)
     setup_logging(settings.server.log_level)
     kairos = Kairos(settings)
+    # This process's heap is mostly Kairos itself (modules, settings, definitions), alive until it stops; the
+    # cyclic GC walked all of it at each full collection (tens of ms, every few thousand deliveries).
+    # Frozen, it is left out of collections; only what the worker allocates from now on is collected.
+    tune_for_server()
     stop = threading.Event()
     watcher = threading.Thread(
         target=watch_parent, args=(conn, stop, parent_pid, status_interval, _status), daemon=True

@@ -17,6 +17,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.routing import Route
 
+from kairos._gc import paused as gc_paused
 from kairos.api._common import Work, endpoint, known_query, query_limit
 from kairos.definitions import Catalog, SegmentDef, compile_definition, segment_body
 from kairos.errors import NotFoundError, ValidationError
@@ -123,19 +124,21 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
     size = scanned = 0
     found: list[str] = []
     after = 0
-    while True:
-        rows = kairos.store.state.scan_profiles(after, 2000, spread, columns, identities="identities" in reads)
-        if not rows:
-            break
-        for row in rows:
-            scanned += 1
-            profile = codec.partial_state(row, needed)
-            members = profile.sections.get("segments") or {}
-            if candidate.rule.evaluate(profile_variables(profile, sources, members, now, reads)):
-                size += 1
-                if len(found) < sample:
-                    found.append(profile.id)
-        after = rows[-1].pk
+    keys = None if candidate.traits_dynamic else set(candidate.traits)
+    with gc_paused():  # tens of thousands of short-lived states: no cyclic collection rescanning the heap
+        while True:
+            rows = kairos.store.state.scan_profiles(after, 2000, spread, columns, identities="identities" in reads)
+            if not rows:
+                break
+            for row in rows:
+                scanned += 1
+                profile = codec.partial_state(row, needed)
+                members = profile.sections.get("segments") or {}
+                if candidate.rule.evaluate(profile_variables(profile, sources, members, now, reads, keys)):
+                    size += 1
+                    if len(found) < sample:
+                        found.append(profile.id)
+            after = rows[-1].pk
     out: dict[str, Any] = {"size": size, "sample": found, "exact": spread is None, "scanned": scanned}
     if spread is not None and scanned:
         share = size / scanned

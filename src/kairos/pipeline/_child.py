@@ -83,6 +83,7 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
     """The child's main function."""
     # Ctrl-C in a terminal signals the whole process group; the parent decides when the processor stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from kairos._gc import tune_for_server
     from kairos.config import Settings
     from kairos.logs import setup_logging
     from kairos.runtime import Kairos
@@ -99,6 +100,8 @@ def run(settings_data: dict[str, Any], conn: Connection, parent_pid: int, status
         link.send(("status", {"state": "stopped", "pid": os.getpid(), "last_error": type(exc).__name__}))
         conn.close()
         raise SystemExit(1) from None
+
+    tune_for_server()
 
     def on_batch(changed: list[str]) -> None:
         link.send(("batch", changed))
