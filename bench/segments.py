@@ -326,7 +326,9 @@ class Probes(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         start = time.monotonic()
-        rng = random.Random(SEED + 5)
+        # Seeded per sender: two senders drawing the same message ids would have the second's events dropped
+        # as duplicates of the first's (so it was, and no window exit was ever seen).
+        rng = random.Random(f"{SEED}-{self.prefix}")
         i = 0
         while (due := start + i * self.every) < start + self.until:
             time.sleep(max(0.0, due - time.monotonic()))
@@ -499,6 +501,11 @@ def preview_run(n: int, calls: int, end: datetime) -> PreviewResult:
             fill(kairos, _population_events(n, end), events)
             kairos.processor.run_until_caught_up()
             build_s = time.perf_counter() - t
+            # The API runs on a Kairos of its own, as in `kairos serve`, where the processor (and the profiles
+            # it keeps in memory) lives in another process: the preview's heap is the API's, not the builder's.
+            kairos.close()
+            kairos = _compat.open_kairos({"url": f"sqlite:///{workdir / 'kairos.db'}"})
+            _compat.tune_like_serve()
             _, secret = kairos.store.admin.add_api_key("bench", frozenset({"read"}), 0)
             headers = {"Authorization": f"Bearer {secret}"}
             result = PreviewResult(_compat.count_profiles(kairos) or n, build_s, {}, {})

@@ -255,6 +255,43 @@ def test_a_merge_moves_membership(world: World) -> None:
     assert sizes == {"one_order": 0, "two_orders": 1}
 
 
+def test_rules_on_identities_follow_identifiers_added_without_a_merge(world: World) -> None:
+    # Identifiers grow in place on an existing profile: the rules reading them must see it, on the event that
+    # adds them (evaluated by look-up of what changed, not on every event).
+    world.define("segment", "known", {"rule": '"user_id" in identities'})
+    world.define("segment", "two_devices", {"rule": "size(identities.anonymous_id) >= 2"})
+    world.define("segment", "active", {"rule": "profile.event_count >= 2"})
+    world.send({"type": "page", "anonymousId": "a1", "name": "Home"})
+    assert world.view("anonymous_id:a1")["segments"] == []
+    world.send({"type": "identify", "anonymousId": "a1", "userId": "u1"})
+    assert world.view("user_id:u1")["segments"] == ["active", "known"]
+    world.send({"type": "track", "anonymousId": "a1", "event": "Visited"})  # nothing new
+    world.send({"type": "track", "userId": "u1", "anonymousId": "a2", "event": "Visited"})  # a second device
+    assert world.view("user_id:u1")["segments"] == ["active", "known", "two_devices"]
+    assert sorted(world.timeline("user_id:u1")) == [
+        ("segment_entered", "active"),
+        ("segment_entered", "known"),
+        ("segment_entered", "two_devices"),
+    ]
+
+
+def test_only_the_readers_of_a_moved_segment_are_evaluated_again(world: World) -> None:
+    # A later rule reading an earlier one (statically, or through a dynamic read) follows it within the
+    # same event; one that reads neither the changed inputs nor the segment is not evaluated.
+    world.define("trait", "spent", {"aggregate": "sum", "event": "Order Completed", "property": "total"})
+    world.define("segment", "big", {"rule": "traits.spent >= 100.0"})
+    world.define("segment", "big_reader", {"rule": '"big" in segments'})
+    world.define("segment", "any_reader", {"rule": 'segments.exists(s, s.startsWith("bi"))'})
+    world.define("segment", "plan_pro", {"rule": 'traits.plan == "pro"'})
+    world.send(order("u1", 60))
+    assert world.view("user_id:u1")["segments"] == []
+    plan_rule = world.kairos.processor.catalog.segment("plan_pro").rule  # type: ignore[union-attr]
+    errors = plan_rule.errors  # no plan: each evaluation of this rule is an error, hence counted
+    world.send(order("u1", 60))
+    assert world.view("user_id:u1")["segments"] == ["any_reader", "big", "big_reader"]
+    assert plan_rule.errors == errors  # the order changed `spent`, not `plan`: not evaluated
+
+
 def test_rules_reading_now_change_on_time(world: World) -> None:
     world.define("segment", "dormant", {"rule": 'profile.updated_at < now - duration("7d")'})
     world.send({"type": "track", "userId": "u1", "event": "Visited"})

@@ -24,6 +24,7 @@ __all__ = [
     "Catalog",
     "MomentDef",
     "SegmentDef",
+    "SegmentIndex",
     "Step",
     "TraitDef",
     "catalog_of",
@@ -341,6 +342,48 @@ class SegmentDef:
     reads: frozenset[str] = frozenset()  # variables
 
 
+@dataclass(frozen=True, slots=True)
+class SegmentIndex:
+    """Which segments (positions in evaluation order) read each input, so that an event's changes find the
+    rules to evaluate by look-up instead of asking every rule."""
+
+    by_trait: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    traits_dynamic: tuple[int, ...] = ()  # read a trait named at run time: any trait change
+    by_field: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # profile.created_at, ...
+    profile_any: tuple[int, ...] = ()
+    consents: tuple[int, ...] = ()
+    identities: tuple[int, ...] = ()
+    by_segment: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # the segments that read it
+    segments_dynamic: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, ordered: Sequence[SegmentDef]) -> SegmentIndex:
+        by_trait: dict[str, list[int]] = {}
+        by_field: dict[str, list[int]] = {}
+        by_segment: dict[str, list[int]] = {}
+        for i, s in enumerate(ordered):
+            for key in s.traits:
+                by_trait.setdefault(key, []).append(i)
+            for name in s.profile - {"*"}:
+                by_field.setdefault(name, []).append(i)
+            for key in s.segments:
+                by_segment.setdefault(key, []).append(i)
+
+        def where(test: Any) -> tuple[int, ...]:
+            return tuple(i for i, s in enumerate(ordered) if test(s))
+
+        return cls(
+            {k: tuple(v) for k, v in by_trait.items()},
+            where(lambda s: s.traits_dynamic),
+            {k: tuple(v) for k, v in by_field.items()},
+            where(lambda s: "*" in s.profile),
+            where(lambda s: s.consents),
+            where(lambda s: s.identities),
+            {k: tuple(v) for k, v in by_segment.items()},
+            where(lambda s: s.segments_dynamic),
+        )
+
+
 def _compile_step(raw: Mapping[str, Any]) -> Step:
     where = raw.get("where")
     return Step(raw["event"], compile_rule(where, Scope.EVENT) if where else None)
@@ -421,9 +464,23 @@ def compile_definition(d: Definition) -> TraitDef | SegmentDef | MomentDef:
 
 
 def segment_order(segments: Mapping[str, SegmentDef]) -> list[SegmentDef]:
-    """Segments in an order where every segment comes after those its rule reads; a cycle is an error."""
+    """Segments in an order where every segment comes after those its rule reads; a cycle is an error.
+
+    A rule that names the segments it reads only at run time (``segments.exists(s, ...)``) may read any: it
+    comes after every segment that does not itself depend on such a rule."""
     done: dict[str, bool] = {}  # key → finished (False: on the current path)
     out: list[SegmentDef] = []
+    downstream = {k for k, s in segments.items() if s.segments_dynamic}
+    grew = True
+    while grew:
+        more = {k for k, s in segments.items() if k not in downstream and not downstream.isdisjoint(s.after)}
+        downstream |= more
+        grew = bool(more)
+    upstream = tuple(k for k in sorted(segments) if k not in downstream)
+
+    def deps(key: str) -> tuple[str, ...]:
+        s = segments[key]
+        return (*s.after, *upstream) if s.segments_dynamic else s.after
 
     def visit(key: str, path: tuple[str, ...]) -> None:
         state = done.get(key)
@@ -435,7 +492,7 @@ def segment_order(segments: Mapping[str, SegmentDef]) -> list[SegmentDef]:
                 f"segments may not refer to each other in a cycle: {cycle}", code="cycle", field="rule"
             )
         done[key] = False
-        for dep in segments[key].after:
+        for dep in deps(key):
             visit(dep, (*path, key))
         done[key] = True
         out.append(segments[key])
@@ -453,6 +510,7 @@ class Catalog:
     revision: int = -1
     traits: dict[str, TraitDef] = field(default_factory=dict)
     segments: list[SegmentDef] = field(default_factory=list)  # in evaluation order
+    segment_index: SegmentIndex = field(default_factory=SegmentIndex)
     _segments_by_key: dict[str, SegmentDef] = field(default_factory=dict, repr=False)
     # Traits by the event name they count (None: every event), for the per-event fast path.
     traits_by_event: dict[str | None, list[TraitDef]] = field(default_factory=dict)
@@ -502,6 +560,7 @@ class Catalog:
         self.traits = traits
         self.traits_by_event = by_event
         self.segments = ordered
+        self.segment_index = SegmentIndex.of(ordered)
         self._segments_by_key = {s.key: s for s in ordered}
         self.moments = moments
         by_name: dict[str, list[MomentDef]] = {}

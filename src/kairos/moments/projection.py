@@ -25,6 +25,7 @@ fires old occurrences.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,9 @@ from kairos.config import ContextSettings
 from kairos.context import DerivedContext, derive, last_known, source_defaults
 from kairos.definitions import Catalog, MomentDef, Step
 from kairos.pipeline.projection import Context, Entry, Projection, Timer
-from kairos.profiles.computed import event_bindings
+from kairos.profiles.computed import EventFilters
 from kairos.profiles.timeline import record
+from kairos.rules import Rule
 from kairos.segments.membership import profile_variables
 from kairos.store.schema import Column, Table
 
@@ -65,6 +67,12 @@ class MomentState:
 State = Mapping[str, MomentState]
 
 
+@functools.lru_cache(maxsize=1024)
+def _fresh(version: int) -> MomentState:
+    """The state of a moment nothing happened to yet (immutable: one object per version)."""
+    return MomentState(version)
+
+
 def _timer(key: str) -> str:
     return f"absent:{key}"
 
@@ -92,14 +100,10 @@ class Moments(Projection[State]):
         return {}
 
     # -- events ---------------------------------------------------------------------------------------
-    def _matches(self, step: Step, entry: Entry, name: str | None, cache: dict[str, Any]) -> bool:
+    def _matches(self, step: Step, name: str | None, filters: EventFilters) -> bool:
         if step.event != name:
             return False
-        if step.where is None:
-            return True
-        if "vars" not in cache:
-            cache["vars"] = event_bindings(entry)
-        return step.where.evaluate(cache["vars"])
+        return step.where is None or filters.passes(step.where)
 
     def apply(self, state: State, entry: Entry, ctx: Context) -> State:
         catalog = self.catalog
@@ -108,25 +112,25 @@ class Moments(Projection[State]):
         name = _name(entry)
         defs = catalog.moments_by_event.get(name, []) if name is not None else []
         out = dict(state)
-        cache: dict[str, Any] = {}
+        filters = EventFilters(entry)
         for m in defs:
-            ms = out.get(m.key)
-            if ms is None or ms.version != m.version:
-                ms = MomentState(m.version)
+            old = out.get(m.key)
+            ms = old if old is not None and old.version == m.version else _fresh(m.version)
             if m.pattern == "event":
-                if self._matches(m.steps[0], entry, name, cache):
+                if self._matches(m.steps[0], name, filters):
                     ms = self._fire(m, ms, ctx, entry.ts, (entry.seq,), entry)
             elif m.pattern == "sequence":
-                ms = self._sequence(m, ms, ctx, entry, name, cache)
+                ms = self._sequence(m, ms, ctx, entry, name, filters)
             else:
-                ms = self._absence(m, ms, ctx, entry, name, cache)
-            out[m.key] = ms
+                ms = self._absence(m, ms, ctx, entry, name, filters)
+            if ms is not old and (old is not None or ms is not _fresh(m.version)):
+                out[m.key] = ms  # not a fresh state that nothing happened to
         if catalog.moments_on_change:
             self._changes(out, ctx, entry.ts, (entry.seq,), entry)
         return self._settled(state, out)
 
     def _sequence(
-        self, m: MomentDef, ms: MomentState, ctx: Context, entry: Entry, name: str | None, cache: dict[str, Any]
+        self, m: MomentDef, ms: MomentState, ctx: Context, entry: Entry, name: str | None, filters: EventFilters
     ) -> MomentState:
         assert m.within is not None
         runs = []
@@ -134,32 +138,33 @@ class Moments(Projection[State]):
         for start, step, seqs in ms.runs:
             if entry.ts - start > m.within:
                 continue  # out of time: dropped
-            if fired is None and self._matches(m.steps[step], entry, name, cache):
+            if fired is None and self._matches(m.steps[step], name, filters):
                 if step + 1 == len(m.steps):
                     fired = (*seqs, entry.seq)
                     continue
                 runs.append((start, step + 1, (*seqs, entry.seq)))
             else:
                 runs.append((start, step, seqs))
-        if fired is None and self._matches(m.steps[0], entry, name, cache):
+        if fired is None and self._matches(m.steps[0], name, filters):
             runs.append((entry.ts, 1, (entry.seq,)))
-        runs = sorted(set(runs))[-MAX_RUNS:]
-        ms = MomentState(ms.version, tuple(runs), ms.pending, ms.last)
+        kept = tuple(sorted(set(runs))[-MAX_RUNS:])
+        if kept != ms.runs:
+            ms = MomentState(ms.version, kept, ms.pending, ms.last)
         if fired is not None:
             ms = self._fire(m, ms, ctx, entry.ts, fired, entry)
         return ms
 
     def _absence(
-        self, m: MomentDef, ms: MomentState, ctx: Context, entry: Entry, name: str | None, cache: dict[str, Any]
+        self, m: MomentDef, ms: MomentState, ctx: Context, entry: Entry, name: str | None, filters: EventFilters
     ) -> MomentState:
         assert m.within is not None
         first, then = m.steps
-        if ms.pending is not None and self._matches(then, entry, name, cache):
+        if ms.pending is not None and self._matches(then, name, filters):
             due, seqs = ms.pending
             if due - m.within <= entry.ts:  # it came after the first event: the moment will not happen
                 ctx.cancel(_timer(m.key))
                 return MomentState(ms.version, ms.runs, None, ms.last)
-        if self._matches(first, entry, name, cache):
+        if self._matches(first, name, filters):
             seqs = (*(ms.pending[1] if ms.pending else ()), entry.seq)[-MAX_SEQS:]
             due = entry.ts + m.within
             if ms.pending is not None:
@@ -187,9 +192,6 @@ class Moments(Projection[State]):
         traits_before: dict[str, Any] | None = None
         traits_after: dict[str, Any] | None = None
         for m in self.catalog.moments_on_change:
-            ms = out.get(m.key)
-            if ms is None or ms.version != m.version:
-                ms = MomentState(m.version)
             happened = False
             if m.segment is not None:
                 if old_segments is new_segments:
@@ -201,8 +203,9 @@ class Moments(Projection[State]):
                 if not any(before.get(p.name, sections.get(p.name)) is not sections.get(p.name) for p in self.sources):
                     continue  # no trait source changed
                 if traits_after is None:
-                    traits_before = self._traits(before, sections, before_state=True)
-                    traits_after = self._traits(before, sections, before_state=False)
+                    watched = {c.trait for c in self.catalog.moments_on_change if c.trait is not None}
+                    traits_before = self._traits(before, sections, watched, before_state=True)
+                    traits_after = self._traits(before, sections, watched, before_state=False)
                 assert traits_before is not None
                 old, new = _number(traits_before.get(m.trait)), _number(traits_after.get(m.trait))
                 if m.above is not None:
@@ -210,11 +213,19 @@ class Moments(Projection[State]):
                 elif m.below is not None:
                     happened = new is not None and new < m.below and old is not None and old >= m.below
             if happened:
+                ms = out.get(m.key)
+                if ms is None or ms.version != m.version:
+                    ms = MomentState(m.version)
                 out[m.key] = self._fire(m, ms, ctx, ts, seqs, entry)
 
-    def _traits(self, before: Mapping[str, Any], sections: Mapping[str, Any], before_state: bool) -> dict[str, Any]:
+    def _traits(
+        self, before: Mapping[str, Any], sections: Mapping[str, Any], watched: set[str], before_state: bool
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for p in self.sources:
+            names = p.trait_names()  # a closed set of traits none of which a moment watches: not computed
+            if names and watched.isdisjoint(names):
+                continue
             section = (before if before_state else sections).get(p.name)
             if section is not None:
                 out.update(p.traits(section))
@@ -263,7 +274,7 @@ class Moments(Projection[State]):
     ) -> MomentState:
         if m.cooldown and ms.last is not None and ts - ms.last < m.cooldown:
             return ms
-        if m.context is not None and not m.context.evaluate(self._variables(ctx, entry, ts)):
+        if m.context is not None and not m.context.evaluate(self._variables(ctx, entry, ts, m.context)):
             return ms
         data = {"seqs": list(seqs[-MAX_SEQS:]), "version": m.version}
         record(ctx, ts, "moment", m.key, data)
@@ -271,16 +282,23 @@ class Moments(Projection[State]):
         ctx.count(MOMENT_STATS, (m.key, ts // DAY), (1,))
         return MomentState(ms.version, ms.runs, ms.pending, ts)
 
-    def _variables(self, ctx: Context, entry: Entry | None, ts: int) -> dict[str, Any]:
+    def _variables(self, ctx: Context, entry: Entry | None, ts: int, rule: Rule) -> dict[str, Any]:
+        """What ``rule`` reads (only that: deriving the context or converting traits it does not read is
+        wasted on every occurrence)."""
+        refs = rule.references
+        reads = refs.variables
         members = ctx.profile.sections.get("segments") or {}
-        variables = profile_variables(ctx.profile, self.sources, members, ts)
-        variables["context"] = self.context_of(ctx, entry, ts)
-        e = entry.event if entry is not None else None
-        variables["event"] = {
-            "name": (_name(entry) or "") if entry is not None else "",
-            "type": e.type if e is not None else "",
-            "properties": (e.properties or {}) if e is not None else {},
-        }
+        keys = None if refs.traits_dynamic else set(refs.traits)
+        variables = profile_variables(ctx.profile, self.sources, members, ts, reads, keys)
+        if "context" in reads:
+            variables["context"] = self.context_of(ctx, entry, ts)
+        if "event" in reads:
+            e = entry.event if entry is not None else None
+            variables["event"] = {
+                "name": (_name(entry) or "") if entry is not None else "",
+                "type": e.type if e is not None else "",
+                "properties": (e.properties or {}) if e is not None else {},
+            }
         return variables
 
     def context_of(self, ctx: Context, entry: Entry | None, ts: int) -> DerivedContext:

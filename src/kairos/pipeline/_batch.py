@@ -209,6 +209,7 @@ class Batch:
         for key in resolution.keys:
             if key not in profile.identities:
                 profile.identities.add(key)
+                profile.identities_seq = entry.seq
                 self.owner_of[key] = profile.pk
                 self.new_identities[key] = (profile.pk, entry.seq)
         return profile
@@ -226,6 +227,7 @@ class Batch:
                 winner.dirty.add(p.name)
         ctx.keep()
         winner.identities |= loser.identities
+        winner.identities_seq = entry.seq
         # The loser stays as a tombstone so that its id still resolves (to the winner).
         loser.identities = set()
         loser.sections = {p.name: p.initial() for p in self.projections}

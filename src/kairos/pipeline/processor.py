@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gc
 import logging
 import threading
 import traceback
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from kairos._gc import paused as gc_paused
 from kairos.config import Settings
 from kairos.definitions import KINDS, Catalog, catalog_of
 from kairos.errors import CheckpointConflict, KairosError
@@ -163,13 +163,8 @@ class Processor:
         # structures make no cycles); with the cached profiles alive, the cyclic collector would rescan
         # them again and again during the batch (measured: a third of the processor's time). It runs
         # between batches instead.
-        enabled = gc.isenabled()
-        gc.disable()
-        try:
+        with gc_paused():
             return self._run_once()
-        finally:
-            if enabled:
-                gc.enable()
 
     def _between(self) -> None:
         """Work that runs between batches (erasures); a failure is logged and retried on a later call."""

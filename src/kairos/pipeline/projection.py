@@ -141,6 +141,7 @@ class ProfileState:
     identities: set[IdentityKey] = field(default_factory=set)
     merged_into: int | None = None
     new: bool = False  # created in this batch: written whole
+    identities_seq: int = -1  # the log position of the last event that added identifiers to it (this batch)
     dirty: set[str] = field(default_factory=set)  # sections changed in this batch
 
 

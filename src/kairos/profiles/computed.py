@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context as DecimalContext
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -35,7 +37,7 @@ import msgspec
 from kairos.collect import iso
 from kairos.definitions import Catalog, TraitDef
 from kairos.pipeline.projection import Context, Entry, Projection, Timer
-from kairos.rules import Bindings, Scope
+from kairos.rules import Bindings, Rule, Scope
 from kairos.store.schema import Column
 
 __all__ = ["ComputedTraits", "KeyState"]
@@ -43,6 +45,7 @@ __all__ = ["ComputedTraits", "KeyState"]
 EXACT = 64  # newest events kept exactly per windowed trait
 GRID = 128  # buckets per window for older events
 KMV = 256  # distinct_count sketch size
+MEMO = 65_536  # trait values remembered (by KeyState) before the memo starts again
 MOST_FREQUENT_CAP = 1000  # most_frequent: distinct values counted per profile
 TIMER = "window"
 _DEC = DecimalContext(prec=60)
@@ -64,7 +67,6 @@ class KeyState:
 
 
 State = Mapping[str, KeyState]
-Variables = Any  # an event's where-variables: Bindings, or the plain mapping when they cannot be bound
 
 
 # -- partial aggregates -----------------------------------------------------------------------------------
@@ -190,18 +192,35 @@ def grid(window: int) -> int:
     return max(1000, window // GRID)
 
 
-def _canonical(d: TraitDef, ks: KeyState, exact: list[tuple[int, int, Any]], buckets: dict[int, Any]) -> KeyState:
-    """Keep the newest ``EXACT`` exact partials; older ones go to their bucket. A function of the set of
-    events, whatever order they came in (and merges in)."""
-    exact.sort(key=lambda x: (x[0], x[1]))
+_second, _third = itemgetter(1), itemgetter(2)
+
+
+def _order(x: tuple[int, int, Any]) -> tuple[int, int]:
+    return (x[0], x[1])
+
+
+def _canonical(
+    d: TraitDef,
+    ks: KeyState,
+    exact: list[tuple[int, int, Any]],
+    buckets: tuple[tuple[int, Any], ...],
+    ordered: bool = False,
+) -> KeyState:
+    """Keep the newest ``EXACT`` exact partials; older ones go to their bucket (``buckets``: sorted). A
+    function of the set of events, whatever order they came in (and merges in). ``ordered``: ``exact`` is
+    sorted already."""
+    if not ordered:
+        exact.sort(key=_order)
     if len(exact) > EXACT:
         assert d.window is not None
         g = grid(d.window)
+        merged = dict(buckets)
         for ts, _seq, p in exact[: len(exact) - EXACT]:
             b = ts // g
-            buckets[b] = combine(d.aggregate, buckets.get(b), p)
+            merged[b] = combine(d.aggregate, merged.get(b), p)
         exact = exact[len(exact) - EXACT :]
-    return KeyState(ks.version, None, tuple(exact), tuple(sorted(buckets.items())), ks.updated_at)
+        buckets = tuple(sorted(merged.items()))
+    return KeyState(ks.version, None, tuple(exact), buckets, ks.updated_at)
 
 
 def expire(d: TraitDef, ks: KeyState, now: int) -> KeyState:
@@ -234,6 +253,14 @@ def next_expiry(d: TraitDef, ks: KeyState) -> int | None:
 def partial(d: TraitDef, ks: KeyState) -> Any:
     if d.window is None:
         return ks.total
+    if not ks.exact and not ks.buckets:
+        return None
+    # Rules read a window's value on every event that changes it: the common aggregates in C-level passes.
+    if d.aggregate == "count":
+        return sum(map(_third, ks.exact)) + sum(map(_second, ks.buckets))
+    if d.aggregate in ("min", "max"):
+        pick = min if d.aggregate == "min" else max
+        return pick(itertools.chain(map(_third, ks.exact), map(_second, ks.buckets)))
     p = None
     for _b, q in ks.buckets:
         p = combine(d.aggregate, p, q)
@@ -247,9 +274,12 @@ def add(d: TraitDef, ks: KeyState, p: Any, ts: int, seq: int, now: int) -> KeySt
         return KeyState(ks.version, combine(d.aggregate, ks.total, p), (), (), max(ks.updated_at, ts))
     if ts <= now - d.window:
         return ks  # already out of the window (a late or imported event)
-    if any(s == seq for _t, s, _p in ks.exact):
+    exact = ks.exact
+    if seq in map(_second, exact):  # applied already (C-level scan: this runs on every event)
         return ks
-    out = _canonical(d, ks, [*ks.exact, (ts, seq, p)], dict(ks.buckets))
+    # Events come in log order, mostly in time order too: the newest goes last without sorting.
+    ordered = not exact or (ts, seq) >= _order(exact[-1])
+    out = _canonical(d, ks, [*exact, (ts, seq, p)], ks.buckets, ordered)
     return expire(d, KeyState(out.version, None, out.exact, out.buckets, max(ks.updated_at, ts)), now)
 
 
@@ -262,7 +292,7 @@ def merge_key(d: TraitDef, a: KeyState, b: KeyState, now: int) -> KeyState:
         buckets[i] = combine(d.aggregate, buckets.get(i), q)
     seen = {(t, s) for t, s, _ in a.exact}
     exact = [*a.exact, *(x for x in b.exact if (x[0], x[1]) not in seen)]
-    out = _canonical(d, KeyState(a.version, None, (), (), updated), exact, buckets)
+    out = _canonical(d, KeyState(a.version, None, (), (), updated), exact, tuple(sorted(buckets.items())))
     return expire(d, out, now)
 
 
@@ -290,27 +320,61 @@ def _event_name(entry: Entry) -> str | None:
     return e.event if e.type == "track" else e.name
 
 
-def event_bindings(entry: Entry) -> Bindings | dict[str, Any]:
-    """:func:`event_variables` converted once for every ``where`` filter that reads this event (a value no
-    rule can read leaves the plain mapping, on which each filter answers false)."""
-    variables = event_variables(entry)
+def event_bindings(entry: Entry, reads: Collection[str] | None = None) -> Bindings | dict[str, Any]:
+    """:func:`event_variables` (only ``reads``, when given) converted once for every ``where`` filter that
+    reads this event (a value no rule can read leaves the plain mapping, on which each filter answers false)."""
+    variables = event_variables(entry, reads)
     try:
         return Scope.EVENT.bind(variables)
     except (TypeError, ValueError):
         return variables
 
 
-def event_variables(entry: Entry) -> dict[str, Any]:
-    """What a ``where`` filter sees of an event."""
+class EventFilters:
+    """``where`` filters over one event: the variables a filter reads are converted once, when a filter
+    first needs them, and each distinct filter is evaluated once (two traits counting
+    ``event_type == "page"`` ask once)."""
+
+    __slots__ = ("_answers", "_bindings", "entry")
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+        self._bindings: dict[frozenset[str], Bindings | dict[str, Any]] = {}
+        self._answers: dict[str, bool] = {}
+
+    def passes(self, rule: Rule) -> bool:
+        answer = self._answers.get(rule.source)
+        if answer is None:
+            # Bound per set of variables read: `event_type == "page"` on every event converts no properties.
+            reads = rule.references.variables
+            bindings = self._bindings.get(reads)
+            if bindings is None:
+                bindings = self._bindings[reads] = event_bindings(self.entry, reads)
+            answer = self._answers[rule.source] = rule.evaluate(bindings)
+        return answer
+
+
+_EVENT_VARIABLES = frozenset(("event", "event_type", "properties", "context", "traits", "timestamp"))
+
+
+def event_variables(entry: Entry, reads: Collection[str] | None = None) -> dict[str, Any]:
+    """What a ``where`` filter sees of an event (only the variables ``reads``, when given)."""
     e = entry.event
-    return {
-        "event": _event_name(entry) or "",
-        "event_type": e.type,
-        "properties": e.properties or {},
-        "context": e.context or {},
-        "traits": e.traits or {},
-        "timestamp": datetime.fromtimestamp(entry.ts / 1000, UTC),
-    }
+    out: dict[str, Any] = {}
+    wanted = _EVENT_VARIABLES if reads is None else reads
+    if "event" in wanted:
+        out["event"] = _event_name(entry) or ""
+    if "event_type" in wanted:
+        out["event_type"] = e.type
+    if "properties" in wanted:
+        out["properties"] = e.properties or {}
+    if "context" in wanted:
+        out["context"] = e.context or {}
+    if "traits" in wanted:
+        out["traits"] = e.traits or {}
+    if "timestamp" in wanted:
+        out["timestamp"] = datetime.fromtimestamp(entry.ts / 1000, UTC)
+    return out
 
 
 class ComputedTraits(Projection[State]):
@@ -323,24 +387,22 @@ class ComputedTraits(Projection[State]):
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
+        self._values: dict[int, tuple[KeyState, TraitDef, Any]] = {}  # id(KeyState) → (it, its definition, value)
 
     def initial(self) -> State:
         return {}
 
     # -- applying ------------------------------------------------------------------------------------
-    def _counts(self, d: TraitDef, entry: Entry, variables: Variables | None) -> tuple[Any, Variables | None]:
-        """The event's partial for ``d`` (None if it does not count) and the where-variables built so far."""
-        if d.where is not None:
-            if variables is None:
-                variables = event_bindings(entry)
-            if not d.where.evaluate(variables):
-                return None, variables
+    def _counts(self, d: TraitDef, entry: Entry, filters: EventFilters) -> Any:
+        """The event's partial for ``d`` (None if it does not count)."""
+        if d.where is not None and not filters.passes(d.where):
+            return None
         value = None
         if d.property is not None:
             value = _property(entry.event.properties, d.property)
             if value is None:
-                return None, variables
-        return unit(d.aggregate, value, when(entry), entry.seq), variables
+                return None
+        return unit(d.aggregate, value, when(entry), entry.seq)
 
     def apply(self, state: State, entry: Entry, ctx: Context) -> State:
         by_event = self.catalog.traits_by_event
@@ -352,10 +414,10 @@ class ComputedTraits(Projection[State]):
         if not defs:
             return state
         out: dict[str, KeyState] | None = None
-        variables: Variables | None = None
+        filters = EventFilters(entry)
         windowed = False
         for d in defs:
-            p, variables = self._counts(d, entry, variables)
+            p = self._counts(d, entry, filters)
             if p is None:
                 continue
             ks = state.get(d.key)
@@ -400,11 +462,11 @@ class ComputedTraits(Projection[State]):
         defs = [d for k in sorted(keys) if (d := self.catalog.traits.get(k)) is not None]
         for entry in history or ():
             name = _event_name(entry)
-            variables = None
+            filters = EventFilters(entry)
             for d in defs:
                 if d.event is not None and d.event != name:
                     continue
-                p, variables = self._counts(d, entry, variables)
+                p = self._counts(d, entry, filters)
                 if p is None:
                     continue
                 ks = out.get(d.key) or KeyState(d.version)
@@ -451,10 +513,20 @@ class ComputedTraits(Projection[State]):
 
     def traits(self, state: State) -> Mapping[str, Any]:
         out: dict[str, Any] = {}
+        memo = self._values
         for key, d in self.catalog.traits.items():
             ks = state.get(key)
             if ks is not None and ks.version == d.version:
-                value = result(d.aggregate, partial(d, ks))
+                # A window's value combines up to EXACT partials and its buckets, and rules read the traits on
+                # every event: the value of an unchanged KeyState (copied on write) is remembered.
+                hit = memo.get(id(ks))
+                if hit is not None and hit[0] is ks and hit[1] is d:
+                    value = hit[2]
+                else:
+                    value = result(d.aggregate, partial(d, ks))
+                    if len(memo) >= MEMO:
+                        memo.clear()
+                    memo[id(ks)] = (ks, d, value)
             else:
                 value = result(d.aggregate, None)
             if value is not None:

@@ -254,6 +254,7 @@ class Scope:
         self.keyed = frozenset(keyed)
         self.convert = {**_CONVERT, **(convert or {})}
         self.empty = {**_EMPTY, **(empty or {})}
+        self._empties: dict[str, Any] | None = None
         self._env: cel.Env | None = None
 
     def __repr__(self) -> str:
@@ -272,11 +273,14 @@ class Scope:
         Raises :class:`TypeError` or :class:`ValueError` for a value no rule can read (see ``_json``).
         """
         data: dict[str, Any] = {}
+        empties = self._empties
+        if empties is None:  # converted once: rules only read them
+            empties = self._empties = {name: self.convert[name](value) for name, value in self.empty.items()}
         for name in self.variables:
             value = variables.get(name)
             if value is None:
-                if name in self.empty:
-                    data[name] = self.convert[name](self.empty[name])
+                if name in empties:
+                    data[name] = empties[name]
                 continue  # unbound: a rule that reads it gets an error, hence false
             data[name] = self.convert[name](value)
         return Bindings(self, self.env.Activation(data), data)
@@ -392,13 +396,25 @@ class Rule:
     def evaluate(self, variables: Mapping[str, Any] | Bindings) -> bool:
         """True if the rule holds. An error (a missing key, a value of the wrong type) makes it false and is
         counted in ``errors``; this never raises."""
-        return self.evaluate_detail(variables).matched
+        try:
+            value = self._expression.eval(self._activation(variables))
+        except (TypeError, ValueError, RuntimeError) as e:
+            return self._failed(str(e)).matched
+        # The hot path (segments, moments, filters: millions of calls) reads a true or false answer without
+        # building an Outcome.
+        result = value.value()
+        if result is True or result is False:
+            return result is True
+        return self._outcome(value).matched
 
     def evaluate_detail(self, variables: Mapping[str, Any] | Bindings) -> Outcome:
         try:
             value = self._expression.eval(self._activation(variables))
         except (TypeError, ValueError, RuntimeError) as e:
             return self._failed(str(e))
+        return self._outcome(value)
+
+    def _outcome(self, value: Any) -> Outcome:
         if value.type() == _T.ERROR:
             return self._failed(str(value.value()))
         result = value.value()

@@ -18,9 +18,10 @@ entered, exited) from which ``size`` and ``size_history`` are read.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from kairos.definitions import Catalog, SegmentDef
@@ -52,15 +53,12 @@ NEVER = 2**62  # a timer that only carries hints (no rule changes within reach)
 
 @dataclass(frozen=True, slots=True)
 class Inputs:
-    """What an event changed: sections, trait keys (any source), counters' fields."""
+    """What an event changed: sections, trait keys (any source), counters' fields, identifiers."""
 
     changed: set[str]
     keys: set[str]
     fields: set[str]
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    identities: bool
 
 
 def profile_variables(
@@ -69,33 +67,49 @@ def profile_variables(
     members: Members,
     now: int,
     reads: Collection[str] | None = None,
+    trait_keys: AbstractSet[str] | None = None,
 ) -> dict[str, Any]:
     """What a segment rule sees of a profile (the variables of :data:`kairos.rules.Scope.SEGMENT`).
 
-    ``reads``: the variables the rules to evaluate read (``References.variables``); the traits, the costliest
-    to compute, are left empty when none reads them (a rule that does not read a variable cannot tell)."""
+    ``reads``: the variables the rules to evaluate read (``References.variables``), ``trait_keys``: the traits
+    they read (None: any); only those are made (a rule cannot tell a variable or a trait it does not read),
+    and each costs: rules convert every trait they are given on first use. Times are epoch milliseconds, which
+    the rules' conversion reads directly (a datetime costs a round trip)."""
     sections = profile.sections
-    traits: dict[str, Any] = {}
-    for p in sources if reads is None or "traits" in reads else ():
-        section = sections.get(p.name)
-        traits.update(p.traits(section if section is not None else p.initial()))
-    identities: dict[str, list[str]] = {}
-    for kind, value in sorted(profile.identities):
-        identities.setdefault(kind, []).append(value)
-    counts = sections.get("counters")
-    consents = sections.get("consents") or {}
-    return {
-        "traits": traits,
-        "identities": identities,
-        "segments": sorted(members),
-        "consents": {purpose: bool(c["granted"]) for purpose, c in consents.items()},
-        "profile": {
-            "created_at": _dt(counts.created_at if counts is not None and counts.event_count else now),
-            "updated_at": _dt(counts.updated_at if counts is not None and counts.event_count else now),
-            "event_count": counts.event_count if counts is not None else 0,
-        },
-        "now": _dt(now),
-    }
+    out: dict[str, Any] = {"segments": sorted(members), "now": now}
+    if reads is None or "traits" in reads:
+        traits: dict[str, Any] = {}
+        for p in sources:
+            names = p.trait_names()  # a closed set (computed, RFM) none of which is read: not computed
+            if trait_keys is not None and names and trait_keys.isdisjoint(names):
+                continue
+            section = sections.get(p.name)
+            traits.update(p.traits(section if section is not None else p.initial()))
+        out["traits"] = traits if trait_keys is None else {k: traits[k] for k in trait_keys if k in traits}
+    if reads is None or "identities" in reads:
+        identities: dict[str, list[str]] = {}
+        for kind, value in sorted(profile.identities):
+            identities.setdefault(kind, []).append(value)
+        out["identities"] = identities
+    if reads is None or "consents" in reads:
+        consents = sections.get("consents") or {}
+        out["consents"] = {purpose: bool(c["granted"]) for purpose, c in consents.items()}
+    if reads is None or "profile" in reads:
+        counts = sections.get("counters")
+        if counts is not None and counts.event_count:
+            out["profile"] = {
+                "created_at": counts.created_at,
+                "updated_at": counts.updated_at,
+                "event_count": counts.event_count,
+            }
+        else:
+            out["profile"] = {"created_at": now, "updated_at": now, "event_count": 0}
+    return out
+
+
+def _trait_keys(keys: set[str] | None, s: SegmentDef) -> set[str] | None:
+    """The trait keys rules read, with ``s``'s (None: any trait, a rule names one at run time)."""
+    return None if keys is None or s.traits_dynamic else keys | s.traits
 
 
 def _bind(variables: dict[str, Any]) -> Bindings | dict[str, Any]:
@@ -139,26 +153,37 @@ class Segments(Projection[Members]):
             fields = {
                 f for f in ("created_at", "updated_at", "event_count") if getattr(counts, f) != getattr(new_counts, f)
             }
-        return Inputs(changed, keys, fields)
+        # Identifiers change in place (only by being added while an event is applied; a merge evaluates all).
+        return Inputs(changed, keys, fields, ctx.profile.identities_seq == ctx.seq)
 
-    @classmethod
-    def _wanted(cls, s: SegmentDef, inputs: Inputs | None, only: set[str] | None, moved: set[str]) -> bool:
-        if inputs is None:
-            return only is None or s.key in only or (bool(moved) and not s.segments.isdisjoint(moved))
-        return cls._wants(s, inputs, moved)
+    def _positions(self, inputs: Inputs, moved: set[str]) -> list[int]:
+        """The positions of the rules an event's changes (and memberships moved before) may change, sorted
+        (a heap): by look-up in the catalog's :class:`~kairos.definitions.SegmentIndex`."""
+        index = self.catalog.segment_index
+        found: set[int] = set()
+        if inputs.keys:
+            found.update(index.traits_dynamic)
+            for key in inputs.keys:
+                found.update(index.by_trait.get(key, ()))
+        if inputs.fields:
+            found.update(index.profile_any)
+            for name in inputs.fields:
+                found.update(index.by_field.get(name, ()))
+        if "consents" in inputs.changed:
+            found.update(index.consents)
+        if inputs.identities:
+            found.update(index.identities)
+        if moved:
+            found.update(index.segments_dynamic)
+            for key in moved:
+                found.update(index.by_segment.get(key, ()))
+        return sorted(found)
 
     @staticmethod
-    def _wants(s: SegmentDef, inputs: Inputs, moved: set[str]) -> bool:
-        if moved and (s.segments_dynamic or not s.segments.isdisjoint(moved)):
-            return True
-        if s.identities:
-            return True  # identities change in place: evaluated on every change of the profile
-        if s.profile and inputs.fields and ("*" in s.profile or not s.profile.isdisjoint(inputs.fields)):
-            return True
-        if s.consents and "consents" in inputs.changed:
-            return True
-        keys = inputs.keys
-        return bool(keys) and (s.traits_dynamic or not s.traits.isdisjoint(keys))
+    def _wanted(s: SegmentDef, only: set[str] | None, moved: set[str]) -> bool:
+        """With no inputs (a new or merged profile, a timer, a changed definition): every rule, or those in
+        ``only`` and the rules that read a membership already moved."""
+        return only is None or s.key in only or (bool(moved) and not s.segments.isdisjoint(moved))
 
     # -- the projection -----------------------------------------------------------------------------
     def apply(self, state: Members, entry: Entry, ctx: Context) -> Members:
@@ -210,35 +235,61 @@ class Segments(Projection[Members]):
                     self._exit(ctx, key, version, ts)
                 else:
                     out[key] = (s.version, out[key][1])
+        # Which rules to evaluate, by position in evaluation order (a rule comes after the segments it reads):
+        # those whose inputs changed, then, as memberships move, the later rules that read them.
+        index = self.catalog.segment_index
+        if inputs is None:
+            heap = [i for i, s in enumerate(segments) if self._wanted(s, only, moved)]
+            readers: tuple[int, ...] = ()  # with no inputs, a moved segment wakes only its static readers
+        else:
+            heap = self._positions(inputs, moved)
+            readers = index.segments_dynamic
+        queued = set(heap)
         # The variables the wanted rules read are computed and converted once (Scope.bind), again only when a
         # membership moved or a rule reads more; a value no rule can read (bind refuses it) leaves the plain
         # mapping, on which each rule answers false.
         variables: dict[str, Any] | None = None
         bindings: Bindings | dict[str, Any] | None = None
         need: set[str] = set()
-        first = [self._wanted(s, inputs, only, moved) for s in segments]  # before any membership moved
-        for s, wanted in zip(segments, first, strict=True):
-            if wanted:
+        keys: set[str] | None = set()
+        for i in heap:
+            need |= segments[i].reads
+            keys = _trait_keys(keys, segments[i])
+        stale = False  # a membership moved since the bindings were made: `segments` is to be bound again
+        while heap:
+            i = heapq.heappop(heap)
+            s = segments[i]
+            if (
+                variables is None
+                or bindings is None
+                or not s.reads <= need
+                or (keys is not None and (s.traits_dynamic or not s.traits <= keys))
+            ):
                 need |= s.reads
-        for s, wanted in zip(segments, first, strict=True):
-            if not wanted and not (moved and self._wanted(s, inputs, only, moved)):
-                continue
-            if variables is None or bindings is None or not s.reads <= need:
-                need |= s.reads
-                variables = profile_variables(ctx.profile, self.sources, out, now, need)
+                keys = _trait_keys(keys, s)
+                variables = profile_variables(ctx.profile, self.sources, out, now, need, keys)
                 bindings = _bind(variables)
-            elif variables["segments"] != (members := sorted(out)):
-                variables["segments"] = members
-                bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
+                stale = False
+            elif stale and "segments" in s.reads:
+                # Only for a rule that reads it: new bindings convert every variable again on first use.
+                if variables["segments"] != (members := sorted(out)):
+                    variables["segments"] = members
+                    bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
+                stale = False
             holds = s.rule.evaluate(bindings)
             if holds != (s.key in out):
                 moved.add(s.key)
+                stale = True
                 if holds:
                     out[s.key] = (s.version, ts)
                     self._enter(ctx, s.key, s.version, ts)
                 else:
                     del out[s.key]
                     self._exit(ctx, s.key, s.version, ts)
+                for j in (*readers, *index.by_segment.get(s.key, ())):
+                    if j > i and j not in queued:
+                        queued.add(j)
+                        heapq.heappush(heap, j)
         return state if out == state else out
 
     def settle(self, state: Members, ctx: Context) -> Members:
@@ -258,7 +309,10 @@ class Segments(Projection[Members]):
         times = (counts.created_at, counts.updated_at) if counts is not None and counts.event_count else ()
         base = times[1] if times else now
         need = frozenset().union(*(s.reads for s in timed))
-        bindings = _bind(profile_variables(ctx.profile, self.sources, state, now, need))
+        keys: set[str] | None = set()
+        for s in timed:
+            keys = _trait_keys(keys, s)
+        bindings = _bind(profile_variables(ctx.profile, self.sources, state, now, need, keys))
         flips: dict[str, Any] = {}
         for s in timed:
             holds = s.key in state
@@ -299,22 +353,25 @@ class Segments(Projection[Members]):
             probe = dict(variables)
 
             def at(t: int) -> bool:
-                probe["now"] = _dt(t)
+                probe["now"] = t
                 return s.rule.evaluate(probe)
 
         horizon = now + LADDER[-1]
-        if at(horizon) == holds:  # the same answer at the end of reach: no change before (monotonic in time)
-            return None
         guesses: list[int] = []
         if isinstance(hint, list) and len(hint) == 2 and isinstance(hint[1], int):
             flip, then = hint
             if isinstance(flip, int):
-                guesses += (flip, flip + ts - then)
-        guesses += sorted(
-            x + sign * d + edge for x in times for d in s.rule.durations for sign in (1, -1) for edge in (1, 0)
-        )
+                guesses += (flip + ts - then, flip)  # moved with the profile's time first: the usual case
+        # A guess that checks out needs no probe at the end of reach: taken as monotonic in time, the rule
+        # changes its answer once.
         for guess in dict.fromkeys(guesses):
             if now < guess <= horizon and at(guess) != holds and at(guess - _S) == holds:
+                return int(guess)
+        if at(horizon) == holds:  # the same answer at the end of reach: no change before (monotonic in time)
+            return None
+        edges = (x + sign * d + edge for x in times for d in s.rule.durations for sign in (1, -1) for edge in (1, 0))
+        for guess in dict.fromkeys(sorted(edges)):
+            if guess not in guesses and now < guess <= horizon and at(guess) != holds and at(guess - _S) == holds:
                 return int(guess)
         lo = now
         for step in LADDER:
