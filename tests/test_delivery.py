@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,7 +17,7 @@ from kairos.config import DeliverySettings
 from kairos.runtime import Kairos
 from kairos.store import Source
 from tests.conftest import Feed, make_settings
-from tests.receivers import Receiver, free_port, receiver
+from tests.receivers import Received, Receiver, free_port, receiver
 
 SECRET = "whsec_test_0123456789"
 FAST = {
@@ -81,7 +82,11 @@ def vip_people(kairos: Kairos, feed: Feed, n: int) -> set[str]:
 
 
 def profiles(rec: Receiver) -> set[str]:
-    return {str(r.message["profile_id"]) for r in rec.accepted.values()}
+    return profiles_of(rec.accepted.values())
+
+
+def profiles_of(got: Iterable[Received]) -> set[str]:
+    return {str(r.message["profile_id"]) for r in got}
 
 
 def test_every_message_arrives_signed_with_one_id_whatever_the_receiver_does(
@@ -162,6 +167,84 @@ def test_deliveries_pending_at_a_restart_go_out_after_it(kairos: Kairos, feed: F
         wait_for(lambda: not kairos.store.deliveries.list("later", "pending", 10))
     assert set(rec.accepted) == pending and profiles(rec) == expected
     assert {d.status for d in kairos.store.deliveries.list("later", None, 10)} == {"delivered", "suppressed"}
+
+
+def holding(nth: int) -> tuple[Callable[[int], tuple[int, dict[str, str], float]], threading.Event, threading.Event]:
+    """A receiver's answer that holds request ``nth`` (0-based) until released, and answers the others at once;
+    with the event set when it is reached and the one that releases it."""
+    reached, release = threading.Event(), threading.Event()
+    requests = itertools.count()
+
+    def answer(n: int) -> tuple[int, dict[str, str], float]:
+        if next(requests) == nth:
+            reached.set()
+            release.wait(15)
+        return 200, {}, 0.0
+
+    return answer, reached, release
+
+
+def test_a_delivery_read_ahead_is_built_and_consent_checked_only_when_it_is_sent(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    """Due deliveries are read ``delivery.batch_size`` at a time and wait in the worker's memory: a consent
+    withdrawn while one waits there still stops it."""
+    from kairos.privacy.consents import record
+
+    kairos.settings.delivery.concurrency = 1
+    kairos.settings.delivery.timeout_seconds = 15.0
+    hold_the_first, first_in, release = holding(0)
+    with receiver(SECRET, hold_the_first) as rec:
+        destination(kairos, "crm", rec.url)
+        people = vip_people(kairos, feed, 3)
+        with delivering(kairos):
+            assert first_in.wait(15)  # one sent; the others (read with it) wait behind it, their bodies unbuilt
+            (first,) = profiles_of(rec.got)
+            withdrawn = sorted(people - {first})[-1]
+            pk = kairos.store.state.resolve_id(withdrawn)
+            assert pk is not None
+            record(kairos, pk, consents={"marketing_email": False}, via="api")
+            kairos.processor.run_until_caught_up()
+            release.set()
+            wait_for(lambda: not kairos.store.deliveries.list("crm", "pending", 10))
+    assert profiles(rec) == people - {withdrawn} and profiles_of(rec.got) == people - {withdrawn}
+    suppressed = kairos.store.deliveries.list("crm", "suppressed", 10)
+    assert withdrawn in {d.profile_id for d in suppressed}
+
+
+def test_read_ahead_and_outcomes_recorded_rounds_later_send_each_message_once(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    """Outcomes wait a few rounds before they are recorded, and due deliveries are read ahead in batches: a
+    delivery sent but not yet recorded is still pending in the store, so it must be recorded before the next
+    read, or it would go out twice."""
+    kairos.settings.delivery.concurrency = 2
+    kairos.settings.delivery.batch_size = 5  # a read takes 5; a round sends 2
+    with receiver(SECRET) as rec:
+        destination(kairos, "crm", rec.url)
+        people = vip_people(kairos, feed, 12)
+        with delivering(kairos):
+            wait_for(lambda: len(kairos.store.deliveries.list("crm", "delivered", 100)) == 12)
+    assert len(rec.got) == 12 and profiles_of(rec.got) == people
+    delivered = kairos.store.deliveries.list("crm", "delivered", 100)
+    assert {d.attempts for d in delivered} == {1}
+    uses = kairos.store.uses.of(sorted(people), 100)
+    assert sorted(u.ref for u in uses) == sorted(d.id for d in delivered)  # one ledger row each
+
+
+def test_outcomes_not_yet_recorded_are_recorded_when_the_worker_stops(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    kairos.settings.delivery.concurrency = 1  # rounds of one: outcomes are recorded four at a time
+    hold_the_seventh, reached, release = holding(6)
+    with receiver(SECRET, hold_the_seventh) as rec:
+        destination(kairos, "crm", rec.url)
+        vip_people(kairos, feed, 10)
+        with delivering(kairos):
+            assert reached.wait(15)  # 1-4 recorded, 5 and 6 answered but not recorded, 7 in flight
+        release.set()
+    assert len(kairos.store.deliveries.list("crm", "delivered", 100)) == 6  # not sent again after a restart
+    assert len(rec.got) == 7
 
 
 def test_backoff_grows_with_jitter_and_retry_after_is_read() -> None:

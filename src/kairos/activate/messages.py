@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +26,7 @@ from kairos.activate.destinations import Destination
 from kairos.collect import iso
 from kairos.identity import profile_id_for
 from kairos.pipeline import ProfileState
-from kairos.pipeline.projection import Entry, Event
+from kairos.pipeline.projection import Entry, Event, Projection
 from kairos.profiles.computed import event_variables
 from kairos.runtime import Kairos
 from kairos.store import LogEntry, OutboxMessage
@@ -132,8 +132,9 @@ def items_at(kairos: Kairos, refs: Sequence[tuple[str, int]]) -> dict[tuple[str,
     return out
 
 
-def _profiles(kairos: Kairos, items: Sequence[Item]) -> dict[str, ProfileState]:
-    """Current profiles by the ids the items name (following merges)."""
+def _profiles(kairos: Kairos, items: Sequence[Item], names: Collection[str]) -> dict[str, ProfileState]:
+    """Current profiles by the ids the items name (following merges), with only the sections ``names``
+    decoded (every other section is absent)."""
     kairos.definitions()  # computed traits are decoded through the current definitions
     pks: dict[str, int] = {}
     for item in items:
@@ -142,13 +143,22 @@ def _profiles(kairos: Kairos, items: Sequence[Item]) -> dict[str, ProfileState]:
             if pk is not None:
                 pks[item.profile_id] = pk
     rows = kairos.store.state.load_profiles(set(pks.values()))
-    return {pid: kairos.codec.state(rows[pk]) for pid, pk in pks.items() if pk in rows}
+    slices = [(p, s) for p, s in kairos.codec.slices if p.name in names]
+    out: dict[str, ProfileState] = {}
+    for pid, pk in pks.items():
+        row = rows.get(pk)
+        if row is not None:
+            sections = {p.name: p.decode(row.values[s]) for p, s in slices}
+            out[pid] = ProfileState(row.pk, row.id, sections, row.identities, row.merged_into)
+    return out
 
 
 def render(kairos: Kairos, dest: Destination, items: Sequence[Item]) -> list[bytes | None]:
     """Each item's message as sent to ``dest``, or None where the consent gate forbids it (the person
     denied the destination's purpose, or is unknown)."""
-    profiles = _profiles(kairos, items)
+    # A message needs the consents and the trait values it carries: the rest of a profile is not decoded.
+    sources = [p for p in kairos.codec.projections if dest.traits and type(p).traits is not Projection.traits]
+    profiles = _profiles(kairos, items, {"consents", *(p.name for p in sources)})
     consents = kairos.consent_policy
     out: list[bytes | None] = []
     for item in items:
@@ -157,7 +167,9 @@ def render(kairos: Kairos, dest: Destination, items: Sequence[Item]) -> list[byt
             out.append(None)
             continue
         assert profile is not None
-        values = kairos.codec.traits(profile)
+        values: dict[str, Any] = {}
+        for p in sources:  # as ProfileCodec.traits, over the decoded sections
+            values.update(p.traits(profile.sections[p.name]))
         body = {
             "id": delivery_id(dest.key, item.ref),
             "type": item.type,

@@ -7,9 +7,11 @@ by measurement: docs/decisions.md) and at most ``delivery.concurrency`` requests
 1. **plan**: read the outbox (and, for an event subscription, the applied part of the log) after the
    destination's cursor, and insert a pending delivery for each message it subscribes to, moving the cursor
    in the same transaction (:meth:`kairos.store.Deliveries.plan`);
-2. **send** the deliveries that are due: each body is built when it is sent (current traits, consent
-   checked again: a person who withdrew consent meanwhile gets nothing), signed, and POSTed;
-3. **record** the outcomes in one transaction: ``delivered`` on 2xx; on 5xx, 408, 429, a timeout or a
+2. **send** up to ``delivery.concurrency`` deliveries that are due (read ``delivery.batch_size`` at a time,
+   oldest first): each body is built when it is sent (current traits, consent checked again: a person who
+   withdrew consent meanwhile gets nothing), signed, and POSTed;
+3. **record** the outcomes, a few rounds' in one transaction (``RECORD_ROUNDS``), always before due
+   deliveries are read again and when the loop stops: ``delivered`` on 2xx; on 5xx, 408, 429, a timeout or a
    connection error, another attempt after an exponential back-off with jitter (``Retry-After`` honoured),
    ``dead`` after ``delivery.max_attempts``; any other 4xx is ``dead`` at once (the receiver refuses it);
    ``suppressed`` when the consent gate forbids it.
@@ -24,11 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -67,6 +72,7 @@ __all__ = [
 
 log = logging.getLogger("kairos.delivery")
 MAX_ANSWER_BYTES = 64 * 1024  # read (and dropped) of a receiver's answer, so the connection can be reused
+RECORD_ROUNDS = 4  # outcomes of up to this many full rounds are recorded in one transaction
 
 
 def backoff_seconds(attempt: int, settings: DeliverySettings, rng: random.Random) -> float:
@@ -130,7 +136,12 @@ class _Answer:
 
 
 class Runner:
-    """One destination's loop (see the module doc)."""
+    """One destination's loop (see the module doc).
+
+    The store work of a round (record the last rounds' outcomes, plan, read what is due, build the bodies)
+    is one call in a thread of the destination's own, so that it runs in order on one database connection;
+    due deliveries are read ``delivery.batch_size`` at a time and kept in memory until sent, since only this
+    loop changes a pending delivery of its destination (the bodies are still built when sent)."""
 
     def __init__(self, kairos: Kairos, dest: Destination, rng: random.Random) -> None:
         self.kairos = kairos
@@ -138,46 +149,88 @@ class Runner:
         self.settings = kairos.settings.delivery
         self.rng = rng
         self.breaker = Breaker(self.settings.breaker_failures, self.settings.breaker_cooldown_seconds)
+        # Both are the store thread's while it runs a round's call, the loop's otherwise.
+        self.queue: deque[Delivery] = deque()  # due, read ahead, not sent yet
+        self.outcomes: list[Delivery] = []  # answered, not recorded yet
+        key = dest.key
+        self._delivered = DELIVERED.labels(key)
+        self._dead = DELIVERY_DEAD.labels(key)
+        self._suppressed = DELIVERY_SUPPRESSED.labels(key)
+        self._seconds = DELIVERY_SECONDS.labels(key)
+        self._circuit_open = DELIVERY_CIRCUIT_OPEN.labels(key)
+        self._headers = {**dest.headers, "Content-Type": "application/json", "User-Agent": f"Kairos/{__version__}"}
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
+        store = ThreadPoolExecutor(1, thread_name_prefix=f"kairos-deliver-{self.dest.key}")
         connector = aiohttp.TCPConnector(limit=s.concurrency)
         timeout = aiohttp.ClientTimeout(total=s.timeout_seconds)
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-            while not stop.is_set():
-                try:
-                    busy = await self._round(session)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # the store is down, ...: never lose the loop for it
-                    log.exception("delivery round failed", extra={"destination": self.dest.key})
-                    busy = False
-                if not busy:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), self._idle())
+        try:
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+                while not stop.is_set():
+                    try:
+                        busy = await self._round(session, store)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # the store is down, ...: never lose the loop for it
+                        log.exception("delivery round failed", extra={"destination": self.dest.key})
+                        busy = False
+                    if not busy:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), self._idle())
+        finally:
+            # Stopped (or cancelled): what was answered but not recorded yet is recorded now rather than sent
+            # again, after any store call under way (the store thread takes one at a time); then wait for it,
+            # as asyncio.run waits for its own executor, so that nothing writes after the worker returned.
+            store.submit(self._record_or_log)
+            await asyncio.to_thread(store.shutdown)
 
     def _idle(self) -> float:
         poll = self.settings.poll_interval_ms / 1000
         wait = self.breaker.wait(time.monotonic())
         return max(poll, min(wait, 1.0)) if wait else poll
 
-    async def _round(self, session: aiohttp.ClientSession) -> bool:
-        """Plan, then send what is due; True when there may be more to do at once."""
-        more = await asyncio.to_thread(self._plan)
+    async def _round(self, session: aiohttp.ClientSession, store: Executor) -> bool:
+        """Record what earlier rounds got back, plan, then send what is due; True when there may be more to do
+        at once."""
         capacity = self.breaker.capacity(self.settings.concurrency, time.monotonic())
-        DELIVERY_CIRCUIT_OPEN.labels(self.dest.key).set(1 if self.breaker.state == "open" else 0)
-        if capacity == 0:
-            return False
-        due = await asyncio.to_thread(
-            self.kairos.store.deliveries.due, self.dest.key, self.kairos.clock.now(), capacity
-        )
-        if not due:
+        self._circuit_open.set(1 if self.breaker.state == "open" else 0)
+        batch, more = await asyncio.get_running_loop().run_in_executor(store, self._prepare, capacity)
+        if not batch:
             return more
-        bodies = await asyncio.to_thread(self._bodies, due)
-        answers = await asyncio.gather(*(self._post(session, d.id, body) for d, body in zip(due, bodies, strict=True)))
-        outcomes = [self._outcome(d, body, a) for d, body, a in zip(due, bodies, answers, strict=True)]
-        await asyncio.to_thread(self.kairos.store.deliveries.record, self.dest.key, outcomes, self.dest.purpose)
+        answers = await asyncio.gather(*(self._post(session, d.id, body) for d, body in batch))
+        self.outcomes += [self._outcome(d, a) for (d, _), a in zip(batch, answers, strict=True)]
         return True
+
+    def _prepare(self, capacity: int) -> tuple[list[tuple[Delivery, bytes | None]], bool]:
+        """The store thread's part of a round: record the last rounds' outcomes (kept for the next round if
+        that fails), then the deliveries to send now with their bodies, and whether planning has more to read."""
+        store = self.kairos.store
+        # Recorded a few rounds at a time (fewer, larger transactions), and always before due deliveries are
+        # read again: one sent but not yet recorded is still pending in the store.
+        if not self.queue or capacity == 0 or len(self.outcomes) >= RECORD_ROUNDS * capacity:
+            self._record()
+        more = self._plan()
+        if capacity == 0:
+            return [], False
+        if not self.queue:
+            self.queue.extend(store.deliveries.due(self.dest.key, self.kairos.clock.now(), self.settings.batch_size))
+        due = list(itertools.islice(self.queue, capacity))
+        bodies = self._bodies(due)
+        for _ in due:  # taken only once their bodies are built: after a failure they are tried again
+            self.queue.popleft()
+        return list(zip(due, bodies, strict=True)), more
+
+    def _record(self) -> None:
+        if self.outcomes:
+            self.kairos.store.deliveries.record(self.dest.key, self.outcomes, self.dest.purpose)
+            self.outcomes = []
+
+    def _record_or_log(self) -> None:
+        try:
+            self._record()
+        except Exception:  # the store is down: they will be sent again, with the same ids
+            log.exception("could not record deliveries at stop", extra={"destination": self.dest.key})
 
     # -- planning ---------------------------------------------------------------------------------
     def _plan(self) -> bool:
@@ -223,9 +276,7 @@ class Runner:
         dest = self.dest
         assert dest.url is not None and dest.secret is not None
         headers = {
-            **dest.headers,
-            "Content-Type": "application/json",
-            "User-Agent": f"Kairos/{__version__}",
+            **self._headers,
             "Idempotency-Key": id_,
             "Kairos-Signature": sign(dest.secret, body, int(time.time())),
         }
@@ -240,18 +291,17 @@ class Runner:
             return _Answer(None, f"connection: {type(exc).__name__}", None, time.perf_counter() - started)
         return _Answer(status, None, after, time.perf_counter() - started)
 
-    def _outcome(self, d: Delivery, body: bytes | None, a: _Answer | None) -> Delivery:
+    def _outcome(self, d: Delivery, a: _Answer | None) -> Delivery:
         now = self.kairos.clock.now()
-        key = self.dest.key
         if a is None:
-            DELIVERY_SUPPRESSED.labels(key).inc()
+            self._suppressed.inc()
             return replace(d, status="suppressed", updated_at=now, last_error="consent or profile missing")
         attempts = d.attempts + 1
-        DELIVERY_SECONDS.labels(key).observe(a.seconds)
+        self._seconds.observe(a.seconds)
         latency = round(a.seconds * 1000)
         if a.status is not None and 200 <= a.status < 300:
             self.breaker.succeeded()
-            DELIVERED.labels(key).inc()
+            self._delivered.inc()
             return replace(d, status="delivered", attempts=attempts, updated_at=now, last_status=a.status,
                            last_error=None, latency_ms=latency)  # fmt: skip
         if a.status is None:
@@ -259,11 +309,11 @@ class Runner:
         else:
             reason = f"http_{a.status}" if a.status in (408, 429) else f"http_{a.status // 100}xx"
             error = f"HTTP {a.status}"
-        DELIVERY_FAILED.labels(key, reason).inc()
+        DELIVERY_FAILED.labels(self.dest.key, reason).inc()
         self.breaker.failed(time.monotonic())
         retryable = a.status is None or a.status in (408, 429) or a.status >= 500
         if not retryable or attempts >= self.settings.max_attempts:
-            DELIVERY_DEAD.labels(key).inc()
+            self._dead.inc()
             return replace(d, status="dead", attempts=attempts, updated_at=now, last_status=a.status,
                            last_error=error, latency_ms=latency)  # fmt: skip
         wait = backoff_seconds(attempts, self.settings, self.rng)
@@ -325,7 +375,19 @@ def run_forever(kairos: Kairos, stop: threading.Event, seed: int | None = None) 
         halt.set()
         await service
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        runner.run(main())
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop where it is installed (with ``uvicorn[standard]``, as uvicorn itself uses it): the worker's CPU
+    per delivery is mostly the event loop and aiohttp, and uvloop's loop and transports take a quarter less
+    of it (docs/decisions.md); else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 class DeliveryThread:

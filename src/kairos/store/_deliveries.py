@@ -7,6 +7,7 @@ a no-op, so planning again after a crash never duplicates a delivery.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from kairos.store.schema import DELIVERIES
 __all__ = ["SqlDeliveries"]
 
 _COLUMNS = DELIVERIES.column_names
+_ROW = operator.attrgetter(*_COLUMNS)  # a Delivery as its row, in the table's column order
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM deliveries"
 
 
@@ -67,7 +69,7 @@ class SqlDeliveries:
                 conn,
                 f"INSERT INTO deliveries ({', '.join(_COLUMNS)}) VALUES ({', '.join(['{p}'] * len(_COLUMNS))})"
                 " ON CONFLICT (destination, id) DO NOTHING",
-                [tuple(getattr(d, c) for c in _COLUMNS) for d in rows],
+                [_ROW(d) for d in rows],
             )
             conn.execute(
                 self.db.sql(
