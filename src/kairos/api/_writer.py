@@ -111,12 +111,10 @@ class GroupWriter(Generic[T, R]):
                 error = StoreUnavailable(f"the {self._what} could not be written; nothing was stored, retry shortly")
                 error.__cause__ = exc
             self._release(items)
-            for _, loop, future in items:
-                loop.call_soon_threadsafe(_fail, future, error)
+            _settle(items, [error] * len(items), _fail)
             return
         self._release(items)
-        for (_, loop, future), result in zip(items, results, strict=True):
-            loop.call_soon_threadsafe(_done, future, result)
+        _settle(items, results, _done)
 
     def _release(self, items: list[_Item[T, R]]) -> None:
         n = sum(self._size(item) for item, _, _ in items)
@@ -146,6 +144,21 @@ class LogWriter(GroupWriter[Group, list[int]]):
 
     async def append(self, source: str, events: Sequence[NewEvent]) -> list[int]:
         return await self.submit((source, events))
+
+
+def _settle(items: Sequence[_Item[Any, Any]], outcomes: Sequence[Any], settle: Callable[[Any, Any], None]) -> None:
+    """Settle each request's future in its event loop: one call per loop for the whole group (each
+    ``call_soon_threadsafe`` writes to the loop's wake-up socket: a system call and a wake-up per request)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any]]] = {}
+    for (_, loop, future), outcome in zip(items, outcomes, strict=True):
+        by_loop.setdefault(loop, []).append((future, outcome))
+    for loop, settled in by_loop.items():
+        loop.call_soon_threadsafe(_each, settle, settled)
+
+
+def _each(settle: Callable[[Any, Any], None], settled: list[tuple[asyncio.Future[Any], Any]]) -> None:
+    for future, outcome in settled:
+        settle(future, outcome)
 
 
 def _done(future: asyncio.Future[Any], result: Any) -> None:
