@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,45 @@ def test_decide_reads_the_profile_and_explains_the_items(world: World) -> None:
     assert item["content"] == {"title": "Go"}
     assert item["reasons"]["eligibility"] == 'traits.plan == "pro"' and item["reasons"]["group"] == "policy"
     assert 0 < item["propensity"] <= 1
+
+
+def test_each_decision_reads_the_profile_as_it_is_now(world: World) -> None:
+    """What a decision derives from a profile (its features, its stated traits, the digests of its
+    identities) is kept while the profile cache hands out the same view: never once the profile changed."""
+    world.offer("a")
+    world.feed({"type": "identify", "userId": "u1", "traits": {"plan": "basic"}})
+    label = feature_label(privacy_secret(world.kairos))
+
+    def shared(answer: dict[str, Any]) -> Any:
+        return decode_record(world.kairos.store.decisions.decision(answer["decision_id"]).record).shared  # type: ignore[union-attr]
+
+    assert label("plan", "basic") in shared(world.decide(profile="user_id:u1"))["profile"]
+    assert label("plan", "basic") in shared(world.decide(profile="user_id:u1"))["profile"]
+    for plan in ("pro", None):
+        world.feed({"type": "identify", "userId": "u1", "traits": {"plan": plan}})
+        world.kairos.cache.invalidate([world.feed.profile("user_id:u1").id])  # as the processor's worker does
+        features = shared(world.decide(profile="user_id:u1")).get("profile", {})
+        assert set(features) == ({label("plan", plan)} if plan else set())
+
+
+def test_what_decisions_derived_from_a_profile_is_kept_seconds_at_most(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision path keeps what it derives from a profile view only a few seconds (the profile cache
+    replaces views as often): an erased person's data does not stay in the process."""
+    import types
+
+    from kairos.decide import engine
+
+    world.offer("a")
+    world.feed({"type": "identify", "userId": "u1", "traits": {"plan": "basic"}})
+    world.decide(profile="user_id:u1")
+    decider = world.app.state.decider
+    assert [p.view["id"] for p in decider._people.values() if p.view] == [world.feed.profile("user_id:u1").id]
+    later = time.monotonic() + engine._PEOPLE_SECONDS + 1
+    monkeypatch.setattr(engine, "time", types.SimpleNamespace(monotonic=lambda: later))
+    world.decide(profile="anonymous_id:someone-else")
+    assert decider._people == {}
 
 
 def test_every_filter(world: World) -> None:
@@ -459,3 +499,17 @@ def test_shown_items_are_learned_at_once_and_rewards_relabel_them(world: World) 
     record = decode_record(world.kairos.store.decisions.decision(answer["decision_id"]).record)  # type: ignore[union-attr]
     a, b = (policy.estimate(record.shared, [c])[0] for c in sorted(record.candidates, key=lambda c: c.key))
     assert a == pytest.approx(0.5, abs=0.1) and b == pytest.approx(0.0, abs=0.1)  # click rates 1/2 and 0
+
+
+def test_the_contact_history_reads_decisions_without_their_records(world: World) -> None:
+    """Contact policies and conversions only count and join decisions: their records (a few KB each) are not
+    read for them."""
+    world.offer("a", attributes={"category": "shoes"})
+    world.feed({"type": "identify", "userId": "u1"})
+    answer = world.decide(profile="user_id:u1")
+    decisions = world.kairos.store.decisions
+    row = decisions.decision(answer["decision_id"])
+    assert row is not None and decode_record(row.record).id == answer["decision_id"]
+    rows, _ = decisions.history([row.subject], 0, records=False)
+    assert [r.id for r in rows] == [row.id] and rows[0].record == b"" and rows[0].offers == row.offers
+    assert decisions.history([row.subject], 0)[0] == [row]

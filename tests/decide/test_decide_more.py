@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -214,3 +215,38 @@ def test_channel_auto_with_offers_that_name_no_channel_uses_the_last_known_one(w
     assert known["channel"] == "app" and [i["offer_id"] for i in known["items"]] == ["anywhere"]
     unknown = world.decide(profile="user_id:nobody", channel="auto")
     assert unknown["channel"] == "auto" and [i["offer_id"] for i in unknown["items"]] == ["anywhere"]
+
+
+def test_the_learner_thread_steps_at_most_every_step_seconds() -> None:
+    """Under steady traffic every step learns something: steps must not run back to back (each would learn a
+    handful of decisions, at a higher CPU cost per decision), but start at most every ``step_seconds``."""
+    from kairos.decide.learning import LearnerThread, Trainer
+
+    class Busy:
+        steps = 0
+
+        def step(self) -> int:
+            self.steps += 1
+            return 1
+
+    busy = Busy()
+    thread = LearnerThread(cast(Trainer, busy), step_seconds=0.1)
+    thread.start()
+    time.sleep(0.35)
+    thread._stop.set()
+    assert thread._thread is not None
+    thread._thread.join(timeout=5)
+    assert 2 <= busy.steps <= 5
+
+
+def test_decision_ids_are_uuid7_of_the_decision_time() -> None:
+    import uuid
+
+    from kairos.decide.engine import _decision_id
+
+    now = 1_782_487_800_123
+    ids = [_decision_id(now) for _ in range(1000)]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert len(set(ids)) == 1000 and all(str(u) == i for u, i in zip(parsed, ids, strict=True))
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(int.from_bytes(u.bytes[:6], "big") == now for u in parsed)

@@ -176,6 +176,34 @@ def test_propensities_match_the_frequencies_they_claim(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_a_decision_s_scoring_answers_as_the_policy_does(name: str) -> None:
+    """``Policy.scoring``: what the decision path asks (ranking, estimates without namespaces, explanations),
+    the same as the policy's own methods, whatever it remembers between decisions."""
+    policy = make_policy(name, seed=1)
+    drive(policy, 300, seed=12)
+    rng = random.Random(3)
+    weights = [1.0, 2.0, 0.5, 1.0]
+    for round_ in range(40):
+        shared = {**situation(rng), "stated": {f"size={rng.choice('SML')}": 1.0}}
+        actions = OFFERS if round_ % 2 else OFFERS[1:]
+        scoring = policy.scoring(shared, actions)
+        w = weights[: len(actions)]
+        assert scoring.rank(2, rng=random.Random(round_), weights=w) == policy.rank(
+            shared, actions, 2, rng=random.Random(round_), weights=w
+        )
+        assert scoring.estimate() == pytest.approx(policy.estimate(shared, actions), abs=1e-12)
+        for drop in (("context", "profile", "segments", "moments", "request"), ("stated",)):
+            alone = {ns: f for ns, f in shared.items() if ns not in drop}
+            assert scoring.estimate(drop) == pytest.approx(policy.estimate(alone, actions), abs=1e-12)
+        for index, action in enumerate(actions):
+            mine, theirs = scoring.explain(index), policy.explain(shared, action)
+            assert [n for n, _ in mine] == [n for n, _ in theirs]
+            assert [v for _, v in mine] == pytest.approx([v for _, v in theirs], abs=1e-12)
+        shown = [len(actions) - 1, 0]
+        assert scoring.explain_many(shown) == [scoring.explain(i) for i in shown]
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_greedy_order_respects_weights(name: str) -> None:
     policy = make_policy(name)
     rng = random.Random(0)

@@ -105,3 +105,144 @@ def test_exploration_rules_are_distributions_with_a_floor() -> None:
         p = rule(scores, 1)
         assert p.sum() == pytest.approx(1.0) and p.min() > 0 and int(np.argmax(p)) == 1
     np.testing.assert_allclose(epsilon_rule(0.2)(scores, 1), [0.05, 0.85, 0.05, 0.05])
+
+
+def _dense(policy: LinUCBPolicy, shared: Features, action: Action) -> tuple[float, float]:
+    """Mean and ``x' ainv x`` (priors of pairs never learned included) of one action, pair by pair."""
+    shared_ids, shared_values, _ = policy.index.side(shared, shared=True, add=False)
+    offer_ids, offer_values, _ = policy.index.side(action.features, shared=False, add=False)
+    rows, cols = policy.index.table.shape
+    slots, values, prior = [], [], 0.0
+    for i, xs in zip(shared_ids, shared_values, strict=True):
+        for j, xo in zip(offer_ids, offer_values, strict=True):
+            slot = int(policy.index.table[i, j]) if 0 <= i < rows and 0 <= j < cols else -1
+            if slot < 0:
+                prior += (xs * xo) ** 2 / policy.l2
+            else:
+                slots.append(slot)
+                values.append(xs * xo)
+    x = np.array(values)
+    at = np.array(slots, dtype=np.int64)
+    mean = float(policy.model.theta[at] @ x) if slots else 0.0
+    variance = float(x @ policy.model.ainv[np.ix_(at, at)] @ x) if slots else 0.0
+    return mean, variance + prior
+
+
+def test_a_decision_s_scoring_equals_the_model_pair_by_pair() -> None:
+    """``LinearScoring`` sums what it remembers per shared feature and per pair of them: the same means,
+    variances, estimates without namespaces and explanations as the model's design vectors, for features and
+    offers never seen, repeated ids (hashed past a small vocabulary) and numbers; and nothing stale once the
+    model learned again."""
+    policy = LinUCBPolicy(max_features=24, max_dim=200)
+    rng = random.Random(7)
+    offers = [Action(f"o{i}", {"offer": {f"id=o{i}": 1.0, f"kind=k{i % 3}": 1.0, "price": 0.5 * i}}) for i in range(6)]
+
+    def shared_of(r: random.Random) -> Features:
+        return {
+            "context": {f"daypart=d{r.randrange(4)}": 1.0, f"channel=c{r.randrange(3)}": 1.0},
+            "profile": {"orders": r.choice((0.7, 1.4, 2.1)), f"plan=p{r.randrange(40)}": 1.0},
+            "segments": {f"s{r.randrange(5)}": 1.0},
+        }
+
+    for _ in range(400):
+        policy.learn(shared_of(rng), rng.choice(offers), float(rng.random() < 0.3), 0.5)
+    assert len(policy.index.shared.names) == 24  # full: later features share ids by hash
+    actions = [*offers, Action("new", {"offer": {"id=new": 1.0, "kind=k9": 1.0}})]
+    for _ in range(2):
+        for _ in range(30):
+            shared = shared_of(rng)
+            scoring = policy.scoring(shared, actions)
+            dense = [_dense(policy, shared, a) for a in actions]
+            np.testing.assert_allclose(scoring.estimate(), [m for m, _ in dense], rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(scoring.variance(), [v for _, v in dense], rtol=1e-9, atol=1e-12)
+            for drop in (("context",), ("profile", "segments")):
+                alone = {ns: f for ns, f in shared.items() if ns not in drop}
+                expected = [_dense(policy, alone, a)[0] for a in actions]
+                np.testing.assert_allclose(scoring.estimate(drop), expected, rtol=1e-9, atol=1e-12)
+            for index in (0, len(actions) - 1):
+                parts = scoring.explain(index, top=100)
+                assert sum(v for _, v in parts) == pytest.approx(dense[index][0], abs=1e-12)
+        for _ in range(200):  # the model moves on: what was remembered must not be served
+            policy.learn(shared_of(rng), rng.choice(offers), float(rng.random() < 0.6), 0.5)
+
+
+def test_leaving_out_a_cell_namespace_asks_the_model_again() -> None:
+    """A ``cells`` feature joins several namespaces' values: without one of them it is another cell."""
+    policy = LinUCBPolicy(cells=("context", "segments"))
+    rng = random.Random(8)
+    offers = [Action(f"o{i}", {"offer": {f"id=o{i}": 1.0}}) for i in range(3)]
+    for _ in range(300):
+        seen: Features = {"context": {f"daypart=d{rng.randrange(3)}": 1.0}, "segments": {f"s={rng.randrange(2)}": 1.0}}
+        policy.learn(seen, rng.choice(offers), float(rng.random() < 0.4), 0.5)
+    shared: Features = {"context": {"daypart=d1": 1.0}, "segments": {"s=0": 1.0}, "profile": {"orders": 1.0}}
+    scoring = policy.scoring(shared, offers)
+    for drop in (("context",), ("profile",)):
+        alone = {ns: f for ns, f in shared.items() if ns not in drop}
+        assert scoring.estimate(drop) == pytest.approx(policy.estimate(alone, offers), abs=1e-12)
+    assert scoring.estimate(("context",)) != scoring.estimate()
+
+
+def test_an_explanation_ranks_only_the_pairs_the_model_learned() -> None:
+    """Pairs never learned (unseen features) carry nothing: they must not take the place of learned ones,
+    even when the learned ones weigh nothing yet (only rewards of 0 so far)."""
+    policy = LinUCBPolicy()
+    offer = Action("a", {"offer": {"id=a": 1.0}})
+    for _ in range(5):
+        policy.learn({"segments": {"seen": 1.0}}, offer, 0.0, 1.0)
+    shared: Features = {"context": {"new=1": 1.0, "new=2": 1.0}, "segments": {"seen": 1.0}}
+    names = [name for name, _ in policy.explain(shared, offer, top=3)]
+    assert len(names) == 3 and all("new=" not in name for name in names)
+    scoring = policy.scoring(shared, [offer, offer])
+    assert scoring.explain_many([1, 0]) == [scoring.explain(1), scoring.explain(0)]
+
+
+def test_a_new_snapshot_is_warmed_with_what_the_previous_one_saw() -> None:
+    """``warm``: a snapshot replacing another works out, ahead of the decisions, what the previous one
+    remembered (the lists of candidates and sets of shared features it saw last); answers are unchanged."""
+    from kairos.decide.policy import load_policy
+
+    policy = LinUCBPolicy()
+    rng = random.Random(9)
+    offers = [Action(f"o{i}", {"offer": {f"id=o{i}": 1.0, f"kind=k{i % 2}": 1.0}}) for i in range(4)]
+    situations: list[Features] = [
+        {"context": {f"daypart=d{d}": 1.0}, "segments": {f"s{s}": 1.0}} for d in range(3) for s in range(2)
+    ]
+    for _ in range(300):
+        policy.learn(rng.choice(situations), rng.choice(offers), float(rng.random() < 0.3), 0.5)
+    for shared in situations:
+        policy.scoring(shared, offers).rank(1, rng=random.Random(0))
+    newer, cold = load_policy(policy.dumps()), load_policy(policy.dumps())
+    newer.learn(situations[0], offers[0], 1.0, 0.5)  # a newer snapshot: one more reward
+    cold.learn(situations[0], offers[0], 1.0, 0.5)
+    newer.warm(policy)
+    assert isinstance(newer, LinUCBPolicy) and isinstance(cold, LinUCBPolicy)
+    ((_, memo),) = newer._memos.values()
+    assert len(memo.shapes) == len(situations)
+    for shared in situations:
+        warmed, fresh = newer.scoring(shared, offers), cold.scoring(shared, offers)
+        assert warmed.estimate() == fresh.estimate()
+        assert warmed.variance().tolist() == fresh.variance().tolist()
+    assert len(memo.shapes) == len(situations)  # nothing new was worked out on the decisions' path
+
+
+def test_explanations_follow_the_feature_values_and_names() -> None:
+    """A decision's explanations are remembered per set of shared feature values and names: a number that
+    changes, or another feature that shares an id (hashed past a full vocabulary), is explained as itself."""
+    from kairos.decide.policy._features import stable_hash
+
+    policy = LinUCBPolicy(max_features=4)
+    offer = Action("a", {"offer": {"id=a": 1.0}})
+    rng = random.Random(5)
+    for _ in range(200):
+        shared: Features = {"profile": {"orders": rng.choice((0.5, 2.0)), f"f{rng.randrange(5)}": 1.0}}
+        policy.learn(shared, offer, float(rng.random() < 0.4), 0.5)
+    assert len(policy.index.shared.names) == 4  # full: new features share ids by hash
+    same = [f"x{i}" for i in range(200) if (1 + stable_hash(f"profile\x00x{i}") % 3) == 1][:2]
+    assert len(same) == 2
+    for name in same:
+        for orders in (0.5, 2.0, 0.5):
+            shared = {"profile": {"orders": orders, name: 1.0}}
+            fresh = LinUCBPolicy(max_features=4)
+            fresh._restore(policy._state())
+            assert policy.scoring(shared, [offer]).explain(0, top=10) == fresh.explain(shared, offer, top=10)
+    assert any(name in n for n, _ in policy.scoring({"profile": {same[1]: 1.0}}, [offer]).explain(0, top=10))

@@ -161,11 +161,13 @@ def create_app(
 
     app = Starlette(
         routes=[
+            # Routes are matched in order, one regular expression each: the busiest first (no path of one
+            # of these matches another's pattern, so the order only decides how many are tried).
             *collect.routes,
+            *decide.routes,
             *consents.routes,  # before profiles: /v1/profiles/{ref:path} takes any path
             *profiles.routes,
             *definitions.routes,
-            *decide.routes,
             *destinations.routes,
             *microsegments.routes,
             *audit.routes,

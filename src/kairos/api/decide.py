@@ -192,12 +192,12 @@ _ONE: dict[str, tuple[Scope, Work, bool]] = {
     "GET": ("read", _get, False),
     "DELETE": ("admin", _delete, False),
 }
-routes = [
+routes = [  # the decision path's first (kairos.api.app tries routes in order)
+    Route("/v1/decide", decide, methods=["POST"]),
+    Route("/v1/rewards", endpoint({"POST": ("decide", _reward, True)}), methods=["POST"]),
     Route("/v1/offers", endpoint({"GET": ("read", _list, False)}), methods=["GET"]),
     Route("/v1/offers/{key}", endpoint(_ONE, {"PUT": "offers.put", "DELETE": "offers.delete"}), methods=list(_ONE)),
     Route("/v1/offers/{key}/stats", endpoint({"GET": ("read", _stats, False)}), methods=["GET"]),
-    Route("/v1/decide", decide, methods=["POST"]),
-    Route("/v1/rewards", endpoint({"POST": ("decide", _reward, True)}), methods=["POST"]),
     Route("/v1/reports/decisions", endpoint({"GET": ("read", _decisions_report, False)}), methods=["GET"]),
     Route("/v1/reports/experience", endpoint({"GET": ("read", _experience_report, False)}), methods=["GET"]),
 ]

@@ -101,7 +101,7 @@ def attribute(outbox: Outbox, decisions: SqlDecisions, settings: DecideSettings,
             offer = named if isinstance(named, str) and named in row.offers else row.offers[0]
             rows.append((row.id, offer, reward, now, "event"))
             continue
-        history, _ = decisions.history(list(p.get("subjects") or ()), at - wait, limit=20)
+        history, _ = decisions.history(list(p.get("subjects") or ()), at - wait, limit=20, records=False)
         waiting = [d for d in history if d.at <= at < d.closes_at and not d.closed and d.offers]
         if waiting:
             latest = max(waiting, key=lambda d: (d.at, d.seq))

@@ -47,7 +47,7 @@ class ContactHistory:
         if not spans:
             return out
         wait = int(settings.reward_wait_seconds * 1000)
-        rows, rewards = decisions.history(list(subjects), now - max(spans) - wait)
+        rows, rewards = decisions.history(list(subjects), now - max(spans) - wait, records=False)
         default = settings.default_reward
         outcome = {(r.decision_id, r.offer): r.reward <= default for r in rewards}
         for row in rows:  # newest first

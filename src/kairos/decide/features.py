@@ -37,11 +37,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kairos.decide.records import ACTION_NAMESPACE, Action, Features
 
-__all__ = ["MAX_TEXT", "Label", "action_of", "number", "shared_features", "without"]
+__all__ = [
+    "MAX_TEXT",
+    "Label",
+    "PersonFeatures",
+    "action_of",
+    "number",
+    "person_features",
+    "shared_features",
+    "without",
+]
 
 Label = Callable[[str, str], str]  # (name, text value) → the text feature's name
 
@@ -107,6 +117,35 @@ def _put(
             names[key] = f"{name}={value}"
 
 
+@dataclass(frozen=True, slots=True)
+class PersonFeatures:
+    """The shared features a profile view gives (the same for every decision until the view changes), and
+    the clear names of its hashed text features."""
+
+    profile: Mapping[str, float]
+    segments: Mapping[str, float]
+    stated: Mapping[str, float]
+    names: Mapping[str, str]
+
+
+def person_features(
+    view: Mapping[str, Any], *, label: Label | None = None, exclude: Iterable[str] = ()
+) -> PersonFeatures:
+    """The ``profile``, ``segments`` and ``stated`` namespaces of :func:`shared_features` for ``view``."""
+    excluded = PERSONAL | {n.lower() for n in exclude}
+    names: dict[str, str] = {}
+    profile: dict[str, float] = {}
+    stated: dict[str, float] = {}
+    meta = view.get("trait_meta") or {}
+    for name, value in sorted((view.get("traits") or {}).items()):
+        if name.lower() in excluded:
+            continue
+        kind = (meta.get(name) or {}).get("kind")
+        _put(stated if kind == "stated" else profile, name, value, label, names)
+    segments = {key: 1.0 for key in sorted(view.get("segments") or ())[:MAX_PER_NAMESPACE]}
+    return PersonFeatures(profile, segments, stated, names)
+
+
 def shared_features(
     *,
     request: Mapping[str, Any] | None = None,
@@ -116,12 +155,13 @@ def shared_features(
     label: Label | None = None,
     names: dict[str, str] | None = None,
     exclude: Iterable[str] = (),
+    person: PersonFeatures | None = None,
 ) -> dict[str, dict[str, float]]:
     """The shared features of one decision; ``view``: the profile as the profile API shows it (None: unknown
     or not personalized), ``context``: the derived context's fields, ``moments``: recent moment keys;
     ``label``/``names``: see the module docstring; ``exclude``: trait names that are never features (the
-    configured identity types)."""
-    excluded = PERSONAL | {n.lower() for n in exclude}
+    configured identity types); ``person``: :func:`person_features` of ``view`` made earlier with the same
+    ``label`` and ``exclude`` (the decision path keeps it while the view does not change)."""
     out: dict[str, dict[str, float]] = {}
     req: dict[str, float] = {}
     for name, value in sorted((request or {}).items()):
@@ -131,29 +171,27 @@ def shared_features(
     for name in _CONTEXT_FIELDS:
         value = (context or {}).get(name)
         _put(ctx, name, True if name == "holiday" and value else value, label, names)
-    profile: dict[str, float] = {}
-    stated: dict[str, float] = {}
-    segments: dict[str, float] = {}
+    profile: Mapping[str, float] = {}
+    stated: Mapping[str, float] = {}
+    segments: Mapping[str, float] = {}
     if view is not None:
-        meta = view.get("trait_meta") or {}
-        for name, value in sorted((view.get("traits") or {}).items()):
-            if name.lower() in excluded:
-                continue
-            kind = (meta.get(name) or {}).get("kind")
-            _put(stated if kind == "stated" else profile, name, value, label, names)
-        for key in sorted(view.get("segments") or ())[:MAX_PER_NAMESPACE]:
-            segments[key] = 1.0
+        if person is None:
+            person = person_features(view, label=label, exclude=exclude)
+        profile, segments, stated = person.profile, person.segments, person.stated
+        if names is not None and label is not None:
+            names.update(person.names)
     recent = {key: 1.0 for key in sorted(set(moments))[:MAX_PER_NAMESPACE]}
-    for namespace, features in (
+    namespaces: tuple[tuple[str, Mapping[str, float]], ...] = (
         ("request", req),
         ("context", ctx),
         ("profile", profile),
         ("segments", segments),
         ("stated", stated),
         ("moments", recent),
-    ):
+    )
+    for namespace, features in namespaces:
         if features:
-            out[namespace] = features
+            out[namespace] = dict(features)
     return out
 
 

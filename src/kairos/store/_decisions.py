@@ -73,7 +73,7 @@ class SqlDecisions:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def _decision(self, r: Sequence[Any]) -> DecisionRow:
+    def _decision(self, r: Sequence[Any], record: bool = True) -> DecisionRow:
         return DecisionRow(
             r[0],
             r[1],
@@ -89,7 +89,7 @@ class SqlDecisions:
             bool(r[11]),
             r[12],
             bool(r[13]),
-            bytes(r[14]),
+            bytes(r[14]) if record else b"",
         )
 
     @staticmethod
@@ -152,22 +152,23 @@ class SqlDecisions:
         return out
 
     def history(
-        self, subjects: Sequence[str], since: int, limit: int = 500
+        self, subjects: Sequence[str], since: int, limit: int = 500, *, records: bool = True
     ) -> tuple[list[DecisionRow], list[RewardRow]]:
-        """The subjects' decisions since ``since`` (newest first, at most ``limit``) and their rewards."""
+        """The subjects' decisions since ``since`` (newest first, at most ``limit``) and their rewards;
+        ``records=False``: without their records (``record`` is empty), for who only counts or joins them."""
         if not subjects:
             return [], []
         db = self.db
         rows: list[DecisionRow] = []
+        columns = _DECISION_COLUMNS if records else _DECISION_COLUMNS.replace(", record", ", NULL")
         with db.conn() as conn:
             for where, params in db.where_in("subject", list(subjects)):
                 found = db.rows(
                     conn,
-                    f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE {where} AND at >= {{p}} ORDER BY at DESC"
-                    " LIMIT {p}",
+                    f"SELECT {columns} FROM decisions WHERE {where} AND at >= {{p}} ORDER BY at DESC LIMIT {{p}}",
                     [*params, since, limit],
                 )
-                rows.extend(self._decision(r) for r in found)
+                rows.extend(self._decision(r, records) for r in found)
             rows.sort(key=lambda d: -d.at)
             rows = rows[:limit]
             rewards: list[RewardRow] = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from kairos.decide.policy._base import FORMAT, VERSION, Policy, PolicySnapshotError
+from kairos.decide.policy._base import FORMAT, VERSION, Policy, PolicySnapshotError, Scoring
 from kairos.decide.policy._baseline import PriorityPolicy, UniformPolicy
 from kairos.decide.policy._linear import EpsilonGreedyPolicy, LinUCBPolicy, SquareCBPolicy
 
@@ -34,6 +34,7 @@ __all__ = [
     "Policy",
     "PolicySnapshotError",
     "PriorityPolicy",
+    "Scoring",
     "SquareCBPolicy",
     "UniformPolicy",
     "load_policy",

@@ -15,17 +15,27 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from kairos.decide.features import without
 from kairos.decide.records import Action, Features, Ranked
 from kairos.errors import StoreError
 
-__all__ = ["FORMAT", "VERSION", "Policy", "PolicySnapshotError", "clean_weights", "pack_array", "unpack_array"]
+__all__ = [
+    "FORMAT",
+    "VERSION",
+    "Policy",
+    "PolicySnapshotError",
+    "Scoring",
+    "clean_weights",
+    "pack_array",
+    "unpack_array",
+]
 
 FORMAT = "kairos.policy"
 VERSION = 1
@@ -98,6 +108,15 @@ class Policy(ABC):
     def explain(self, shared: Features, action: Action, top: int = 3) -> list[tuple[str, float]]:
         """The features that weighed most in this action's estimate, largest absolute contribution first."""
 
+    def scoring(self, shared: Features, actions: Sequence[Action]) -> Scoring:
+        """Everything one decision asks about ``(shared, actions)``: see :class:`Scoring`."""
+        return Scoring(self, shared, actions)
+
+    def warm(self, previous: Policy) -> None:
+        """Get ready for the decisions ``previous`` was making (this policy, a newer snapshot, replaces it),
+        so that what a scoring remembers is not worked out again on the decisions' path. Nothing by default."""
+        return None
+
     @abstractmethod
     def _config(self) -> dict[str, Any]:
         """The constructor arguments (all of them, ``seed`` included)."""
@@ -131,6 +150,38 @@ class Policy(ABC):
         policy.learned = int(envelope["learned"])
         policy._restore(envelope["state"])
         return policy
+
+
+class Scoring:
+    """What one decision asks a policy about one ``(shared, actions)``: the ranking, the estimates with some
+    shared namespaces left out (how the answer would be for someone else: the decision path's interaction and
+    customization flags) and the explanation of each action shown. The answers are those of the policy's own
+    methods (the conformance suite checks it); this generic one asks them, a learner may compute them all
+    from one pass over its model (:class:`kairos.decide.policy._linear.LinearScoring`).
+
+    The model must not change while a scoring is in use (a decision holds a snapshot that never learns).
+    """
+
+    def __init__(self, policy: Policy, shared: Features, actions: Sequence[Action]) -> None:
+        self.policy = policy
+        self.shared = shared
+        self.actions = actions
+
+    def rank(self, limit: int, *, rng: random.Random, weights: Sequence[float] | None = None) -> Ranked:
+        """``policy.rank(shared, actions, limit, rng=rng, weights=weights)``."""
+        return self.policy.rank(self.shared, self.actions, limit, rng=rng, weights=weights)
+
+    def estimate(self, drop: Collection[str] = ()) -> list[float]:
+        """``policy.estimate`` of the actions, the shared namespaces in ``drop`` left out."""
+        return self.policy.estimate(without(self.shared, drop) if drop else self.shared, self.actions)
+
+    def explain(self, index: int, top: int = 3) -> list[tuple[str, float]]:
+        """``policy.explain(shared, actions[index], top)``."""
+        return self.policy.explain(self.shared, self.actions[index], top)
+
+    def explain_many(self, indexes: Sequence[int], top: int = 3) -> list[list[tuple[str, float]]]:
+        """:meth:`explain` of each of ``indexes`` (the actions shown)."""
+        return [self.explain(index, top) for index in indexes]
 
 
 def clean_weights(weights: Sequence[float] | None, n: int) -> npt.NDArray[np.float64]:

@@ -62,19 +62,21 @@ def draw_ranking(scores: FloatArray, estimates: FloatArray, limit: int, rng: ran
     n = len(scores)
     slots = max(0, min(limit, n))
     # A NaN score must neither win nor crash the draw: it ranks below every real score.
-    scores = np.where(np.isnan(scores), -math.inf, scores)
+    if np.isnan(scores).any():
+        scores = np.where(np.isnan(scores), -math.inf, scores)
     remaining = list(range(n))
     order: list[int] = []
     propensities: list[float] = []
     explored: list[bool] = []
-    picked_estimates: list[float] = []
-    for _ in range(slots):
-        left = scores[remaining]
-        greedy = int(np.argmax(left))  # the first of the highest: ties keep the caller's order
+    means = estimates.tolist()
+    left = scores
+    for slot in range(slots):
+        if slot:
+            left = scores[remaining]
+        greedy = int(left.argmax())  # the first of the highest: ties keep the caller's order
         probabilities = rule(left, greedy)
         total = float(probabilities.sum())
-        cumulative = np.cumsum(probabilities)
-        position = int(np.searchsorted(cumulative, rng.random() * total, side="right"))
+        position = int(probabilities.cumsum().searchsorted(rng.random() * total, side="right"))
         position = min(position, len(remaining) - 1)
         while probabilities[position] <= 0.0:  # rounding at the very top of the cumulative sum
             position -= 1
@@ -83,6 +85,4 @@ def draw_ranking(scores: FloatArray, estimates: FloatArray, limit: int, rng: ran
         order.append(index)
         propensities.append(propensity)
         explored.append(position != greedy)
-        picked_estimates.append(float(estimates[index]))
-    means = tuple(float(e) for e in estimates)
-    return Ranked(tuple(order), tuple(propensities), tuple(explored), tuple(picked_estimates), means)
+    return Ranked(tuple(order), tuple(propensities), tuple(explored), tuple(means[i] for i in order), tuple(means))

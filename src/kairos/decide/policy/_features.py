@@ -180,20 +180,3 @@ class Interactions:
             offer_ids[row, : len(ids)] = ids
             offer_values[row, : len(values)] = values
         return offer_ids, offer_values
-
-    def design(self, shared: Side, offers: list[Side]) -> tuple[IntArray, FloatArray]:
-        """Slots and values of every action's design vector, shape (actions, pairs), padded with value 0."""
-        return self.design_of(shared, *self.offer_arrays(offers))
-
-    def design_of(self, shared: Side, offer_ids: IntArray, offer_values: FloatArray) -> tuple[IntArray, FloatArray]:
-        """:meth:`design` from :meth:`offer_arrays` (which a caller may keep for the same offers)."""
-        shared_ids = np.asarray(shared[0], dtype=np.int64)
-        rows, cols = self.table.shape
-        shared_ok = (shared_ids >= 0) & (shared_ids < rows)
-        offer_ok = (offer_ids >= 0) & (offer_ids < cols)
-        # (shared, actions, width) -> (actions, shared, width); pairs with an id never learned are -1.
-        found = self.table[np.where(shared_ok, shared_ids, 0)][:, np.where(offer_ok, offer_ids, 0)].transpose(1, 0, 2)
-        slots = np.where(shared_ok[None, :, None] & offer_ok[:, None, :], found, -1)
-        products = np.asarray(shared[1])[None, :, None] * offer_values[:, None, :]
-        n = len(offer_ids)
-        return slots.reshape(n, -1), products.reshape(n, -1)

@@ -17,21 +17,26 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from kairos.decide.policy._base import Policy, clean_weights, pack_array, unpack_array
-from kairos.decide.policy._explore import FloatArray, Rule, draw_ranking, epsilon_rule, igw_rule
+from kairos.decide.policy._base import Policy, pack_array, unpack_array
+from kairos.decide.policy._explore import FloatArray, Rule, epsilon_rule, igw_rule
 from kairos.decide.policy._features import IntArray, Interactions, Side
 from kairos.decide.policy._ridge import Ridge
+from kairos.decide.policy._scoring import LinearScoring, Memo
 from kairos.decide.records import Action, Features, Ranked
 
 __all__ = ["EpsilonGreedyPolicy", "LinUCBPolicy", "SquareCBPolicy"]
 
 _OFFER_CACHE = 4096
-_ARRAYS_CACHE = 64
+_MEMOS = 64  # lists of candidates remembered (channels x placements x eligibility)
+_MEMO_FLOATS = 2_000_000  # 16 MB
+_WARM_MEMOS = 16  # a new snapshot warms the memos of the lists of candidates seen last...
+_WARM_SHAPES = 256  # ... for the sets of shared features seen last
 _BATCH = 128  # rewards per Woodbury update: the d^2 k product dominates, and k = 128 keeps it cache-friendly
 
 
@@ -58,7 +63,10 @@ class _LinearPolicy(Policy):
         # the same offer version, and encoding it is most of a decision's Python work. An entry is good
         # while the offer vocabulary has not grown (a feature then unknown may have an id now).
         self._offers: dict[int, tuple[Action, int, Side]] = {}
-        self._arrays: dict[tuple[int, ...], tuple[int, tuple[Action, ...], IntArray, FloatArray]] = {}
+        # What the model gives for a list of candidates (:class:`Memo`), by the actions' ids, until it learns.
+        self._memos: dict[tuple[int, ...], tuple[tuple[Action, ...], Memo]] = {}
+        self._memo_floats = 0
+        self._memo_lock = threading.Lock()
 
     # -- what each learner decides ------------------------------------------------------------------
     def _scores(self, mean: FloatArray, variance: FloatArray) -> FloatArray:
@@ -79,32 +87,48 @@ class _LinearPolicy(Policy):
         self._offers[id(action)] = (action, size, side)  # holding the action keeps its id from being reused
         return side
 
-    def _offer_arrays(self, actions: Sequence[Action]) -> tuple[IntArray, FloatArray]:
-        """The candidates' arrays, kept for the last few lists of candidates (one decision asks several times)."""
-        size = len(self.index.offer.names)
+    def _memo(self, actions: Sequence[Action]) -> Memo:
+        """The :class:`Memo` of this list of candidates (kept for the last few lists until the model learns)."""
+        # By the actions' ids: an entry holds its actions, so while it lives no other object has those ids.
+        found = self._memos.get(tuple(map(id, actions)))
+        if found is not None:
+            return found[1]
         key = tuple(map(id, actions))
-        found = self._arrays.get(key)
-        if found is not None and found[0] == size and all(a is b for a, b in zip(found[1], actions, strict=True)):
-            return found[2], found[3]
         ids, values = self.index.offer_arrays([self._offer_side(action) for action in actions])
-        if len(self._arrays) >= _ARRAYS_CACHE:
-            self._arrays.pop(next(iter(self._arrays)))
-        self._arrays[key] = (size, tuple(actions), ids, values)
-        return ids, values
+        memo = Memo(self, ids, values)
+        with self._memo_lock:
+            if len(self._memos) >= _MEMOS:
+                self._memo_floats -= self._memos.pop(next(iter(self._memos)))[1].size
+            self._memos[key] = (tuple(actions), memo)  # holding the actions keeps their ids from being reused
+        return memo
 
-    def _design(self, shared: Features, actions: Sequence[Action]) -> tuple[IntArray, FloatArray]:
-        side = self.index.side(shared, shared=True, add=False)
-        return self.index.design_of(side, *self._offer_arrays(actions))
+    def _memo_grew(self, floats: int) -> None:
+        """Bounded memory: past ``_MEMO_FLOATS`` floats remembered, start afresh (a memo in use stays valid)."""
+        with self._memo_lock:
+            self._memo_floats += floats
+            if self._memo_floats > _MEMO_FLOATS:
+                self._memos, self._memo_floats = {}, 0
 
-    def _predict(self, shared: Features, actions: Sequence[Action]) -> tuple[FloatArray, FloatArray]:
-        mean, variance = self.model.predict(*self._design(shared, actions))
-        return np.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0), variance
+    def warm(self, previous: Policy) -> None:
+        """The memos of the lists of candidates ``previous`` remembered last, filled for the sets of shared
+        features it saw last (a feature keeps its id from one snapshot to the next: ids are only added)."""
+        if not isinstance(previous, _LinearPolicy):
+            return
+        for actions, memo in list(previous._memos.values())[-_WARM_MEMOS:]:
+            shapes = list(memo.shapes)[-_WARM_SHAPES:]
+            if shapes:
+                self._memo(actions).warm(shapes)
+
+    def _changed(self) -> None:
+        """The model learned: what the memos remember is stale."""
+        with self._memo_lock:
+            self._memos, self._memo_floats = {}, 0
+
+    def scoring(self, shared: Features, actions: Sequence[Action]) -> LinearScoring:
+        return LinearScoring(self, shared, actions)
 
     def estimate(self, shared: Features, actions: Sequence[Action]) -> list[float]:
-        if not actions:
-            return []
-        mean = self.model.mean(*self._design(shared, actions))  # no variance: only rank explores
-        return [float(m) for m in np.nan_to_num(mean, nan=0.0, posinf=0.0, neginf=0.0)]
+        return LinearScoring(self, shared, actions).estimate()  # no variance: only rank explores
 
     def rank(
         self,
@@ -115,11 +139,7 @@ class _LinearPolicy(Policy):
         rng: random.Random,
         weights: Sequence[float] | None = None,
     ) -> Ranked:
-        w = clean_weights(weights, len(actions))
-        if not actions or limit <= 0:
-            return Ranked((), (), (), ())
-        mean, variance = self._predict(shared, actions)
-        return draw_ranking(self._scores(mean, variance) * w, mean, limit, rng, self._rule())
+        return LinearScoring(self, shared, actions).rank(limit, rng=rng, weights=weights)
 
     def _row(self, shared: Features, action: Action, reward: Any) -> tuple[IntArray, FloatArray, float] | None:
         """The design row of one reward (new features and pairs get ids and slots); None to drop it."""
@@ -143,12 +163,14 @@ class _LinearPolicy(Policy):
         self.model.reserve(self.index.dim)
         self.model.update(*row)
         self.learned += 1
+        self._changed()
 
     def relabel(self, corrections: Sequence[tuple[Features, Action, float]]) -> None:
         """Move the regression's target of pairs already learned (:meth:`Ridge.shift`): O(d) per row."""
         rows = [row for s, a, delta in corrections if (row := self._row(s, a, delta)) is not None]
         self.model.reserve(self.index.dim)
         self.model.shift(rows)
+        self._changed()
 
     def learn_many(self, rewards: Sequence[tuple[Features, Action, float, float]]) -> None:
         """One Woodbury update per ``_BATCH`` rewards (:meth:`Ridge.update_many`)."""
@@ -160,30 +182,10 @@ class _LinearPolicy(Policy):
             else:
                 self.model.update_many(rows)
             self.learned += len(rows)
+        self._changed()
 
     def explain(self, shared: Features, action: Action, top: int = 3) -> list[tuple[str, float]]:
-        shared_ids, shared_values, shared_names = self.index.side(shared, shared=True, add=False)
-        offer_ids, offer_values, offer_names = self._offer_side(action)
-        rows, cols = self.index.table.shape
-        s = np.asarray(shared_ids, dtype=np.int64)
-        o = np.asarray(offer_ids, dtype=np.int64)
-        s_ok, o_ok = (s >= 0) & (s < rows), (o >= 0) & (o < cols)
-        slots = np.where(
-            s_ok[:, None] & o_ok[None, :], self.index.table[np.where(s_ok, s, 0)][:, np.where(o_ok, o, 0)], -1
-        )
-        known = (slots >= 0).reshape(-1)
-        flat = np.where(known, self.model.theta[np.where(known, slots.reshape(-1), 0)], 0.0)
-        flat = flat * np.outer(shared_values, offer_values).reshape(-1)
-        # Names only for the few that can make the top (building them is most of the cost); ties by name.
-        order = [int(i) for i in np.argsort(-np.abs(flat), kind="stable")[: max(0, top) + 2] if known[i]]
-        width = len(offer_ids)
-
-        def name(i: int) -> str:
-            pair = (shared_names[i // width], offer_names[i % width])
-            return " x ".join(f"{ns}:{n}" for ns, n in pair if ns) or "bias"
-
-        ranked = sorted(((name(i), float(flat[i])) for i in order), key=lambda item: (-abs(item[1]), item[0]))
-        return [(n, value) for n, value in ranked[: max(0, top)] if math.isfinite(value)]
+        return LinearScoring(self, shared, [action]).explain(0, top)
 
     # -- snapshots ------------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -229,6 +231,7 @@ class _LinearPolicy(Policy):
         table[pairs[:, 0], pairs[:, 1]] = pair_slots
         self.index.table, self.index.dim = table, dim
         self.model.restore(state["model"], dim)
+        self._changed()
 
 
 class LinUCBPolicy(_LinearPolicy):
