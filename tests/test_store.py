@@ -75,6 +75,38 @@ def test_migrations_are_idempotent_and_keep_the_log(store_settings: dict[str, An
         again.close()
 
 
+def test_a_decision_log_with_records_in_its_rows_is_moved_to_decision_records(store_settings: dict[str, Any]) -> None:
+    """Decision logs made before ``decision_records`` kept each record in the decision's row: a start moves
+    the records (learner, rewards and exports read them as before) and drops the column; a second start
+    finds nothing to move."""
+    settings = make_settings(store_settings)
+    store = open_store(settings.store)
+    db = store.decisions  # the store's decision log and its database
+    d = db.db.d
+    with db.db.tx(write=True) as conn:  # the earlier layout, with one decision logged in it
+        conn.execute("DROP TABLE decision_records")
+        conn.execute(f"ALTER TABLE decisions ADD COLUMN record {d.column_type(Column('record', 'bytes'))}")
+        conn.execute(
+            db.db.sql(
+                "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
+                " interaction, customization, closes_at, closed, learned, record)"
+                " VALUES ({p}, 5, 'subj', 'web', NULL, 'personalized', 'linucb', 0, {p}, 1, 0, 99, 0, 0, {p})"
+            ),
+            ("dec-1", d.dump_json(["upgrade"]), b"\x00record\xff"),
+        )
+    store.close()
+    for _ in range(2):
+        again = open_store(settings.store)
+        try:
+            row = again.decisions.decision("dec-1")
+            assert row is not None and row.record == b"\x00record\xff" and row.offers == ["upgrade"]
+            assert [r.id for r in again.decisions.unlearned_decisions(0, 10)] == ["dec-1"]
+            with again.decisions.db.conn() as conn:
+                assert "record" not in again.decisions.db.d.table_columns(conn, "decisions")
+        finally:
+            again.close()
+
+
 def test_a_changed_derived_schema_is_rebuilt_from_the_log(store_settings: dict[str, Any]) -> None:
     settings = make_settings(store_settings)
     first = Kairos(settings)

@@ -214,7 +214,8 @@ class Database:
 
         Durable tables are created if missing and upgraded in place: columns declared since the table was
         made are added (:meth:`_add_columns`), and the log of the first release, which lacked ``ts`` and
-        ``trait_kind``, has them filled from its payloads. Derived tables are dropped and recreated when their
+        ``trait_kind``, has them filled from its payloads; a decision log that kept each record in its
+        decision's row has them moved to ``decision_records``. Derived tables are dropped and recreated when their
         fingerprint differs from the one stored in ``meta``, and the checkpoint goes back to 0: the processor
         rebuilds them.
         """
@@ -232,6 +233,8 @@ class Database:
                     self._add_columns(conn, table, self.d.table_columns(conn, table.name))
                 for statement in indexes:  # after the columns they may index
                     conn.execute(statement)
+            if "record" in existing.get("decisions", ()):
+                self._upgrade_decisions(conn)
             wanted = fingerprint(self.derived)
             found = self.rows(conn, "SELECT value FROM meta WHERE key = {p}", ("derived_schema",))
             if found and found[0][0] == wanted:
@@ -261,6 +264,15 @@ class Database:
             else:
                 definition = f"{column.name} {self.d.column_type(column)}"
             conn.execute(f"ALTER TABLE {table.name} ADD COLUMN {definition}")
+
+    def _upgrade_decisions(self, conn: Any) -> None:
+        """Move the records of a decision log made before ``decision_records`` into it, and drop the column
+        (SQLite 3.35+ and PostgreSQL drop a column in place)."""
+        conn.execute(
+            "INSERT INTO decision_records (id, record) SELECT id, record FROM decisions"
+            " WHERE record IS NOT NULL ON CONFLICT (id) DO NOTHING"
+        )
+        conn.execute("ALTER TABLE decisions DROP COLUMN record")
 
     def _upgrade_log(self, conn: Any) -> None:
         """Add ``ts`` and ``trait_kind`` to a first-release log, read from the ``_kairos`` stamp in payloads."""

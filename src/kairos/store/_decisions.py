@@ -63,9 +63,13 @@ class Snapshot:
 
 
 _DECISION_COLUMNS = (
-    "seq, id, at, subject, channel, placement, grp, policy, policy_version, offers, interaction, customization,"
-    " closes_at, closed, record"
+    "d.seq, d.id, d.at, d.subject, d.channel, d.placement, d.grp, d.policy, d.policy_version, d.offers,"
+    " d.interaction, d.customization, d.closes_at, d.closed"
 )
+# A decision with its record (kept in a table of its own, see ``schema.DECISION_RECORDS``); ``_BARE``: the
+# decision's row alone, for who only counts or joins decisions (``record`` then is empty).
+_WITH_RECORDS = f"SELECT {_DECISION_COLUMNS}, r.record FROM decisions d JOIN decision_records r ON r.id = d.id"
+_BARE = f"SELECT {_DECISION_COLUMNS}, NULL FROM decisions d"
 _REWARD_COLUMNS = "seq, decision_id, offer, reward, at, source, learned"
 
 
@@ -112,8 +116,8 @@ class SqlDecisions:
             db.many(
                 conn,
                 "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
-                " interaction, customization, closes_at, closed, learned, record)"
-                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, 0, {p})",
+                " interaction, customization, closes_at, closed, learned)"
+                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, 0)",
                 [
                     (
                         row.id,
@@ -128,10 +132,14 @@ class SqlDecisions:
                         int(row.interaction),
                         int(row.customization),
                         row.closes_at,
-                        row.record,
                     )
                     for row in rows
                 ],
+            )
+            db.many(
+                conn,
+                "INSERT INTO decision_records (id, record) VALUES ({p}, {p})",
+                [(row.id, row.record) for row in rows],
             )
             db.many(
                 conn,
@@ -160,12 +168,12 @@ class SqlDecisions:
             return [], []
         db = self.db
         rows: list[DecisionRow] = []
-        columns = _DECISION_COLUMNS if records else _DECISION_COLUMNS.replace(", record", ", NULL")
+        select = _WITH_RECORDS if records else _BARE
         with db.conn() as conn:
-            for where, params in db.where_in("subject", list(subjects)):
+            for where, params in db.where_in("d.subject", list(subjects)):
                 found = db.rows(
                     conn,
-                    f"SELECT {columns} FROM decisions WHERE {where} AND at >= {{p}} ORDER BY at DESC LIMIT {{p}}",
+                    f"{select} WHERE {where} AND d.at >= {{p}} ORDER BY d.at DESC LIMIT {{p}}",
                     [*params, since, limit],
                 )
                 rows.extend(self._decision(r, records) for r in found)
@@ -181,14 +189,14 @@ class SqlDecisions:
 
     # -- rewards ---------------------------------------------------------------------------------------
     def decision(self, decision_id: str) -> DecisionRow | None:
-        r = self.db.one(f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE id = {{p}}", (decision_id,))
+        r = self.db.one(f"{_WITH_RECORDS} WHERE d.id = {{p}}", (decision_id,))
         return None if r is None else self._decision(r)
 
     def decisions(self, ids: Sequence[str]) -> dict[str, DecisionRow]:
         out: dict[str, DecisionRow] = {}
         with self.db.conn() as conn:
-            for where, params in self.db.where_in("id", list(ids)):
-                for r in self.db.rows(conn, f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE {where}", params):
+            for where, params in self.db.where_in("d.id", list(ids)):
+                for r in self.db.rows(conn, f"{_WITH_RECORDS} WHERE {where}", params):
                     out[r[1]] = self._decision(r)
         return out
 
@@ -250,7 +258,7 @@ class SqlDecisions:
         return [
             self._decision(r)
             for r in self.db.rows_of(
-                f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE learned = 0 AND seq > {{p}} ORDER BY seq LIMIT {{p}}",
+                f"{_WITH_RECORDS} WHERE d.learned = 0 AND d.seq > {{p}} ORDER BY d.seq LIMIT {{p}}",
                 (after, limit),
             )
         ]
@@ -336,8 +344,7 @@ class SqlDecisions:
         return [
             self._decision(r)
             for r in self.db.rows_of(
-                f"SELECT {_DECISION_COLUMNS} FROM decisions WHERE at >= {{p}} AND at < {{p}} AND seq > {{p}}"
-                " ORDER BY seq LIMIT {p}",
+                f"{_WITH_RECORDS} WHERE d.at >= {{p}} AND d.at < {{p}} AND d.seq > {{p}} ORDER BY d.seq LIMIT {{p}}",
                 (start, end, after_seq, limit),
             )
         ]

@@ -297,6 +297,7 @@ class SqlPrivacy:
             for cond, params in db.where_in("decision_id", ids):
                 rewards += max(0, conn.execute(db.sql(f"DELETE FROM rewards WHERE {cond}"), params).rowcount)
             for cond, params in db.where_in("id", ids):
+                conn.execute(db.sql(f"DELETE FROM decision_records WHERE {cond}"), params)
                 decisions += max(0, conn.execute(db.sql(f"DELETE FROM decisions WHERE {cond}"), params).rowcount)
             db.d.lock(conn, "meta")
             found = db.rows(conn, "SELECT value FROM meta WHERE key = {p}", (ERASURES,))

@@ -25,6 +25,7 @@ __all__ = [
     "DATA_USES",
     "DEADLETTERS",
     "DECISIONS",
+    "DECISION_RECORDS",
     "DECISION_TABLES",
     "DEFINITIONS",
     "DELIVERIES",
@@ -253,7 +254,6 @@ DECISIONS = Table(
         ("closes_at", "int"),
         ("closed", "int"),
         ("learned", "int"),  # its shown items are in a stored policy snapshot (with the default reward)
-        ("record", "bytes"),
     ),
     ("seq",),
     (
@@ -264,6 +264,11 @@ DECISIONS = Table(
         Index("decisions_open", ("closes_at",), where="closed = 0"),
     ),
 )
+# What a decision saw and showed (features, candidates, items: ``kairos.decide.record``, a few KB), apart from
+# the decision's row: the learner's and the closer's flags change on every decision once, and on SQLite an
+# update rewrites the whole row's page (one page per decision with the record inline: a snapshot's commit
+# rewrote ~20 MB for 5,000 decisions and held the write lock the decision path waits on for 50-160 ms).
+DECISION_RECORDS = Table("decision_records", _cols(("id", "text"), ("record", "bytes")), ("id",))
 # One outcome per shown item: the first reward that arrived (API, event, conversion) or the default once the
 # wait passed. ``learned``: taken into a stored policy snapshot (set in the snapshot's transaction).
 REWARDS = Table(
@@ -343,7 +348,14 @@ SUPPRESSIONS = Table(
     ("id",),
     (Index("suppressions_hash", ("hash",), unique=True),),
 )
-DECISION_TABLES: tuple[Table, ...] = (META, DECISIONS, REWARDS, POLICY_SNAPSHOTS, OFFER_IMPRESSIONS)
+DECISION_TABLES: tuple[Table, ...] = (
+    META,
+    DECISIONS,
+    DECISION_RECORDS,
+    REWARDS,
+    POLICY_SNAPSHOTS,
+    OFFER_IMPRESSIONS,
+)
 DURABLE: tuple[Table, ...] = (
     LOG,
     SOURCES,
