@@ -223,8 +223,7 @@ class Moments(Projection[State]):
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for p in self.sources:
-            names = p.trait_names()  # a closed set of traits none of which a moment watches: not computed
-            if names and watched.isdisjoint(names):
+            if p.provides_none_of(watched):
                 continue
             section = (before if before_state else sections).get(p.name)
             if section is not None:

@@ -44,6 +44,7 @@ A minimal projection, counting orders::
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -262,6 +263,12 @@ class Projection(Generic[S]):
         """Names of the traits this projection may contribute, known without any profile (for warnings
         about rules that name a trait nothing provides)."""
         return ()
+
+    def provides_none_of(self, keys: AbstractSet[str]) -> bool:
+        """True when this projection's traits are a closed set (:meth:`trait_names`) holding none of ``keys``:
+        a reader of only ``keys`` need not compute them (segments and moments skip computed traits, RFM)."""
+        names = self.trait_names()
+        return bool(names) and keys.isdisjoint(names)
 
     def trait_changes(self, old: S, new: S) -> Collection[str]:
         """The trait names whose value may differ between two states (all that differ must be named; naming

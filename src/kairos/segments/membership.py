@@ -80,8 +80,7 @@ def profile_variables(
     if reads is None or "traits" in reads:
         traits: dict[str, Any] = {}
         for p in sources:
-            names = p.trait_names()  # a closed set (computed, RFM) none of which is read: not computed
-            if trait_keys is not None and names and trait_keys.isdisjoint(names):
+            if trait_keys is not None and p.provides_none_of(trait_keys):
                 continue
             section = sections.get(p.name)
             traits.update(p.traits(section if section is not None else p.initial()))
