@@ -402,7 +402,13 @@ class DeliverySettings(BaseModel):
         10.0, gt=0, description="Longest wait for a receiver's answer; a timeout is retried like a 5xx."
     )
     concurrency: int = Field(16, ge=1, le=256, description="Requests in flight at once, per destination.")
-    batch_size: int = Field(500, ge=1, le=10_000, description="Outbox messages or events read per planning step.")
+    batch_size: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Outbox messages or events read per planning step, and due deliveries read ahead per "
+        "destination (kept in memory until sent).",
+    )
     poll_interval_ms: int = Field(200, ge=1, description="How often an idle destination looks for new messages.")
     breaker_failures: int = Field(
         5,
