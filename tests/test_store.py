@@ -107,6 +107,33 @@ def test_a_decision_log_with_records_in_its_rows_is_moved_to_decision_records(st
             again.close()
 
 
+def test_a_decision_whose_record_cannot_be_written_leaves_nothing(store_settings: dict[str, Any]) -> None:
+    """The decision's row, its record and its impressions are one transaction: a record insert that fails
+    (here an id already in ``decision_records``) leaves no half decision, and the batch's other rows go too."""
+    from kairos.store import DecisionRow
+
+    store = open_store(make_settings(store_settings).store)
+    try:
+        db = store.decisions.db
+        with db.tx(write=True) as conn:  # a stray record holding the id the next decision will use
+            conn.execute(db.sql("INSERT INTO decision_records (id, record) VALUES ({p}, {p})"), ("dup", b"x"))
+
+        def row(id_: str) -> DecisionRow:
+            return DecisionRow(
+                0, id_, 5, "subj", "web", None, "policy", "linucb", 0, ["a"], False, False, 99, False, b"r"
+            )
+
+        with pytest.raises(store.driver_errors):  # the driver's IntegrityError
+            store.decisions.record_many([row("fine"), row("dup")])
+        assert store.decisions.decisions(["fine", "dup"]) == {}
+        assert store.decisions.history(["subj"], 0, records=False) == ([], [])
+        assert store.decisions.impressions(["a"]) == {}
+        store.decisions.record(row("fine"))  # the log goes on
+        assert list(store.decisions.decisions(["fine"])) == ["fine"]
+    finally:
+        store.close()
+
+
 def test_a_changed_derived_schema_is_rebuilt_from_the_log(store_settings: dict[str, Any]) -> None:
     settings = make_settings(store_settings)
     first = Kairos(settings)

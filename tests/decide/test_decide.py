@@ -395,6 +395,24 @@ def test_bad_decide_requests_get_a_precise_error(world: World, body: dict[str, A
     assert (r.json()["error"]["field"], r.json()["error"]["code"]) == (field, code)
 
 
+def test_a_context_no_rule_can_read_is_a_400_not_a_500(world: World) -> None:
+    # An eligibility rule converts the request's context (rules._rule._json): a NUL raised ValueError, deep
+    # nesting RecursionError, both unhandled (500). The request is refused, naming the field.
+    world.offer("rainy", eligibility='has(request.weather) && request.weather == "rain"')
+    deep: Any = 1
+    for _ in range(900):
+        deep = [deep]
+    for context, code in (
+        ({"timezone": "Europe/\u0000Paris"}, "invalid"),
+        ({"weather\u0000": "rain"}, "invalid"),
+        ({"nested": {"list": ["ok", "r\u0000in"]}}, "invalid"),
+        ({"deep": deep}, "too_large"),
+    ):
+        r = world.decide(400, profile="user_id:a", context=context)
+        assert (r["error"]["field"], r["error"]["code"]) == ("context", code)
+    world.decide(profile="user_id:a", context={"weather": "rain", "nested": {"deep": [1, [2, [3]]]}})
+
+
 def test_decide_needs_the_decide_scope_and_bounds_its_body(world: World) -> None:
     body = {"profile": "user_id:a", "channel": "web"}
     assert world.client.post("/v1/decide", json=body).status_code == 401
@@ -425,6 +443,7 @@ def test_rewards_first_one_wins_and_bad_ones_are_refused(world: World) -> None:
         ({**reward, "reward": 1e300}, 400, "invalid"),
         ({"decision_id": answer["decision_id"], "offer_id": "a"}, 400, "missing_field"),
         ({**reward, "decision_id": "\u00e9" * 10}, 400, "invalid"),
+        ({**reward, "decision_id": answer["decision_id"] + "\u0000"}, 400, "invalid"),  # PostgreSQL: was a 500
     ]
     for body, status, code in bad:
         r = world.client.post("/v1/rewards", json=body, headers=world.decide_key)

@@ -92,7 +92,13 @@ def add_reward(kairos: Kairos, body: Any) -> dict[str, Any]:
     decision_id = body.get("decision_id")
     if decision_id is None:
         raise ValidationError("decision_id is required", code="missing_field", field="decision_id")
-    if not isinstance(decision_id, str) or not 1 <= len(decision_id) <= 64 or not decision_id.isascii():
+    # ASCII without control characters: PostgreSQL refuses a NUL in a text parameter (a 500, not a 404).
+    if (
+        not isinstance(decision_id, str)
+        or not 1 <= len(decision_id) <= 64
+        or not decision_id.isascii()
+        or not decision_id.isprintable()
+    ):
         raise ValidationError("decision_id is the id a decision answered", field="decision_id")
     offer = body.get("offer_id")
     if offer is None:

@@ -57,6 +57,7 @@ _PEOPLE = 4096
 _PEOPLE_SECONDS = 5.0  # at most this long; the profile cache replaces a view every few seconds anyway
 _UNRESOLVED: Any = object()
 MAX_CONTEXT_KEYS = 64
+MAX_CONTEXT_DEPTH = 16  # nested objects and arrays in ``context``: eligibility rules convert it recursively
 BEHAVIOUR = ("request", "context", "profile", "segments", "moments")  # the person's own behaviour and context
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 # Variables of an eligibility rule that read the person or the moment (not the offer's own settings).
@@ -78,6 +79,31 @@ def _name(value: Any, field: str, required: bool = True) -> str | None:
     if not isinstance(value, str) or not 1 <= len(value) <= 64 or not set(value) <= _NAME_CHARS:
         raise ValidationError(f"{field} is 1-64 letters, digits, '_', '.', ':' or '-'", field=field)
     return value
+
+
+def _check_context(context: dict[str, Any]) -> None:
+    """Refuse what no rule can read: a NUL in a key or a text (``rules._rule._json`` raises on it), and nesting
+    deeper than :data:`MAX_CONTEXT_DEPTH` (its recursive conversion would overflow the stack). Iterative."""
+    stack: list[tuple[Any, int]] = [(context, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValidationError("context holds a NUL character (\\u0000)", field="context")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_CONTEXT_DEPTH:
+            raise ValidationError(
+                f"context nests objects and arrays at most {MAX_CONTEXT_DEPTH} deep", code="too_large", field="context"
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise ValidationError("context holds a NUL character (\\u0000)", field="context")
+                stack.append((item, depth + 1))
+        else:
+            stack.extend((item, depth + 1) for item in value)
 
 
 def decide_request(body: Any) -> DecideRequest:
@@ -107,6 +133,7 @@ def decide_request(body: Any) -> DecideRequest:
         raise ValidationError("context must be an object", field="context")
     if len(context) > MAX_CONTEXT_KEYS:
         raise ValidationError(f"context has at most {MAX_CONTEXT_KEYS} keys", code="too_large", field="context")
+    _check_context(context)
     limit = body.get("limit", 1)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
         raise ValidationError(f"limit is a whole number from 1 to {MAX_LIMIT}", field="limit")

@@ -50,7 +50,7 @@ def data_uses(kairos: Kairos, pk: int, limit: int = 100) -> list[dict[str, Any]]
     # An offer's purpose as defined now (a decision logs the keys it showed, not their definitions).
     offers = kairos.store.admin.definitions("offer")
     purpose_of = {d.key: str(d.body.get("purpose") or "personalization") for d in offers}
-    decisions, _ = kairos.store.decisions.history(sorted(set(subjects)), 0, limit)
+    decisions, _ = kairos.store.decisions.history(sorted(set(subjects)), 0, limit, records=False)
     for d in decisions:
         recipient = d.channel if d.placement is None else f"{d.channel}/{d.placement}"
         purposes = {"personalization"} if d.group == "policy" else set()
