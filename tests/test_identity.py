@@ -216,3 +216,13 @@ def test_alias_between_two_user_ids_keeps_the_events_own_id_whatever_the_spellin
     old, new = feed.profile("user_id:old"), feed.profile(f"user_id:{new_id}")
     assert old.id != new.id
     assert (old.event_count, new.event_count) == (1, 2)  # the alias is on the event's own user id
+
+
+def test_profile_ids_are_the_uuid5_of_their_key() -> None:
+    """Profile ids are public and stored: the hand-written uuid5 must give exactly what ``uuid.uuid5`` gives."""
+    import uuid
+
+    from kairos.identity.resolver import _NAMESPACE, profile_id_for
+
+    for pk in [*range(0, 100_000, 97), 2**31, 2**62, 10**18]:
+        assert profile_id_for.__wrapped__(pk) == str(uuid.uuid5(_NAMESPACE, str(pk)))

@@ -33,7 +33,7 @@ def _zones() -> frozenset[str]:
 
 def is_zone(name: object) -> bool:
     """Whether ``name`` is an IANA time zone the installed ``tzdata`` knows (never raises)."""
-    return isinstance(name, str) and len(name) <= 64 and _ZONE_SHAPE.fullmatch(name) is not None and name in _zones()
+    return isinstance(name, str) and len(name) <= 64 and name in _zones() and _ZONE_SHAPE.fullmatch(name) is not None
 
 
 @functools.lru_cache(maxsize=1024)
@@ -61,6 +61,11 @@ def country_code(value: object) -> str | None:
     ``context.location.country`` carries it (``United States``); None when it is neither."""
     if not isinstance(value, str) or not value or len(value) > MAX_TEXT or "\x00" in value:
         return None
+    return _country_code(value)
+
+
+@functools.lru_cache(maxsize=4096)  # every event with a location asks; few distinct texts
+def _country_code(value: str) -> str | None:
     text = value.strip()
     if _CODE.fullmatch(text):
         return text.upper()
@@ -71,6 +76,11 @@ def locale_country(value: object) -> str | None:
     """The region of a locale such as ``en-US``, ``pt_BR`` or ``zh-Hant-TW``; None without one."""
     if not isinstance(value, str) or len(value) > 64 or "\x00" in value:
         return None
+    return _locale_country(value)
+
+
+@functools.lru_cache(maxsize=4096)  # every event with a locale asks; few distinct texts
+def _locale_country(value: str) -> str | None:
     tags = re.split(r"[-_]", value.strip())
     regions = [t for t in tags[1:] if _CODE.fullmatch(t)]
     return regions[-1].upper() if regions else None

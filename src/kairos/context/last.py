@@ -22,8 +22,6 @@ __all__ = ["FIELDS", "LastContext", "last_known", "source_defaults"]
 Stamped = tuple[Any, int, int]  # (value, event time in epoch ms, log position)
 State = Mapping[str, Stamped]
 FIELDS: tuple[str, ...] = Observed.__struct_fields__
-_DEVICE = ("device_class", "os", "browser")
-_PLACE = ("country", "city", "latitude", "longitude")
 
 
 def source_defaults(settings: ContextSettings, source: str) -> SourceDefaults:
@@ -65,21 +63,32 @@ class LastContext(Projection[State]):
         if not event.context and configured is None and event.type not in ("page", "screen"):
             return state  # the event says nothing about context (most server-side track calls)
         seen = observe(event, configured)
-        stamp = (entry.ts, entry.seq)
-        names: list[str] = []
+        pairs: list[tuple[str, Any]] = []
         if seen.timezone is not None:
-            names.append("timezone")
+            pairs.append(("timezone", seen.timezone))
         if seen.channel is not None:
-            names.append("channel")
-        if any(getattr(seen, n) is not None for n in _DEVICE):
-            names.extend(_DEVICE)
-        if any(getattr(seen, n) is not None for n in _PLACE[1:]):
-            names.extend(_PLACE)
+            pairs.append(("channel", seen.channel))
+        if seen.device_class is not None or seen.os is not None or seen.browser is not None:
+            pairs += (("device_class", seen.device_class), ("os", seen.os), ("browser", seen.browser))
+        if seen.city is not None or seen.latitude is not None or seen.longitude is not None:
+            pairs += (
+                ("country", seen.country),
+                ("city", seen.city),
+                ("latitude", seen.latitude),
+                ("longitude", seen.longitude),
+            )
         elif seen.country is not None:
-            names.append("country")
-        if not names:
-            return state
-        return fold(state, {n: (getattr(seen, n), *stamp) for n in names}, _newer)
+            pairs.append(("country", seen.country))
+        # fold() with _newer, written out: this runs for most events.
+        ts, seq = entry.ts, entry.seq
+        out: dict[str, Stamped] | None = None
+        for name, value in pairs:
+            old = state.get(name)
+            if old is None or (ts, seq) > (old[1], old[2]):
+                if out is None:
+                    out = dict(state)
+                out[name] = (value, ts, seq)
+        return state if out is None else out
 
     def merge(self, winner: State, loser: State, ctx: Context) -> State:
         return fold(winner, loser, _newer)

@@ -26,6 +26,7 @@ EVENT_FIELDS = frozenset(
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 MAX_VALUE = 512
+_KNOWN = 50_000  # identifiers whose answer Identifiers.usable remembers (cleared when full)
 
 
 def normalize(kind: str, raw: Any, region: str) -> str | None:
@@ -82,8 +83,23 @@ class Identifiers:
         # A group call's traits describe the company (Segment spec), never the person: skip them there.
         self._group_paths = [(kind, parts) for kind, parts in self._paths if parts[0] != "traits"]
         self.limits = {t: c.limit for t, c in self.types.items() if c.limit is not None}
+        # A person's identifiers come back with each of their events: answers for text are remembered.
+        self._known: dict[tuple[str, str], str | None] = {}
 
     def usable(self, kind: str, raw: Any) -> str | None:
+        if type(raw) is not str:
+            return self._usable(kind, raw)
+        key = (kind, raw)
+        try:
+            return self._known[key]
+        except KeyError:
+            pass
+        if len(self._known) >= _KNOWN:
+            self._known.clear()
+        value = self._known[key] = self._usable(kind, raw)
+        return value
+
+    def _usable(self, kind: str, raw: Any) -> str | None:
         value = normalize(kind, raw, self.region)
         if value is None or value.lower() in self.blocked:
             return None

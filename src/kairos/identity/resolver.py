@@ -14,6 +14,7 @@ projection merges its own state), so identity resolution knows nothing of traits
 from __future__ import annotations
 
 import functools
+import hashlib
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,10 +29,24 @@ IdentityKey = tuple[str, str]
 _NAMESPACE = uuid.UUID("6b616972-6f73-4000-8000-000000000000")
 
 
-@functools.lru_cache(maxsize=65_536)  # a uuid5 is ~3 us; every profile read and decision asks (a pure function)
+_PREFIX = _NAMESPACE.bytes
+
+
+@functools.lru_cache(maxsize=65_536)  # every profile read and decision asks (a pure function)
 def profile_id_for(pk: int) -> str:
-    """The public id of the profile created at log position ``pk``: the same on every replay."""
-    return str(uuid.uuid5(_NAMESPACE, str(pk)))
+    """The public id of the profile created at log position ``pk``: the same on every replay.
+
+    ``uuid.uuid5(_NAMESPACE, str(pk))``, written out (SHA-1 of the namespace and the name, version and variant
+    bits set): the processor asks once per new profile, and ``uuid5`` builds two ``UUID`` objects to answer.
+
+    >>> profile_id_for(42) == str(uuid.uuid5(_NAMESPACE, "42"))
+    True
+    """
+    h = bytearray(hashlib.sha1(_PREFIX + str(pk).encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class Graph(Protocol):
