@@ -292,6 +292,27 @@ def test_only_the_readers_of_a_moved_segment_are_evaluated_again(world: World) -
     assert plan_rule.errors == errors  # the order changed `spent`, not `plan`: not evaluated
 
 
+def test_remembered_answers_tell_value_types_apart(world: World) -> None:
+    # A rule reading only plain values has its answers remembered by the values it read (SegmentDef.memo).
+    # 1, 1.0 and true are equal as Python keys but not to a rule: 1.0 + 1 and true + 1 are errors in CEL.
+    world.define("segment", "one", {"rule": "traits.x + 1 == 2"})
+    world.define("segment", "one_reader", {"rule": '"one" in segments && traits.y == "a"'})
+    for user, x in (("f", 1.0), ("i", 1), ("b", True), ("i2", 1), ("f2", 1.0)):
+        world.send({"type": "identify", "userId": user, "traits": {"x": x, "y": "a"}})
+    assert world.kairos.processor.catalog.segment("one").memo == (("traits", "x"),)  # type: ignore[union-attr]
+    members = {u: world.view(f"user_id:{u}")["segments"] for u in ("f", "i", "b", "i2", "f2")}
+    assert members == {
+        "f": [],
+        "i": ["one", "one_reader"],
+        "b": [],
+        "i2": ["one", "one_reader"],
+        "f2": [],
+    }
+    # An answer remembered for one profile's membership is not given to another's.
+    world.send({"type": "identify", "userId": "f", "traits": {"x": 1}})
+    assert world.view("user_id:f")["segments"] == ["one", "one_reader"]
+
+
 def test_rules_reading_now_change_on_time(world: World) -> None:
     world.define("segment", "dormant", {"rule": 'profile.updated_at < now - duration("7d")'})
     world.send({"type": "track", "userId": "u1", "event": "Visited"})

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kairos.errors import ValidationError
-from kairos.rules import Rule, RuleError, Scope, compile_rule
+from kairos.rules import References, Rule, RuleError, Scope, compile_rule
 from kairos.store import AdminStore, Definition
 
 __all__ = [
@@ -340,6 +340,9 @@ class SegmentDef:
     profile: frozenset[str] = frozenset()
     uses_now: bool = False
     reads: frozenset[str] = frozenset()  # variables
+    # Every value the rule reads, as (variable, key), when that is all it reads (no `now`, no key named at run
+    # time): its answer is then a function of those values, which the segments projection remembers.
+    memo: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,7 +463,20 @@ def compile_definition(d: Definition) -> TraitDef | SegmentDef | MomentDef:
         profile=refs.profile | (frozenset({"*"}) if "profile" in refs.dynamic else frozenset()),
         uses_now=refs.uses_now,
         reads=refs.variables,
+        memo=_memo_plan(refs),
     )
+
+
+_MEMO_VARIABLES = frozenset(("traits", "profile", "consents", "segments", "identities"))
+
+
+def _memo_plan(refs: References) -> tuple[tuple[str, str], ...] | None:
+    """The (variable, key) pairs a segment rule reads, if they are all it reads (see ``SegmentDef.memo``)."""
+    if refs.uses_now or refs.dynamic or not refs.variables <= _MEMO_VARIABLES:
+        return None
+    if any(not refs.keys.get(name) for name in refs.variables):
+        return None  # read whole (not expected of a keyed variable outside `dynamic`): not remembered
+    return tuple(sorted((name, key) for name in refs.variables for key in refs.keys.get(name, ())))
 
 
 def segment_order(segments: Mapping[str, SegmentDef]) -> list[SegmentDef]:

@@ -27,7 +27,7 @@ from typing import Any
 from kairos.definitions import Catalog, SegmentDef
 from kairos.pipeline.projection import Context, Entry, ProfileState, Projection, Timer
 from kairos.profiles.timeline import record
-from kairos.rules import Bindings, Scope
+from kairos.rules import Bindings, Rule, Scope
 from kairos.store.schema import Column, Index, Table
 
 __all__ = ["SEGMENT_STATS", "Segments", "profile_variables"]
@@ -49,6 +49,8 @@ LADDER = (
 
 Members = Mapping[str, tuple[int, int]]  # segment key → (rule version, since: epoch ms)
 NEVER = 2**62  # a timer that only carries hints (no rule changes within reach)
+MEMO = 8_192  # remembered answers per rule (cleared when full)
+_ABSENT = object()  # a key the profile does not have
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,29 @@ def profile_variables(
     return out
 
 
+def _memo_key(
+    plan: tuple[tuple[str, str], ...], variables: Mapping[str, Any], members: Members
+) -> tuple[Any, ...] | None:
+    """The values a rule reads (``SegmentDef.memo``), typed (1, 1.0 and true differ to a rule), as a key of its
+    remembered answers; None when one is not a plain value (such a rule is evaluated)."""
+    out: list[Any] = []
+    for variable, key in plan:
+        if variable == "segments":
+            out.append(key in members)
+            continue
+        value = variables[variable].get(key, _ABSENT)
+        kind = type(value)
+        if kind is str or kind is int or kind is bool or value is None or value is _ABSENT:
+            out.append((kind, value))
+        elif kind is float:
+            out.append((kind, value.hex()))  # -0.0 and nan stay apart
+        elif kind is list and all(type(v) is str for v in value):  # identities of a type
+            out.append(tuple(value))
+        else:
+            return None
+    return tuple(out)
+
+
 def _trait_keys(keys: set[str] | None, s: SegmentDef) -> set[str] | None:
     """The trait keys rules read, with ``s``'s (None: any trait, a rule names one at run time)."""
     return None if keys is None or s.traits_dynamic else keys | s.traits
@@ -129,6 +154,16 @@ class Segments(Projection[Members]):
         """``sources``: the projections (run before this one) whose state rules read."""
         self.catalog = catalog
         self.sources = [p for p in sources if p.name not in ("segments",)]
+        # Per rule (SegmentDef.memo): its answer and whether it was an error, by the values it read.
+        self._memos: dict[Rule, dict[tuple[Any, ...], tuple[bool, bool]]] = {}
+
+    def _memo(self, s: SegmentDef) -> dict[tuple[Any, ...], tuple[bool, bool]]:
+        memo = self._memos.get(s.rule)
+        if memo is None:
+            if len(self._memos) > 2 * len(self.catalog.segments):  # rules of changed or deleted definitions
+                self._memos.clear()
+            memo = self._memos[s.rule] = {}
+        return memo
 
     def initial(self) -> Members:
         return {}
@@ -244,9 +279,10 @@ class Segments(Projection[Members]):
             heap = self._positions(inputs, moved)
             readers = index.segments_dynamic
         queued = set(heap)
-        # The variables the wanted rules read are computed and converted once (Scope.bind), again only when a
-        # membership moved or a rule reads more; a value no rule can read (bind refuses it) leaves the plain
-        # mapping, on which each rule answers false.
+        # The variables the wanted rules read are computed once, again only when a rule reads more. They are
+        # converted (Scope.bind) only for a rule whose answer is not remembered, and again only when a
+        # membership moved and a rule reads `segments`; a value no rule can read (bind refuses it) leaves the
+        # plain mapping, on which each rule answers false.
         variables: dict[str, Any] | None = None
         bindings: Bindings | dict[str, Any] | None = None
         need: set[str] = set()
@@ -260,22 +296,41 @@ class Segments(Projection[Members]):
             s = segments[i]
             if (
                 variables is None
-                or bindings is None
                 or not s.reads <= need
                 or (keys is not None and (s.traits_dynamic or not s.traits <= keys))
             ):
                 need |= s.reads
                 keys = _trait_keys(keys, s)
                 variables = profile_variables(ctx.profile, self.sources, out, now, need, keys)
-                bindings = _bind(variables)
+                bindings = None
                 stale = False
-            elif stale and "segments" in s.reads:
-                # Only for a rule that reads it: new bindings convert every variable again on first use.
-                if variables["segments"] != (members := sorted(out)):
-                    variables["segments"] = members
-                    bindings = bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
-                stale = False
-            holds = s.rule.evaluate(bindings)
+            memo_key = None if s.memo is None else _memo_key(s.memo, variables, out)
+            known = None if memo_key is None else self._memo(s).get(memo_key)
+            if known is not None:
+                holds = known[0]
+                if known[1]:
+                    s.rule.errors += 1  # counted as the evaluation it stands for would have
+            else:
+                if bindings is None:
+                    if stale:
+                        variables["segments"] = sorted(out)
+                        stale = False
+                    bindings = _bind(variables)
+                elif stale and "segments" in s.reads:
+                    # Only for a rule that reads it: new bindings convert every variable again on first use.
+                    if variables["segments"] != (members := sorted(out)):
+                        variables["segments"] = members
+                        bindings = (
+                            bindings.replace({"segments": members}) if isinstance(bindings, Bindings) else variables
+                        )
+                    stale = False
+                errors = s.rule.errors
+                holds = s.rule.evaluate(bindings)
+                if memo_key is not None:
+                    memo = self._memo(s)
+                    if len(memo) >= MEMO:
+                        memo.clear()
+                    memo[memo_key] = (holds, s.rule.errors != errors)
             if holds != (s.key in out):
                 moved.add(s.key)
                 stale = True
