@@ -49,7 +49,8 @@ LADDER = (
 
 Members = Mapping[str, tuple[int, int]]  # segment key → (rule version, since: epoch ms)
 NEVER = 2**62  # a timer that only carries hints (no rule changes within reach)
-MEMO = 8_192  # remembered answers per rule (cleared when full)
+MEMO = 65_536  # remembered answers over all rules (~20 MB at most); a rule's share is cleared when full
+_ANSWERS = {(h, e): (h, e) for h in (True, False) for e in (True, False)}  # shared, not one tuple per entry
 _ABSENT = object()  # a key the profile does not have
 
 
@@ -328,9 +329,9 @@ class Segments(Projection[Members]):
                 holds = s.rule.evaluate(bindings)
                 if memo_key is not None:
                     memo = self._memo(s)
-                    if len(memo) >= MEMO:
+                    if len(memo) >= max(256, MEMO // len(segments)):
                         memo.clear()
-                    memo[memo_key] = (holds, s.rule.errors != errors)
+                    memo[memo_key] = _ANSWERS[holds, s.rule.errors != errors]
             if holds != (s.key in out):
                 moved.add(s.key)
                 stale = True
