@@ -534,6 +534,7 @@ class Catalog:
     # Moments by the event names their patterns read, and those that react to segments and traits.
     moments_by_event: dict[str, list[MomentDef]] = field(default_factory=dict)
     moments_on_change: list[MomentDef] = field(default_factory=list)
+    moment_traits: frozenset[str] = frozenset()  # the traits those moments watch
     errors: list[str] = field(default_factory=list)  # "kind:key: message" of definitions that failed to compile
 
     @classmethod
@@ -585,6 +586,7 @@ class Catalog:
                 by_name.setdefault(name, []).append(m)
         self.moments_by_event = by_name
         self.moments_on_change = [m for m in moments.values() if not m.steps]
+        self.moment_traits = frozenset(m.trait for m in self.moments_on_change if m.trait is not None)
         self.errors = errors
         self.revision = revision
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -203,7 +204,7 @@ class Moments(Projection[State]):
                 if not any(before.get(p.name, sections.get(p.name)) is not sections.get(p.name) for p in self.sources):
                     continue  # no trait source changed
                 if traits_after is None:
-                    watched = {c.trait for c in self.catalog.moments_on_change if c.trait is not None}
+                    watched = self.catalog.moment_traits
                     traits_before = self._traits(before, sections, watched, before_state=True)
                     traits_after = self._traits(before, sections, watched, before_state=False)
                 assert traits_before is not None
@@ -219,7 +220,7 @@ class Moments(Projection[State]):
                 out[m.key] = self._fire(m, ms, ctx, ts, seqs, entry)
 
     def _traits(
-        self, before: Mapping[str, Any], sections: Mapping[str, Any], watched: set[str], before_state: bool
+        self, before: Mapping[str, Any], sections: Mapping[str, Any], watched: AbstractSet[str], before_state: bool
     ) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for p in self.sources:
