@@ -19,7 +19,7 @@ entered, exited) from which ``size`` and ``size_history`` are read.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -135,6 +135,16 @@ def _memo_key(
 def _trait_keys(keys: set[str] | None, s: SegmentDef) -> set[str] | None:
     """The trait keys rules read, with ``s``'s (None: any trait, a rule names one at run time)."""
     return None if keys is None or s.traits_dynamic else keys | s.traits
+
+
+def _reads_of(defs: Iterable[SegmentDef]) -> tuple[set[str], set[str] | None]:
+    """The variables and the trait keys (None: any) that the rules of ``defs`` read together."""
+    need: set[str] = set()
+    keys: set[str] | None = set()
+    for s in defs:
+        need |= s.reads
+        keys = _trait_keys(keys, s)
+    return need, keys
 
 
 def _bind(variables: dict[str, Any]) -> Bindings | dict[str, Any]:
@@ -286,11 +296,7 @@ class Segments(Projection[Members]):
         # plain mapping, on which each rule answers false.
         variables: dict[str, Any] | None = None
         bindings: Bindings | dict[str, Any] | None = None
-        need: set[str] = set()
-        keys: set[str] | None = set()
-        for i in heap:
-            need |= segments[i].reads
-            keys = _trait_keys(keys, segments[i])
+        need, keys = _reads_of(segments[i] for i in heap)
         stale = False  # a membership moved since the bindings were made: `segments` is to be bound again
         while heap:
             i = heapq.heappop(heap)
@@ -363,10 +369,7 @@ class Segments(Projection[Members]):
         counts = ctx.profile.sections.get("counters")
         times = (counts.created_at, counts.updated_at) if counts is not None and counts.event_count else ()
         base = times[1] if times else now
-        need = frozenset().union(*(s.reads for s in timed))
-        keys: set[str] | None = set()
-        for s in timed:
-            keys = _trait_keys(keys, s)
+        need, keys = _reads_of(timed)
         bindings = _bind(profile_variables(ctx.profile, self.sources, state, now, need, keys))
         flips: dict[str, Any] = {}
         for s in timed:
