@@ -246,3 +246,28 @@ def test_explanations_follow_the_feature_values_and_names() -> None:
             fresh._restore(policy._state())
             assert policy.scoring(shared, [offer]).explain(0, top=10) == fresh.explain(shared, offer, top=10)
     assert any(name in n for n, _ in policy.scoring({"profile": {same[1]: 1.0}}, [offer]).explain(0, top=10))
+
+
+def test_a_replaced_policy_is_freed_without_the_cyclic_collector() -> None:
+    """Servers freeze their heap and rarely run full collections (kairos._gc): a policy a newer snapshot
+    replaced must be freed by reference counting alone, with its memos (a memo and its shapes hold no cycle
+    back to the policy, which holds megabytes of model)."""
+    import gc
+    import weakref
+
+    policy = LinUCBPolicy()
+    offers = [Action(f"o{i}", {"offer": {f"id=o{i}": 1.0}}) for i in range(3)]
+    shared: Features = {"context": {"daypart=evening": 1.0}}
+    for i in range(50):
+        policy.learn(shared, offers[i % 3], float(i % 4 == 0), 0.5)
+    scoring = policy.scoring(shared, offers)
+    scoring.rank(2, rng=random.Random(0))
+    assert scoring.explain(0, 3)  # explanations read the memo's thetas
+    gone = weakref.ref(policy)
+    memo = weakref.ref(next(iter(policy._memos.values()))[1])
+    gc.disable()
+    try:
+        del policy, scoring
+        assert gone() is None and memo() is None
+    finally:
+        gc.enable()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import math
 import random
+import weakref
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
@@ -52,7 +53,11 @@ class Memo:
     may use one: entries are only added, each computed alike by whoever comes first."""
 
     def __init__(self, policy: _LinearPolicy, offer_ids: IntArray, offer_values: FloatArray) -> None:
-        self.policy = policy
+        # The policy's model and index, not the policy: it holds its memos, and a cycle would keep a replaced
+        # policy (megabytes of model) alive until a full collection, which servers make rare (kairos._gc).
+        self.model = policy.model
+        self.index = policy.index
+        self._on_grow = weakref.WeakMethod(policy._memo_grew)
         self.offer_ids = offer_ids  # (actions, width), padded with -1
         self.offer_values = offer_values  # (actions, width), padded with 0
         self.slots: dict[int, IntArray] = {}  # shared id -> (actions, width) slot of each pair, -1 never learned
@@ -73,7 +78,6 @@ class Memo:
         keys = [(ids[p], ids[q]) if ids[p] <= ids[q] else (ids[q], ids[p]) for p, q in positions]
         n = len(self.offer_ids)
         shape = Shape(
-            self,
             ids,
             np.stack([self.parts[i] for i in ids]) if ids else np.zeros((0, n)),
             np.stack([self.priors[i] for i in ids]) if ids else np.zeros((0, n)),
@@ -100,8 +104,7 @@ class Memo:
         missing = list(dict.fromkeys(i for i in ids if i not in self.parts))
         if not missing:
             return
-        policy = self.policy
-        table = policy.index.table
+        table = self.index.table
         rows, cols = table.shape
         s = np.asarray(missing, dtype=np.int64)
         s_ok = (s >= 0) & (s < rows)
@@ -110,9 +113,9 @@ class Memo:
         slots = np.where(s_ok[:, None, None] & o_ok[None], found, -1)
         known = slots >= 0
         xo = self.offer_values[None]
-        thetas = np.where(known, policy.model.theta[np.where(known, slots, 0)], 0.0)
+        thetas = np.where(known, self.model.theta[np.where(known, slots, 0)], 0.0)
         parts = (thetas * xo).sum(axis=2)
-        priors = np.where(known, 0.0, xo * xo).sum(axis=2) / policy.model.l2
+        priors = np.where(known, 0.0, xo * xo).sum(axis=2) / self.model.l2
         for k, i in enumerate(missing):
             self.slots[i], self.thetas[i], self.parts[i], self.priors[i] = slots[k], thetas[k], parts[k], priors[k]
         self._grew(slots.size * 2 + parts.size * 2)
@@ -124,7 +127,7 @@ class Memo:
         missing = list(dict.fromkeys(key for key, value in zip(keys, out, strict=True) if value is None))
         if not missing:
             return out  # type: ignore[return-value]
-        model = self.policy.model
+        model = self.model
         left = np.stack([self.slots[i] for i, _ in missing])  # (missing, actions, width)
         right = np.stack([self.slots[j] for _, j in missing])
         xl = np.where(left >= 0, self.offer_values[None], 0.0)
@@ -140,15 +143,16 @@ class Memo:
 
     def _grew(self, floats: int) -> None:
         self.size += floats
-        self.policy._memo_grew(floats)
+        grew = self._on_grow()
+        if grew is not None:
+            grew(floats)
 
 
 class Shape:
     """A memo's arrays for one tuple of shared feature ids: each one's ``part`` and ``prior`` (shared,
     actions), each pair's ``pair`` in :func:`_upper`'s order (pairs, actions)."""
 
-    def __init__(self, memo: Memo, ids: tuple[int, ...], parts: FloatArray, priors: FloatArray, pairs: FloatArray):
-        self.memo = memo
+    def __init__(self, ids: tuple[int, ...], parts: FloatArray, priors: FloatArray, pairs: FloatArray):
         self.ids = ids
         self.parts = parts
         self.priors = priors
@@ -157,10 +161,10 @@ class Shape:
         # Explanations by (values and names of the shared features, top): action index -> its explanation.
         self.explanations: dict[tuple[object, ...], dict[int, list[tuple[str, float]]]] = {}
 
-    def thetas(self) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
-        """Each pair's theta and whether it was learned, (shared, actions, width): for explanations."""
+    def thetas(self, memo: Memo) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """Each pair's theta and whether it was learned, (shared, actions, width), from the memo it belongs to
+        (not held: a memo holds its shapes): for explanations."""
         if self._thetas is None:
-            memo = self.memo
             dims = memo.offer_ids.shape
             thetas = np.stack([memo.thetas[i] for i in self.ids]) if self.ids else np.zeros((0, *dims))
             slots = np.stack([memo.slots[i] for i in self.ids]) if self.ids else np.zeros((0, *dims), np.int64)
@@ -178,7 +182,8 @@ class LinearScoring(Scoring):
         self.linear = policy
         ids, values, self.shared_names = policy.index.side(shared, shared=True, add=False)
         self.xs = np.asarray(values)
-        self.shape = policy._memo(actions).shape(tuple(ids)) if actions else None
+        self.memo = policy._memo(actions) if actions else None
+        self.shape = self.memo.shape(tuple(ids)) if self.memo is not None else None
         self.means: FloatArray = _finite(self.xs @ self.shape.parts) if self.shape is not None else np.zeros(0)
 
     def estimate(self, drop: Collection[str] = ()) -> list[float]:
@@ -230,10 +235,9 @@ class LinearScoring(Scoring):
         return [list(known_ones[index]) for index in indexes]
 
     def _explain(self, at: list[int], top: int) -> list[list[tuple[str, float]]]:
-        shape = self.shape
-        assert shape is not None
-        memo = shape.memo
-        thetas, learned = shape.thetas()  # (shared, actions, width)
+        shape, memo = self.shape, self.memo
+        assert shape is not None and memo is not None
+        thetas, learned = shape.thetas(memo)  # (shared, actions, width)
         products = thetas[:, at, :] * (self.xs[:, None, None] * memo.offer_values[at][None, :, :])
         flat = products.transpose(1, 0, 2).reshape(len(at), -1)  # (shown, shared x width)
         known = learned[:, at, :].transpose(1, 0, 2).reshape(len(at), -1)
