@@ -247,6 +247,29 @@ def test_outcomes_not_yet_recorded_are_recorded_when_the_worker_stops(
     assert len(rec.got) == 7
 
 
+def test_a_destination_changed_while_outcomes_wait_sends_none_of_them_again(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    """A changed destination gets a new runner: the old one records the outcomes it holds before the new one
+    reads what is due, or the new one would send those deliveries again."""
+    from collections import Counter
+
+    kairos.settings.delivery.concurrency = 1  # rounds of one: outcomes are recorded four at a time
+    hold_the_seventh, reached, release = holding(6)
+    with receiver(SECRET, hold_the_seventh) as rec:
+        destination(kairos, "crm", rec.url)
+        people = vip_people(kairos, feed, 10)
+        with delivering(kairos):
+            assert reached.wait(15)  # 1-4 recorded, 5 and 6 answered but not recorded, 7 in flight
+            destination(kairos, "crm", rec.url, traits=["plan", "email"])  # a new version: a new runner
+            time.sleep(1.5)  # the worker looks for changed destinations every second
+            release.set()
+            wait_for(lambda: len(kairos.store.deliveries.list("crm", "delivered", 100)) == 10)
+    assert profiles_of(rec.got) == people
+    twice = [i for i, n in Counter(r.message["id"] for r in rec.got).items() if n > 1]
+    assert len(twice) <= 1  # at most the one in flight when its runner stopped, sent again with its id
+
+
 def test_backoff_grows_with_jitter_and_retry_after_is_read() -> None:
     import random
 

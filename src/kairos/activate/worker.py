@@ -348,12 +348,17 @@ class DeliveryService:
 
     async def _sync(self) -> None:
         wanted = {k: d for k, d in (await asyncio.to_thread(load, self.kairos)).items() if d.enabled and not d.pull}
+        stopped = []
         for key in list(self.tasks):
             version, task, halt = self.tasks[key]
             if key not in wanted or wanted[key].version != version or task.done():
                 halt.set()
                 task.cancel()
+                stopped.append(task)
                 del self.tasks[key]
+        # A stopped runner records the outcomes it holds (up to RECORD_ROUNDS rounds' answers) as it ends: its
+        # replacement must not read what is due before that, or it sends those deliveries again.
+        await asyncio.gather(*stopped, return_exceptions=True)
         for key, dest in wanted.items():
             if key not in self.tasks:
                 halt = asyncio.Event()
