@@ -90,10 +90,10 @@ class _LinearPolicy(Policy):
     def _memo(self, actions: Sequence[Action]) -> Memo:
         """The :class:`Memo` of this list of candidates (kept for the last few lists until the model learns)."""
         # By the actions' ids: an entry holds its actions, so while it lives no other object has those ids.
-        found = self._memos.get(tuple(map(id, actions)))
+        key = tuple(map(id, actions))
+        found = self._memos.get(key)
         if found is not None:
             return found[1]
-        key = tuple(map(id, actions))
         ids, values = self.index.offer_arrays([self._offer_side(action) for action in actions])
         memo = Memo(self, ids, values)
         with self._memo_lock:
