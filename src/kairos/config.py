@@ -7,11 +7,12 @@ when one is missing there. The TOML file is ``./kairos.toml`` unless ``KAIROS_CO
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +22,7 @@ from pydantic_settings import (
 
 __all__ = [
     "BUILTIN_IDENTITY_TYPES",
+    "MAX_REWARD",
     "CollectSettings",
     "ConsentSettings",
     "ContextSettings",
@@ -45,6 +47,8 @@ __all__ = [
 
 TraitKind = Literal["stated", "observed", "inferred", "third_party"]
 TRAIT_KINDS: tuple[TraitKind, ...] = ("stated", "observed", "inferred", "third_party")  # strongest first
+
+MAX_REWARD = 1e9  # the widest decide.reward_range allowed
 
 
 class ServerSettings(BaseModel):
@@ -627,6 +631,12 @@ class DecideSettings(BaseModel):
         "(a later reward is refused).",
     )
     default_reward: float = Field(0.0, description="The reward of an item none arrived for within the wait.")
+    reward_range: tuple[float, float] = Field(
+        (-1.0, 1.0),
+        description="The rewards the learner takes, `[lowest, highest]`: `POST /v1/rewards` refuses a reward "
+        "outside it, a reward from an event is clipped into it. A click is 1; the offer's `value` carries money. "
+        "Widen it to learn amounts (e.g. `[0, 500]`), knowing that one far-off reward weighs on the model for long.",
+    )
     conversion_events: list[str] = Field(
         default_factory=list,
         description="Track events that reward the person's open decisions (each shown item of the latest one "
@@ -666,6 +676,27 @@ class DecideSettings(BaseModel):
         lt=1.0,
         description="The share above which the experience report calls interaction or customization high.",
     )
+
+    @field_validator("reward_range")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (math.isfinite(low) and math.isfinite(high) and -MAX_REWARD <= low < high <= MAX_REWARD):
+            raise ValueError(f"reward_range is [lowest, highest], finite, lowest < highest, within +-{MAX_REWARD:g}")
+        return value
+
+    @model_validator(mode="after")
+    def _rewards_in_range(self) -> DecideSettings:
+        low, high = self.reward_range
+        for name in ("default_reward", "conversion_reward"):
+            if not low <= getattr(self, name) <= high:
+                raise ValueError(f"{name} must be within reward_range [{low:g}, {high:g}]")
+        return self
+
+    def clip_reward(self, reward: float) -> float:
+        """``reward`` moved into ``reward_range``."""
+        low, high = self.reward_range
+        return min(high, max(low, reward))
 
 
 class Settings(BaseSettings):

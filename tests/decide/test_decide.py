@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 from starlette.testclient import TestClient
 
 from kairos.api import create_app
+from kairos.config import DecideSettings, load_settings
 from kairos.decide.learning import PolicyHolder, Trainer, decode_record
 from kairos.pipeline.clock import ManualClock
 from kairos.privacy.keys import feature_label, privacy_secret
@@ -441,6 +444,8 @@ def test_rewards_first_one_wins_and_bad_ones_are_refused(world: World) -> None:
         ({**reward, "offer_id": "b"}, 400, "offer_not_shown"),
         ({**reward, "reward": "1"}, 400, "invalid"),
         ({**reward, "reward": 1e300}, 400, "invalid"),
+        ({**reward, "reward": 1.5}, 400, "invalid"),  # outside decide.reward_range, [-1, 1] by default
+        ({**reward, "reward": -1e9}, 400, "invalid"),
         ({"decision_id": answer["decision_id"], "offer_id": "a"}, 400, "missing_field"),
         ({**reward, "decision_id": "\u00e9" * 10}, 400, "invalid"),
         ({**reward, "decision_id": answer["decision_id"] + "\u0000"}, 400, "invalid"),  # PostgreSQL: was a 500
@@ -453,6 +458,44 @@ def test_rewards_first_one_wins_and_bad_ones_are_refused(world: World) -> None:
     world.clock.advance(3_600_001)
     r = world.client.post("/v1/rewards", json={**reward, "decision_id": later["decision_id"]}, headers=world.decide_key)
     assert r.status_code == 409 and r.json()["error"]["code"] == "decision_closed"
+
+
+def test_rewards_outside_the_configured_range_are_refused_with_the_range(
+    store_settings: dict[str, Any], tmp_path: Path
+) -> None:
+    world = World(store_settings, tmp_path, reward_range=(0, 500))  # learning amounts, not clicks
+    try:
+        world.offer("a")
+        answer = world.decide(profile="user_id:u1")
+        reward = {"decision_id": answer["decision_id"], "offer_id": "a"}
+        r = world.client.post("/v1/rewards", json={**reward, "reward": 500.5}, headers=world.decide_key)
+        error = r.json()["error"]
+        assert (r.status_code, error["code"], error["field"]) == (400, "invalid", "reward")
+        assert error["message"] == "reward is from 0 to 500 (decide.reward_range)"
+        r = world.client.post("/v1/rewards", json={**reward, "reward": 49.9}, headers=world.decide_key)
+        assert r.json()["status"] == "recorded"
+        (row,) = world.kairos.store.decisions.rewards_of([answer["decision_id"]])
+        assert row.reward == 49.9
+    finally:
+        world.close()
+
+
+def test_the_learner_clips_a_stored_reward_outside_the_range(world: World) -> None:
+    """One far-off reward (stored before the range was narrowed, or written by another tool) must not wreck
+    the model: learned as it was, a reward of 1e9 made every estimate ~1e8 (and 1e9 from the API made the
+    policy no better than uniform for 20,000 rounds in bench/world.py's world)."""
+    world.offer("a")
+    world.offer("b")
+    answer = world.decide(profile="user_id:u1")
+    shown = answer["items"][0]["offer_id"]
+    world.kairos.store.decisions.add_rewards([(answer["decision_id"], shown, 1e9, T0, "api")])
+    trainer = world.trainer()
+    assert trainer.step() == 2  # the shown item, then its reward relabels it
+    (row,) = world.kairos.store.decisions.decisions([answer["decision_id"]]).values()
+    record = decode_record(row.record)
+    estimates = trainer.policy.estimate(record.shared, record.candidates)
+    assert all(-1.0 <= e <= 1.0 for e in estimates), estimates
+    assert max(estimates) > 0  # the clipped reward (1) was learned: the shown offer leads
 
 
 def test_rewards_are_learned_once_into_snapshots_a_second_process_loads(world: World) -> None:
@@ -532,3 +575,27 @@ def test_the_contact_history_reads_decisions_without_their_records(world: World)
     rows, _ = decisions.history([row.subject], 0, records=False)
     assert [r.id for r in rows] == [row.id] and rows[0].record == b"" and rows[0].offers == row.offers
     assert decisions.history([row.subject], 0)[0] == [row]
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"reward_range": (1, 1)}, "lowest < highest"),
+        ({"reward_range": (0, float("inf"))}, "finite"),
+        ({"reward_range": (-2e9, 0)}, "within"),
+        ({"reward_range": (0, 100), "default_reward": -1}, "default_reward must be within reward_range [0, 100]"),
+        ({"reward_range": (0, 0.5)}, "conversion_reward must be within reward_range [0, 0.5]"),
+    ],
+)
+def test_a_reward_range_that_cannot_hold_the_rewards_is_a_configuration_error(
+    settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError, match=re.escape(message)):
+        DecideSettings(**settings)
+
+
+def test_the_reward_range_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAIROS__DECIDE__REWARD_RANGE", "[0, 500]")
+    settings = load_settings().decide
+    assert settings.reward_range == (0.0, 500.0)
+    assert (settings.clip_reward(-3), settings.clip_reward(42.5), settings.clip_reward(1e9)) == (0.0, 42.5, 500.0)

@@ -52,13 +52,13 @@ def test_an_event_naming_its_decision_rewards_it_even_before_kairos_knew_the_per
             "type": "track",
             "userId": "u9",
             "event": "Offer Clicked",
-            "properties": {"decision_id": answer["decision_id"], "offer_id": "b", "reward": 3},
+            "properties": {"decision_id": answer["decision_id"], "offer_id": "b", "reward": 0.75},
         },
     )
     trainer = world.trainer()
     trainer.step()
     (reward,) = world.kairos.store.decisions.rewards_of([answer["decision_id"]])
-    assert (reward.offer, reward.reward, reward.source) == ("b", 3.0, "event")
+    assert (reward.offer, reward.reward, reward.source) == ("b", 0.75, "event")
     trainer.step()  # read again: nothing more
     assert len(world.kairos.store.decisions.rewards_of([answer["decision_id"]])) == 1
 
@@ -250,3 +250,24 @@ def test_decision_ids_are_uuid7_of_the_decision_time() -> None:
     assert len(set(ids)) == 1000 and all(str(u) == i for u, i in zip(parsed, ids, strict=True))
     assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
     assert all(int.from_bytes(u.bytes[:6], "big") == now for u in parsed)
+
+
+def test_an_event_reward_outside_the_reward_range_is_clipped_into_it(world: World) -> None:
+    world.offer("a")
+    high, low = world.decide(profile="user_id:u1"), world.decide(profile="user_id:u2")
+    world.feed(
+        *(
+            {
+                "type": "track",
+                "userId": user,
+                "event": "Offer Clicked",
+                "properties": {"decision_id": answer["decision_id"], "offer_id": "a", "reward": reward},
+            }
+            for user, answer, reward in (("u1", high, 1e9), ("u2", low, -250))
+        )
+    )
+    world.trainer().step()
+    rewards = world.kairos.store.decisions.rewards_of([high["decision_id"], low["decision_id"]])
+    assert sorted((r.decision_id, r.reward) for r in rewards) == sorted(
+        [(high["decision_id"], 1.0), (low["decision_id"], -1.0)]
+    )

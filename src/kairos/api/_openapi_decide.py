@@ -192,7 +192,11 @@ def decide_schemas() -> dict[str, Any]:
         "RewardBody": {
             "type": "object",
             "required": ["decision_id", "offer_id", "reward"],
-            "properties": {"decision_id": _TEXT, "offer_id": _TEXT, "reward": _NUMBER},
+            "properties": {
+                "decision_id": _TEXT,
+                "offer_id": _TEXT,
+                "reward": {**_NUMBER, "description": "Within `decide.reward_range`, `[-1, 1]` by default."},
+            },
         },
         "Reward": {
             "type": "object",

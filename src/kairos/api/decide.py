@@ -29,7 +29,6 @@ from kairos.store import DecisionRow, Definition
 __all__ = ["add_reward", "get_offer", "offer_view", "remove_offer", "routes", "save_offer"]
 
 MAX_DECIDE_BODY = 16 * 1024
-MAX_REWARD = 1e9
 
 
 def decider(request: Request) -> Decider:
@@ -110,8 +109,9 @@ def add_reward(kairos: Kairos, body: Any) -> dict[str, Any]:
         raise ValidationError("reward is required: a number, e.g. 1 for a click", code="missing_field", field="reward")
     if isinstance(reward, bool) or not isinstance(reward, int | float) or not math.isfinite(reward):
         raise ValidationError("reward must be a finite number", field="reward")
-    if abs(reward) > MAX_REWARD:
-        raise ValidationError(f"reward is from -{MAX_REWARD:g} to {MAX_REWARD:g}", field="reward")
+    low, high = kairos.settings.decide.reward_range
+    if not low <= reward <= high:
+        raise ValidationError(f"reward is from {low:g} to {high:g} (decide.reward_range)", field="reward")
     decisions = kairos.store.decisions
     row = decisions.decision(decision_id)
     if row is None:

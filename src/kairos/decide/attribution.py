@@ -11,7 +11,9 @@ Two halves, so that each stays simple and exact:
   a conversion the person's latest decision still waiting for rewards when the event happened (its first item).
   Recording is idempotent (one reward per item, the first wins), so reading a message twice is harmless.
 
-An event's reward is ``properties.reward`` when it is a finite number, else ``decide.conversion_reward``.
+An event's reward is ``properties.reward`` when it is a finite number, else ``decide.conversion_reward``; it is
+recorded clipped into ``decide.reward_range`` (an event cannot be refused the way ``POST /v1/rewards`` refuses
+a reward outside it).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import hashlib
 import math
 from typing import Any
 
-from kairos.config import DecideSettings
+from kairos.config import MAX_REWARD, DecideSettings
 from kairos.pipeline.projection import Context, Entry, Projection
 from kairos.store import Outbox, SqlDecisions
 
@@ -29,7 +31,6 @@ __all__ = ["BATCH", "CONVERSION", "RewardAttribution", "attribute", "subject_of"
 CONVERSION = "conversion"
 CURSOR = "attribution_outbox"
 BATCH = 1000
-MAX_REWARD = 1e9
 
 
 def subject_of(kind: str, value: str) -> str:
@@ -91,7 +92,7 @@ def attribute(outbox: Outbox, decisions: SqlDecisions, settings: DecideSettings,
         if message.type != CONVERSION or not isinstance(message.payload, dict):
             continue
         p = message.payload
-        reward = float(p.get("reward", settings.conversion_reward))
+        reward = settings.clip_reward(float(p.get("reward", settings.conversion_reward)))
         at = int(p.get("at", now))
         if "decision_id" in p:
             row = decisions.decision(p["decision_id"])

@@ -256,14 +256,16 @@ class Trainer:
         denied = self._denied(list(found.values()))
         for r in wanted:
             row = found.get(r.decision_id)
-            if row is None or row.group == "not_personalized" or row.subject in denied or r.reward == default:
+            # Clipped: a reward stored before ``decide.reward_range`` was narrowed must not swamp the model.
+            reward = self.settings.clip_reward(r.reward)
+            if row is None or row.group == "not_personalized" or row.subject in denied or reward == default:
                 continue
             record = records.get(r.decision_id)
             if record is None:
                 record = records[r.decision_id] = decode_record(row.record)
             action = next((a for a in record.candidates if a.key == r.offer), None)
             if action is not None and any(i.offer == r.offer for i in record.items):
-                corrections.append((record.shared, action, r.reward - default))
+                corrections.append((record.shared, action, reward - default))
         self.policy.relabel(corrections)
         return len(corrections)
 
