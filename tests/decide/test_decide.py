@@ -398,6 +398,13 @@ def test_bad_decide_requests_get_a_precise_error(world: World, body: dict[str, A
     assert (r.json()["error"]["field"], r.json()["error"]["code"]) == (field, code)
 
 
+def test_a_profile_of_the_wrong_type_is_told_so(world: World) -> None:
+    for profile in (5, ["user_id:a"], {"user_id": "a"}):
+        error = world.decide(400, profile=profile)["error"]
+        assert error["message"] == "profile must be a string: an id or type:value", profile
+    assert world.decide(400, profile="")["error"]["message"] == "profile is 1 to 600 characters, without NUL"
+
+
 def test_a_context_no_rule_can_read_is_a_400_not_a_500(world: World) -> None:
     # An eligibility rule converts the request's context (rules._rule._json): a NUL raised ValueError, deep
     # nesting RecursionError, both unhandled (500). The request is refused, naming the field.

@@ -116,7 +116,9 @@ def decide_request(body: Any) -> DecideRequest:
     ref = body.get("profile")
     if ref is None:
         raise ValidationError("profile is required: an id or type:value", code="missing_field", field="profile")
-    if not isinstance(ref, str) or not 1 <= len(ref) <= 600 or "\x00" in ref or not ref.strip():
+    if not isinstance(ref, str):
+        raise ValidationError("profile must be a string: an id or type:value", code="invalid_ref", field="profile")
+    if not 1 <= len(ref) <= 600 or "\x00" in ref or not ref.strip():
         raise ValidationError("profile is 1 to 600 characters, without NUL", code="invalid_ref", field="profile")
     try:
         ref.encode()
