@@ -225,6 +225,39 @@ def test_a_new_snapshot_is_warmed_with_what_the_previous_one_saw() -> None:
     assert len(memo.shapes) == len(situations)  # nothing new was worked out on the decisions' path
 
 
+def test_estimates_alone_gather_no_pairs_and_a_memo_counts_what_it_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off-line evaluation and ``channel: "auto"`` only ask estimates: the pairs of ``ainv`` (the variance's,
+    most of a cold memo's cost) are gathered only when a ranking asks the variance. And the floats a memo
+    counts (its bound on memory) are those it holds, also after its shapes were dropped for new ones."""
+    from kairos.decide.policy import _scoring
+
+    monkeypatch.setattr(_scoring, "_SHAPES", 3)
+    policy = LinUCBPolicy()
+    rng = random.Random(3)
+    offers = [Action(f"o{i}", {"offer": {f"id=o{i}": 1.0, f"kind=k{i % 2}": 1.0}}) for i in range(4)]
+    situations: list[Features] = [
+        {"context": {f"daypart=d{d}": 1.0}, "segments": {f"s{s}": 1.0}} for d in range(4) for s in range(2)
+    ]
+    for _ in range(300):
+        policy.learn(rng.choice(situations), rng.choice(offers), float(rng.random() < 0.3), 0.5)
+    scoring = policy.scoring(situations[0], offers)
+    scoring.estimate()
+    scoring.estimate(("segments",))
+    memo = scoring.memo
+    assert memo is not None and memo.pairs == {}
+    scoring.rank(1, rng=random.Random(0))
+    assert memo.pairs
+    for shared in situations:  # more sets of features than the memo keeps shapes for
+        policy.scoring(shared, offers).rank(1, rng=random.Random(0))
+    assert len(memo.shapes) <= 3
+    held = (
+        sum(memo.slots[i].size * 2 + memo.parts[i].size * 2 for i in memo.parts)
+        + sum(v.size for v in memo.pairs.values())
+        + sum(shape.floats for shape in memo.shapes.values())
+    )
+    assert memo.size == held == policy._memo_floats
+
+
 def test_explanations_follow_the_feature_values_and_names() -> None:
     """A decision's explanations are remembered per set of shared feature values and names: a number that
     changes, or another feature that shares an id (hashed past a full vocabulary), is explained as itself."""

@@ -74,43 +74,34 @@ class Memo:
         if found is not None:
             return found
         self.features(ids)
-        positions, _, _, _ = _upper(len(ids))
-        keys = [(ids[p], ids[q]) if ids[p] <= ids[q] else (ids[q], ids[p]) for p, q in positions]
         n = len(self.offer_ids)
         shape = Shape(
             ids,
             np.stack([self.parts[i] for i in ids]) if ids else np.zeros((0, n)),
             np.stack([self.priors[i] for i in ids]) if ids else np.zeros((0, n)),
-            np.stack(self.pair_values(keys)) if keys else np.zeros((0, n)),
         )
         if len(self.shapes) >= _SHAPES:
+            self._grew(-sum(known.floats for known in self.shapes.values()))
             self.shapes = {}
         self.shapes[ids] = shape
-        self._grew(shape.parts.size + shape.priors.size + shape.pairs.size)
+        shape.floats = shape.parts.size + shape.priors.size
+        self._grew(shape.floats)
         return shape
 
     def warm(self, shapes: Sequence[tuple[int, ...]]) -> None:
         """Compute these tuples of shared feature ids ahead of the decisions: features and pairs in bulk."""
         self.features(list({i for ids in shapes for i in ids}))
-        keys = {
-            (ids[p], ids[q]) if ids[p] <= ids[q] else (ids[q], ids[p]) for ids in shapes for p, q in _upper(len(ids))[0]
-        }
-        self.pair_values(list(keys))
+        self.pair_values(list({key for ids in shapes for key in _pair_keys(ids)}))
         for ids in shapes:
-            self.shape(ids)
+            self.shape(ids).pairs(self)
 
     def features(self, ids: Sequence[int]) -> None:
         """Compute what is missing for these shared feature ids, all at once."""
         missing = list(dict.fromkeys(i for i in ids if i not in self.parts))
         if not missing:
             return
-        table = self.index.table
-        rows, cols = table.shape
         s = np.asarray(missing, dtype=np.int64)
-        s_ok = (s >= 0) & (s < rows)
-        o_ok = (self.offer_ids >= 0) & (self.offer_ids < cols)
-        found = table[np.where(s_ok, s, 0)][:, np.where(o_ok, self.offer_ids, 0)]  # (missing, actions, width)
-        slots = np.where(s_ok[:, None, None] & o_ok[None], found, -1)
+        slots = self.index.slots(s[:, None, None], self.offer_ids[None])  # (missing, actions, width)
         known = slots >= 0
         xo = self.offer_values[None]
         thetas = np.where(known, self.model.theta[np.where(known, slots, 0)], 0.0)
@@ -150,16 +141,29 @@ class Memo:
 
 class Shape:
     """A memo's arrays for one tuple of shared feature ids: each one's ``part`` and ``prior`` (shared,
-    actions), each pair's ``pair`` in :func:`_upper`'s order (pairs, actions)."""
+    actions) and, once the variance is asked (estimates alone do not need it), each pair's ``pair`` in
+    :func:`_upper`'s order (pairs, actions)."""
 
-    def __init__(self, ids: tuple[int, ...], parts: FloatArray, priors: FloatArray, pairs: FloatArray):
+    def __init__(self, ids: tuple[int, ...], parts: FloatArray, priors: FloatArray):
         self.ids = ids
         self.parts = parts
         self.priors = priors
-        self.pairs = pairs
+        self.floats = 0  # held, as counted by the memo
+        self._pairs: FloatArray | None = None
         self._thetas: tuple[FloatArray, npt.NDArray[np.bool_]] | None = None
         # Explanations by (values and names of the shared features, top): action index -> its explanation.
         self.explanations: dict[tuple[object, ...], dict[int, list[tuple[str, float]]]] = {}
+
+    def pairs(self, memo: Memo) -> FloatArray:
+        """Each pair's ``pair_ij`` (pairs, actions), from the memo it belongs to (not held: a memo holds its
+        shapes); gathering them from ``ainv`` is most of a cold shape's cost."""
+        if self._pairs is None:
+            keys = _pair_keys(self.ids)
+            pairs = np.stack(memo.pair_values(keys)) if keys else np.zeros((0, len(memo.offer_ids)))
+            self._pairs = pairs
+            self.floats += pairs.size
+            memo._grew(pairs.size)
+        return self._pairs
 
     def thetas(self, memo: Memo) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
         """Each pair's theta and whether it was learned, (shared, actions, width), from the memo it belongs to
@@ -201,7 +205,9 @@ class LinearScoring(Scoring):
             return np.zeros(0)
         _, first, second, twice = _upper(len(xs))
         # Each pair p < q stands for both (p, q) and (q, p) of the symmetric form.
-        variance: FloatArray = (xs[first] * xs[second] * twice) @ shape.pairs + (xs * xs) @ shape.priors
+        assert self.memo is not None
+        pairs = shape.pairs(self.memo)
+        variance: FloatArray = (xs[first] * xs[second] * twice) @ pairs + (xs * xs) @ shape.priors
         # Rounding in a long run of rank-1 updates can leave ainv a hair from positive definite.
         return np.maximum(variance, 0.0)
 
@@ -262,6 +268,11 @@ class LinearScoring(Scoring):
 def _pair_name(shared: tuple[str, str], offer: tuple[str, str]) -> str:
     """``context:daypart=evening x offer:category=shoes``; the constant and the bias have no name."""
     return " x ".join(f"{ns}:{n}" for ns, n in (shared, offer) if ns) or "bias"
+
+
+def _pair_keys(ids: tuple[int, ...]) -> list[Pair]:
+    """The memo's keys of the pairs of ``ids``, in :func:`_upper`'s order (the smaller id first)."""
+    return [(ids[p], ids[q]) if ids[p] <= ids[q] else (ids[q], ids[p]) for p, q in _upper(len(ids))[0]]
 
 
 @functools.lru_cache(maxsize=128)
