@@ -143,22 +143,15 @@ def _profiles(kairos: Kairos, items: Sequence[Item], names: Collection[str]) -> 
             if pk is not None:
                 pks[item.profile_id] = pk
     rows = kairos.store.state.load_profiles(set(pks.values()))
-    slices = [(p, s) for p, s in kairos.codec.slices if p.name in names]
-    out: dict[str, ProfileState] = {}
-    for pid, pk in pks.items():
-        row = rows.get(pk)
-        if row is not None:
-            sections = {p.name: p.decode(row.values[s]) for p, s in slices}
-            out[pid] = ProfileState(row.pk, row.id, sections, row.identities, row.merged_into)
-    return out
+    return {pid: kairos.codec.state(rows[pk], names) for pid, pk in pks.items() if pk in rows}
 
 
 def render(kairos: Kairos, dest: Destination, items: Sequence[Item]) -> list[bytes | None]:
     """Each item's message as sent to ``dest``, or None where the consent gate forbids it (the person
     denied the destination's purpose, or is unknown)."""
     # A message needs the consents and the trait values it carries: the rest of a profile is not decoded.
-    sources = [p for p in kairos.codec.projections if dest.traits and type(p).traits is not Projection.traits]
-    profiles = _profiles(kairos, items, {"consents", *(p.name for p in sources)})
+    sources = [p.name for p in kairos.codec.projections if dest.traits and type(p).traits is not Projection.traits]
+    profiles = _profiles(kairos, items, {"consents", *sources})
     consents = kairos.consent_policy
     out: list[bytes | None] = []
     for item in items:
@@ -167,9 +160,7 @@ def render(kairos: Kairos, dest: Destination, items: Sequence[Item]) -> list[byt
             out.append(None)
             continue
         assert profile is not None
-        values: dict[str, Any] = {}
-        for p in sources:  # as ProfileCodec.traits, over the decoded sections
-            values.update(p.traits(profile.sections[p.name]))
+        values = kairos.codec.traits(profile) if sources else {}
         body = {
             "id": delivery_id(dest.key, item.ref),
             "type": item.type,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from kairos.identity import profile_id_for
@@ -34,8 +34,11 @@ class ProfileCodec:
     def new(self, pk: int) -> ProfileState:
         return ProfileState(pk, profile_id_for(pk), {p.name: p.initial() for p in self.projections}, new=True)
 
-    def state(self, row: ProfileRow) -> ProfileState:
-        sections = {p.name: p.decode(row.values[s]) for p, s in self.slices}
+    def state(self, row: ProfileRow, names: Collection[str] | None = None) -> ProfileState:
+        """The profile of a full row; with ``names``, only those projections' sections decoded (the others
+        are absent: for a reader that needs a few, such as a delivery's consents and traits)."""
+        slices = self.slices if names is None else [(p, s) for p, s in self.slices if p.name in names]
+        sections = {p.name: p.decode(row.values[s]) for p, s in slices}
         return ProfileState(row.pk, row.id, sections, set(row.identities), row.merged_into)
 
     def columns_of(self, names: Iterable[str]) -> list[str]:
@@ -90,8 +93,11 @@ class ProfileCodec:
         return out
 
     def traits(self, profile: ProfileState) -> dict[str, Any]:
-        """Every trait value of ``profile``, from every projection that contributes traits."""
+        """Every trait value of ``profile``, from every projection that contributes traits (of a partly decoded
+        profile, :meth:`state` with ``names``, those of its sections)."""
         out: dict[str, Any] = {}
+        sections = profile.sections
         for p in self.projections:
-            out.update(p.traits(profile.sections[p.name]))
+            if p.name in sections:
+                out.update(p.traits(sections[p.name]))
         return out
