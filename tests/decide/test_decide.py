@@ -324,6 +324,9 @@ def test_a_denied_personalization_gets_the_baseline_and_is_not_learned_from(worl
     assert answer["group"] == "not_personalized"
     assert [i["offer_id"] for i in answer["items"]] == ["high", "low"]
     assert all(i["propensity"] == 1.0 and i["reasons"]["features"] == [] for i in answer["items"])
+    # Nothing is derived from their profile for the decision path either (it would go unused).
+    person = world.app.state.decider.person("user_id:u1")
+    assert person.view is not None and (person.features, person.last_known, person.stated) == (None, None, set())
     reward = {"decision_id": answer["decision_id"], "offer_id": "high", "reward": 1}
     assert world.client.post("/v1/rewards", json=reward, headers=world.decide_key).status_code == 200
     trainer = world.trainer()

@@ -244,16 +244,14 @@ class Decider:
         if known is not None and known.view is view:
             return known
         subjects = [view["id"], *(subject_of(i["type"], i["value"]) for i in view.get("identities") or ())]
-        person = Person(
-            pk,
-            view,
-            subjects,
-            _last_known(view),
-            person_features(view, label=self._label, exclude=self._identity_types),
-            frozenset(
+        person = Person(pk, view, subjects)
+        # Of someone who denied personalization nothing is derived (their answer does not use it).
+        if kairos.consent_policy.allows(view, "personalization"):
+            person.last_known = _last_known(view)
+            person.features = person_features(view, label=self._label, exclude=self._identity_types)
+            person.stated = frozenset(
                 name for name, meta in (view.get("trait_meta") or {}).items() if (meta or {}).get("kind") == "stated"
-            ),
-        )
+            )
         if len(self._people) >= _PEOPLE:
             self._people = {}
         self._people[pk] = person
