@@ -3,6 +3,8 @@ errors and logs. Store parts run on SQLite and PostgreSQL; the shared rate limit
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -491,6 +493,73 @@ def test_redis_limits_are_shared_between_processes(tmp_path: Path, strategy: str
     finally:
         first.close()
         second.close()
+
+
+@contextlib.contextmanager
+def slow_redis(delay: float) -> Iterator[int]:
+    """A TCP proxy to the real Redis that holds every request ``delay`` seconds (a slow or distant Redis)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    sockets: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+
+    def pump(src: socket.socket, dst: socket.socket, wait: float) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                time.sleep(wait)
+                dst.sendall(data)
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(REDIS)
+            sockets.extend((client, upstream))
+            for args in ((client, upstream, delay), (upstream, client, 0.0)):
+                threads.append(threading.Thread(target=pump, args=args, daemon=True))
+                threads[-1].start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        server.join()
+        listener.close()
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for thread in threads:
+            thread.join()
+
+
+def test_a_slow_redis_counter_never_stalls_the_event_loop() -> None:
+    """Counting in Redis is a network round trip: made on the event loop, a slow Redis (up to
+    ``limits.storage_timeout_seconds``) held every other request of the process for that long."""
+    reason = redis_reason()
+    if reason is not None:
+        if REQUIRE:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with slow_redis(0.3) as port:
+        url = f"redis://127.0.0.1:{port}"
+        limits = RateLimits(LimitsSettings(per_key="100/minute", storage=url, storage_timeout_seconds=5))
+
+        async def main() -> int:
+            check = asyncio.ensure_future(limits.acheck("key", f"slow-{uuid.uuid4().hex[:8]}", "Authorization"))
+            ticks = 0
+            while not check.done():  # the loop keeps running other work while the counter is counted
+                await asyncio.sleep(0.01)
+                ticks += 1
+            await check
+            return ticks
+
+        assert asyncio.run(main()) >= 10  # 0 when the check blocked the loop for its 0.3 s (or more)
 
 
 def test_unreachable_redis_fails_open_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -98,8 +98,9 @@ class LimitsSettings(BaseModel):
     storage: str = Field(
         "memory://",
         description="Where the counters live: `memory://` (each process counts alone: embedded) or "
-        "`redis://HOST:PORT` (shared by every API process: scale-out). If Redis cannot be reached, requests are "
-        "let through and a warning is logged.",
+        "`redis://HOST:PORT` (shared by every API process: scale-out; counted from a worker thread, so a slow "
+        "Redis never stalls other requests). If Redis cannot be reached, requests are let through and a warning "
+        "is logged.",
     )
     strategy: Literal["fixed-window", "sliding-window-counter", "moving-window"] = Field(
         "fixed-window",

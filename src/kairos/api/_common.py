@@ -157,10 +157,10 @@ def _lookup(request: Request, secret: str) -> ApiKey | None:
         return key
 
 
-def require_scope(request: Request, scope: Scope) -> ApiKey:
+async def require_scope(request: Request, scope: Scope) -> ApiKey:
     """The request's API key, if it may use a route that needs ``scope`` (:func:`kairos.scopes.grants`: admin
     implies read, write and decide, never privacy), counted against its rate limit; else 401, 429 or 403."""
-    key = authenticate(request)
+    key = await authenticate(request)
     check_scope(key, scope)
     return key
 
@@ -171,7 +171,7 @@ def check_scope(key: ApiKey, scope: Scope) -> None:
         raise ForbiddenError(f"this API key lacks the {scope!r} scope", code="missing_scope", field="Authorization")
 
 
-def authenticate(request: Request) -> ApiKey:
+async def authenticate(request: Request) -> ApiKey:
     """The request's valid API key (401 otherwise), counted against its rate limit (429 when over)."""
     header = request.headers.get("authorization", "")
     if header[:7].lower() != "bearer " or not header[7:].strip():
@@ -184,7 +184,7 @@ def authenticate(request: Request) -> ApiKey:
         raise AuthError("unknown, revoked or expired API key", code="invalid_api_key", field="Authorization")
     limits: RateLimits | None = getattr(request.app.state, "limits", None)
     if limits is not None:
-        limits.check("key", key.id, "Authorization")
+        await limits.acheck("key", key.id, "Authorization")
     return key
 
 
@@ -307,7 +307,7 @@ def endpoint(
         kairos = runtime(request)
         key: ApiKey | None = None
         try:
-            key = authenticate(request)
+            key = await authenticate(request)
             check_scope(key, scope)
             body = await json_body(request) if with_body else None
             result = await run_in_threadpool(work, kairos, request, body)

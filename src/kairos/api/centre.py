@@ -145,7 +145,7 @@ async def post_link(request: Request) -> Response:
     kairos = runtime(request)
     key: ApiKey | None = None
     try:
-        key = authenticate(request)
+        key = await authenticate(request)
         check_scope(key, "privacy")
         body = await json_body(request)
         answer, status, target = await run_in_threadpool(_make_link, kairos, request, body)

@@ -29,7 +29,7 @@ def _endpoint(name: str) -> Any:
             # something else). The source's rate limit is checked once per request, before any event is read.
             source = kairos.source_for(payload.write_key or write_key)
             rate_limits: RateLimits = request.app.state.limits
-            rate_limits.check("source", source.id, "writeKey")
+            await rate_limits.acheck("source", source.id, "writeKey")
             events, errors = kairos.prepare_for(source, payload, name)
             kept = kairos.unsuppressed(source.name, events)  # answered as accepted (docs/privacy.md)
             if kept:

@@ -136,7 +136,7 @@ def add_reward(kairos: Kairos, body: Any) -> dict[str, Any]:
 
 async def decide(request: Request) -> Response:
     try:
-        require_scope(request, "decide")
+        await require_scope(request, "decide")
         body = await json_body(request, MAX_DECIDE_BODY)
         req = decide_request(body)
         found = decider(request)

@@ -88,7 +88,7 @@ def _retry(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
 
 async def stream(request: Request) -> Response:
     try:
-        require_scope(request, "read")
+        await require_scope(request, "read")
         kairos = runtime(request)
         d = dests.get(kairos, request.path_params["key"])
         dest = compile_destination(d)

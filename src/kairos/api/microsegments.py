@@ -40,7 +40,7 @@ def _discover(kairos: Kairos, features: list[str], k: int | None) -> dict[str, A
 
 async def discover_endpoint(request: Request) -> Response:
     try:
-        require_scope(request, "read")
+        await require_scope(request, "read")
         features, k = _request(await read_body(request, MAX_BODY))
         answer = await run_in_threadpool(_discover, runtime(request), features, k)
     except KairosError as exc:

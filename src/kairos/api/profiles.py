@@ -154,7 +154,7 @@ def read_endpoint(work: Work) -> Callable[[Request], Awaitable[Response]]:
 
     async def endpoint(request: Request) -> Response:
         try:
-            require_scope(request, "read")
+            await require_scope(request, "read")
             body = await run_in_threadpool(work, runtime(request), request)
         except KairosError as exc:
             return error_response(exc)

@@ -5,7 +5,9 @@ counters live in this process (``memory://``: embedded) or in Redis (``redis://`
 process). If Redis fails or is slower than ``limits.storage_timeout_seconds``, requests are let through (fail
 open) and a warning is logged: a down counter store must not stop every source and every key, and the
 limits are a guard against runaway clients, not an access control (keys and scopes are). Redis is then
-left alone for a second before it is tried again, so that requests do not each wait for its timeout.
+left alone for a second before it is tried again, so that requests do not each wait for its timeout. A Redis
+counter is counted from a worker thread (:meth:`RateLimits.acheck`): its round trip never stalls the event loop,
+which serves every other request meanwhile.
 
 In memory, the counters are ``limits``' own :class:`~limits.storage.MemoryStorage`, with one change: its sweep
 of expired counters starts at most once a second instead of after every 10 ms of traffic (see
@@ -20,6 +22,7 @@ import threading
 import time
 from typing import Literal
 
+import anyio.to_thread
 from limits import RateLimitItem, parse
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, Storage, storage_from_string
@@ -81,9 +84,21 @@ class RateLimits:
             timeout = settings.storage_timeout_seconds
             options = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         self.storage_name = settings.storage.partition("://")[0]  # never the URL: it may hold a password
+        self.remote = not settings.storage.startswith("memory://")
         self.limiter = _STRATEGIES[settings.strategy](_storage(settings, options))
         self._down_until = 0.0
         self._lock = threading.Lock()
+
+    async def acheck(self, kind: Kind, ident: str, field: str) -> None:
+        """:meth:`check` for the event loop: a counter in Redis is counted from a worker thread, so that its
+        round trip (up to ``limits.storage_timeout_seconds`` when Redis is slow) never holds up the other
+        requests; one in memory costs microseconds and is counted here."""
+        if not self.enabled or time.monotonic() < self._down_until:
+            return
+        if self.remote:
+            await anyio.to_thread.run_sync(self.check, kind, ident, field)
+        else:
+            self.check(kind, ident, field)
 
     def check(self, kind: Kind, ident: str, field: str) -> None:
         """Count one request of key or source ``ident``; over the rate, a 429 naming ``field``."""
