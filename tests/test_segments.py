@@ -313,6 +313,33 @@ def test_remembered_answers_tell_value_types_apart(world: World) -> None:
     assert world.view("user_id:f")["segments"] == ["one", "one_reader"]
 
 
+def test_rules_read_consents_as_the_gate_does(world: World) -> None:
+    """``consents.X`` is whether the person allows purpose X: their own word, else the purpose's default
+    (analytics is opt-out, marketing e-mail opt-in), as the gate of deliveries and decisions has it. It was
+    their word only, so an opt-out purpose nobody spoke about read as missing: the rule was false."""
+    world.define("segment", "measurable", {"rule": "consents.analytics"})
+    world.define("segment", "mailable", {"rule": "consents.marketing_email"})
+    world.define("segment", "asked", {"rule": "has(consents.analytics)"})
+
+    def said(user: str, **choices: bool) -> dict[str, Any]:
+        return {
+            "type": "track",
+            "userId": user,
+            "event": "Consent",
+            "context": {"consent": {"categoryPreferences": choices}},
+        }
+
+    world.send({"type": "identify", "userId": "quiet"}, said("no", analytics=False), said("yes", marketing_email=True))
+    members = {u: world.view(f"user_id:{u}")["segments"] for u in ("quiet", "no", "yes")}
+    assert members == {
+        "quiet": ["asked", "measurable"],
+        "no": ["asked"],
+        "yes": ["asked", "mailable", "measurable"],
+    }
+    world.send(said("yes", analytics=False))  # a change of mind moves the membership at once
+    assert world.view("user_id:yes")["segments"] == ["asked", "mailable"]
+
+
 def test_rules_reading_now_change_on_time(world: World) -> None:
     world.define("segment", "dormant", {"rule": 'profile.updated_at < now - duration("7d")'})
     world.send({"type": "track", "userId": "u1", "event": "Visited"})

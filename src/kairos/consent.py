@@ -105,6 +105,16 @@ class ConsentPolicy:
         configured = self.purposes.get(purpose)
         return configured is not None and configured.default == "opt_out"
 
+    def effective(self, profile: ProfileState | Mapping[str, Any]) -> dict[str, bool]:
+        """What rules read as ``consents``: every configured purpose → whether ``profile`` allows it (the
+        person's own word, else the purpose's default, as :meth:`allows`), and any other purpose the person
+        spoke about → their word."""
+        out = {key: self.allows(profile, key) for key in self.purposes}
+        for key, said in _consents(profile).items():
+            if key not in out:
+                out[key] = bool(said.get("granted"))
+        return out
+
     def state(self, profile: ProfileState | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         """Every configured purpose (and any other the person spoke about) as the person sees it: allowed or
         not, whether that is their own word (``stated``) or the default, where and when they said it."""

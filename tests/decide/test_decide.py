@@ -401,6 +401,23 @@ def test_bad_decide_requests_get_a_precise_error(world: World, body: dict[str, A
     assert (r.json()["error"]["field"], r.json()["error"]["code"]) == (field, code)
 
 
+def test_eligibility_reads_consents_as_the_gate_does(world: World) -> None:
+    # consents.X: the person's word, else the purpose's default (analytics: opt-out; marketing_email: opt-in).
+    world.offer("measured", eligibility="consents.analytics")
+    world.offer("mailed", eligibility="consents.marketing_email")
+    world.feed(
+        {"type": "identify", "userId": "quiet"},
+        {
+            "type": "track",
+            "userId": "said",
+            "event": "Consent",
+            "context": {"consent": {"categoryPreferences": {"analytics": False, "marketing_email": True}}},
+        },
+    )
+    assert world.offers_of(profile="user_id:quiet") == ["measured"]
+    assert world.offers_of(profile="user_id:said") == ["mailed"]
+
+
 def test_a_profile_of_the_wrong_type_is_told_so(world: World) -> None:
     for profile in (5, ["user_id:a"], {"user_id": "a"}):
         error = world.decide(400, profile=profile)["error"]

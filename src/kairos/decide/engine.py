@@ -34,6 +34,7 @@ from typing import Any
 import msgspec
 from cachetools import TTLCache
 
+from kairos.consent import ConsentPolicy
 from kairos.context import Observed, derive, source_defaults
 from kairos.decide.attribution import subject_of
 from kairos.decide.contact import ContactHistory
@@ -481,7 +482,7 @@ class Decider:
                 continue
             if offer.eligibility is not None:
                 if bindings is None:
-                    bindings = Scope.OFFER.bind(_variables(view, fields, req, channel, moments, now))
+                    bindings = Scope.OFFER.bind(_variables(view, fields, req, channel, moments, now, consents))
                 if not offer.eligibility.evaluate(bindings):
                     continue
                 refs = offer.eligibility.references
@@ -610,6 +611,7 @@ def _variables(
     channel: str,
     moments: Mapping[str, int],
     now: int,
+    consents: ConsentPolicy,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "context": context,
@@ -623,7 +625,7 @@ def _variables(
         out["traits"] = view.get("traits") or {}
         out["segments"] = view.get("segments") or []
         out["identities"] = [(i["type"], i["value"]) for i in view.get("identities") or ()]
-        out["consents"] = {p: bool(c.get("granted")) for p, c in (view.get("consents") or {}).items()}
+        out["consents"] = consents.effective(view)
         out["profile"] = {
             "created_at": _iso_ms(view.get("created_at")),
             "updated_at": _iso_ms(view.get("updated_at")),

@@ -26,6 +26,7 @@ from typing import Any
 
 from kairos.definitions import Catalog, SegmentDef
 from kairos.pipeline.projection import Context, Entry, ProfileState, Projection, Timer
+from kairos.profiles.consents import Consents
 from kairos.profiles.timeline import record
 from kairos.rules import Bindings, Rule, Scope
 from kairos.store.schema import Column, Index, Table
@@ -94,8 +95,11 @@ def profile_variables(
             identities.setdefault(kind, []).append(value)
         out["identities"] = identities
     if reads is None or "consents" in reads:
-        consents = sections.get("consents") or {}
-        out["consents"] = {purpose: bool(c["granted"]) for purpose, c in consents.items()}
+        policy = next((p.policy for p in sources if isinstance(p, Consents)), None)
+        if policy is not None:
+            out["consents"] = policy.effective(profile)
+        else:  # no consents projection: the person's word only
+            out["consents"] = {purpose: bool(c["granted"]) for purpose, c in (sections.get("consents") or {}).items()}
     if reads is None or "profile" in reads:
         counts = sections.get("counters")
         if counts is not None and counts.event_count:
