@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from kairos import audit as audit_log
+from kairos._numbers import LONG_NUMBER, MESSAGE, out_of_range
 from kairos.api.ratelimit import RateLimits
 from kairos.errors import (
     AuthError,
@@ -241,12 +242,16 @@ Work = Callable[[Kairos, Request, Any], Any]
 
 
 async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> Any:
-    """The request's JSON body (at most ``limit`` bytes), or a 400 ``invalid_json``."""
+    """The request's JSON body (at most ``limit`` bytes), or a 400: ``invalid_json``, or ``invalid`` on the
+    path of an integer beyond 64 bits (:mod:`kairos._numbers`)."""
     raw = await read_body(request, limit)
     try:
-        return _json_decoder.decode(raw)
+        body = _json_decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json", field="body") from exc
+    if LONG_NUMBER.search(raw) is not None and (where := out_of_range(body)) is not None:
+        raise ValidationError(f"{where or 'the body'}: {MESSAGE}", field=where or "body")
+    return body
 
 
 def known_query(request: Request, *names: str) -> None:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kairos._numbers import MESSAGE, out_of_range
 from kairos.api._common import error_response, json_response, known_query, query_limit, require_scope, runtime
 from kairos.collect import iso
 from kairos.errors import KairosError, NotFoundError, ValidationError
@@ -142,6 +143,8 @@ def _filters(request: Request) -> dict[str, Any]:
             value = raw
         if isinstance(value, str) and "\x00" in value:  # "\u0000" in JSON: no stored trait can hold NUL
             raise ValidationError(f"{key} must not hold NUL characters", code="invalid_query", field=key)
+        if out_of_range(value) is not None:  # no stored trait can hold one either (kairos._numbers)
+            raise ValidationError(f"{key}: {MESSAGE}", code="invalid_query", field=key)
         out[key[6:]] = value
     return out
 

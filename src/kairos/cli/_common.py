@@ -46,3 +46,21 @@ def open_kairos(as_json: bool = False) -> Iterator[Kairos]:
         raise fail(exc, as_json) from exc
     finally:
         kairos.close()
+
+
+def json_argument(text: str, field: str = "body") -> Any:
+    """A command's JSON argument (BODY), read as the API reads a request body: strict JSON (no NaN), integers
+    within 64 bits (:mod:`kairos._numbers`); else a precise error naming ``field``."""
+    import msgspec
+
+    from kairos._numbers import MESSAGE, out_of_range
+    from kairos.errors import ValidationError
+
+    try:
+        value = msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise ValidationError(f"{field.upper()} is not valid JSON", code="invalid_json", field=field) from exc
+    where = out_of_range(value)
+    if where is not None:
+        raise ValidationError(f"{where or field.upper()}: {MESSAGE}", field=where or field)
+    return value

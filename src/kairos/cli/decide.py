@@ -10,8 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from kairos.cli._common import console, open_kairos, print_json
-from kairos.errors import ValidationError
+from kairos.cli._common import console, json_argument, open_kairos, print_json
 
 __all__ = ["learn", "offers", "report"]
 
@@ -63,10 +62,7 @@ def put(
     from kairos.api.decide import save_offer
 
     with open_kairos(as_json) as kairos:
-        try:
-            parsed = json.loads(body)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise ValidationError("BODY is not valid JSON", code="invalid_json", field="body") from exc
+        parsed = json_argument(body)
         view, _ = save_offer(kairos, key, parsed)
     _print(view, as_json)
 

@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from kairos.cli._common import console, open_kairos, print_json
+from kairos.cli._common import console, json_argument, open_kairos, print_json
 from kairos.errors import ValidationError
 from kairos.runtime import Kairos
 from kairos.segments.admin import definition_view, job_of, remove, save
@@ -120,10 +120,7 @@ def _group(kind: str) -> typer.Typer:
         if wait not in ("no", "watch", "run"):
             raise typer.BadParameter("--wait is no, watch or run")
         with open_kairos(as_json) as kairos:
-            try:
-                parsed = json.loads(body)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                raise ValidationError("BODY is not valid JSON", code="invalid_json", field="body") from exc
+            parsed = json_argument(body)
             view, _ = save(kairos, kind, key, parsed)
             warnings = view.get("warnings", [])
             view = {**_follow(kairos, kind, key, wait, as_json), "changed": view["changed"]}

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
+from kairos._numbers import LONG_NUMBER, MESSAGE, out_of_range
 from kairos.collect._body import Body, body_from_payload
 from kairos.collect._message import EventError, check_message, decode, encode
 from kairos.config import CollectSettings
@@ -140,7 +141,12 @@ def prepare(
         # What _check can refuse is long, holds many brackets or an escape: tested inline, without a call. The
         # brackets counted as the bytes a translate() drops: one pass, where two count()s took 1.4 times as long.
         size = len(stored)
-        suspicious = size > max_bytes or size - len(stored.translate(None, b"{[")) > MAX_DEPTH or b"\\" in stored
+        suspicious = (
+            size > max_bytes
+            or size - len(stored.translate(None, b"{[")) > MAX_DEPTH
+            or b"\\" in stored
+            or LONG_NUMBER.search(stored) is not None
+        )
         if suspicious and (error := _check(index, stored, limits)) is not None:
             errors.append(error)
             continue
@@ -209,7 +215,7 @@ def _too_deep(index: int) -> EventError:
 
 
 def _check(index: int, payload: bytes, limits: CollectSettings) -> EventError | None:
-    """Refuse what could not be stored or served back (size, depth, NUL)."""
+    """Refuse what could not be stored or served back (size, depth, NUL, integers beyond 64 bits)."""
     if len(payload) > limits.max_event_bytes:
         return EventError(index, "too_large", None, f"event is larger than {limits.max_event_bytes} bytes")
     # The precise checks run only for suspicious events: nesting cannot be deeper than the number of
@@ -222,4 +228,6 @@ def _check(index: int, payload: bytes, limits: CollectSettings) -> EventError | 
     # PostgreSQL text and jsonb cannot hold NUL, and no identifier or name legitimately has one.
     if b"\\" in payload and b"\\u0000" in payload and _has_nul(_decoder.decode(payload)):
         return EventError(index, "invalid_character", None, "NUL characters (\\u0000) are not accepted")
+    if LONG_NUMBER.search(payload) is not None and (where := out_of_range(_decoder.decode(payload))) is not None:
+        return EventError(index, "invalid_field", where or None, f"{where}: {MESSAGE}")
     return None

@@ -96,7 +96,10 @@ def _text(value: Any) -> str | None:
 def _coordinate(value: Any, limit: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond floats, stored before collect refused them
+        return None
     return number if math.isfinite(number) and -limit <= number <= limit else None
 
 

@@ -71,8 +71,11 @@ class RewardAttribution(Projection[None]):
             if isinstance(offer, str) and len(offer) <= 64:
                 payload["offer_id"] = offer
         reward = props.get("reward")
-        if isinstance(reward, int | float) and not isinstance(reward, bool) and math.isfinite(reward):
-            payload["reward"] = max(-MAX_REWARD, min(MAX_REWARD, float(reward)))
+        if isinstance(reward, int | float) and not isinstance(reward, bool):
+            # An integer beyond floats (stored before collect refused them) is clipped like any other.
+            number = reward if isinstance(reward, float) else max(-MAX_REWARD, min(MAX_REWARD, reward))
+            if math.isfinite(number):
+                payload["reward"] = max(-MAX_REWARD, min(MAX_REWARD, float(number)))
         ctx.emit(CONVERSION, payload)
         return None
 

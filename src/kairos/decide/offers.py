@@ -126,7 +126,10 @@ def _time(value: Any, field: str) -> str | None:
         raise _bad(f"{field} must be an ISO 8601 time such as 2026-06-01T00:00:00Z", field) from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
-    return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    try:
+        return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    except OverflowError:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
+        raise _bad(f"{field} is outside the years 1 to 9999 in UTC", field) from None
 
 
 def _ms(iso: str | None) -> int | None:

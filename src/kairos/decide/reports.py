@@ -24,6 +24,8 @@ DAY = 86_400_000
 DEFAULT_DAYS = 30
 MAX_DECISIONS = 200_000
 PAGE = 5_000
+MAX_EXPERIENCE_DAYS = 1830
+MIN_MS, MAX_MS = -62135596800000, 253402300799999  # 0001-01-01 .. 9999-12-31T23:59:59.999 UTC
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,10 @@ def _when(text: str | None, field: str) -> int | None:
         ) from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
-    return int(at.timestamp() * 1000)
+    ms = int(at.timestamp() * 1000)
+    if not MIN_MS <= ms <= MAX_MS:  # 0001-01-01T00:00+14:00 is in year 0 in UTC: no report can name it
+        raise ValidationError(f"{field} is outside the years 1 to 9999 in UTC", code="invalid_query", field=field)
+    return ms
 
 
 def period(start: str | None, end: str | None, now: int) -> Period:
@@ -123,6 +128,12 @@ def decisions(store: SqlDecisions, policy: Policy | None, p: Period) -> dict[str
 
 
 def experience(store: SqlDecisions, p: Period, threshold: float) -> dict[str, Any]:
+    if p.end - p.start > MAX_EXPERIENCE_DAYS * DAY:  # its trend has a bucket per week, empty ones included
+        raise ValidationError(
+            f"the experience report spans at most {MAX_EXPERIENCE_DAYS} days (about 5 years): narrow from and to",
+            code="invalid_query",
+            field="from",
+        )
     stats: dict[str, Any] = {}
     records = [decode_record(r.record) for r in _rows(store, p, stats)]
     report = experience_report(records, p.start, p.end, threshold=threshold)

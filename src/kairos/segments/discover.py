@@ -98,7 +98,7 @@ def _matrix(rows: Iterable[Mapping[str, Any]], features: Sequence[str]) -> tuple
             seen[name] = True
             if isinstance(value, bool):
                 row.append(float(value))
-            elif isinstance(value, int | float) and math.isfinite(value) and abs(value) < 1e300:
+            elif isinstance(value, int | float) and abs(value) < 1e300 and math.isfinite(value):  # a huge int first
                 numeric[name] = True
                 row.append(float(value))
             else:
