@@ -313,6 +313,7 @@ class _Ctx:
         self.profile = profile
         self.merged: ProfileState | None = None
         self.backfill = False
+        self.refreshed: dict[str, set[str]] = {}
         self.before = dict(profile.sections)
         self.now = 0
         self.time = 0

@@ -340,6 +340,34 @@ def test_rules_read_consents_as_the_gate_does(world: World) -> None:
     assert world.view("user_id:yes")["segments"] == ["asked", "mailable"]
 
 
+def test_a_changed_or_deleted_computed_trait_moves_the_segments_that_read_it(world: World) -> None:
+    """The backfill of a trait's new definition (or its deletion) re-evaluates the rules reading it. It did not:
+    a value of the old version reads as absent once the definition changed, so the state showed no change and
+    members stayed in, while a preview of the same rule counted none. Found by a helper trying the API."""
+    world.define("trait", "cnt", {"aggregate": "count", "event": "Buy"})
+    world.define("segment", "buyers", {"rule": "traits.cnt >= 2"})
+    world.define("segment", "pros", {"rule": 'traits.plan == "pro"'})
+    world.send({"type": "identify", "userId": "u4", "traits": {"plan": "pro"}})
+    world.send(*({"type": "track", "userId": "u4", "event": "Buy"} for _ in range(3)))
+    assert world.view("user_id:u4")["segments"] == ["buyers", "pros"]
+    world.define("trait", "cnt", {"aggregate": "count", "event": "Nope"})  # a new definition: 0 for u4
+    world.advance(1000)
+    assert (world.view("user_id:u4")["traits"]["cnt"], world.view("user_id:u4")["segments"]) == (0, ["pros"])
+    world.define("trait", "cnt", {"aggregate": "count", "event": "Buy"})  # back: enters again
+    world.advance(1000)
+    assert world.view("user_id:u4")["segments"] == ["buyers", "pros"]
+    world.kairos.store.admin.delete_definition("trait", "cnt", world.clock.now())
+    world.advance(1000)
+    assert "cnt" not in world.view("user_id:u4")["traits"] and world.view("user_id:u4")["segments"] == ["pros"]
+    # A computed trait named like a stated one shadows it while it exists; its deletion brings the stated back.
+    world.define("trait", "plan", {"aggregate": "count"})
+    world.advance(1000)
+    assert world.view("user_id:u4")["segments"] == []
+    world.kairos.store.admin.delete_definition("trait", "plan", world.clock.now())
+    world.advance(1000)
+    assert world.view("user_id:u4")["traits"]["plan"] == "pro" and world.view("user_id:u4")["segments"] == ["pros"]
+
+
 def test_rules_reading_now_change_on_time(world: World) -> None:
     world.define("segment", "dormant", {"rule": 'profile.updated_at < now - duration("7d")'})
     world.send({"type": "track", "userId": "u1", "event": "Visited"})

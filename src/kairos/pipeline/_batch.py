@@ -39,6 +39,7 @@ class _Ctx:
         "merged",
         "name",
         "profile",
+        "refreshed",
         "replaced",
         "seq",
         "source_key",
@@ -54,6 +55,7 @@ class _Ctx:
         self.name = ""
         self.merged: ProfileState | None = None
         self.backfill = False
+        self.refreshed: Mapping[str, set[str]] = {}
         # Sections replaced so far for this event, by their value before it: ``before`` is built from it only
         # when a projection asks (most never do), instead of copying every section for every event.
         self.replaced: dict[str, Any] = {}
@@ -265,6 +267,7 @@ class Batch:
         self.touched.add(profile.pk)
         ctx = _Ctx(self, profile, self.last_seq, f"r{profile.pk}:{tag}", self.now)
         ctx.backfill = True
+        ctx.refreshed = keys
         sections = profile.sections
         for p in self.projections:
             ctx.name = p.name

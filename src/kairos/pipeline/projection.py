@@ -183,6 +183,13 @@ class Context(Protocol):
         ...
 
     @property
+    def refreshed(self) -> Mapping[str, AbstractSet[str]]:
+        """During a backfill: the definitions it brings the profile to, by kind (``{"trait": {"orders"}}``);
+        else empty. A changed definition may change its value for everyone, whatever the state shows (a trait
+        of an old version reads as absent once its definition changed)."""
+        ...
+
+    @property
     def merged(self) -> ProfileState | None:
         """During :meth:`Projection.merge`: the profile being merged into this one (else None)."""
         ...

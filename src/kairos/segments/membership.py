@@ -244,7 +244,13 @@ class Segments(Projection[Members]):
     def changed(self, state: Members, ctx: Context) -> Members:
         if not self.catalog.segments and not state:
             return state
-        return self._evaluate(state, ctx, ctx.time, self._changed_inputs(ctx))
+        inputs = self._changed_inputs(ctx)
+        traits = ctx.refreshed.get("trait")
+        if traits and inputs is not None:
+            # A computed trait's definition changed (or went): its value may have for everyone, though the
+            # state shows no change (a value of the old version already reads as absent).
+            inputs = Inputs(inputs.changed, inputs.keys | traits, inputs.fields, inputs.identities)
+        return self._evaluate(state, ctx, ctx.time, inputs)
 
     def merge(self, winner: Members, loser: Members, ctx: Context) -> Members:
         merged = ctx.merged
