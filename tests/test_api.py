@@ -302,7 +302,7 @@ def test_405_says_which_methods_are_allowed(client: TestClient, method: str, pat
     r = client.request(method, path)
     assert r.status_code == 405
     assert set(r.headers["allow"].split(", ")) == allowed  # RFC 9110: a 405 must carry Allow
-    assert r.json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
+    assert r.json() == {"error": {"code": "method_not_allowed", "field": "method", "message": "Method Not Allowed"}}
 
 
 def _asgi_request(app: Any, path: str, messages: list[Message], pause: float = 0.0) -> list[Message]:

@@ -48,7 +48,7 @@ def test_put_get_list_delete_never_show_the_secret(client: TestClient, admin: di
 
 
 BAD: list[tuple[Any, str, str]] = [
-    ([], "invalid_body", ""),
+    ([], "invalid_body", "body"),
     ({**HOOK, "nope": 1}, "unknown_field", "nope"),
     ({**HOOK, "url": "ftp://x/y"}, "invalid_field", "url"),
     ({**HOOK, "url": "http://"}, "invalid_field", "url"),

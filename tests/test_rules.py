@@ -60,6 +60,9 @@ def test_empty_not_text_too_long_and_too_deep() -> None:
         " || ".join(f"traits.a == {i}" for i in range(200))[:MAX_RULE_LENGTH].rsplit(" ||", 1)[0], Scope.SEGMENT
     )
     assert "nests too deeply" in error("(" * 40 + "true" + ")" * 40).message
+    # Member and operator chains nest too (cel-cpp says "max recursion depth" there): the same message.
+    assert "nests too deeply" in error("traits." + ".".join(["a"] * 40) + " == 1").message
+    assert "nests too deeply" in error(" + ".join(["1"] * 200) + " == 1").message
     with pytest.raises(RuleError, match="text"):
         compile_rule(b"true", Scope.SEGMENT)  # type: ignore[arg-type]
 

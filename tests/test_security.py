@@ -615,6 +615,29 @@ def test_admin_changes_are_audited_and_listed_newest_first(client: TestClient, k
     assert [i["outcome"] for i in puts] == [403, 400, 201]
 
 
+def test_a_key_that_cannot_be_one_is_refused_and_never_kept_or_quoted(client: TestClient, kairos: Kairos) -> None:
+    """A path key is the caller's text (an e-mail address sent by mistake): every method refuses what no key
+    can be with a 400 that does not quote it, and the audit log records no such target."""
+    admin = key(kairos, "admin")
+    bad = "jane@example.com"
+    for method, path in (
+        ("PUT", f"/v1/segments/{bad}"),
+        ("GET", f"/v1/segments/{bad}"),
+        ("GET", f"/v1/traits/{bad}"),
+        ("GET", f"/v1/moments/{bad}"),
+        ("GET", f"/v1/segments/{bad}/members"),
+        ("DELETE", f"/v1/traits/{bad}"),
+    ):
+        r = client.request(method, path, headers=admin, json=SEGMENT if method == "PUT" else None)
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_key"), (method, path, r.text)
+        assert "jane" not in r.text
+    items = client.get("/v1/audit", headers=admin).json()["items"]
+    assert items and all("jane" not in json.dumps(i) for i in items)
+    assert [(i["action"], i["target"], i["outcome"]) for i in items if i["action"] == "segments.put"] == [
+        ("segments.put", "(invalid key)", 400)
+    ]
+
+
 def test_destination_changes_and_retries_are_audited(client: TestClient, kairos: Kairos) -> None:
     admin = key(kairos, "admin")
     body = {

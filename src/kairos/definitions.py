@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kairos.errors import ValidationError
+from kairos.errors import ValidationError, unknown_field
 from kairos.rules import References, Rule, RuleError, Scope, compile_rule
 from kairos.store import AdminStore, Definition
 
@@ -104,10 +104,10 @@ def _text(
 
 def _only(body: Any, allowed: Iterable[str]) -> Mapping[str, Any]:
     if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", code="invalid_body")
+        raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     extra = sorted(set(body) - set(allowed))
     if extra:
-        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=str(extra[0]))
+        raise unknown_field(extra[0])
     return body
 
 
@@ -177,7 +177,7 @@ def _step(value: Any, field: str) -> dict[str, Any]:
         raise ValidationError(f"{field} must be an object with an event", code="invalid_field", field=field)
     extra = sorted(set(value) - {"event", "where"})
     if extra:
-        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=f"{field}.{extra[0]}")
+        raise unknown_field(extra[0], f"{field}.")
     name = _text(value, "event", required=True, limit=200, path=f"{field}.event")
     out: dict[str, Any] = {"event": name}
     where = _text(value, "where", limit=4096, path=f"{field}.where")
@@ -280,9 +280,7 @@ def _key_in(when: Mapping[str, Any], name: str, kind: str) -> str:
 def _only_when(when: Mapping[str, Any], allowed: Sequence[str]) -> None:
     extra = sorted(set(when) - set(allowed))
     if extra:
-        raise ValidationError(
-            f"unknown field {extra[0]!r} in this pattern", code="unknown_field", field=f"when.{extra[0]}"
-        )
+        raise unknown_field(extra[0], "when.", " in this pattern")
 
 
 def _within(when: Mapping[str, Any]) -> str:

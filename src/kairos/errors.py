@@ -26,6 +26,7 @@ __all__ = [
     "TransientError",
     "ValidationError",
     "http_status",
+    "unknown_field",
 ]
 
 
@@ -154,3 +155,10 @@ def http_status(error: KairosError) -> int:
         if isinstance(error, cls):
             return status
     return 500
+
+
+def unknown_field(name: object, prefix: str = "", suffix: str = "") -> ValidationError:
+    """A 400 ``unknown_field`` naming the first key a body may not hold (``prefix``: where it was), cut to 40
+    characters: it is the caller's text, and may be anything."""
+    short = str(name)[:40]
+    return ValidationError(f"unknown field {short!r}{suffix}", code="unknown_field", field=f"{prefix}{short}")

@@ -384,7 +384,7 @@ def test_the_control_group_is_a_stable_share_served_by_the_baseline(
         ({"profile": ""}, "profile", "invalid_ref"),
         ({"profile": "x" * 601}, "profile", "invalid_ref"),
         ({"profile": "user_id:a\u0000"}, "profile", "invalid_ref"),
-        ({"profile": "nosuchtype:a"}, "ref", "invalid_ref"),
+        ({"profile": "nosuchtype:a"}, "profile", "invalid_ref"),
         ({"profile": "user_id:a", "channel": None}, "channel", "missing_field"),
         ({"profile": "user_id:a", "channel": "w b"}, "channel", "invalid"),
         ({"profile": "user_id:a", "limit": 0}, "limit", "invalid"),
@@ -416,6 +416,18 @@ def test_eligibility_reads_consents_as_the_gate_does(world: World) -> None:
     )
     assert world.offers_of(profile="user_id:quiet") == ["measured"]
     assert world.offers_of(profile="user_id:said") == ["mailed"]
+
+
+def test_an_unknown_field_is_named_cut_short(world: World) -> None:
+    key = "jane.doe@example.com" * 10  # the caller's text: anything, of any length
+    error = world.decide(400, profile="user_id:a", **{key: 1})["error"]
+    assert (error["code"], error["field"], error["message"]) == (
+        "unknown_field",
+        key[:40],
+        f"unknown field {key[:40]!r}",
+    )
+    r = world.client.put("/v1/offers/o", json={"name": "O", key: 1}, headers=world.admin)
+    assert r.status_code == 400 and r.json()["error"]["field"] == key[:40]
 
 
 def test_a_profile_of_the_wrong_type_is_told_so(world: World) -> None:
@@ -465,7 +477,7 @@ def test_rewards_first_one_wins_and_bad_ones_are_refused(world: World) -> None:
     r = world.client.post("/v1/rewards", json=reward, headers=world.decide_key)
     assert r.json()["status"] == "recorded"
     r = world.client.post("/v1/rewards", json={**reward, "reward": 0}, headers=world.decide_key)
-    assert r.json()["status"] == "duplicate"
+    assert (r.json()["status"], r.json()["reward"]) == ("duplicate", 1.0)  # the reward that stands
     bad = [
         ({**reward, "decision_id": "nope"}, 404, "unknown_decision"),
         ({**reward, "offer_id": "b"}, 400, "offer_not_shown"),

@@ -93,6 +93,9 @@ def test_a_segment_export_lists_only_those_who_allow_its_purpose_and_records_it(
             ("segment_export", "advertising", "ads_partner", "segment:vip")
         ]
         assert client.get("/v1/profiles/user_id:u2/data-uses", headers=reader).json()["items"] == []
+        for path in ("/v1/profiles/user_id:u0/data-uses?cursor=x", "/v1/profiles/user_id:u0/consents?limit=3"):
+            bad = client.get(path, headers=reader)  # a parameter the route does not read is refused, not ignored
+            assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query", path
 
 
 def test_decisions_are_in_the_ledger_with_their_purposes(store_settings: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kairos.definitions import check_key
-from kairos.errors import NotFoundError, ValidationError
+from kairos.errors import NotFoundError, ValidationError, unknown_field
 from kairos.rules import MAX_RULE_LENGTH, Rule, RuleError, Scope, compile_rule
 from kairos.runtime import Kairos
 from kairos.store import Definition
@@ -166,10 +166,10 @@ def destination_body(body: Any, old: Definition | None = None) -> dict[str, Any]
     """A destination's definition, validated and normalized (what is stored). A ``PUT`` without ``secret``
     keeps the stored one, since it cannot be read back."""
     if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", code="invalid_body")
+        raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     extra = sorted(set(body) - set(_FIELDS))
     if extra:
-        raise _bad(f"unknown field {extra[0]!r}", str(extra[0]), "unknown_field")
+        raise unknown_field(extra[0])
     out: dict[str, Any] = {}
     url = _url(body.get("url"))
     secret = _string(body.get("secret"), "secret", 256)

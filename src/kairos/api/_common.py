@@ -21,6 +21,7 @@ from starlette.types import Scope as ASGIScope
 from kairos import audit as audit_log
 from kairos._numbers import LONG_NUMBER, MESSAGE, out_of_range
 from kairos.api.ratelimit import RateLimits
+from kairos.definitions import check_key
 from kairos.errors import (
     AuthError,
     ForbiddenError,
@@ -284,6 +285,18 @@ def _audit_detail(result: Any) -> dict[str, Any] | None:
     return {k: v for k, v in kept.items() if isinstance(v, bool | int)} or None
 
 
+def _key_target(request: Request) -> str:
+    """The path's definition key as an audit target, if it is one: a refused key may be anything (an e-mail
+    address sent by mistake), and the audit log holds no personal data."""
+    key = str(request.path_params.get("key", ""))
+    if not key:
+        return ""
+    try:
+        return check_key(key, "definition")
+    except ValidationError:
+        return "(invalid key)"
+
+
 def _answer_target(answer: Any) -> str:
     """The target of a route addressed by a profile reference (which may be an e-mail address): the profile id
     or request id the answer names, never the reference itself."""
@@ -318,14 +331,14 @@ def endpoint(
             result = await run_in_threadpool(work, kairos, request, body)
         except KairosError as exc:
             if action is not None and key is not None:
-                target = str(request.path_params.get("key", ""))
+                target = _key_target(request)
                 await run_in_threadpool(
                     audit_log.record, kairos, key, action, target, http_status(exc), {"code": exc.code}
                 )
             return error_response(exc)
         answer, status = result if isinstance(result, tuple) else (result, 200)
         if action is not None:
-            target = str(request.path_params.get("key", "")) or _answer_target(answer)
+            target = _key_target(request) or _answer_target(answer)
             await run_in_threadpool(audit_log.record, kairos, key, action, target, status, _audit_detail(answer))
         return json_response(answer, status)
 

@@ -143,9 +143,12 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code, field = {404: ("not_found", "path"), 405: ("method_not_allowed", "method")}.get(
+            exc.status_code, ("http_error", None)
+        )
         # The routing's headers (405's Allow) are part of the answer.
-        return JSON({"error": {"code": code, "message": exc.detail}}, exc.status_code, headers=exc.headers)
+        error = {"code": code, "field": field, "message": exc.detail}
+        return JSON({"error": error}, exc.status_code, headers=exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # The exception's type and where it was raised, not its message: a message can quote the data that

@@ -27,7 +27,7 @@ from starlette.routing import Route
 from kairos import audit
 from kairos.api._common import authenticate, check_scope, error_response, json_body, json_response, read_body, runtime
 from kairos.collect import iso
-from kairos.errors import KairosError, NotFoundError, ValidationError, http_status
+from kairos.errors import KairosError, NotFoundError, ValidationError, http_status, unknown_field
 from kairos.identity import profile_id_for
 from kairos.privacy import centre
 from kairos.privacy.consents import wait_applied
@@ -118,7 +118,7 @@ def _make_link(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, A
         raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     unknown = sorted(set(body) - _BODY_FIELDS)
     if unknown:
-        raise ValidationError(f"unknown field {unknown[0][:40]!r}", code="unknown_field", field=unknown[0][:40])
+        raise unknown_field(unknown[0])
     ref = body.get("profile")
     if not isinstance(ref, str) or not ref or len(ref) > 600 or "\x00" in ref:
         raise ValidationError(

@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from kairos.api._common import endpoint, query_limit
+from kairos.api._common import endpoint, known_query, query_limit
 from kairos.api.profiles import resolve_ref
 from kairos.collect import iso
 from kairos.errors import ValidationError
@@ -49,6 +49,7 @@ def consents_body(kairos: Kairos, pk: int) -> dict[str, Any]:
 
 
 def get_consents(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request)
     return consents_body(kairos, resolve_ref(kairos, request.path_params["ref"]))
 
 
@@ -68,6 +69,7 @@ def put_consents(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str,
 
 
 def get_data_uses(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request, "limit")
     pk = resolve_ref(kairos, request.path_params["ref"])
     limit = query_limit(request, 100, 1000)
     return {"profile_id": profile_id_for(pk), "items": data_uses(kairos, pk, limit)}

@@ -21,7 +21,7 @@ from kairos.decide import reports
 from kairos.decide.engine import Decider, decide_request
 from kairos.decide.offers import KIND, offer_body
 from kairos.definitions import check_key
-from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationError
+from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationError, unknown_field
 from kairos.runtime import Kairos
 from kairos.scopes import Scope
 from kairos.store import DecisionRow, Definition
@@ -84,10 +84,10 @@ def add_reward(kairos: Kairos, body: Any) -> dict[str, Any]:
     """Record a reward for a shown item. The first reward of an item wins (a repeat answers
     ``status: "duplicate"``); after the wait (``decide.reward_wait_seconds``) the item is closed (409)."""
     if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", code="invalid_body")
+        raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     extra = sorted(set(body) - {"decision_id", "offer_id", "reward"})
     if extra:
-        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=str(extra[0]))
+        raise unknown_field(extra[0])
     decision_id = body.get("decision_id")
     if decision_id is None:
         raise ValidationError("decision_id is required", code="missing_field", field="decision_id")
@@ -126,6 +126,9 @@ def add_reward(kairos: Kairos, body: Any) -> dict[str, Any]:
             field="decision_id",
         )
     (first,) = decisions.add_rewards([(decision_id, offer, float(reward), now, "api")])
+    if not first:  # the item's first reward stands: answer it, not the one refused
+        stored = next((r for r in decisions.rewards_of([decision_id]) if r.offer == offer), None)
+        reward = stored.reward if stored is not None else reward
     return {
         "decision_id": decision_id,
         "offer_id": offer,

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from kairos._gc import paused as gc_paused
 from kairos.api._common import Work, endpoint, known_query, query_limit
-from kairos.definitions import Catalog, SegmentDef, compile_definition, segment_body
+from kairos.definitions import Catalog, SegmentDef, check_key, compile_definition, segment_body
 from kairos.errors import NotFoundError, ValidationError
 from kairos.identity import profile_id_for
 from kairos.pipeline import Projection
@@ -47,6 +47,7 @@ def _kind(request: Request) -> str:
 
 
 def _get(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
+    check_key(key, kind)  # a 400 for what no key can be (never quoted back: it may be anything)
     d = kairos.store.admin.definition(kind, key)
     if d is None:
         raise NotFoundError(f"no {kind} named {key!r}", field="key")
@@ -64,6 +65,7 @@ def _members(
     """The segment's members, in key order. With ``purpose`` (sharing the segment: an ad audience, a partner)
     only members whose consent allows it are listed, and each listed member's data-use ledger records the
     export to ``recipient``."""
+    check_key(key, "segment")
     if kairos.store.admin.definition("segment", key) is None:
         raise NotFoundError(f"no segment named {key!r}", field="key")
     if purpose is not None and purpose not in kairos.consent_policy.purposes:

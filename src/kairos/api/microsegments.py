@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from kairos.api._common import error_response, json_response, read_body, require_scope, runtime
-from kairos.errors import KairosError, ValidationError
+from kairos.errors import KairosError, ValidationError, unknown_field
 from kairos.runtime import Kairos
 from kairos.segments.discover import check_request, discover, live_traits
 
@@ -30,7 +30,7 @@ def _request(body: bytes) -> tuple[list[str], int | None]:
         raise ValidationError("the body must be a JSON object", code="invalid_json", field="body")
     unknown = sorted(set(data) - {"features", "k"})
     if unknown:
-        raise ValidationError(f"unknown field {unknown[0]!r}", code="unknown_field", field=str(unknown[0])[:100])
+        raise unknown_field(unknown[0])
     return check_request(data.get("features"), data.get("k"))
 
 

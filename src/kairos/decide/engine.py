@@ -45,7 +45,7 @@ from kairos.decide.offers import Offer, OfferCatalog
 from kairos.decide.offpolicy import greedy as _greedy
 from kairos.decide.policy import Policy, Scoring
 from kairos.decide.records import Action, DecisionItem, DecisionRecord, Features, Group
-from kairos.errors import ValidationError
+from kairos.errors import ValidationError, unknown_field
 from kairos.privacy.keys import feature_label, privacy_secret
 from kairos.rules import Scope
 from kairos.runtime import Kairos
@@ -110,10 +110,10 @@ def _check_context(context: dict[str, Any]) -> None:
 def decide_request(body: Any) -> DecideRequest:
     """A decide request, validated: every error names its field."""
     if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", code="invalid_body")
+        raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     extra = sorted(set(body) - {"profile", "channel", "placement", "context", "limit"})
     if extra:
-        raise ValidationError(f"unknown field {extra[0]!r}", code="unknown_field", field=str(extra[0]))
+        raise unknown_field(extra[0])
     ref = body.get("profile")
     if ref is None:
         raise ValidationError("profile is required: an id or type:value", code="missing_field", field="profile")
@@ -230,7 +230,11 @@ class Decider:
             self._people, self._people_until = {}, now + _PEOPLE_SECONDS
         pk = self._refs.get(ref, _UNRESOLVED)
         if pk is _UNRESOLVED:
-            pk = kairos.resolve(ref)  # an unknown identity type is a 400 here
+            try:
+                pk = kairos.resolve(ref)  # an unknown identity type is a 400 here, on the body's field
+            except ValidationError as exc:
+                exc.field = "profile"
+                raise
             self._refs[ref] = pk
         view = kairos.view(pk) if pk is not None else None
         if view is None and pk is not None:  # erased (or merged) since it was cached: ask the store again

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kairos.definitions import check_key, window_ms
-from kairos.errors import NotFoundError, ValidationError
+from kairos.errors import NotFoundError, ValidationError, unknown_field
 from kairos.rules import MAX_RULE_LENGTH, Rule, RuleError, Scope, compile_rule
 from kairos.store import AdminStore, Definition
 
@@ -166,7 +166,7 @@ def _contact_policy(value: Any) -> dict[str, Any]:
         raise _bad("contact_policy must be an object", "contact_policy")
     extra = sorted(set(value) - set(_POLICY_FIELDS))
     if extra:
-        raise _bad(f"unknown field {extra[0]!r}", f"contact_policy.{extra[0]}", "unknown_field")
+        raise unknown_field(extra[0], "contact_policy.")
     out: dict[str, Any] = {}
     for name in ("max_impressions", "suppress_after_ignored"):
         n = _count(value.get(name), f"contact_policy.{name}")
@@ -189,10 +189,10 @@ def _contact_policy(value: Any) -> dict[str, Any]:
 def offer_body(body: Any) -> dict[str, Any]:
     """An offer, validated (its eligibility compiled and type-checked) and normalized: what is stored."""
     if not isinstance(body, dict):
-        raise ValidationError("the body must be a JSON object", code="invalid_body")
+        raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     extra = sorted(set(body) - set(_FIELDS))
     if extra:
-        raise _bad(f"unknown field {extra[0]!r}", str(extra[0]), "unknown_field")
+        raise unknown_field(extra[0])
     out: dict[str, Any] = {"name": _string(body.get("name"), "name", 200, required=True)}
     content = body.get("content", {})
     if not isinstance(content, dict):

@@ -506,7 +506,7 @@ def _rewrite_durations(ast: _ast.Ast, source: str) -> list[int]:
 
 
 def _compile_error(text: str, source: str) -> RuleError:
-    if "recursion limit" in text:
+    if "recursion limit" in text or "max recursion depth" in text:
         return RuleError("the rule nests too deeply (CEL allows 32 levels)")
     match = _CEL_ERROR.search(text)
     if match is None:
