@@ -151,7 +151,7 @@ def test_merge_sums_orders_and_spend_and_keeps_the_newest_purchase(shop: Shop) -
         ("NaN", 0),
         ("Infinity", 0),
         ("1e400", 0),
-        (10**30, 0),
+        (2**63 - 1, 0),  # beyond 2**63 collect refuses the event (tests/test_numbers.py)
         ({"amount": 5}, 0),
         ([5], 0),
         ("12 EUR", 0),
