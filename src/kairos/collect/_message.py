@@ -15,6 +15,8 @@ from typing import Annotated, Any, Final, Literal, final
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from kairos._numbers import first_path
+
 __all__ = [
     "EVENT_TYPES",
     "SHORT_PATHS",
@@ -231,24 +233,9 @@ def _blank(value: object) -> bool:
     return isinstance(value, str) and value.isspace()
 
 
-def surrogate_path(node: Any, path: str = "") -> str | None:
+def surrogate_path(node: Any) -> str | None:
     """The dotted path of the first string (or key) holding an unpaired surrogate, ``""`` for the root."""
-    if isinstance(node, str):
-        return None if node.isascii() or not _has_surrogate(node) else path
-    if isinstance(node, dict):
-        for key, value in node.items():
-            inner = f"{path}.{key}" if path else str(key)
-            if isinstance(key, str) and _has_surrogate(key):
-                return path
-            found = surrogate_path(value, inner)
-            if found is not None:
-                return found
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            found = surrogate_path(value, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return None
+    return first_path(node, lambda v: isinstance(v, str) and not v.isascii() and _has_surrogate(v), _has_surrogate)
 
 
 def _has_surrogate(text: str) -> bool:
