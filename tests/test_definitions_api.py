@@ -97,6 +97,8 @@ def test_traits_and_segments_round_trip(
     contract.check("Deleted", deleted.json())
     assert client.get("/v1/segments/typo", headers=read_key).status_code == 404
     assert client.delete("/v1/segments/typo", headers=admin_key).status_code == 404
+    again = client.put("/v1/segments/typo", json={"rule": "true"}, headers=admin_key)
+    assert (again.status_code, again.json()["version"]) == (201, 3)  # created anew (it answered 200)
 
 
 def test_rule_errors_name_the_position(client: TestClient, admin_key: dict[str, str], contract: Contract) -> None:

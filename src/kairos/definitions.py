@@ -10,11 +10,11 @@ takes effect in the processor within one batch, and a backfill job brings existi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from kairos.errors import ValidationError, unknown_field
+from kairos.errors import DefinitionsChanged, ValidationError, unknown_field
 from kairos.rules import References, Rule, RuleError, Scope, compile_rule
 from kairos.store import AdminStore, Definition
 
@@ -29,6 +29,7 @@ __all__ = [
     "TraitDef",
     "catalog_of",
     "check_key",
+    "checked_write",
     "compile_definition",
     "load",
     "moment_body",
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 KINDS = ("trait", "segment", "moment")
+WRITE_ATTEMPTS = 10  # checked writes a burst of concurrent definition changes may make wait; then a 503
+_T = TypeVar("_T")
 Kind = Literal["trait", "segment", "moment"]
 AGGREGATES = ("count", "sum", "min", "max", "avg", "first", "last", "distinct_count", "most_frequent")
 # Aggregates that read ``property`` (count counts events; with a property, those that carry it).
@@ -56,6 +59,19 @@ def check_key(key: str, kind: str) -> str:
             f"a {kind} key is 1-64 letters, digits or '_', not starting with a digit", code="invalid_key", field="key"
         )
     return key
+
+
+def checked_write(write: Callable[[], _T]) -> _T:
+    """Run ``write`` (it reads the definitions' revision, checks against the definitions, then writes with
+    ``expect_revision``) until no other write came between: checked and written apart, two racing PUTs could
+    each pass a check the other breaks (a cycle of segments, the catalogue's size, which of them created the
+    key). After ``WRITE_ATTEMPTS`` a :class:`~kairos.errors.DefinitionsChanged` (503) goes out."""
+    for _ in range(WRITE_ATTEMPTS - 1):
+        try:
+            return write()
+        except DefinitionsChanged:
+            continue
+    return write()
 
 
 def window_ms(text: str, field: str = "window") -> int:

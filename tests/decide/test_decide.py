@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from kairos.api import create_app
 from kairos.config import DecideSettings, load_settings
 from kairos.decide.learning import PolicyHolder, Trainer, decode_record
+from kairos.errors import ValidationError
 from kairos.pipeline.clock import ManualClock
 from kairos.privacy.keys import feature_label, privacy_secret
 from kairos.privacy.training import training_gate
@@ -172,6 +173,41 @@ def test_offers_need_the_right_key_and_sane_input(world: World) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"  # a lone surrogate
     r = world.client.put("/v1/offers/x", json={"name": "x", "content": {"web": "a" * 70_000}}, headers=world.admin)
     assert r.status_code == 413
+
+
+def test_racing_offer_saves_create_once_and_keep_the_catalogue_bound(
+    store_settings: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two PUTs racing (a second saved between one's check and its write): both answered 201 for the same key,
+    and with ``decide.max_offers`` reached both new keys were stored. Each save now writes only if no other
+    definition changed since it read, and checks again otherwise."""
+    from kairos.api.decide import save_offer
+
+    w = World(store_settings, tmp_path, max_offers=2)
+    try:
+        admin = w.kairos.store.admin
+        real_definition = admin.definition
+        racing: list[tuple[str, dict[str, Any]]] = []
+
+        def read_then_race(kind: str, key: str) -> Any:
+            found = real_definition(kind, key)
+            if racing:  # the racer is saved after this save read the catalogue, before it writes
+                racer_key, racer_body = racing.pop()
+                save_offer(w.kairos, racer_key, racer_body)
+            return found
+
+        monkeypatch.setattr(admin, "definition", read_then_race)
+        racing.append(("a", {"name": "First"}))
+        view, status = save_offer(w.kairos, "a", {"name": "Second"})
+        assert (status, view["version"], view["name"]) == (200, 2, "Second")  # the racer created it
+
+        racing.append(("b", {"name": "B"}))
+        with pytest.raises(ValidationError) as full:
+            save_offer(w.kairos, "c", {"name": "C"})
+        assert (full.value.code, full.value.field) == ("too_many", "key")
+        assert sorted(d.key for d in admin.definitions("offer")) == ["a", "b"]
+    finally:
+        w.close()
 
 
 # -- decide: who, groups, filters ------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from kairos.api._writer import GroupWriter
 from kairos.decide import reports
 from kairos.decide.engine import Decider, decide_request
 from kairos.decide.offers import KIND, offer_body
-from kairos.definitions import check_key
+from kairos.definitions import check_key, checked_write
 from kairos.errors import ConflictError, KairosError, NotFoundError, ValidationError, unknown_field
 from kairos.runtime import Kairos
 from kairos.scopes import Scope
@@ -51,7 +51,12 @@ def save_offer(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int
     check_key(key, KIND)
     stored = offer_body(body)
     kairos.consent_policy.check(stored["purpose"])
+    return checked_write(lambda: _save_offer(kairos, key, stored))
+
+
+def _save_offer(kairos: Kairos, key: str, stored: dict[str, Any]) -> tuple[dict[str, Any], int]:
     admin = kairos.store.admin
+    revision = admin.definitions_revision()  # what follows is read at it; the write fails if it moved
     old = admin.definition(KIND, key)
     if old is None and len(admin.definitions(KIND)) >= kairos.settings.decide.max_offers:
         raise ValidationError(
@@ -59,7 +64,7 @@ def save_offer(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int
             code="too_many",
             field="key",
         )
-    d, changed = admin.put_definition(KIND, key, stored, kairos.clock.now())
+    d, changed = admin.put_definition(KIND, key, stored, kairos.clock.now(), expect_revision=revision)
     view = offer_view(kairos, d)
     view["changed"] = changed
     return view, 201 if changed and old is None else 200

@@ -4,19 +4,19 @@ the CLI and ``kairos.toml``."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from kairos.definitions import (
     SegmentDef,
     check_key,
+    checked_write,
     compile_definition,
     moment_body,
     segment_body,
     segment_order,
     trait_body,
 )
-from kairos.errors import ConfigError, DefinitionsChanged, KairosError, ValidationError
+from kairos.errors import ConfigError, KairosError, ValidationError
 from kairos.moments import MOMENT_STATS
 from kairos.runtime import Kairos
 from kairos.segments.membership import SEGMENT_STATS
@@ -25,8 +25,6 @@ from kairos.store import Definition, Job
 __all__ = ["definition_view", "job_of", "remove", "save", "sync_config"]
 
 DAY = 86_400_000
-ATTEMPTS = 10  # checked writes a burst of concurrent definition changes may make wait; then a 503
-_T = TypeVar("_T")
 
 
 def _iso_day(day: int) -> str:
@@ -108,33 +106,21 @@ def _moment_warnings(kairos: Kairos, when: dict[str, Any]) -> list[dict[str, str
     return []
 
 
-def _checked_write(write: Callable[[], _T]) -> _T:
-    """Run ``write`` (it reads the revision, checks against the definitions, then writes if the revision has
-    not moved) until no other write came between: checked and written apart, two racing PUTs could each pass
-    the cycle check and store a cycle. After ``ATTEMPTS`` a :class:`DefinitionsChanged` (503) goes out."""
-    for _ in range(ATTEMPTS - 1):
-        try:
-            return write()
-        except DefinitionsChanged:
-            continue
-    return write()
-
-
 def save(kairos: Kairos, kind: str, key: str, body: Any) -> tuple[dict[str, Any], int]:
     """Validate and store a definition; its view (``changed``, ``warnings``) and 201 (created) or 200."""
     check_key(key, kind)
     stored = {"trait": trait_body, "segment": segment_body, "moment": moment_body}[kind](body)
-    return _checked_write(lambda: _save(kairos, kind, key, stored))
+    return checked_write(lambda: _save(kairos, kind, key, stored))
 
 
 def _save(kairos: Kairos, kind: str, key: str, stored: dict[str, Any]) -> tuple[dict[str, Any], int]:
     revision = kairos.store.admin.definitions_revision()
+    old = kairos.store.admin.definition(kind, key)  # read at `revision`: the write fails if it moved
     warnings: list[dict[str, str]] = []
     if kind == "moment":
         warnings = _moment_warnings(kairos, stored["when"])
     if kind == "segment":
         existing = {d.key: d for d in kairos.store.admin.definitions("segment")}
-        old = existing.get(key)
         candidate = Definition("segment", key, (old.version + 1) if old else 1, 0, stored, False, 0, 0)
         compiled = compile_definition(candidate)
         assert isinstance(compiled, SegmentDef)
@@ -151,13 +137,13 @@ def _save(kairos: Kairos, kind: str, key: str, stored: dict[str, Any]) -> tuple[
     view["changed"] = changed
     if warnings:
         view["warnings"] = warnings
-    return view, 201 if changed and d.version == 1 else 200
+    return view, 201 if changed and old is None else 200
 
 
 def remove(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
     """Delete a definition (its backfill takes it off every profile); a segment others read is refused."""
     check_key(key, kind)
-    return _checked_write(lambda: _remove(kairos, kind, key))
+    return checked_write(lambda: _remove(kairos, kind, key))
 
 
 def _remove(kairos: Kairos, kind: str, key: str) -> dict[str, Any]:
