@@ -344,3 +344,27 @@ def test_moment_context_of_the_wrong_type_is_false_not_an_exception() -> None:
     rule = compile_rule("context.local_hour == 8", Scope.MOMENT)
     assert rule.evaluate({"context": {**JULY_4, "local_hour": "eight"}}) is False
     assert rule.errors == 1
+
+
+@pytest.mark.parametrize("scope", [Scope.SEGMENT, Scope.EVENT, Scope.MOMENT, Scope.OFFER], ids=repr)
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [("(", "missing )"), ("[a-", "missing ]"), ("a{1001}", "invalid repetition size"), ("\\\\", "trailing \\")],
+)
+def test_a_pattern_that_is_no_regular_expression_is_refused_at_its_position(
+    scope: Scope, pattern: str, reason: str
+) -> None:
+    """``matches()`` reads its pattern at run time: ``x.matches("(")`` compiled, was saved, and was false (an
+    error) for everyone. A literal pattern is now tried by the engine that runs it (RE2)."""
+    for source in (f'"x".matches("{pattern}") || true', f'true && matches("x", "{pattern}")'):
+        with pytest.raises(RuleError) as bad:
+            compile_rule(source, scope)
+        assert reason in bad.value.message and "matches()" in bad.value.message
+        assert bad.value.position == source.index(f'"{pattern}"')
+    # RE2 syntax, not Python's: (?P<name>...) is valid in both, a lookahead only in Python's.
+    assert compile_rule('"ab".matches("^(?P<x>a)b$")', scope).evaluate({"now": 0}) is True
+    with pytest.raises(RuleError):
+        compile_rule('"ab".matches("a(?=b)")', scope)
+    # A pattern that is not a literal is read at run time, as before.
+    rule = compile_rule('"ab".matches(string(1) + "(")', scope)
+    assert rule.evaluate({"now": 0}) is False and rule.errors == 1

@@ -100,14 +100,14 @@ class Ast:
         visit(self.checked.expr, frozenset())
         return out
 
-    def calls(self, function: str) -> Iterator[Any]:
-        """Every global call of ``function`` (not ``x.function()``), outermost first."""
+    def calls(self, function: str, members: bool = False) -> Iterator[Any]:
+        """Every global call of ``function`` (and ``x.function()`` too with ``members``), outermost first."""
         stack = [self.checked.expr]
         while stack:
             node = stack.pop()
             kind = node.WhichOneof("kind")
             if kind == "call_expr":
-                if node.call_expr.function == function and not node.call_expr.HasField("target"):
+                if node.call_expr.function == function and (members or not node.call_expr.HasField("target")):
                     yield node
                 stack.extend(reversed(node.call_expr.args))
                 if node.call_expr.HasField("target"):

@@ -469,6 +469,7 @@ def compile_rule(source: str, scope: Scope) -> Rule:
     durations = _rewrite_durations(ast, source)
     if durations:
         expression = scope.env.deserialize(_ast.encode(ast))
+    _check_patterns(ast, source, scope)
     kind = expression.return_type()
     if kind != _T.BOOL and kind != _T.DYN:
         raise RuleError(f"a rule must be true or false; this one gives {kind.name().lower()}", source, 0)
@@ -503,6 +504,27 @@ def _rewrite_durations(ast: _ast.Ast, source: str) -> list[int]:
         args[0].const_expr.string_value = f"{ms}ms"
         found.append(ms)
     return found
+
+
+def _check_patterns(ast: _ast.Ast, source: str, scope: Scope) -> None:
+    """Refuse a ``matches()`` whose pattern, a literal, is not a valid regular expression: CEL reads it at
+    run time only, so the rule would be saved and then be false (an error) for everyone.
+
+    The pattern is tried by the engine that will run it (RE2 in cel-cpp, whose syntax differs from Python's
+    ``re``): ``"".matches(pattern)`` evaluated once.
+    """
+    for call in ast.calls("matches", members=True):
+        args = call.call_expr.args
+        node = args[0] if call.call_expr.HasField("target") else args[-1]
+        pattern = _ast.string_constant(node)
+        if pattern is None:
+            continue
+        probe = _ast.decode(scope.env.compile('"".matches("")').serialize())
+        next(probe.calls("matches", members=True)).call_expr.args[0].const_expr.string_value = pattern
+        tried = scope.env.deserialize(_ast.encode(probe)).eval(scope.bind({}).activation)
+        if tried.type() == _T.ERROR:
+            reason = str(tried.value()).removeprefix("INVALID_ARGUMENT: ")
+            raise RuleError(f"matches(): {reason}", source, ast.position(node))
 
 
 def _compile_error(text: str, source: str) -> RuleError:
