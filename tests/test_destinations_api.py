@@ -170,3 +170,24 @@ def test_sse_resumes_after_last_event_id_without_loss_or_repeat(
     for bad in ("x", "1", "1.2.3", "-1.0", "9" * 30 + ".0"):
         r = client.get("/v1/subscriptions/pull/stream", headers={**admin, "Last-Event-ID": bad})
         assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_cursor")
+
+
+def test_a_stream_never_replays_what_came_before_the_subscription(
+    client: TestClient, kairos: Kairos, feed: Feed, admin: dict[str, str]
+) -> None:
+    """``Last-Event-ID: 0.0`` read the whole outbox and log from the beginning: every message before the
+    subscription was created (people who entered segments, events) went to its reader."""
+    yes = {"context": {"consent": {"categoryPreferences": {"marketing_email": True}}}}
+    kairos.store.admin.put_definition("segment", "vip", {"rule": 'traits.plan == "pro"'}, kairos.clock.now())
+    feed({"type": "identify", "userId": "before", "traits": {"plan": "pro"}, **yes},
+         {"type": "track", "userId": "before", "event": "Order Completed"})  # fmt: skip
+    body = {"subscribe": {"segments": ["vip"], "events": 'event == "Order Completed"'}, "purpose": "marketing_email"}
+    assert client.put("/v1/destinations/pull", json=body, headers=admin).status_code == 201
+    feed({"type": "identify", "userId": "after", "traits": {"plan": "pro"}, **yes},
+         {"type": "track", "userId": "after", "event": "Order Completed"})  # fmt: skip
+    import msgspec
+
+    after = feed.profile("user_id:after").id
+    for last in ("0.0", "0.1", None):
+        messages = [msgspec.json.decode(d) for _, d in _read(client, admin, 2, last=last)]
+        assert [m["profile_id"] for m in messages] == [after, after], last

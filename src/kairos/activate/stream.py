@@ -5,9 +5,10 @@ same consent gate. Each message is one SSE event whose ``data`` is the message J
 position reached in the outbox and the log, ``"<outbox id>.<log seq>"``. A client that reconnects with
 ``Last-Event-ID`` (browsers' ``EventSource`` does it by itself) resumes right after the last message it
 received: nothing is lost and nothing repeats. Without it the stream starts where the subscription was
-created. Each message about a person is written to their data-use ledger before it is sent. When a batch
-advances the position without a message for this subscriber, an event with only an
-``id`` moves the client's position on (it is not dispatched to the application).
+created, and it never starts earlier: a ``Last-Event-ID`` of ``0.0`` does not replay what happened before.
+Each message about a person is written to their data-use ledger before it is sent. When a batch advances the
+position without a message for this subscriber, an event with only an ``id`` moves the client's position on
+(it is not dispatched to the application).
 """
 
 from __future__ import annotations

@@ -100,11 +100,11 @@ async def stream(request: Request) -> Response:
         raw_limit = request.query_params.get("limit")
         limit = query_limit(request, 100, 1000) if raw_limit is not None else None
         last = request.headers.get("last-event-id")
-        if last:
-            outbox, log = parse_position(last)
-        else:
-            cursor = kairos.store.deliveries.cursor(dest.key)
-            outbox, log = (cursor.outbox, cursor.log) if cursor is not None else (0, 0)
+        cursor = kairos.store.deliveries.cursor(dest.key)
+        outbox, log = (cursor.outbox, cursor.log) if cursor is not None else (0, 0)
+        if last:  # never before where the subscription started: what came earlier was not subscribed to
+            resume = parse_position(last)
+            outbox, log = max(outbox, resume[0]), max(log, resume[1])
     except KairosError as exc:
         return error_response(exc)
     return StreamingResponse(
