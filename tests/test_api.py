@@ -159,6 +159,9 @@ def test_merges_endpoint(client: TestClient, kairos: Kairos, source: Source, rea
         ("/v1/profiles?plan=pro", None, 400, "invalid_query"),
         ("/v1/profiles?limit=100000", None, 400, "invalid_query"),
         ("/v1/profiles/" + "x" * 700, None, 400, "invalid_ref"),
+        ("/v1/profiles/email:", None, 400, "invalid_ref"),  # no value: it was a 404
+        ("/v1/profiles/%20%20", None, 400, "invalid_ref"),
+        ("/v1/profiles/user_id:%20/events", None, 400, "invalid_ref"),
         ("/v1/nothing-here", None, 404, "not_found"),
     ],
 )

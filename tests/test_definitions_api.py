@@ -145,6 +145,8 @@ def test_segments_of_segments_refuse_cycles_and_unknown_names(client: TestClient
         ("/v1/traits/t", {"aggregate": "count", "event": "a\u0000b"}, 400, "invalid_field", "event"),
         ("/v1/traits/t", {"aggregate": "count", "extra": 1}, 400, "unknown_field", "extra"),
         ("/v1/traits/t", {"aggregate": "sum", "property": "a..b"}, 400, "invalid_field", "property"),
+        ("/v1/traits/t", {"aggregate": "sum", "property": "   "}, 400, "invalid_field", "property"),
+        ("/v1/traits/t", {"aggregate": "sum", "property": "a. .b"}, 400, "invalid_field", "property"),
         ("/v1/traits/t", [1, 2], 400, "invalid_body", "body"),
         ("/v1/traits/t", None, 400, "invalid_json", "body"),
         ("/v1/traits/9lives", {"aggregate": "count"}, 400, "invalid_key", "key"),

@@ -178,6 +178,8 @@ def test_moments_api(world: World) -> None:
             ({"when": {"event": "A"}, "cooldown": "1 day"}, "cooldown"),
             ({"when": {"event": "A", "extra": 1}}, "when.extra"),
             ({"when": {"segment_entered": "bad key"}}, "when.segment_entered"),
+            ({"when": {"trait": "bad key", "crosses_above": 1}}, "when.trait"),  # was "key"
+            ({"when": {"trait": "", "crosses_above": 1}}, "when.trait"),  # was "trait"
             ({"when": {"event": 5}}, "when.event"),
             ({"when": {"sequence": [{"event": "A"}, {"nope": 1}], "within": "1d"}}, "when.sequence.1.nope"),
         ]:

@@ -157,7 +157,7 @@ def trait_body(body: Any) -> dict[str, Any]:
         out["where"] = where
     prop = _text(body, "property", limit=200)
     if prop is not None:
-        if not all(part for part in prop.split(".")):
+        if not all(part.strip() for part in prop.split(".")):  # "a..b", "   ": no property has such a path
             raise ValidationError(
                 "property is a dotted path into the event's properties", code="invalid_field", field="property"
             )
@@ -262,7 +262,7 @@ def moment_body(body: Any) -> dict[str, Any]:
                 f"when.{directions[0]} must be a number", code="invalid_field", field=f"when.{directions[0]}"
             )
         pattern = {
-            "trait": check_key(_text(when, "trait", required=True, limit=64) or "", "trait"),
+            "trait": _key_in(when, "trait", "trait"),
             directions[0]: threshold,
         }
     else:

@@ -192,9 +192,14 @@ class Kairos:
         """The canonical profile key for a profile id (following merges) or a ``type:value`` identity.
 
         An identity is normalized as the processor normalizes it (``email:Jane@X.io`` finds
-        ``jane@x.io``); an unknown identity type is a :class:`ValidationError`.
+        ``jane@x.io``); an unknown identity type, or a reference without a value (``""``, ``"email:"``), is a
+        :class:`ValidationError` whose message never quotes the reference.
         """
         kind, sep, value = ref.partition(":")
+        if not (value if sep else ref).strip():
+            raise ValidationError(
+                "a profile reference is an id or type:value, and this one has no value", code="invalid_ref", field="ref"
+            )
         if not sep:
             return self.store.state.resolve_id(ref)
         identifiers = self.processor.identifiers

@@ -421,6 +421,8 @@ def test_the_control_group_is_a_stable_share_served_by_the_baseline(
         ({"profile": "x" * 601}, "profile", "invalid_ref"),
         ({"profile": "user_id:a\u0000"}, "profile", "invalid_ref"),
         ({"profile": "nosuchtype:a"}, "profile", "invalid_ref"),
+        ({"profile": "email:"}, "profile", "invalid_ref"),  # it answered as for an unknown person
+        ({"profile": "   "}, "profile", "invalid_ref"),
         ({"profile": "user_id:a", "channel": None}, "channel", "missing_field"),
         ({"profile": "user_id:a", "channel": "w b"}, "channel", "invalid"),
         ({"profile": "user_id:a", "limit": 0}, "limit", "invalid"),

@@ -60,10 +60,8 @@ def person(kairos: Kairos, ref: Any, field: str = "profile") -> int:
         raise ValidationError(f"{field} must be valid Unicode text", code="invalid_ref", field=field) from None
     try:
         pk = kairos.resolve(ref)
-    except ValidationError as exc:  # an unknown identity type; its message would quote the reference
-        raise ValidationError(
-            f"{field} names an unknown identity type (use a profile id or type:value)", code=exc.code, field=field
-        ) from None
+    except ValidationError as exc:  # an unknown identity type or no value (the message never quotes the reference)
+        raise ValidationError(exc.message, code=exc.code, field=field) from None
     if pk is None or kairos.view(pk) is None:
         raise NotFoundError(f"no profile matches this {field} reference", field=field)
     return pk
