@@ -49,6 +49,14 @@ def test_traits_and_segments_round_trip(
     assert r.json()["version"] == 1 and r.json()["changed"] is True
     again = client.put("/v1/traits/orders_30d", json=body, headers=admin_key)
     assert (again.status_code, again.json()["changed"], again.json()["version"]) == (200, False, 1)
+    assert "warnings" not in r.json() and "warnings" not in again.json()
+    # Named like a trait the sources give (plan) or another projection (RFM's): said, not refused.
+    for name in ("plan", "rfm_score"):
+        shadow = client.put(f"/v1/traits/{name}", json={"aggregate": "count"}, headers=admin_key)
+        assert shadow.status_code == 201, shadow.text
+        contract.check("Trait", shadow.json())
+        assert [(w["code"], w["field"]) for w in shadow.json()["warnings"]] == [("shadows_trait", "key")]
+        assert client.delete(f"/v1/traits/{name}", headers=admin_key).status_code == 200
 
     r = client.put("/v1/segments/frequent", json={"rule": "traits.orders_30d >= 2"}, headers=admin_key)
     assert r.status_code == 201, r.text

@@ -90,6 +90,21 @@ def _warnings(kairos: Kairos, source_rule: SegmentDef) -> list[dict[str, str]]:
     return out
 
 
+def _trait_warnings(kairos: Kairos, key: str) -> list[dict[str, str]]:
+    """A computed trait named like a trait that sources or another projection give: its value takes that one's
+    place in views, rules and deliveries (probably not meant; the other one is still stored)."""
+    declared = {name for p in kairos.projections for name in p.trait_names()}
+    if key in declared or kairos.store.state.profiles_in("traits", key, 1, None):
+        return [
+            {
+                "code": "shadows_trait",
+                "field": "key",
+                "message": f"profiles already have a trait {key!r}: this computed trait's value will replace it",
+            }
+        ]
+    return []
+
+
 def _moment_warnings(kairos: Kairos, when: dict[str, Any]) -> list[dict[str, str]]:
     """A segment or trait the pattern names that nothing defines (probably a typo)."""
     segment = when.get("segment_entered") or when.get("segment_exited")
@@ -119,6 +134,8 @@ def _save(kairos: Kairos, kind: str, key: str, stored: dict[str, Any]) -> tuple[
     warnings: list[dict[str, str]] = []
     if kind == "moment":
         warnings = _moment_warnings(kairos, stored["when"])
+    if kind == "trait":
+        warnings = _trait_warnings(kairos, key)
     if kind == "segment":
         existing = {d.key: d for d in kairos.store.admin.definitions("segment")}
         candidate = Definition("segment", key, (old.version + 1) if old else 1, 0, stored, False, 0, 0)
