@@ -53,6 +53,8 @@ def json_argument(text: str, field: str = "body") -> Any:
     within 64 bits (:mod:`kairos._numbers`); else a precise error naming ``field``."""
     import msgspec
 
+    from kairos._keys import MESSAGE as KEYS
+    from kairos._keys import duplicate_key
     from kairos._numbers import MESSAGE, out_of_range
     from kairos.errors import ValidationError
 
@@ -63,4 +65,7 @@ def json_argument(text: str, field: str = "body") -> Any:
     where = out_of_range(value)
     if where is not None:
         raise ValidationError(f"{where or field.upper()}: {MESSAGE}", field=where or field)
+    twice = duplicate_key(text, value)
+    if twice is not None:
+        raise ValidationError(f"{field.upper()}: the key {twice!r} {KEYS}", code="duplicate_key", field=field)
     return value
