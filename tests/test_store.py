@@ -273,3 +273,96 @@ def test_sqlite_appends_never_wait_for_a_processor_commit(tmp_path: Path) -> Non
         assert (tmp_path / "k.db").exists() and (tmp_path / "k-state.db").exists()
     finally:
         store.close()
+
+
+def _snapshot(version: int, at: int = 1_000, model: bytes = b"model") -> Any:
+    from kairos.store import Snapshot
+
+    return Snapshot(version, "linucb", at, 0, model + b"-%d" % version)
+
+
+def test_a_snapshot_s_model_is_written_apart_and_found_again(store_settings: dict[str, Any]) -> None:
+    """The model (megabytes) goes to ``policy_models`` before the compare-and-set, which only names it; a lost
+    compare-and-set leaves no model behind, and the models of snapshots replaced go with them."""
+    store = open_store(make_settings(store_settings).store)
+    try:
+        decisions = store.decisions
+        assert decisions.save_snapshot(0, _snapshot(1), [])
+        assert not decisions.save_snapshot(0, _snapshot(1, model=b"lost"), [])  # another learner came first
+        latest = decisions.latest()
+        assert latest is not None and (latest.version, latest.model) == (1, b"model-1")
+        for version in range(2, 7):
+            assert decisions.save_snapshot(version - 1, _snapshot(version), [])
+        kept = [r[0] for r in decisions.db.rows_of("SELECT version FROM policy_snapshots ORDER BY version")]
+        assert kept == [4, 5, 6]  # KEEP_SNAPSHOTS
+        models = sorted(bytes(r[0]) for r in decisions.models.rows_of("SELECT model FROM policy_models"))
+        assert models == [b"model-4", b"model-5", b"model-6"]  # none of the lost one, none replaced
+        rows = decisions.db.rows_of("SELECT model FROM policy_snapshots")
+        assert all(bytes(r[0]) == b"" for r in rows)  # the decision log holds no model
+    finally:
+        store.close()
+
+
+def test_a_model_left_by_a_crash_is_removed_once_it_is_old(store_settings: dict[str, Any]) -> None:
+    """A learner that stopped between writing its model and the compare-and-set left a model nothing names:
+    removed by a later snapshot once older than MODEL_GRACE_MS (a younger one may be a racing learner's)."""
+    from kairos.store._decisions import MODEL_GRACE_MS
+
+    store = open_store(make_settings(store_settings).store)
+    try:
+        decisions = store.decisions
+        models = decisions.models
+        with models.tx(write=True) as conn:
+            for id_, at in (("old-crash", 1_000), ("racing", 1_000 + MODEL_GRACE_MS)):
+                conn.execute(
+                    models.sql("INSERT INTO policy_models (id, at, model) VALUES ({p}, {p}, {p})"), (id_, at, b"x")
+                )
+        assert decisions.save_snapshot(0, _snapshot(1, at=1_000 + MODEL_GRACE_MS + 1), [])
+        left = sorted(r[0] for r in models.rows_of("SELECT id FROM policy_models"))
+        assert "old-crash" not in left and "racing" in left and len(left) == 2
+    finally:
+        store.close()
+
+
+def test_a_snapshot_of_an_earlier_release_holding_its_model_still_loads(store_settings: dict[str, Any]) -> None:
+    store = open_store(make_settings(store_settings).store)
+    try:
+        db = store.decisions.db
+        with db.tx(write=True) as conn:  # as the earlier release wrote it: the model in the row, no model_id
+            conn.execute(
+                db.sql(
+                    "INSERT INTO policy_snapshots (version, policy, at, learned, model) VALUES (1, 'linucb', 5, 0, {p})"
+                ),
+                (b"in-row",),
+            )
+        latest = store.decisions.latest()
+        assert latest is not None and latest.model == b"in-row"
+        assert store.decisions.save_snapshot(1, _snapshot(2), [])
+        assert store.decisions.latest().model == b"model-2"  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_embedded_a_model_being_written_never_holds_up_a_decision(tmp_path: Path) -> None:
+    """Embedded, models have a SQLite file of their own: the learner writing one (held here: an open write
+    transaction on that file) does not take the decision log's write lock, which each decision's group commit
+    needs. It did: a snapshot of ~3 MB held it ~10 ms every 5 s, the tail of POST /v1/decide's latency."""
+    from kairos.store import DecisionRow, models_file
+
+    store = open_store(make_settings({"url": f"sqlite:///{tmp_path}/k.db"}).store)
+    try:
+        assert store.decisions.models is not store.decisions.db
+        holder = sqlite3.connect(models_file(f"{tmp_path}/k.db"), timeout=0)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO policy_models (id, at, model) VALUES ('held', 1, x'00')")
+        try:
+            row = DecisionRow(
+                0, "d1", 5, "subj", "web", None, "policy", "linucb", 0, ["a"], False, False, 99, False, b"r"
+            )
+            store.decisions.record_many([row])  # one file, it would wait out the busy timeout and fail (503)
+            assert store.decisions.decision("d1") is not None
+        finally:
+            holder.rollback()
+            holder.close()
+    finally:
+        store.close()

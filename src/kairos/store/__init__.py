@@ -44,6 +44,7 @@ from kairos.store._uses import SqlUses, UseRow
 from kairos.store.schema import (
     DECISION_TABLES,
     LOG_FILE,
+    MODELS_FILE,
     STATE_FILE,
     Column,
     Index,
@@ -94,6 +95,7 @@ __all__ = [
     "decode_cursor",
     "digest",
     "encode_cursor",
+    "models_file",
     "open_store",
     "state_file",
 ]
@@ -114,6 +116,7 @@ class SqlStore:
         maintenance: Sequence[Any] = (),
         log_dialect: Dialect | None = None,
         decisions_dialect: Dialect | None = None,
+        models_dialect: Dialect | None = None,
     ) -> None:
         derived = derived_tables(profiles, owned)
         if log_dialect is None:
@@ -138,7 +141,11 @@ class SqlStore:
         if decisions_dialect is not None:
             self.decisions_db = Database(decisions_dialect, (), DECISION_TABLES)
             self.decisions_db.migrate()
-        self.decisions = SqlDecisions(self.decisions_db)
+        self.models_db = self.decisions_db
+        if models_dialect is not None:
+            self.models_db = Database(models_dialect, (), MODELS_FILE)
+            self.models_db.migrate()
+        self.decisions = SqlDecisions(self.decisions_db, self.models_db)
         self.privacy = SqlPrivacy(self.log_db, self.db, self.decisions_db)
         self._maintenance = list(maintenance)
 
@@ -154,6 +161,8 @@ class SqlStore:
             self.log_db.close()
         if self.decisions_db is not self.db:
             self.decisions_db.close()
+        if self.models_db is not self.decisions_db:
+            self.models_db.close()
 
 
 def state_file(path: str) -> str:
@@ -164,6 +173,11 @@ def state_file(path: str) -> str:
 def decisions_file(path: str) -> str:
     """Where the decision log lives beside a SQLite log file: ``kairos.db`` → ``kairos-decisions.db``."""
     return _beside(path, "decisions")
+
+
+def models_file(path: str) -> str:
+    """Where policy models live beside a SQLite log file: ``kairos.db`` → ``kairos-policy.db``."""
+    return _beside(path, "policy")
 
 
 def _beside(path: str, part: str) -> str:
@@ -188,13 +202,15 @@ def open_store(
         path = path or "kairos.db"
         state_path = state_file(path)
         decisions_path = decisions_file(path)
+        models_path = models_file(path)
         store = SqlStore(
             SqliteDialect(state_path, settings.synchronous),
             profiles,
             owned,
-            [Checkpointer(path), Checkpointer(state_path), Checkpointer(decisions_path)],
+            [Checkpointer(p) for p in (path, state_path, decisions_path, models_path)],
             log_dialect=SqliteDialect(path, settings.synchronous),
             decisions_dialect=SqliteDialect(decisions_path, settings.synchronous),
+            models_dialect=SqliteDialect(models_path, settings.synchronous),
         )
         # Commits never checkpoint the WAL themselves (wal_autocheckpoint=0): every process that opens the
         # file copies it back in the background, so no writer stalls and the WAL cannot grow for ever.

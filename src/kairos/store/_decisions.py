@@ -10,17 +10,22 @@ built on is still the latest (compare-and-set), so two learners never both count
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kairos.store._db import Database
+from kairos.store.schema import DECISION_RECORDS, DECISIONS
 
 ERASURES = "privacy_erasures"  # meta key: moved by every erasure (kairos.store._privacy)
 
 __all__ = ["DecisionRow", "RewardRow", "Snapshot", "SqlDecisions"]
 
 KEEP_SNAPSHOTS = 3
+MODEL_GRACE_MS = 600_000  # a model younger than this, named by no snapshot, may be a racing learner's
+_INSERTED = tuple(c.name for c in DECISIONS.columns if c.name != "seq")  # seq: the serial
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +79,9 @@ _REWARD_COLUMNS = "seq, decision_id, offer, reward, at, source, learned"
 
 
 class SqlDecisions:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, models: Database | None = None) -> None:
         self.db = db
+        self.models = models or db  # where snapshots' models are (embedded: a file of their own)
 
     def _decision(self, r: Sequence[Any], record: bool = True) -> DecisionRow:
         return DecisionRow(
@@ -113,11 +119,11 @@ class SqlDecisions:
             for offer in dict.fromkeys(row.offers):
                 impressions[offer] = impressions.get(offer, 0) + 1
         with db.tx(write=True) as conn:
-            db.many(
+            # Multi-row inserts (Database.insert_new): one statement step per table, not one per decision, so
+            # the group-commit thread does not wait for the event loop to hand back the GIL once per row.
+            db.insert_new(
                 conn,
-                "INSERT INTO decisions (id, at, subject, channel, placement, grp, policy, policy_version, offers,"
-                " interaction, customization, closes_at, closed, learned)"
-                " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, 0, 0)",
+                DECISIONS,
                 [
                     (
                         row.id,
@@ -128,19 +134,18 @@ class SqlDecisions:
                         row.group,
                         row.policy,
                         row.policy_version,
-                        db.d.dump_json(row.offers),
+                        list(row.offers),
                         int(row.interaction),
                         int(row.customization),
                         row.closes_at,
+                        0,
+                        0,
                     )
                     for row in rows
                 ],
+                _INSERTED,
             )
-            db.many(
-                conn,
-                "INSERT INTO decision_records (id, record) VALUES ({p}, {p})",
-                [(row.id, row.record) for row in rows],
-            )
+            db.insert_new(conn, DECISION_RECORDS, [(row.id, row.record) for row in rows])
             db.many(
                 conn,
                 "INSERT INTO offer_impressions (offer, impressions) VALUES ({p}, {p}) ON CONFLICT (offer)"
@@ -278,10 +283,20 @@ class SqlDecisions:
         return int(r[0]) if r and r[0] is not None else 0
 
     def latest(self) -> Snapshot | None:
+        """The latest snapshot with its model; None if there is none, or if its model is gone (a newer one
+        replaced it meanwhile: ask again)."""
         r = self.db.one(
-            "SELECT version, policy, at, learned, model FROM policy_snapshots ORDER BY version DESC LIMIT 1"
+            "SELECT version, policy, at, learned, model, model_id FROM policy_snapshots ORDER BY version DESC LIMIT 1"
         )
-        return None if r is None else Snapshot(r[0], r[1], r[2], r[3], bytes(r[4]))
+        if r is None:
+            return None
+        model = bytes(r[4])
+        if r[5] is not None:
+            found = self.models.one("SELECT model FROM policy_models WHERE id = {p}", (r[5],))
+            if found is None:
+                return None
+            model = bytes(found[0])
+        return Snapshot(r[0], r[1], r[2], r[3], model)
 
     def save_snapshot(
         self,
@@ -294,33 +309,84 @@ class SqlDecisions:
         """Store ``snapshot`` (its version must be ``expect + 1``) and mark the rewards ``learned`` and the
         ``decisions`` (their seqs) as learned, unless another snapshot came after ``expect``, or (``erasures``
         given) an erasure moved the ``privacy_erasures`` counter since the learner read it: what it learned
-        may then include a deleted decision. False then, and nothing is written."""
+        may then include a deleted decision. False then, and nothing is written.
+
+        The model (megabytes) is written first, in a transaction of its own in ``policy_models``, and the
+        compare-and-set names it: the decision log's write lock, which every decision's group commit takes, is
+        held for the bookkeeping only (embedded, that lock was held ~10 ms each snapshot, a stall of the
+        decision path). A model no snapshot names (a lost compare-and-set, a crash between the two) is
+        removed (:meth:`_drop_models`)."""
+        model_id = f"{snapshot.version}-{uuid.uuid4().hex}"
+        with self.models.tx(write=True) as conn:
+            conn.execute(
+                self.models.sql("INSERT INTO policy_models (id, at, model) VALUES ({p}, {p}, {p})"),
+                (model_id, snapshot.at, snapshot.model),
+            )
+        try:
+            replaced = self._compare_and_set(expect, snapshot, model_id, learned, decisions, erasures)
+        except Exception:
+            with contextlib.suppress(Exception):  # the store failing: the model is removed next time
+                self._drop_models(model_id, False, set(), snapshot.at)
+            raise
+        self._drop_models(model_id, replaced is not None, replaced or set(), snapshot.at)
+        return replaced is not None
+
+    def _compare_and_set(
+        self,
+        expect: int,
+        snapshot: Snapshot,
+        model_id: str,
+        learned: Sequence[int],
+        decisions: Sequence[int],
+        erasures: int | None,
+    ) -> set[str] | None:
+        """The models of the snapshots the stored one replaced; None if it was not stored."""
         db = self.db
         with db.tx(write=True) as conn:
             db.d.lock(conn, "policy_snapshots")
             r = db.rows(conn, "SELECT MAX(version) FROM policy_snapshots")
             if (r[0][0] or 0) != expect:
-                return False
+                return None
             if erasures is not None:
                 db.d.lock(conn, "meta")  # the erasure's transaction moves the counter under this lock
                 found = db.rows(conn, "SELECT value FROM meta WHERE key = {p}", (ERASURES,))
                 if (int(found[0][0]) if found else 0) != erasures:
-                    return False
+                    return None
             conn.execute(
                 db.sql(
-                    "INSERT INTO policy_snapshots (version, policy, at, learned, model)"
-                    " VALUES ({p}, {p}, {p}, {p}, {p})"
+                    "INSERT INTO policy_snapshots (version, policy, at, learned, model, model_id)"
+                    " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
                 ),
-                (snapshot.version, snapshot.policy, snapshot.at, snapshot.learned, snapshot.model),
+                (snapshot.version, snapshot.policy, snapshot.at, snapshot.learned, b"", model_id),
             )
             for where, params in db.where_in("seq", list(learned)):
                 conn.execute(db.sql(f"UPDATE rewards SET learned = 1 WHERE {where}"), params)
             for where, params in db.where_in("seq", list(decisions)):
                 conn.execute(db.sql(f"UPDATE decisions SET learned = 1 WHERE {where}"), params)
-            conn.execute(
-                db.sql("DELETE FROM policy_snapshots WHERE version <= {p}"), (snapshot.version - KEEP_SNAPSHOTS,)
+            oldest = snapshot.version - KEEP_SNAPSHOTS
+            replaced = db.rows(
+                conn, "SELECT model_id FROM policy_snapshots WHERE version <= {p} AND model_id IS NOT NULL", (oldest,)
             )
-        return True
+            conn.execute(db.sql("DELETE FROM policy_snapshots WHERE version <= {p}"), (oldest,))
+        return {r[0] for r in replaced}
+
+    def _drop_models(self, own: str, stored: bool, replaced: set[str], at: int) -> None:
+        """Remove the models no snapshot names: ``own`` unless it was ``stored``, those of the ``replaced``
+        snapshots, and the others written over ``MODEL_GRACE_MS`` before ``at`` (a younger one may be another
+        learner's, before its compare-and-set)."""
+        named = {r[0] for r in self.db.rows_of("SELECT model_id FROM policy_snapshots WHERE model_id IS NOT NULL")}
+        models = self.models
+        stale = [
+            r[0]
+            for r in models.rows_of("SELECT id, at FROM policy_models")
+            if r[0] not in named and (r[0] == own or r[0] in replaced or r[1] < at - MODEL_GRACE_MS)
+        ]
+        if stored and own in stale:  # defensive: the snapshot just stored names it
+            stale.remove(own)
+        if stale:
+            with models.tx(write=True) as conn:
+                for where, params in models.where_in("id", stale):
+                    conn.execute(models.sql(f"DELETE FROM policy_models WHERE {where}"), params)
 
     # -- bookkeeping -----------------------------------------------------------------------------------
     def meta_int(self, key: str) -> int:

@@ -36,8 +36,10 @@ __all__ = [
     "LOG",
     "LOG_FILE",
     "MERGES",
+    "MODELS_FILE",
     "OFFER_IMPRESSIONS",
     "OUTBOX",
+    "POLICY_MODELS",
     "POLICY_SNAPSHOTS",
     "PRIVACY_REQUESTS",
     "REWARDS",
@@ -290,11 +292,23 @@ REWARDS = Table(
 )
 # Versioned policy snapshots: the learner writes version N+1 only if N is still the latest (compare-and-set),
 # API processes load the latest.
+# ``model_id``: the model is in ``policy_models`` (empty ``model`` here); snapshots of earlier releases hold it
+# in ``model`` and have none.
 POLICY_SNAPSHOTS = Table(
     "policy_snapshots",
-    _cols(("version", "int"), ("policy", "text"), ("at", "int"), ("learned", "int"), ("model", "bytes")),
+    _cols(
+        ("version", "int"),
+        ("policy", "text"),
+        ("at", "int"),
+        ("learned", "int"),
+        ("model", "bytes"),
+        Column("model_id", "text", nullable=True),
+    ),
     ("version",),
 )
+# The snapshots' models (megabytes each), written before the snapshot's compare-and-set and apart from it:
+# embedded, in a SQLite file of their own, so that writing one never holds the decision log's write lock.
+POLICY_MODELS = Table("policy_models", _cols(("id", "text"), ("at", "int"), ("model", "bytes")), ("id",))
 # Impressions per offer, for budgets and stats (a counter: added to, never replaced).
 OFFER_IMPRESSIONS = Table(
     "offer_impressions", _cols(("offer", "text"), ("impressions", "int")), ("offer",), counter=True
@@ -368,6 +382,7 @@ DURABLE: tuple[Table, ...] = (
     DELIVERIES,
     DATA_USES,
     *DECISION_TABLES[1:],
+    POLICY_MODELS,
     PRIVACY_REQUESTS,
     SUPPRESSIONS,
 )
@@ -378,6 +393,8 @@ DURABLE: tuple[Table, ...] = (
 # Privacy requests and suppressions sit with the log: collect reads suppressions, erasures tombstone the log.
 LOG_FILE: tuple[Table, ...] = (LOG, SOURCES, API_KEYS, AUDIT, META, DEFINITIONS, PRIVACY_REQUESTS, SUPPRESSIONS)
 STATE_FILE: tuple[Table, ...] = (OUTBOX, META, DELIVERY_CURSORS, DELIVERIES, DATA_USES)
+# Policy models have a file of their own: the learner writes megabytes there without holding the decisions'.
+MODELS_FILE: tuple[Table, ...] = (META, POLICY_MODELS)
 
 # -- derived -------------------------------------------------------------------------------------------------
 CHECKPOINTS = Table("checkpoints", _cols(("name", "text"), ("seq", "int"), ("version", "int")), ("name",))
