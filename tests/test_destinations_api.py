@@ -88,6 +88,18 @@ def test_hostile_bodies_get_precise_400s(client: TestClient, admin: dict[str, st
     assert client.get("/v1/destinations", headers=admin).json() == {"items": []}
 
 
+def test_a_url_with_credentials_is_refused_without_quoting_it(client: TestClient, admin: dict[str, str]) -> None:
+    """A url is shown to every reader (GET, list): credentials in it would be too; headers are hidden."""
+    for url in ("https://user:pa55word@crm.example.com/x", "http://tok_abcdef@127.0.0.1:9/hook", "http://@x/"):
+        r = client.put("/v1/destinations/crm", json={**HOOK, "url": url}, headers=admin)
+        assert r.status_code == 400, (url, r.text)
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_field", "url")
+        assert "headers" in error["message"] and url not in r.text
+        assert "pa55word" not in r.text and "tok_abcdef" not in r.text
+    assert client.get("/v1/destinations", headers=admin).json() == {"items": []}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [

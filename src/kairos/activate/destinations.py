@@ -103,6 +103,12 @@ def _url(value: Any) -> str | None:
         raise _bad("url is not a valid URL", "url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _bad("url must be an http:// or https:// URL with a host", "url")
+    if "@" in parts.netloc:
+        raise _bad(
+            "url must not hold credentials (user:password@): it is shown to every reader; put them in headers "
+            "(e.g. Authorization), whose values are never shown",
+            "url",
+        )
     if not url.isascii():
         raise _bad("url must be ASCII (percent-encode the rest)", "url")
     return url
