@@ -100,6 +100,57 @@ def test_a_url_with_credentials_is_refused_without_quoting_it(client: TestClient
     assert client.get("/v1/destinations", headers=admin).json() == {"items": []}
 
 
+MISREAD_URLS = [
+    "http://exa mple.com/x",  # aiohttp looks the name up with its space
+    "http://example.com/a b",
+    " http://example.com/",  # leading space and tab: dropped by yarl
+    "http://exa\tmple.com/",  # yarl drops the tab: example.com
+    "http://example.com/\x0b",
+    "http://example.com/\x7f",
+    "http://[::1",
+    "http:///x",
+    "http:/x",
+    "http://x:0/",
+    "http://x:65536/",
+    "http://x:+80/",
+    "http://example.com/x#frag",  # never sent
+    "http://ex$ample.com/",
+    "http://ex%41mple.com/",
+    "http://a..b/",  # aiohttp's IDNA encoding raises (not a ClientError)
+    "http://-a.com/",
+    "http://" + "a" * 64 + ".com/",
+    "http://0x7f.1/",  # getaddrinfo reads it as 127.0.0.1
+    "http://2130706433/",
+    "http://127.1/",
+    "http://01.2.3.4/",
+    "http://[v1.x]/",  # IPvFuture: yarl takes it for the host name v1.x
+    "http://[fe80::1%25eth0]/",
+    "http://[::1]x/",
+    "http:/\\127.0.0.1/",
+    "http://127.0.0.1:9\\@evil.com/",
+    "http://x/{a}",
+    "http://x/%zz",  # yarl sends %25zz
+]
+
+
+def test_urls_an_http_client_would_refuse_or_misread_get_a_400_on_url(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    for url in MISREAD_URLS:
+        r = client.put("/v1/destinations/crm", content=json.dumps({**HOOK, "url": url}), headers=admin)
+        assert r.status_code == 400, (url, r.text)
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_field", "url"), (url, error)
+        assert json.dumps(url)[1:-1] not in r.text
+    good = ["https://crm.example.com:8443/hooks/kairos?tenant=a%20b&x=1", "http://localhost:8000/h",
+            "http://my_service/hook", "http://crm.example.com./x", "http://[::1]:9/hook",
+            "HTTP://EXAMPLE.COM/"]  # fmt: skip
+    for url in good:
+        r = client.put("/v1/destinations/crm", json={**HOOK, "url": url}, headers=admin)
+        assert r.status_code in (200, 201), (url, r.text)
+        assert client.get("/v1/destinations/crm", headers=admin).json()["url"] == url
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [

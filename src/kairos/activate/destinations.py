@@ -18,7 +18,9 @@ is saved, versioned and listed the same way. Its body::
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,6 +41,11 @@ _FIELDS = ("url", "secret", "headers", "subscribe", "traits", "purpose", "enable
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
 # Set by Kairos on every request: a destination cannot replace them.
 _RESERVED = {"content-type", "content-length", "host", "idempotency-key", "kairos-signature", "user-agent"}
+_URL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")  # RFC 3986
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_AUTHORITY = re.compile(r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>[0-9]*))?")
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
+_HEX = re.compile(r"0[xX][0-9A-Fa-f]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +100,26 @@ def _string(value: Any, field: str, limit: int, required: bool = False) -> str |
 
 
 def _url(value: Any) -> str | None:
+    """A url the delivery worker's HTTP client (aiohttp, through yarl) reads as its author meant. yarl drops
+    tabs and leading spaces, percent-encodes spaces and stray ``%``, takes ``[v1.x]`` for a host name and lets
+    ``getaddrinfo`` read ``0x7f.1`` as 127.0.0.1: each of those is refused here rather than reinterpreted.
+    Messages never quote the url (it may hold a token)."""
     url = _string(value, "url", 2048)
     if url is None:
         return None
+    if not url.isascii():
+        raise _bad("url must be ASCII (percent-encode the rest)", "url")
+    if any(c <= " " or c == "\x7f" for c in url):
+        raise _bad("url must not contain spaces or control characters (percent-encode them: %20)", "url")
+    if any(c not in _URL_CHARACTERS for c in url):
+        raise _bad('url must not contain any of " < > \\ ^ ` { | } unencoded (percent-encode them)', "url")
+    if _BAD_ESCAPE.search(url):
+        raise _bad("url has a '%' that does not start a percent-escape (%XX)", "url")
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise _bad("url is not a valid URL", "url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    except ValueError:  # an unclosed '[', or what is inside is not an address
+        raise _bad("url is not a valid URL (check the [] around an IPv6 address)", "url") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise _bad("url must be an http:// or https:// URL with a host", "url")
     if "@" in parts.netloc:
         raise _bad(
@@ -109,9 +127,43 @@ def _url(value: Any) -> str | None:
             "(e.g. Authorization), whose values are never shown",
             "url",
         )
-    if not url.isascii():
-        raise _bad("url must be ASCII (percent-encode the rest)", "url")
+    if "#" in url:
+        raise _bad("url must not have a fragment (#...): it is never sent", "url")
+    authority = _AUTHORITY.fullmatch(parts.netloc)
+    if authority is None:
+        raise _bad("url's authority must be host[:port], the host a domain name, an IPv4 address or [IPv6]", "url")
+    port = authority["port"]
+    if port and not 1 <= int(port) <= 65535:
+        raise _bad("url's port must be a number from 1 to 65535", "url")
+    _address(authority["ipv6"], authority["name"])
     return url
+
+
+def _address(ipv6: str | None, name: str | None) -> str | None:
+    """The IP address a url's host is written as, None for a domain name; a ValidationError for a host the
+    HTTP client would refuse or read differently."""
+    if ipv6 is not None:
+        try:
+            ipaddress.IPv6Address(ipv6)
+        except ValueError:
+            raise _bad("url's host in [] must be an IPv6 address", "url") from None
+        if "%" in ipv6:
+            raise _bad("url's IPv6 address must not name a zone (%...)", "url")
+        return ipv6
+    assert name is not None
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")  # one final dot: a full name
+    if not name or len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+        raise _bad(
+            "url's host must be a domain name (labels of 1-63 letters, digits, '-' or '_', between dots) or an IP "
+            "address",
+            "url",
+        )
+    if labels[-1].isdigit() or _HEX.fullmatch(labels[-1]):  # the URL standard's "ends in a number": IPv4
+        try:
+            return str(ipaddress.IPv4Address(name))
+        except ValueError:
+            raise _bad("url's IPv4 address must be four decimal numbers (a.b.c.d, no leading zeros)", "url") from None
+    return None
 
 
 def _keys(value: Any, field: str) -> list[str]:
