@@ -58,10 +58,12 @@ BAD: list[tuple[Any, str, str]] = [
     ({**HOOK, "secret": "short"}, "invalid_field", "secret"),
     ({**HOOK, "secret": None}, "missing_field", "secret"),
     ({**HOOK, "secret": "\ud800" * 20}, "invalid_json", "body"),  # msgspec refuses lone surrogates
-    ({**HOOK, "headers": {"Kairos-Signature": "x"}}, "reserved_header", "headers"),
-    ({**HOOK, "headers": {"bad name": "x"}}, "invalid_field", "headers"),
+    ({**HOOK, "headers": {"Kairos-Signature": "x"}}, "reserved_header", "headers.Kairos-Signature"),
+    ({**HOOK, "headers": {"X-Ok": "1", "bad name": "x"}}, "invalid_field", "headers.bad name"),
+    ({**HOOK, "headers": {"n" * 50 + " x": "1"}}, "invalid_field", "headers." + "n" * 40),  # cut, as unknown fields
     ({**HOOK, "headers": {"X-A": "a\r\nX-B: b"}}, "invalid_field", "headers.X-A"),
     ({**HOOK, "headers": {"X-A": 1}}, "invalid_field", "headers.X-A"),
+    ({**HOOK, "headers": ["X-A"]}, "invalid_field", "headers"),
     ({**HOOK, "subscribe": {}}, "missing_field", "subscribe"),
     ({**HOOK, "subscribe": []}, "missing_field", "subscribe"),
     ({**HOOK, "subscribe": {"segments": "vip"}}, "invalid_field", "subscribe.segments"),

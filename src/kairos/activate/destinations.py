@@ -189,14 +189,17 @@ def _headers(value: Any) -> dict[str, str]:
         raise _bad(f"headers is an object of at most {MAX_HEADERS} names and string values", "headers")
     out = {}
     for name, v in value.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise _bad("a header name is 1-100 token characters (letters, digits, '-', ...)", "headers")
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):  # any text: cut as unknown_field cuts it
+            raise _bad(
+                "a header name is 1-100 token characters (letters, digits, '-', ...)", f"headers.{str(name)[:40]}"
+            )
+        field = f"headers.{name}"
         if name.lower() in _RESERVED:
-            raise _bad(f"header {name} is set by Kairos", "headers", "reserved_header")
-        text = _string(v, f"headers.{name}", 1024, required=True)
+            raise _bad(f"header {name} is set by Kairos", field, "reserved_header")
+        text = _string(v, field, 1024, required=True)
         assert text is not None
         if not text.isascii():
-            raise _bad(f"headers.{name} must be ASCII", f"headers.{name}")
+            raise _bad(f"headers.{name} must be ASCII", field)
         out[name] = text
     return out
 
