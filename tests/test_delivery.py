@@ -361,3 +361,24 @@ def test_an_abandoned_cart_moment_is_delivered_signed_to_whoever_allowed_it(
         assert got.message["profile_id"] == feed.profile("user_id:yes").id
         assert got.message["traits"] == {"plan": "pro"}
         assert rec.signatures_verify() and len(rec.got) == 1
+
+
+def test_a_request_aiohttp_will_not_build_is_dead_and_the_destination_goes_on(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    """A definition stored before its header values were checked: aiohttp raises ValueError building the
+    request, which used to end every round of the destination (nothing was ever recorded)."""
+    with receiver(SECRET) as rec:
+        destination(kairos, "crm", rec.url)
+        d = kairos.store.admin.definition("destination", "crm")
+        assert d is not None
+        body = {**d.body, "headers": {"X-Tenant": "a\x01b"}}
+        kairos.store.admin.put_definition("destination", "crm", body, kairos.clock.now())
+        destination(kairos, "other", rec.url)
+        people = vip_people(kairos, feed, 3)
+        with delivering(kairos):
+            wait_for(lambda: len(kairos.store.deliveries.list("crm", "dead", 10)) == 3)
+            wait_for(lambda: len(rec.accepted) == 3)
+    assert profiles(rec) == people and len(rec.got) == 3  # all for "other"
+    dead = kairos.store.deliveries.list("crm", "dead", 10)
+    assert {(d.attempts, d.last_error) for d in dead} == {(1, "invalid request: ValueError")}

@@ -154,6 +154,36 @@ def test_urls_an_http_client_would_refuse_or_misread_get_a_400_on_url(
 
 
 @pytest.mark.parametrize(
+    "name",
+    ["Connection", "keep-alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "TE", "Trailer",
+     "Transfer-Encoding", "Upgrade", "HTTP2-Settings", "Expect", "Content-Encoding"],
+)  # fmt: skip
+def test_hop_by_hop_and_framing_headers_are_refused(client: TestClient, admin: dict[str, str], name: str) -> None:
+    r = client.put("/v1/destinations/crm", json={**HOOK, "headers": {"X-Ok": "1", name: "x"}}, headers=admin)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert (error["code"], error["field"]) == ("reserved_header", f"headers.{name}")
+
+
+def test_header_values_aiohttp_would_refuse_or_the_receiver_trim_are_refused(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    bad: list[tuple[dict[str, str], str]] = [
+        ({"X-A": "a\x01b"}, "headers.X-A"),
+        ({"X-A": "a\x7fb"}, "headers.X-A"),
+        ({"X-A": " padded"}, "headers.X-A"),
+        ({"X-A": "padded\t"}, "headers.X-A"),
+        ({"X-A": "1", "x-a": "2"}, "headers.x-a"),  # one would replace the other
+    ]
+    for headers, field in bad:
+        r = client.put("/v1/destinations/crm", content=json.dumps({**HOOK, "headers": headers}), headers=admin)
+        assert r.status_code == 400, (headers, r.text)
+        assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_field", field), headers
+    ok = {**HOOK, "headers": {"Authorization": "Bearer a\tb c", "X-Empty": ""}}
+    assert client.put("/v1/destinations/crm", json=ok, headers=admin).status_code == 201
+
+
+@pytest.mark.parametrize(
     ("method", "path", "status", "code"),
     [
         ("PUT", "/v1/destinations/9bad", 400, "invalid_key"),

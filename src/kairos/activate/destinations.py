@@ -41,6 +41,15 @@ _FIELDS = ("url", "secret", "headers", "subscribe", "traits", "purpose", "enable
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}")
 # Set by Kairos on every request: a destination cannot replace them.
 _RESERVED = {"content-type", "content-length", "host", "idempotency-key", "kairos-signature", "user-agent"}
+# Hop-by-hop headers (RFC 9110 7.6.1, and Proxy-Connection, Keep-Alive, HTTP2-Settings) concern one connection,
+# not the message; the framing ones change how the body is sent or read: Transfer-Encoding beside the
+# Content-Length Kairos sends is refused by the receiver, Content-Encoding says the JSON is compressed, and with
+# Expect: 100-continue aiohttp holds the body until the receiver says 100 Continue (one that does not stalls
+# each delivery to the timeout; any other expectation is answered 417).
+_HOP_BY_HOP = {
+    *("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te"),
+    *("trailer", "transfer-encoding", "upgrade", "http2-settings", "expect", "content-encoding"),
+}
 _URL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")  # RFC 3986
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _AUTHORITY = re.compile(r"(?:\[(?P<ipv6>[^\]]*)\]|(?P<name>[^:\[\]]*))(?::(?P<port>[0-9]*))?")
@@ -187,19 +196,31 @@ def _headers(value: Any) -> dict[str, str]:
         return {}
     if not isinstance(value, dict) or len(value) > MAX_HEADERS:
         raise _bad(f"headers is an object of at most {MAX_HEADERS} names and string values", "headers")
-    out = {}
+    out: dict[str, str] = {}
+    seen: set[str] = set()
     for name, v in value.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):  # any text: cut as unknown_field cuts it
             raise _bad(
                 "a header name is 1-100 token characters (letters, digits, '-', ...)", f"headers.{str(name)[:40]}"
             )
         field = f"headers.{name}"
-        if name.lower() in _RESERVED:
+        lower = name.lower()
+        if lower in _RESERVED:
             raise _bad(f"header {name} is set by Kairos", field, "reserved_header")
+        if lower in _HOP_BY_HOP:
+            message = f"header {name} governs the connection or the body's framing: Kairos sets what it needs"
+            raise _bad(message, field, "reserved_header")
+        if lower in seen:
+            raise _bad(f"header {name} is named twice (header names ignore case)", field)
+        seen.add(lower)
         text = _string(v, field, 1024, required=True)
         assert text is not None
         if not text.isascii():
             raise _bad(f"headers.{name} must be ASCII", field)
+        if not all(" " <= c < "\x7f" or c == "\t" for c in text):  # aiohttp refuses them at sending
+            raise _bad(f"headers.{name} must not contain control characters", field)
+        if text != text.strip(" \t"):  # dropped by the receiver: the value would not be the one given
+            raise _bad(f"headers.{name} must not start or end with spaces", field)
         out[name] = text
     return out
 

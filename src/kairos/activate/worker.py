@@ -13,8 +13,8 @@ by measurement: docs/decisions.md) and at most ``delivery.concurrency`` requests
 3. **record** the outcomes, a few rounds' in one transaction (``RECORD_ROUNDS``), always before due
    deliveries are read again and when the loop stops: ``delivered`` on 2xx; on 5xx, 408, 429, a timeout or a
    connection error, another attempt after an exponential back-off with jitter (``Retry-After`` honoured),
-   ``dead`` after ``delivery.max_attempts``; any other 4xx is ``dead`` at once (the receiver refuses it);
-   ``suppressed`` when the consent gate forbids it.
+   ``dead`` after ``delivery.max_attempts``; any other 4xx is ``dead`` at once (the receiver refuses it), and
+   so is a request aiohttp refuses to build (never sent); ``suppressed`` when the consent gate forbids it.
 
 A crash between sending and recording means the delivery goes out again, with the same id: receivers
 de-duplicate on ``Idempotency-Key``. A circuit breaker per destination stops requests after
@@ -133,6 +133,7 @@ class _Answer:
     error: str | None  # reason of a failure, without personal data
     retry_after: float | None
     seconds: float
+    refused: str | None = None  # why it was not sent and never will be (a metric's reason): dead at once
 
 
 class Runner:
@@ -289,6 +290,9 @@ class Runner:
             return _Answer(None, "timeout", None, time.perf_counter() - started)
         except aiohttp.ClientError as exc:
             return _Answer(None, f"connection: {type(exc).__name__}", None, time.perf_counter() - started)
+        except ValueError as exc:  # aiohttp refused to build the request (a definition saved before it was checked)
+            seconds = time.perf_counter() - started
+            return _Answer(None, f"invalid request: {type(exc).__name__}", None, seconds, refused="invalid_request")
         return _Answer(status, None, after, time.perf_counter() - started)
 
     def _outcome(self, d: Delivery, a: _Answer | None) -> Delivery:
@@ -297,6 +301,11 @@ class Runner:
             self._suppressed.inc()
             return replace(d, status="suppressed", updated_at=now, last_error="consent or profile missing")
         attempts = d.attempts + 1
+        if a.refused is not None:  # never sent, never will be: no latency, and the receiver's breaker stays as is
+            DELIVERY_FAILED.labels(self.dest.key, a.refused).inc()
+            self._dead.inc()
+            return replace(d, status="dead", attempts=attempts, updated_at=now, last_status=None, last_error=a.error,
+                           latency_ms=None)  # fmt: skip
         self._seconds.observe(a.seconds)
         latency = round(a.seconds * 1000)
         if a.status is not None and 200 <= a.status < 300:
