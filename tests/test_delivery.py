@@ -382,3 +382,104 @@ def test_a_request_aiohttp_will_not_build_is_dead_and_the_destination_goes_on(
     assert profiles(rec) == people and len(rec.got) == 3  # all for "other"
     dead = kairos.store.deliveries.list("crm", "dead", 10)
     assert {(d.attempts, d.last_error) for d in dead} == {(1, "invalid request: ValueError")}
+
+
+def test_a_host_at_a_blocked_address_gets_nothing_and_its_deliveries_are_dead_at_once(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    """delivery.blocked_networks holds at sending time too: a name is checked on the addresses it resolves to
+    (``localhost`` here; DNS may change after the save), an address saved before its network was blocked on
+    itself; neither is sent anything."""
+    from kairos.errors import ValidationError
+
+    with receiver(SECRET) as rec:
+        named = rec.url.replace("127.0.0.1", "localhost")
+        destination(kairos, "literal", rec.url)
+        destination(kairos, "named", named)
+        kairos.settings.delivery.blocked_networks = ["127.0.0.0/8", "::1/128"]
+        with pytest.raises(ValidationError) as refused:  # an address is refused at save ...
+            destination(kairos, "literal", rec.url, traits=["email"])
+        assert (refused.value.code, refused.value.field) == ("blocked_address", "url")
+        destination(kairos, "named", named, traits=["plan", "email"])  # ... a name is not: it is checked when sent
+        vip_people(kairos, feed, 3)
+        with delivering(kairos):
+            wait_for(lambda: len(kairos.store.deliveries.list("named", "dead", 10)) == 3)
+            wait_for(lambda: len(kairos.store.deliveries.list("literal", "dead", 10)) == 3)
+        assert rec.got == []
+        for key in ("literal", "named"):
+            dead = kairos.store.deliveries.list(key, "dead", 10)
+            assert {(d.attempts, d.last_status, d.latency_ms) for d in dead} == {(1, None, None)}
+            assert {d.last_error for d in dead} == {
+                "blocked address: 127.0.0.1 is in 127.0.0.0/8 (delivery.blocked_networks)"
+            }
+        # Unblocked, the same name is delivered to: the check is on the addresses, not on the name.
+        kairos.settings.delivery.blocked_networks = []
+        assert kairos.store.deliveries.retry("named", kairos.clock.now()) == 3
+        with delivering(kairos):
+            wait_for(lambda: len(rec.accepted) == 3)
+
+
+def test_blocked_networks_are_checked_and_normalized(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kairos.config import load_settings
+    from kairos.errors import ConfigError
+
+    default = DeliverySettings().blocked_networks
+    assert {"169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"} <= set(default)
+    assert not any(n.startswith(("127.", "10.", "192.168.", "::1")) for n in default)  # loopback, private: allowed
+    assert DeliverySettings(blocked_networks=[" 127.0.0.0/8", "::1"]).blocked_networks == ["127.0.0.0/8", "::1/128"]
+    for bad in ("10.0.0.1/8", "nope", "300.0.0.0/8", "10.0.0.0/33"):
+        with pytest.raises(ValueError, match="blocked_networks"):
+            DeliverySettings(blocked_networks=[bad])
+    monkeypatch.setenv("KAIROS__DELIVERY__BLOCKED_NETWORKS", '["127.0.0.0/8"]')
+    assert load_settings().delivery.blocked_networks == ["127.0.0.0/8"]
+    monkeypatch.setenv("KAIROS__DELIVERY__BLOCKED_NETWORKS", '["127.0.0.1/8"]')
+    with pytest.raises(ConfigError, match="host bits set"):
+        load_settings()
+
+
+def test_the_resolver_refuses_a_name_with_any_blocked_address_and_leaves_the_event_loop_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker is async: a slow DNS answer must not hold its other destinations' requests up."""
+    import asyncio
+    import socket
+
+    import aiohttp
+
+    from kairos.activate._network import BlockedAddress, GuardedResolver, networks
+
+    real = socket.getaddrinfo
+
+    def slow(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "metadata.test":
+            return real(host, port, *args, **kwargs)
+        time.sleep(0.3)
+        tcp = (socket.AF_INET, socket.SOCK_STREAM, 6, "")
+        return [(*tcp, ("10.0.0.7", port)), (*tcp, ("169.254.169.254", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow)
+
+    async def main() -> tuple[int, BlockedAddress]:
+        resolver = GuardedResolver(aiohttp.DefaultResolver(), networks(["169.254.0.0/16"]))
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticking = asyncio.create_task(tick())
+        try:
+            await resolver.resolve("metadata.test", 80)
+        except BlockedAddress as exc:
+            return ticks, exc
+        finally:
+            ticking.cancel()
+            await resolver.close()
+        raise AssertionError("not refused")
+
+    ticks, refused = asyncio.run(main())
+    assert ticks >= 10, ticks  # the loop ran while getaddrinfo waited
+    assert refused.address == "169.254.169.254"  # the second address: any blocked one refuses the host
+    assert refused.reason == "blocked address: 169.254.169.254 is in 169.254.0.0/16 (delivery.blocked_networks)"

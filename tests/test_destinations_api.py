@@ -153,6 +153,21 @@ def test_urls_an_http_client_would_refuse_or_misread_get_a_400_on_url(
         assert client.get("/v1/destinations/crm", headers=admin).json()["url"] == url
 
 
+def test_a_url_at_a_blocked_address_is_refused_at_save(client: TestClient, admin: dict[str, str]) -> None:
+    """The default delivery.blocked_networks: link-local and the cloud metadata services, not loopback nor
+    private ranges (self-hosted receivers live there)."""
+    blocked = ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://[fe80::1]:8080/",
+               "http://[::ffff:169.254.169.254]/", "http://100.100.100.200/latest/"]  # fmt: skip
+    for url in blocked:
+        r = client.put("/v1/destinations/crm", json={**HOOK, "url": url}, headers=admin)
+        assert r.status_code == 400, (url, r.text)
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("blocked_address", "url"), (url, error)
+        assert "delivery.blocked_networks" in error["message"] and url not in r.text
+    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.5/hook", "http://192.168.1.10/hook", "http://[fd12::1]/"):
+        assert client.put("/v1/destinations/crm", json={**HOOK, "url": url}, headers=admin).status_code in (200, 201)
+
+
 @pytest.mark.parametrize(
     "name",
     ["Connection", "keep-alive", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Connection", "TE", "Trailer",

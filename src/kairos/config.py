@@ -6,6 +6,7 @@ when one is missing there. The TOML file is ``./kairos.toml`` unless ``KAIROS_CO
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import os
@@ -21,6 +22,7 @@ from pydantic_settings import (
 )
 
 __all__ = [
+    "BLOCKED_NETWORKS",
     "BUILTIN_IDENTITY_TYPES",
     "MAX_REWARD",
     "CollectSettings",
@@ -49,6 +51,9 @@ TraitKind = Literal["stated", "observed", "inferred", "third_party"]
 TRAIT_KINDS: tuple[TraitKind, ...] = ("stated", "observed", "inferred", "third_party")  # strongest first
 
 MAX_REWARD = 1e9  # the widest decide.reward_range allowed
+# Link-local (where every major cloud puts its metadata service, 169.254.169.254) and the metadata services
+# outside it; loopback and private ranges stay allowed: self-hosted receivers live there (docs/decisions.md).
+BLOCKED_NETWORKS = ("169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32")
 
 
 class ServerSettings(BaseModel):
@@ -427,6 +432,26 @@ class DeliverySettings(BaseModel):
     stream_keepalive_seconds: float = Field(
         15.0, gt=0, description="An idle Server-Sent Events stream sends a comment this often (keeps proxies open)."
     )
+    blocked_networks: list[str] = Field(
+        default_factory=lambda: list(BLOCKED_NETWORKS),
+        description="Networks (CIDR) no destination may deliver to: a url whose host is such an address is refused "
+        "at save, and a delivery whose host resolves to one is `dead` at once, unsent. The default holds the "
+        "link-local ranges (169.254.0.0/16, fe80::/10) and the cloud metadata services (AWS fd00:ec2::254, "
+        "Alibaba 100.100.100.200), not loopback nor private ranges; `[]` blocks nothing.",
+    )
+
+    @field_validator("blocked_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        out = []
+        for cidr in value:
+            try:
+                out.append(str(ipaddress.ip_network(cidr.strip())))
+            except ValueError as exc:  # host bits set, not an address, ...: say which entry
+                raise ValueError(
+                    f"delivery.blocked_networks: {cidr!r} is not a network such as 10.0.0.0/8 ({exc})"
+                ) from exc
+        return out
 
     def serve_mode(self) -> ProcessorMode:
         return self.mode if self.enabled else "off"

@@ -132,7 +132,7 @@ DELIVERED = Counter(
 DELIVERY_FAILED = Counter(
     "kairos_delivery_failed",
     "Failed delivery attempts, by reason: http_5xx, http_429, http_408, http_4xx (not retried), timeout, connection, "
-    "invalid_request (not sent, not retried).",
+    "invalid_request and blocked (delivery.blocked_networks; neither sent nor retried).",
     ["destination", "reason"],
     registry=DELIVERY_REGISTRY,
 )

@@ -21,10 +21,12 @@ from __future__ import annotations
 import ipaddress
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from kairos.activate._network import Network, blocked_by, networks
 from kairos.definitions import check_key
 from kairos.errors import NotFoundError, ValidationError, unknown_field
 from kairos.rules import MAX_RULE_LENGTH, Rule, RuleError, Scope, compile_rule
@@ -108,7 +110,7 @@ def _string(value: Any, field: str, limit: int, required: bool = False) -> str |
     return value
 
 
-def _url(value: Any) -> str | None:
+def _url(value: Any, blocked: Sequence[Network]) -> str | None:
     """A url the delivery worker's HTTP client (aiohttp, through yarl) reads as its author meant. yarl drops
     tabs and leading spaces, percent-encodes spaces and stray ``%``, takes ``[v1.x]`` for a host name and lets
     ``getaddrinfo`` read ``0x7f.1`` as 127.0.0.1: each of those is refused here rather than reinterpreted.
@@ -144,7 +146,16 @@ def _url(value: Any) -> str | None:
     port = authority["port"]
     if port and not 1 <= int(port) <= 65535:
         raise _bad("url's port must be a number from 1 to 65535", "url")
-    _address(authority["ipv6"], authority["name"])
+    address = _address(authority["ipv6"], authority["name"])
+    if address is not None:
+        net = blocked_by(address, blocked)
+        if net is not None:
+            raise _bad(
+                f"url's address is in {net}, which delivery.blocked_networks refuses (by default link-local and "
+                "cloud metadata addresses)",
+                "url",
+                "blocked_address",
+            )
     return url
 
 
@@ -244,16 +255,17 @@ def _events(source: Any) -> str | None:
     return source
 
 
-def destination_body(body: Any, old: Definition | None = None) -> dict[str, Any]:
+def destination_body(body: Any, old: Definition | None = None, blocked: Sequence[Network] = ()) -> dict[str, Any]:
     """A destination's definition, validated and normalized (what is stored). A ``PUT`` without ``secret``
-    keeps the stored one, since it cannot be read back."""
+    keeps the stored one, since it cannot be read back. A url written as an address in ``blocked``
+    (``delivery.blocked_networks``) is refused; one whose name resolves there fails when sent."""
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object", code="invalid_body", field="body")
     extra = sorted(set(body) - set(_FIELDS))
     if extra:
         raise unknown_field(extra[0])
     out: dict[str, Any] = {}
-    url = _url(body.get("url"))
+    url = _url(body.get("url"), blocked)
     secret = _string(body.get("secret"), "secret", 256)
     if secret is None and old is not None and body.get("url") is not None:
         secret = old.body.get("secret")
@@ -353,7 +365,7 @@ def save(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int]:
     so it receives what happens from now on. 201 when created, else 200."""
     check_key(key, KIND)
     old = kairos.store.admin.definition(KIND, key)
-    stored = destination_body(body, old)
+    stored = destination_body(body, old, networks(kairos.settings.delivery.blocked_networks))
     kairos.consent_policy.check(stored["purpose"])
     d, changed = kairos.store.admin.put_definition(KIND, key, stored, kairos.clock.now())
     store = kairos.store

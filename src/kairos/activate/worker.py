@@ -14,7 +14,8 @@ by measurement: docs/decisions.md) and at most ``delivery.concurrency`` requests
    deliveries are read again and when the loop stops: ``delivered`` on 2xx; on 5xx, 408, 429, a timeout or a
    connection error, another attempt after an exponential back-off with jitter (``Retry-After`` honoured),
    ``dead`` after ``delivery.max_attempts``; any other 4xx is ``dead`` at once (the receiver refuses it), and
-   so is a request aiohttp refuses to build (never sent); ``suppressed`` when the consent gate forbids it.
+   so are a request aiohttp refuses to build and one whose host is or resolves to an address in
+   ``delivery.blocked_networks`` (neither is sent); ``suppressed`` when the consent gate forbids it.
 
 A crash between sending and recording means the delivery goes out again, with the same id: receivers
 de-duplicate on ``Idempotency-Key``. A circuit breaker per destination stops requests after
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import ipaddress
 import itertools
 import logging
 import random
@@ -36,11 +38,13 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 from prometheus_client import generate_latest
 
 from kairos import __version__
+from kairos.activate._network import BlockedAddress, GuardedResolver, Network, blocked_by, networks
 from kairos.activate.destinations import Destination, load
 from kairos.activate.messages import Item, delivery_id, items_at, render, select
 from kairos.activate.signing import sign
@@ -160,11 +164,15 @@ class Runner:
         self._seconds = DELIVERY_SECONDS.labels(key)
         self._circuit_open = DELIVERY_CIRCUIT_OPEN.labels(key)
         self._headers = {**dest.headers, "Content-Type": "application/json", "User-Agent": f"Kairos/{__version__}"}
+        self._blocked = networks(self.settings.blocked_networks)
+        self._literal = _literal_blocked(dest.url, self._blocked)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         store = ThreadPoolExecutor(1, thread_name_prefix=f"kairos-deliver-{self.dest.key}")
-        connector = aiohttp.TCPConnector(limit=s.concurrency)
+        # aiohttp connects to an IP address host without asking the resolver: that case is _literal's.
+        resolver = GuardedResolver(aiohttp.DefaultResolver(), self._blocked)
+        connector = aiohttp.TCPConnector(limit=s.concurrency, resolver=resolver)
         timeout = aiohttp.ClientTimeout(total=s.timeout_seconds)
         try:
             async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -185,6 +193,7 @@ class Runner:
             # as asyncio.run waits for its own executor, so that nothing writes after the worker returned.
             store.submit(self._record_or_log)
             await asyncio.to_thread(store.shutdown)
+            await resolver.close()  # the connector closes only a resolver of its own
 
     def _idle(self) -> float:
         poll = self.settings.poll_interval_ms / 1000
@@ -276,6 +285,8 @@ class Runner:
             return None
         dest = self.dest
         assert dest.url is not None and dest.secret is not None
+        if self._literal is not None:
+            return _Answer(None, self._literal.reason, None, 0.0, refused="blocked")
         headers = {
             **self._headers,
             "Idempotency-Key": id_,
@@ -288,6 +299,11 @@ class Runner:
                 status, after = r.status, retry_after_seconds(r.headers.get("Retry-After"), time.time())
         except TimeoutError:
             return _Answer(None, "timeout", None, time.perf_counter() - started)
+        except aiohttp.ClientConnectorDNSError as exc:
+            seconds = time.perf_counter() - started
+            if isinstance(exc.os_error, BlockedAddress):
+                return _Answer(None, exc.os_error.reason, None, seconds, refused="blocked")
+            return _Answer(None, f"connection: {type(exc).__name__}", None, seconds)
         except aiohttp.ClientError as exc:
             return _Answer(None, f"connection: {type(exc).__name__}", None, time.perf_counter() - started)
         except ValueError as exc:  # aiohttp refused to build the request (a definition saved before it was checked)
@@ -330,6 +346,19 @@ class Runner:
             wait = min(max(a.retry_after, 0.0), self.settings.backoff_cap_seconds)
         return replace(d, attempts=attempts, next_attempt_at=now + round(wait * 1000), updated_at=now,
                        last_status=a.status, last_error=error, latency_ms=latency)  # fmt: skip
+
+
+def _literal_blocked(url: str | None, nets: tuple[Network, ...]) -> BlockedAddress | None:
+    """Why a url whose host is an IP address may not be sent to (it may have been saved before
+    ``delivery.blocked_networks`` held its network), else None."""
+    if url is None:
+        return None
+    try:
+        address = ipaddress.ip_address(urlsplit(url).hostname or "")
+    except ValueError:  # a name (checked when resolved), or a url aiohttp refuses itself
+        return None
+    net = blocked_by(str(address), nets)
+    return BlockedAddress(str(address), net) if net is not None else None
 
 
 class DeliveryService:
