@@ -301,3 +301,35 @@ def test_a_stream_never_replays_what_came_before_the_subscription(
     for last in ("0.0", "0.1", None):
         messages = [msgspec.json.decode(d) for _, d in _read(client, admin, 2, last=last)]
         assert [m["profile_id"] for m in messages] == [after, after], last
+
+
+def test_a_url_stored_with_credentials_before_they_were_refused_is_shown_without_them(
+    client: TestClient, kairos: Kairos, admin: dict[str, str]
+) -> None:
+    """Credentials in a url are refused at save now; one saved earlier kept them, and GET showed them."""
+    body = {**HOOK, "url": "https://crm-user:hunter2-password@crm.example.com:8443/hook?x=1"}
+    kairos.store.admin.put_definition("destination", "old", body, kairos.clock.now())
+    for r in (client.get("/v1/destinations/old", headers=admin), client.get("/v1/destinations", headers=admin)):
+        assert r.status_code == 200, r.text
+        assert "hunter2" not in r.text and "crm-user" not in r.text
+    shown = client.get("/v1/destinations/old", headers=admin).json()["url"]
+    assert shown == "https://***@crm.example.com:8443/hook?x=1"
+
+
+def test_racing_saves_of_a_new_destination_create_it_once(kairos: Kairos, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two PUTs of a new key racing (one saved between the other's read and its write) both answered 201."""
+    from kairos.activate.destinations import save
+
+    admin_store = kairos.store.admin
+    real_definition = admin_store.definition
+    racing = [{**HOOK, "traits": ["plan"]}]
+
+    def read_then_race(kind: str, key: str) -> Any:
+        found = real_definition(kind, key)
+        if racing:
+            save(kairos, "crm", racing.pop())
+        return found
+
+    monkeypatch.setattr(admin_store, "definition", read_then_race)
+    view, status = save(kairos, "crm", HOOK)
+    assert status == 200 and view["version"] == 2  # the racer created it; this one changed it

@@ -24,10 +24,10 @@ import string
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from kairos.activate._network import Network, blocked_by, networks
-from kairos.definitions import check_key
+from kairos.definitions import check_key, checked_write
 from kairos.errors import NotFoundError, ValidationError, unknown_field
 from kairos.rules import MAX_RULE_LENGTH, Rule, RuleError, Scope, compile_rule
 from kairos.runtime import Kairos
@@ -343,11 +343,22 @@ def _hint(secret: str) -> str:
     return "…" + secret[-4:]
 
 
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` shown as ``***@``: refused at save since, but a destination saved
+    before kept one, and its view must not show it."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
 def destination_view(kairos: Kairos, d: Definition) -> dict[str, Any]:
     """What the API shows: never the secret nor header values, only their last characters."""
     body = dict(d.body)
     secret = body.pop("secret", None)
     out: dict[str, Any] = {"key": d.key, **body, "kind": "pull" if "url" not in body else "push"}
+    if "url" in body:
+        out["url"] = _without_credentials(body["url"])
     if secret is not None:
         out["secret_hint"] = _hint(secret)
     if "headers" in body:
@@ -364,10 +375,15 @@ def save(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int]:
     """Validate and store; the destination's cursor starts at the current end of the outbox and the log,
     so it receives what happens from now on. 201 when created, else 200."""
     check_key(key, KIND)
-    old = kairos.store.admin.definition(KIND, key)
+    return checked_write(lambda: _save(kairos, key, body))
+
+
+def _save(kairos: Kairos, key: str, body: Any) -> tuple[dict[str, Any], int]:
+    revision = kairos.store.admin.definitions_revision()  # what follows is read at it; the write fails if it moved
+    old = kairos.store.admin.definition(KIND, key)  # a secret left out is kept from it
     stored = destination_body(body, old, networks(kairos.settings.delivery.blocked_networks))
     kairos.consent_policy.check(stored["purpose"])
-    d, changed = kairos.store.admin.put_definition(KIND, key, stored, kairos.clock.now())
+    d, changed = kairos.store.admin.put_definition(KIND, key, stored, kairos.clock.now(), expect_revision=revision)
     store = kairos.store
     store.deliveries.start(key, store.outbox.last_id(), store.log.last_seq(), kairos.clock.now())
     view = destination_view(kairos, d)
