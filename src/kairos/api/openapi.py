@@ -546,7 +546,12 @@ def destination_schemas() -> dict[str, Any]:
         "properties": {"moments": keys, "segments": keys, "events": {**text, "description": "CEL over the event"}},
     }
     fields: dict[str, Any] = {
-        "url": {**text, "description": "http(s) URL; none: a pull subscription"},
+        "url": {
+            **text,
+            "description": "http(s) URL, ASCII (percent-encoded), without credentials (user:password@: put them"
+            " in headers), fragment or IPv6 zone; an address in delivery.blocked_networks is refused (by"
+            " default link-local and cloud metadata addresses); none: a pull subscription",
+        },
         "headers": {"type": "object", "additionalProperties": text},
         "subscribe": subscribe,
         "traits": {"type": "array", "items": text},
