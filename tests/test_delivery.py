@@ -384,6 +384,29 @@ def test_a_request_aiohttp_will_not_build_is_dead_and_the_destination_goes_on(
     assert {(d.attempts, d.last_error) for d in dead} == {(1, "invalid request: ValueError")}
 
 
+def test_a_url_stored_before_the_rule_that_refuses_it_is_never_sent_to(
+    kairos: Kairos, feed: Feed, source: Source
+) -> None:
+    """A url stored before it was checked (a tab inside the host: yarl drops it and sends to another host)
+    went on being delivered to the host yarl read; its deliveries are now dead, unsent, with the reason."""
+    with receiver(SECRET) as rec:
+        destination(kairos, "crm", rec.url)
+        d = kairos.store.admin.definition("destination", "crm")
+        assert d is not None
+        misread = rec.url.replace("127.0.0.1", "127.0.0.\t1")
+        kairos.store.admin.put_definition("destination", "crm", {**d.body, "url": misread}, kairos.clock.now())
+        destination(kairos, "other", rec.url)
+        people = vip_people(kairos, feed, 3)
+        with delivering(kairos):
+            wait_for(lambda: len(kairos.store.deliveries.list("crm", "dead", 10)) == 3)
+            wait_for(lambda: len(rec.accepted) == 3)
+    assert profiles(rec) == people and len(rec.got) == 3  # all for "other": none went to the misread host
+    dead = kairos.store.deliveries.list("crm", "dead", 10)
+    assert {d.attempts for d in dead} == {1}
+    assert all((d.last_error or "").startswith("invalid url: url must not contain spaces") for d in dead)
+    assert all("127.0.0" not in (d.last_error or "") for d in dead)  # the url is never quoted
+
+
 def test_a_host_at_a_blocked_address_gets_nothing_and_its_deliveries_are_dead_at_once(
     kairos: Kairos, feed: Feed, source: Source
 ) -> None:

@@ -33,7 +33,7 @@ from kairos.rules import MAX_RULE_LENGTH, Rule, RuleError, Scope, compile_rule
 from kairos.runtime import Kairos
 from kairos.store import Definition
 
-__all__ = ["KIND", "Destination", "destination_body", "destination_view", "load", "remove", "save"]
+__all__ = ["KIND", "Destination", "destination_body", "destination_view", "load", "remove", "save", "url_problem"]
 
 KIND = "destination"
 ALL = "*"
@@ -108,6 +108,16 @@ def _string(value: Any, field: str, limit: int, required: bool = False) -> str |
     except UnicodeEncodeError:
         raise _bad(f"{field} must be valid Unicode text", field) from None
     return value
+
+
+def url_problem(url: str | None) -> str | None:
+    """Why ``url`` would be refused at save now (blocked networks aside), or None: the worker's check of a
+    destination saved before a rule was added (yarl would otherwise send it where its author did not mean)."""
+    try:
+        _url(url, ())
+    except ValidationError as exc:
+        return exc.message
+    return None
 
 
 def _url(value: Any, blocked: Sequence[Network]) -> str | None:

@@ -45,7 +45,7 @@ from prometheus_client import generate_latest
 
 from kairos import __version__
 from kairos.activate._network import BlockedAddress, GuardedResolver, Network, blocked_by, networks
-from kairos.activate.destinations import Destination, load
+from kairos.activate.destinations import Destination, load, url_problem
 from kairos.activate.messages import Item, delivery_id, items_at, render, select
 from kairos.activate.signing import sign
 from kairos.config import DeliverySettings
@@ -166,6 +166,7 @@ class Runner:
         self._headers = {**dest.headers, "Content-Type": "application/json", "User-Agent": f"Kairos/{__version__}"}
         self._blocked = networks(self.settings.blocked_networks)
         self._literal = _literal_blocked(dest.url, self._blocked)
+        self._bad_url = url_problem(dest.url)  # saved before the rule that refuses it: never sent
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -287,6 +288,8 @@ class Runner:
         assert dest.url is not None and dest.secret is not None
         if self._literal is not None:
             return _Answer(None, self._literal.reason, None, 0.0, refused="blocked")
+        if self._bad_url is not None:
+            return _Answer(None, f"invalid url: {self._bad_url}", None, 0.0, refused="invalid_request")
         headers = {
             **self._headers,
             "Idempotency-Key": id_,
