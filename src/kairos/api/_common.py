@@ -19,9 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from kairos import audit as audit_log
-from kairos._keys import MESSAGE as TWICE
-from kairos._keys import duplicate_key
-from kairos._numbers import LONG_NUMBER, MESSAGE, out_of_range
+from kairos._json import check_document
 from kairos.api.ratelimit import RateLimits
 from kairos.definitions import check_key
 from kairos.errors import (
@@ -246,16 +244,13 @@ Work = Callable[[Kairos, Request, Any], Any]
 
 async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> Any:
     """The request's JSON body (at most ``limit`` bytes), or a 400: ``invalid_json``, ``invalid`` on the
-    path of an integer beyond 64 bits (:mod:`kairos._numbers`), ``duplicate_key`` (:mod:`kairos._keys`)."""
+    path of an integer beyond 64 bits, ``duplicate_key`` (:func:`kairos._json.check_document`)."""
     raw = await read_body(request, limit)
     try:
         body = _json_decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
         raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json", field="body") from exc
-    if LONG_NUMBER.search(raw) is not None and (where := out_of_range(body)) is not None:
-        raise ValidationError(f"{where or 'the body'}: {MESSAGE}", field=where or "body")
-    if (twice := duplicate_key(raw, body)) is not None:
-        raise ValidationError(f"the key {twice!r} {TWICE}", code="duplicate_key", field="body")
+    check_document(raw, body, "the body", "body")
     return body
 
 

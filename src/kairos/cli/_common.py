@@ -49,23 +49,16 @@ def open_kairos(as_json: bool = False) -> Iterator[Kairos]:
 
 
 def json_argument(text: str, field: str = "body") -> Any:
-    """A command's JSON argument (BODY), read as the API reads a request body: strict JSON (no NaN), integers
-    within 64 bits (:mod:`kairos._numbers`); else a precise error naming ``field``."""
+    """A command's JSON argument (BODY), read as the API reads a request body: strict JSON (no NaN), then
+    :func:`kairos._json.check_document`; else a precise error naming ``field``."""
     import msgspec
 
-    from kairos._keys import MESSAGE as KEYS
-    from kairos._keys import duplicate_key
-    from kairos._numbers import MESSAGE, out_of_range
+    from kairos._json import check_document
     from kairos.errors import ValidationError
 
     try:
         value = msgspec.json.decode(text)
     except (msgspec.DecodeError, RecursionError) as exc:
         raise ValidationError(f"{field.upper()} is not valid JSON", code="invalid_json", field=field) from exc
-    where = out_of_range(value)
-    if where is not None:
-        raise ValidationError(f"{where or field.upper()}: {MESSAGE}", field=where or field)
-    twice = duplicate_key(text, value)
-    if twice is not None:
-        raise ValidationError(f"{field.upper()}: the key {twice!r} {KEYS}", code="duplicate_key", field=field)
+    check_document(text, value, field.upper(), field)
     return value
