@@ -610,6 +610,43 @@ def test_rewards_recorded_before_a_crash_are_learned_after_the_restart(world: Wo
     assert not crashed.snapshot()  # the dead learner's late snapshot is refused (compare-and-set)
 
 
+def test_a_learner_stopped_before_its_marks_were_set_is_finished_by_the_next_one(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rows a snapshot learned are marked learned after its compare-and-set, in short transactions: a
+    learner that stores a snapshot and fails (or dies) before all are set must not leave them to be learned
+    again, by itself or by the next learner."""
+    from kairos.store._decisions import SqlDecisions
+
+    world.offer("a")
+    for i in range(5):
+        answer = world.decide(profile=f"user_id:u{i}")
+        body = {"decision_id": answer["decision_id"], "offer_id": "a", "reward": 1.0}
+        world.client.post("/v1/rewards", json=body, headers=world.decide_key)
+    decisions = world.kairos.store.decisions
+    stopped = world.trainer()
+    original = SqlDecisions._mark
+    monkeypatch.setattr(SqlDecisions, "_mark", lambda self, marks, check=False: (_ for _ in ()).throw(OSError("x")))
+    with pytest.raises(OSError):
+        stopped.step(force_snapshot=True)  # snapshot 1 is stored; no row is marked
+    assert decisions.latest_version() == 1 and len(decisions.unlearned_decisions(0, 100)) == 5
+    monkeypatch.setattr(SqlDecisions, "_mark", original)
+    # The same learner goes on: its next compare-and-set fails, it starts again from snapshot 1 and sets the marks.
+    u9 = decisions.decision(world.decide(profile="user_id:u9")["decision_id"]).subject  # type: ignore[union-attr]
+    assert stopped.step(force_snapshot=True) == 1  # u9, learned on the stale base: that snapshot is refused
+    assert [row.subject for row in decisions.unlearned_decisions(0, 100)] == [u9] and stopped.version == 1
+    assert stopped.step(force_snapshot=True) == 1 and stopped.policy.learned == 6  # u9, learned once
+    # A learner started meanwhile from snapshot 1 would have set them too, before reading the log.
+    monkeypatch.setattr(SqlDecisions, "_mark", lambda self, marks, check=False: (_ for _ in ()).throw(OSError("x")))
+    world.decide(profile="user_id:u10")
+    with pytest.raises(OSError):
+        stopped.step(force_snapshot=True)
+    monkeypatch.setattr(SqlDecisions, "_mark", original)
+    fresh = world.trainer()
+    assert fresh.version == stopped.version + 1 and not decisions.unlearned_decisions(0, 100)
+    assert fresh.step(force_snapshot=True) == 0 and fresh.policy.learned == 7
+
+
 def test_the_default_reward_closes_items_nobody_rewarded(world: World) -> None:
     world.offer("a")
     answer = world.decide(profile="user_id:u1")

@@ -7,7 +7,9 @@ the rewards of conversion events, close the decisions whose wait is over (their 
 the items whose reward arrived since (from the default to the reward: the same model as learning the reward
 at once), and every ``decide.snapshot_seconds`` store a snapshot that marks those decisions and rewards
 learned, in one transaction that is refused if another learner stored one first (it then starts again from
-that one). Each outcome is thus learned exactly once in effect, whatever crashes or how many learners run.
+that one; the rows' flags are set after that transaction, and by any learner that starts from the snapshot
+before it reads the log). Each outcome is thus learned exactly once in effect, whatever crashes or how many
+learners run.
 
 A :class:`PolicyHolder` is what the decision path asks: it loads the latest snapshot when one is newer, at most
 every ``max_age`` seconds, without blocking decisions (they keep the previous policy until the new one is in).
@@ -174,8 +176,15 @@ class Trainer:
         """Start from the latest snapshot (what came after it is unlearned and will be learned again)."""
         # Erasures seen so far: one after this drops what was learned in memory (a decision it deleted
         # must not reach a snapshot), by resuming from the latest snapshot again.
-        self.erasures = self.decisions.meta_int(ERASURES)
+        erasures = self.decisions.meta_int(ERASURES)
         snapshot = self.decisions.latest()
+        if snapshot is not None:
+            # What it learned is marked learned after it was stored: finish that before reading the log (the
+            # learner that stored it may have stopped half-way), or it would be learned twice. Should this
+            # fail, nothing here has changed yet: the next compare-and-set (or erasure check) fails again and
+            # brings the learner back here.
+            self.decisions.finish_marks(snapshot.version)
+        self.erasures = erasures
         self.pending, self.pending_decisions = [], []
         self.after = self.after_decisions = 0
         if snapshot is None:  # nothing stored yet: start from scratch (what was learned in memory is dropped)

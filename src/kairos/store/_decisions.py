@@ -4,15 +4,18 @@ Durable (a decision cannot be rebuilt from the event log). Embedded, these table
 own, so the decision path never waits on the log writer or the processor; on PostgreSQL they sit beside the
 rest. Exactly-once learning rests on two rules: an item has at most one reward row (``rewards_item`` is
 unique: the first that arrives wins, the default is written only if none did), and a reward is marked learned
-in the transaction that stores the snapshot that learned it, which is refused unless the snapshot it was
-built on is still the latest (compare-and-set), so two learners never both count one reward.
+by the snapshot that learned it, which is refused unless the snapshot it was built on is still the latest
+(compare-and-set), so two learners never both count one reward. The snapshot's row names what it learned (runs
+of seqs, :data:`MARK_CHUNK`); the rows' ``learned`` flags are set after it, in short transactions, and set again
+by any learner that starts from that snapshot (:meth:`SqlDecisions.finish_marks`) before it reads the log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,13 @@ __all__ = ["DecisionRow", "RewardRow", "Snapshot", "SqlDecisions"]
 
 KEEP_SNAPSHOTS = 3
 MODEL_GRACE_MS = 600_000  # a model younger than this, named by no snapshot, may be a racing learner's
+# Seqs marked learned per transaction after a snapshot: the decision log's write lock, which every decision's
+# group commit takes, is held ~0.2 ms at a time (5,000 marks in the snapshot's own transaction held it 3.3 ms,
+# and SQLite's busy handler made a decision wait 5-10 ms behind it).
+MARK_CHUNK = 250
+# Between two of those transactions: SQLite hands its write lock to no one in particular, and a decision writer
+# sleeping in the busy handler (1, 2, 5, 10 ms) would find it taken again by the next one.
+MARK_PAUSE = 0.002
 _INSERTED = tuple(c.name for c in DECISIONS.columns if c.name != "seq")  # seq: the serial
 
 
@@ -76,6 +86,35 @@ _DECISION_COLUMNS = (
 _WITH_RECORDS = f"SELECT {_DECISION_COLUMNS}, r.record FROM decisions d JOIN decision_records r ON r.id = d.id"
 _BARE = f"SELECT {_DECISION_COLUMNS}, NULL FROM decisions d"
 _REWARD_COLUMNS = "seq, decision_id, offer, reward, at, source, learned"
+
+
+def runs(seqs: Sequence[int]) -> list[list[int]]:
+    """Runs of consecutive seqs as ``[first, last]``: exact, since every seq of a run is one that was read (a
+    range over a gap could take in a row PostgreSQL committed late, which was never learned)."""
+    out: list[list[int]] = []
+    for seq in sorted(set(seqs)):
+        if out and out[-1][1] == seq - 1:
+            out[-1][1] = seq
+        else:
+            out.append([seq, seq])
+    return out
+
+
+def _chunks(marks: Sequence[Sequence[int]]) -> Iterator[list[tuple[int, int]]]:
+    """The runs cut and grouped so that each group covers at most :data:`MARK_CHUNK` seqs."""
+    group: list[tuple[int, int]] = []
+    size = 0
+    for first, last in marks:
+        while first <= last:
+            end = min(last, first + MARK_CHUNK - size - 1)
+            group.append((first, end))
+            size += end - first + 1
+            first = end + 1
+            if size == MARK_CHUNK:
+                yield group
+                group, size = [], 0
+    if group:
+        yield group
 
 
 class SqlDecisions:
@@ -323,21 +362,57 @@ class SqlDecisions:
                 (model_id, snapshot.at, snapshot.model),
             )
         try:
-            replaced = self._compare_and_set(expect, snapshot, model_id, learned, decisions, erasures)
+            marks = {"rewards": runs(learned), "decisions": runs(decisions)}
+            replaced = self._compare_and_set(expect, snapshot, model_id, marks, erasures)
         except Exception:
             with contextlib.suppress(Exception):  # the store failing: the model is removed next time
                 self._drop_models(model_id, False, set(), snapshot.at)
             raise
         self._drop_models(model_id, replaced is not None, replaced or set(), snapshot.at)
-        return replaced is not None
+        if replaced is None:
+            return False
+        # If this fails, the snapshot is stored but rows it learned may still read as unlearned: the caller
+        # must not read the log on it (the trainer's next compare-and-set then fails, and it starts again from
+        # this snapshot, through finish_marks).
+        self._mark(marks)
+        return True
+
+    def finish_marks(self, version: int) -> None:
+        """Mark learned what snapshot ``version`` learned (a learner that stored it may have stopped before it
+        was done): before a learner that starts from that snapshot reads the log. Nothing if it is gone (a
+        newer one replaced it: that learner's compare-and-set will fail)."""
+        r = self.db.one("SELECT marks FROM policy_snapshots WHERE version = {p}", (version,))
+        if r is not None and r[0] is not None:
+            self._mark(self.db.d.load_json(r[0]), check=True)
+
+    def _mark(self, marks: dict[str, list[list[int]]], check: bool = False) -> None:
+        """Set ``learned`` on the rows of these runs of seqs, :data:`MARK_CHUNK` seqs per transaction;
+        ``check``: only where a read finds one still unlearned (most often none: no write lock taken)."""
+        db = self.db
+        groups = [(table, group) for table in ("rewards", "decisions") for group in _chunks(marks.get(table, []))]
+        if check:
+            groups = [(table, group) for table, group in groups if self._unlearned_in(table, group)]
+        for i, (table, group) in enumerate(groups):
+            if i:
+                time.sleep(MARK_PAUSE)
+            with db.tx(write=True) as conn:
+                for first, last in group:
+                    conn.execute(
+                        db.sql(f"UPDATE {table} SET learned = 1 WHERE seq BETWEEN {{p}} AND {{p}} AND learned = 0"),
+                        (first, last),
+                    )
+
+    def _unlearned_in(self, table: str, group: Sequence[tuple[int, int]]) -> bool:
+        where = " OR ".join(["seq BETWEEN {p} AND {p}"] * len(group))
+        params = [seq for run in group for seq in run]
+        return self.db.one(f"SELECT 1 FROM {table} WHERE learned = 0 AND ({where}) LIMIT 1", params) is not None
 
     def _compare_and_set(
         self,
         expect: int,
         snapshot: Snapshot,
         model_id: str,
-        learned: Sequence[int],
-        decisions: Sequence[int],
+        marks: dict[str, list[list[int]]],
         erasures: int | None,
     ) -> set[str] | None:
         """The models of the snapshots the stored one replaced; None if it was not stored."""
@@ -354,15 +429,19 @@ class SqlDecisions:
                     return None
             conn.execute(
                 db.sql(
-                    "INSERT INTO policy_snapshots (version, policy, at, learned, model, model_id)"
-                    " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+                    "INSERT INTO policy_snapshots (version, policy, at, learned, model, model_id, marks)"
+                    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p})"
                 ),
-                (snapshot.version, snapshot.policy, snapshot.at, snapshot.learned, b"", model_id),
+                (
+                    snapshot.version,
+                    snapshot.policy,
+                    snapshot.at,
+                    snapshot.learned,
+                    b"",
+                    model_id,
+                    db.d.dump_json(marks),
+                ),
             )
-            for where, params in db.where_in("seq", list(learned)):
-                conn.execute(db.sql(f"UPDATE rewards SET learned = 1 WHERE {where}"), params)
-            for where, params in db.where_in("seq", list(decisions)):
-                conn.execute(db.sql(f"UPDATE decisions SET learned = 1 WHERE {where}"), params)
             oldest = snapshot.version - KEEP_SNAPSHOTS
             replaced = db.rows(
                 conn, "SELECT model_id FROM policy_snapshots WHERE version <= {p} AND model_id IS NOT NULL", (oldest,)

@@ -293,7 +293,9 @@ REWARDS = Table(
 # Versioned policy snapshots: the learner writes version N+1 only if N is still the latest (compare-and-set),
 # API processes load the latest.
 # ``model_id``: the model is in ``policy_models`` (empty ``model`` here); snapshots of earlier releases hold it
-# in ``model`` and have none.
+# in ``model`` and have none. ``marks``: the runs of reward and decision seqs it learned, marked learned after
+# it is stored (``kairos.store._decisions.MARK_CHUNK``); none for those of earlier releases (marked in its
+# transaction).
 POLICY_SNAPSHOTS = Table(
     "policy_snapshots",
     _cols(
@@ -303,6 +305,7 @@ POLICY_SNAPSHOTS = Table(
         ("learned", "int"),
         ("model", "bytes"),
         Column("model_id", "text", nullable=True),
+        Column("marks", "json", nullable=True),
     ),
     ("version",),
 )
