@@ -272,7 +272,7 @@ DECISIONS = Table(
 # rewrote ~20 MB for 5,000 decisions and held the write lock the decision path waits on for 50-160 ms).
 DECISION_RECORDS = Table("decision_records", _cols(("id", "text"), ("record", "bytes")), ("id",))
 # One outcome per shown item: the first reward that arrived (API, event, conversion) or the default once the
-# wait passed. ``learned``: taken into a stored policy snapshot (set in the snapshot's transaction).
+# wait passed. ``learned``: taken into a stored policy snapshot (set once that snapshot is stored).
 REWARDS = Table(
     "rewards",
     _cols(
