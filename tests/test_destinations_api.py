@@ -282,6 +282,31 @@ def test_sse_resumes_after_last_event_id_without_loss_or_repeat(
         assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_cursor")
 
 
+def test_opening_a_stream_reads_the_store_off_the_event_loop(
+    client: TestClient, kairos: Kairos, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The definition and the cursor were read on the event loop: a store slow to answer (PostgreSQL across a
+    network) held every other request of the process for that long."""
+    import asyncio
+
+    body = {"subscribe": {"events": 'event == "Order Completed"'}, "purpose": "marketing_email"}
+    assert client.put("/v1/destinations/pull", json=body, headers=admin).status_code == 201
+    on_loop: list[bool] = []
+    real = kairos.store.deliveries.cursor
+
+    def cursor(key: str) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return real(key)
+
+    monkeypatch.setattr(kairos.store.deliveries, "cursor", cursor)
+    r = client.get("/v1/subscriptions/pull/stream", headers={**admin, "Last-Event-ID": "x"})  # read, then refused
+    assert r.json()["error"]["code"] == "invalid_cursor" and on_loop == [False]
+
+
 def test_a_stream_never_replays_what_came_before_the_subscription(
     client: TestClient, kairos: Kairos, feed: Feed, admin: dict[str, str]
 ) -> None:

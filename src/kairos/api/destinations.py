@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from kairos.activate import destinations as dests
-from kairos.activate.destinations import compile_destination
+from kairos.activate.destinations import Destination, compile_destination
 from kairos.activate.stream import events, parse_position
 from kairos.api._common import Work, endpoint, error_response, known_query, query_limit, require_scope, runtime
 from kairos.errors import KairosError, ValidationError
@@ -86,25 +87,30 @@ def _retry(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
     return retry(kairos, request.path_params["key"])
 
 
+def _opening(kairos: Kairos, request: Request) -> tuple[Destination, int, int, int | None]:
+    """The subscription, where its stream starts (outbox, log) and its limit (two store reads: in a thread)."""
+    dest = compile_destination(dests.get(kairos, request.path_params["key"]))
+    if not dest.pull:
+        raise ValidationError(
+            f"destination {dest.key!r} has a url: it is pushed, not pulled", code="not_a_subscription", field="key"
+        )
+    known_query(request, "limit")
+    raw_limit = request.query_params.get("limit")
+    limit = query_limit(request, 100, 1000) if raw_limit is not None else None
+    last = request.headers.get("last-event-id")
+    cursor = kairos.store.deliveries.cursor(dest.key)
+    outbox, log = (cursor.outbox, cursor.log) if cursor is not None else (0, 0)
+    if last:  # never before where the subscription started: what came earlier was not subscribed to
+        resume = parse_position(last)
+        outbox, log = max(outbox, resume[0]), max(log, resume[1])
+    return dest, outbox, log, limit
+
+
 async def stream(request: Request) -> Response:
     try:
         await require_scope(request, "read")
         kairos = runtime(request)
-        d = dests.get(kairos, request.path_params["key"])
-        dest = compile_destination(d)
-        if not dest.pull:
-            raise ValidationError(
-                f"destination {dest.key!r} has a url: it is pushed, not pulled", code="not_a_subscription", field="key"
-            )
-        known_query(request, "limit")
-        raw_limit = request.query_params.get("limit")
-        limit = query_limit(request, 100, 1000) if raw_limit is not None else None
-        last = request.headers.get("last-event-id")
-        cursor = kairos.store.deliveries.cursor(dest.key)
-        outbox, log = (cursor.outbox, cursor.log) if cursor is not None else (0, 0)
-        if last:  # never before where the subscription started: what came earlier was not subscribed to
-            resume = parse_position(last)
-            outbox, log = max(outbox, resume[0]), max(log, resume[1])
+        dest, outbox, log, limit = await run_in_threadpool(_opening, kairos, request)
     except KairosError as exc:
         return error_response(exc)
     return StreamingResponse(
