@@ -285,6 +285,82 @@ def test_sqlite_wal_is_started_over_under_steady_writes(tmp_path: Path) -> None:
     assert 0 < largest * 4096 < 8 << 20, f"{largest} frames"
 
 
+def test_sqlite_wal_restart_is_not_tried_while_a_reader_holds_older_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RESTART holds writers while it waits for readers: with a long reader in the WAL (a scan, a backup) it
+    stalled every writer for its whole wait each round, then failed. It waits for the reader to leave."""
+    from kairos.store.sqlite import Checkpointer, SqliteDialect
+
+    path = str(tmp_path / "read.db")
+    dialect = SqliteDialect(path)
+    with dialect.transaction(True) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+        conn.execute("INSERT INTO t (v) VALUES (?)", (b"x",))
+    tried: list[bool] = []
+    restart = Checkpointer._restart
+    reading = threading.Event()
+
+    def spy(self: Checkpointer, conn: sqlite3.Connection) -> bool:
+        tried.append(reading.is_set())
+        return restart(self, conn)
+
+    monkeypatch.setattr(Checkpointer, "_restart", spy)
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    checkpointer = Checkpointer(path, interval=0.02, restart_bytes=256 << 10)
+    checkpointer.start()
+    try:
+
+        def write(n: int) -> None:
+            for _ in range(n):
+                with dialect.transaction(True) as conn:
+                    conn.execute("INSERT INTO t (v) VALUES (?)", (bytes(4_000),))
+                time.sleep(0.0003)
+
+        write(50)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # a snapshot: the frames after it stay needed
+        reading.set()
+        write(600)  # ~2.5 MB, several rounds past restart_bytes
+        reading.clear()
+        reader.execute("COMMIT")
+        write(600)
+    finally:
+        checkpointer.stop()
+        reader.close()
+        dialect.close()
+    assert tried and True not in tried  # tried once the reader left, never while it was there
+
+
+def test_sqlite_compact_gives_up_soon_when_a_reader_stays(tmp_path: Path) -> None:
+    """The erasure's TRUNCATE checkpoint waited up to the connection's 30 s busy timeout for an idle reader,
+    holding every writer of the file meanwhile; it now tries in short waits and says it could not."""
+    from kairos.store.sqlite import SqliteDialect
+
+    path = str(tmp_path / "c.db")
+    dialect = SqliteDialect(path)
+    with dialect.transaction(True) as conn:
+        conn.execute("CREATE TABLE t (v)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT * FROM t").fetchall()
+        with dialect.transaction(True) as conn:
+            conn.execute("INSERT INTO t VALUES (2)")
+        started = time.monotonic()
+        assert not dialect.compact(attempts=3, wait=0.05)
+        assert time.monotonic() - started < 10  # was 30 s
+        reader.execute("COMMIT")
+        assert dialect.compact()
+        assert (tmp_path / "c.db-wal").stat().st_size == 0
+        with dialect.connection() as conn:  # the connection's own busy timeout is back
+            assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    finally:
+        reader.close()
+        dialect.close()
+
+
 def test_sqlite_appends_never_wait_for_a_processor_commit(tmp_path: Path) -> None:
     """Embedded, the log and derived state are two files with a writer each: a long state transaction (a big
     processor batch committing) must not hold up the acknowledgement of new events."""

@@ -189,11 +189,23 @@ class SqliteDialect:
     def secure_delete(self, conn: Any, on: bool) -> None:
         conn.execute(f"PRAGMA secure_delete={'ON' if on else 'OFF'}")
 
-    def compact(self) -> bool:
+    def compact(self, attempts: int = 20, wait: float = 0.1) -> bool:
         """Copy the WAL into the database and truncate it to zero bytes: the frames that held erased pages
-        are gone (``TRUNCATE`` waits up to the busy timeout for readers; 1 in the first column: it could not)."""
-        row = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        return row is not None and int(row[0]) == 0
+        are gone. ``TRUNCATE`` holds writers while it waits for readers, so each attempt waits ``wait`` at
+        most (with the connection's 30 s, one idle reader held every writer 30 s); it answers busy at once
+        while a Checkpointer holds the checkpoint lock. Up to ``attempts`` tries; False if none succeeded."""
+        conn = self._conn()
+        conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+        try:
+            for attempt in range(attempts):
+                if attempt:
+                    time.sleep(wait)
+                row = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if row is not None and int(row[0]) == 0:
+                    return True
+            return False
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
 
 
 class Checkpointer:
@@ -237,9 +249,12 @@ class Checkpointer:
                 try:
                     _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     if frames * page > self.restart_bytes:
-                        # Once more first: the RESTART then copies only what came during this one.
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                        if not self._restart(conn) and frames * page > 8 * self.restart_bytes:
+                        # Once more first: the RESTART then copies only what came during this one. If that
+                        # one could not copy every frame, a reader holds older ones (a long scan, a backup):
+                        # a RESTART would hold writers for restart_wait, then fail. Not this round, then.
+                        busy, last, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                        done = not busy and copied >= last and self._restart(conn)
+                        if not done and frames * page > 8 * self.restart_bytes:
                             warned = self._warn_stuck(frames * page, warned)
                 except sqlite3.Error:
                     log.warning("WAL checkpoint failed; retrying", exc_info=True)
