@@ -618,6 +618,9 @@ def test_a_learner_stopped_before_its_marks_were_set_is_finished_by_the_next_one
     again, by itself or by the next learner."""
     from kairos.store._decisions import SqlDecisions
 
+    def failing(self: SqlDecisions, marks: Any, check: bool = False) -> None:
+        raise OSError("the store went away")
+
     world.offer("a")
     for i in range(5):
         answer = world.decide(profile=f"user_id:u{i}")
@@ -626,7 +629,7 @@ def test_a_learner_stopped_before_its_marks_were_set_is_finished_by_the_next_one
     decisions = world.kairos.store.decisions
     stopped = world.trainer()
     original = SqlDecisions._mark
-    monkeypatch.setattr(SqlDecisions, "_mark", lambda self, marks, check=False: (_ for _ in ()).throw(OSError("x")))
+    monkeypatch.setattr(SqlDecisions, "_mark", failing)
     with pytest.raises(OSError):
         stopped.step(force_snapshot=True)  # snapshot 1 is stored; no row is marked
     assert decisions.latest_version() == 1 and len(decisions.unlearned_decisions(0, 100)) == 5
@@ -637,7 +640,7 @@ def test_a_learner_stopped_before_its_marks_were_set_is_finished_by_the_next_one
     assert [row.subject for row in decisions.unlearned_decisions(0, 100)] == [u9] and stopped.version == 1
     assert stopped.step(force_snapshot=True) == 1 and stopped.policy.learned == 6  # u9, learned once
     # A learner started meanwhile from snapshot 1 would have set them too, before reading the log.
-    monkeypatch.setattr(SqlDecisions, "_mark", lambda self, marks, check=False: (_ for _ in ()).throw(OSError("x")))
+    monkeypatch.setattr(SqlDecisions, "_mark", failing)
     world.decide(profile="user_id:u10")
     with pytest.raises(OSError):
         stopped.step(force_snapshot=True)
