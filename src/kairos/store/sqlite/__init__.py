@@ -45,10 +45,13 @@ class SqliteDialect:
     # "database is locked", disk I/O errors: the store's trouble, not the data's.
     transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
 
-    def __init__(self, path: str, synchronous: str = "normal", busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str, synchronous: str = "normal", busy_timeout: float = 30.0, page_size: int | None = None
+    ) -> None:
         self.path = path
         self.synchronous = synchronous.upper()
         self.busy_timeout = busy_timeout
+        self.page_size = page_size  # for a file this creates; an existing file keeps its own
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -57,6 +60,8 @@ class SqliteDialect:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout)
+        if self.page_size is not None:  # takes effect only on an empty file, before WAL mode is entered
+            conn.execute(f"PRAGMA page_size={int(self.page_size)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA cache_size=-262144")  # 256 MiB of page cache per connection, at most
