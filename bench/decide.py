@@ -475,11 +475,16 @@ def limits(r: DecideResult, missed: Sequence[Target]) -> list[str]:
             livez = Stat.of(h.livez.p99_ms for h in r.http)
             out.append(
                 f"{t.shortfall()}. The same server's bare endpoint had a p99 of {livez.show(' ms')} at the same"
-                " rate. Where the time goes was traced once in the server (2026-11-24, this setup; not measured by"
-                " this run): the handler takes 0.30 ms p50 / 1.07 ms p99, the rest is the decision log's group"
-                " commit: the wait for the writer thread (p99 7.6 ms), the write (p99 4.3 ms; ~10 WAL pages per"
-                " group of ~1.3 decisions, ~55 MB/s of disk writes at this rate) and the request's resumption on"
-                " the event loop after its commit (p99 13 ms), while the 2 cores were 55-60% idle."
+                " rate. Where the time goes was traced in the server (2026-11-24 and -25, this setup; not measured"
+                " by this run): the handler takes 0.30 ms p50 / 1.07 ms p99, the rest is the decision log's group"
+                " commit: the wait for the writer thread (p99 5-8 ms), the write (p99 3-5 ms) and the request's"
+                " resumption on the event loop after its commit (p99 10-13 ms), while the 2 cores were 55-60%"
+                " idle. The stalls behind those tails fall on the WAL checkpointer's period (they moved with it"
+                " from 1 s to 5 s and were gone with `synchronous=OFF`: the checkpoints' fsyncs); the learner"
+                " process takes ~22% of a core at this rate (it learns every item shown). Writing each decision on"
+                " the event loop instead of the writer thread (an experiment) brought the server-side p99 to"
+                " 0.3 ms, but the client's p99 did not separate from the noise in 4 alternating pairs: what is"
+                " left is outside the handler, on 2 cores shared with wrk and the learner."
             )
         else:
             out.append(f"{t.shortfall()}.")
