@@ -219,9 +219,10 @@ class Checkpointer:
 
     A ``PASSIVE`` checkpoint copies the frames that were there when it began; a writer restarts the WAL from
     its beginning only if it begins a transaction while every frame is copied. Under steady writes (the
-    decision log at 1,000 decisions/s: ~10,000 frames a second, a checkpoint of one second's frames 20-40 ms)
-    that never happens, and the WAL grew by ~40 MB/s for as long as the load lasted (1.8 GB after 45 s), every
-    read searching an ever longer WAL index. Past ``restart_bytes`` a ``RESTART`` checkpoint copies the rest
+    decision log at 1,000 decisions/s, measured with 4 KB pages: ~10,000 frames a second, a checkpoint of one
+    second's frames 20-40 ms; with its 1 KB pages since, ~16,000 smaller frames) that never happens, and the
+    WAL grew by ~40 MB/s for as long as the load lasted (1.8 GB after 45 s), every read searching an ever
+    longer WAL index. Past ``restart_bytes`` a ``RESTART`` checkpoint copies the rest
     and waits for the readers still in the WAL, holding writers back meanwhile: at most ``restart_wait``, then
     it gives up until the next round. Measured on the decision log at 1,000 decisions/s: the WAL file stays at
     67-111 MB, each restart holds writers 1-10 ms (a PASSIVE just before it leaves little to copy), and the HTTP
