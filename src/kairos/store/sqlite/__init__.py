@@ -200,8 +200,7 @@ class SqliteDialect:
         most (with the connection's 30 s, one idle reader held every writer 30 s); it answers busy at once
         while a Checkpointer holds the checkpoint lock. Up to ``attempts`` tries; False if none succeeded."""
         conn = self._conn()
-        conn.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
-        try:
+        with _busy_timeout(conn, wait, then=self.busy_timeout):
             for attempt in range(attempts):
                 if attempt:
                     time.sleep(wait)
@@ -209,8 +208,20 @@ class SqliteDialect:
                 if row is not None and int(row[0]) == 0:
                     return True
             return False
-        finally:
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+
+
+@contextlib.contextmanager
+def _busy_timeout(conn: sqlite3.Connection, seconds: float, *, then: float) -> Iterator[None]:
+    """Wait at most ``seconds`` for a lock in the body (for work that holds writers while it waits), then
+    ``then`` again."""
+    conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA busy_timeout={int(then * 1000)}")
+
+
+_TIMEOUT = 1.0  # the Checkpointer connection's busy timeout, seconds
 
 
 class Checkpointer:
@@ -222,9 +233,9 @@ class Checkpointer:
     decision log at 1,000 decisions/s, measured with 4 KB pages: ~10,000 frames a second, a checkpoint of one
     second's frames 20-40 ms; with its 1 KB pages since, ~16,000 smaller frames) that never happens, and the
     WAL grew by ~40 MB/s for as long as the load lasted (1.8 GB after 45 s), every read searching an ever
-    longer WAL index. Past ``restart_bytes`` a ``RESTART`` checkpoint copies the rest
-    and waits for the readers still in the WAL, holding writers back meanwhile: at most ``restart_wait``, then
-    it gives up until the next round. Measured on the decision log at 1,000 decisions/s: the WAL file stays at
+    longer WAL index. Past ``restart_bytes`` a ``RESTART`` checkpoint copies the rest and waits for the
+    readers still in the WAL, holding writers back meanwhile: at most ``restart_wait``, then it gives up until
+    the next round. Measured on the decision log at 1,000 decisions/s: the WAL file stays at
     67-111 MB, each restart holds writers 1-10 ms (a PASSIVE just before it leaves little to copy), and the HTTP
     p99 did not move against the unbounded WAL in a same-session A/B."""
 
@@ -247,21 +258,22 @@ class Checkpointer:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=1)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_TIMEOUT)
         try:
             page = int(conn.execute("PRAGMA page_size").fetchone()[0])
             warned = 0.0
             while not self._stop.wait(self.interval):
                 try:
                     _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if frames * page > self.restart_bytes:
+                    size = frames * page
+                    if size > self.restart_bytes:
                         # Once more first: the RESTART then copies only what came during this one. If that
                         # one could not copy every frame, a reader holds older ones (a long scan, a backup):
                         # a RESTART would hold writers for restart_wait, then fail. Not this round, then.
                         busy, last, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         done = not busy and copied >= last and self._restart(conn)
-                        if not done and frames * page > 8 * self.restart_bytes:
-                            warned = self._warn_stuck(frames * page, warned)
+                        if not done and size > 8 * self.restart_bytes:
+                            warned = self._warn_stuck(size, warned)
                 except sqlite3.Error:
                     log.warning("WAL checkpoint failed; retrying", exc_info=True)
             # On the way out, try to leave a small WAL behind (TRUNCATE waits briefly for readers).
@@ -272,11 +284,8 @@ class Checkpointer:
 
     def _restart(self, conn: sqlite3.Connection) -> bool:
         """RESTART, waiting at most ``restart_wait`` for the write lock and the readers; whether it was done."""
-        conn.execute(f"PRAGMA busy_timeout={int(self.restart_wait * 1000)}")
-        try:
+        with _busy_timeout(conn, self.restart_wait, then=_TIMEOUT):
             return int(conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()[0]) == 0
-        finally:
-            conn.execute("PRAGMA busy_timeout=1000")
 
     def _warn_stuck(self, size: int, warned: float) -> float:
         """Say (once a minute) that the WAL keeps growing: writers or readers never leave it a moment."""
