@@ -460,6 +460,25 @@ def test_blocked_networks_are_checked_and_normalized(monkeypatch: pytest.MonkeyP
         load_settings()
 
 
+@pytest.mark.parametrize(
+    ("address", "leads_to"),
+    [("::ffff:169.254.169.254", "169.254.169.254"), ("64:ff9b::169.254.169.254", "169.254.169.254"),
+     ("2002:a9fe:a9fe::1", "169.254.169.254"), ("::169.254.169.254", "169.254.169.254"),
+     ("2001:0:4136:e378:8000:63bf:5601:5601", "169.254.169.254"),  # Teredo: the client, bits inverted
+     ("2001:0:a9fe:a9fe::1", "169.254.169.254"),  # Teredo: the server
+     ("::1", None), ("::", None), ("64:ff9b::a00:5", "10.0.0.5"), ("fd12::1", None)],
+)  # fmt: skip
+def test_an_ipv6_address_is_checked_as_the_ipv4_address_it_leads_to(address: str, leads_to: str | None) -> None:
+    from ipaddress import IPv4Address, IPv6Address
+
+    from kairos.activate._network import blocked_by, embedded_ipv4, networks
+
+    found = embedded_ipv4(IPv6Address(address))
+    assert (IPv4Address(leads_to) in found) if leads_to else not found, found
+    blocked = blocked_by(address, networks(["169.254.0.0/16"]))
+    assert (str(blocked) if blocked else None) == ("169.254.0.0/16" if leads_to == "169.254.169.254" else None)
+
+
 def test_the_resolver_refuses_a_name_with_any_blocked_address_and_leaves_the_event_loop_free(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

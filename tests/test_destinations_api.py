@@ -157,14 +157,19 @@ def test_a_url_at_a_blocked_address_is_refused_at_save(client: TestClient, admin
     """The default delivery.blocked_networks: link-local and the cloud metadata services, not loopback nor
     private ranges (self-hosted receivers live there)."""
     blocked = ["http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://[fe80::1]:8080/",
-               "http://[::ffff:169.254.169.254]/", "http://100.100.100.200/latest/"]  # fmt: skip
+               "http://[::ffff:169.254.169.254]/", "http://100.100.100.200/latest/",
+               # IPv6 addresses that lead to the IPv4 metadata service: NAT64, 6to4, Teredo, IPv4-compatible
+               "http://[64:ff9b::a9fe:a9fe]/", "http://[2002:a9fe:a9fe::1]/",
+               "http://[2001:0:4136:e378:8000:63bf:5601:5601]/", "http://[::169.254.169.254]/"]  # fmt: skip
     for url in blocked:
         r = client.put("/v1/destinations/crm", json={**HOOK, "url": url}, headers=admin)
         assert r.status_code == 400, (url, r.text)
         error = r.json()["error"]
         assert (error["code"], error["field"]) == ("blocked_address", "url"), (url, error)
         assert "delivery.blocked_networks" in error["message"] and url not in r.text
-    for url in ("http://127.0.0.1:9/hook", "http://10.0.0.5/hook", "http://192.168.1.10/hook", "http://[fd12::1]/"):
+    allowed = ["http://127.0.0.1:9/hook", "http://10.0.0.5/hook", "http://192.168.1.10/hook", "http://[fd12::1]/",
+               "http://[64:ff9b::a00:5]/", "http://[2002:a00:5::1]/"]  # fmt: skip
+    for url in allowed:
         assert client.put("/v1/destinations/crm", json={**HOOK, "url": url}, headers=admin).status_code in (200, 201)
 
 

@@ -437,7 +437,8 @@ class DeliverySettings(BaseModel):
         description="Networks (CIDR) no destination may deliver to: a url whose host is such an address is refused "
         "at save, and a delivery whose host resolves to one is `dead` at once, unsent. The default holds the "
         "link-local ranges (169.254.0.0/16, fe80::/10) and the cloud metadata services (AWS fd00:ec2::254, "
-        "Alibaba 100.100.100.200), not loopback nor private ranges; `[]` blocks nothing.",
+        "Alibaba 100.100.100.200), not loopback nor private ranges; `[]` blocks nothing. An IPv6 address that leads "
+        "to an IPv4 one (IPv4-mapped, NAT64 64:ff9b::/96, 6to4, Teredo) is checked as that IPv4 address too.",
     )
 
     @field_validator("blocked_networks")

@@ -11,6 +11,8 @@ second lookup that could answer differently.
 '169.254.0.0/16'
 >>> str(blocked_by("::ffff:169.254.169.254", nets))  # an IPv4-mapped address is the IPv4 one
 '169.254.0.0/16'
+>>> str(blocked_by("64:ff9b::a9fe:a9fe", nets))  # so is a NAT64 one (RFC 6052), a 6to4 and a Teredo one
+'169.254.0.0/16'
 >>> blocked_by("10.0.0.7", nets) is None
 True
 """
@@ -23,9 +25,11 @@ from collections.abc import Iterable, Sequence
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-__all__ = ["BlockedAddress", "GuardedResolver", "Network", "blocked_by", "networks"]
+__all__ = ["BlockedAddress", "GuardedResolver", "Network", "blocked_by", "embedded_ipv4", "networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+_COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible addresses (RFC 4291 2.5.5.1)
 
 
 def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
@@ -33,14 +37,26 @@ def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(c) for c in cidrs)
 
 
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped (``::ffff:a.b.c.d``, which a dual-stack
+    socket connects to over IPv4), NAT64 (``64:ff9b::a.b.c.d``, translated by the network's gateway),
+    IPv4-compatible (``::a.b.c.d``), 6to4 (``2002:AABB:CCDD::``) and Teredo (its server and client)."""
+    out = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
+    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):  # `::` and `::1` are not IPv4 addresses
+        out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    if ip.teredo is not None:
+        out.extend(ip.teredo)
+    return out
+
+
 def blocked_by(address: str, nets: Sequence[Network]) -> Network | None:
-    """The first of ``nets`` holding ``address`` (an IP address as text), else None. An IPv4-mapped IPv6
-    address (``::ffff:a.b.c.d``, which a dual-stack socket connects to over IPv4) is checked as the IPv4
-    address too, and a zone (``fe80::1%eth0``) is ignored."""
+    """The first of ``nets`` holding ``address`` (an IP address as text), else None. An IPv6 address that
+    leads to an IPv4 one (:func:`embedded_ipv4`) is checked as that IPv4 address too, and a zone
+    (``fe80::1%eth0``) is ignored."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     candidates: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = [ip]
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        candidates.append(ip.ipv4_mapped)
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates.extend(embedded_ipv4(ip))
     for net in nets:
         if any(c.version == net.version and c in net for c in candidates):
             return net
