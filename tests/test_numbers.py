@@ -119,6 +119,19 @@ def test_times_beyond_the_calendar_are_refused_not_500(client: TestClient, kairo
             r = client.get(f"{path}?{field}={value}", headers=read)
             assert r.status_code == 400, (path, r.text)
             assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_query", field)
+        # `from` defaults to 30 days before `to`, which must not fall before year 1 either (it was a 500).
+        for to in ("0001-01-01", "0001-01-15T00:00:00Z"):
+            r = client.get(f"{path}?to={to}", headers=read)
+            if to == "0001-01-01":
+                assert r.status_code == 400, (path, r.text)
+                assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("invalid_query", "to")
+            else:
+                assert r.status_code == 200, (path, r.text)
+                body = r.json()
+                start = body["from"] if "from" in body else body["period"]["from"]  # experience: epoch ms
+                assert start in (-62135596800000, "0001-01-01T00:00:00Z"), r.text
+        # The last microsecond of 9999 is in 9999 (a float timestamp rounded it into year 10000).
+        assert client.get(f"{path}?from=9999-12-30&to=9999-12-31T23:59:59.999999Z", headers=read).status_code == 200
     # The experience report has a bucket per week of its period: ten thousand years were 50 MB.
     r = client.get("/v1/reports/experience?from=0001-01-02&to=9999-12-30", headers=read)
     assert r.status_code == 400 and "at most" in r.json()["error"]["message"], r.text

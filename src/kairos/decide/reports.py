@@ -26,6 +26,7 @@ MAX_DECISIONS = 200_000
 PAGE = 5_000
 MAX_EXPERIENCE_DAYS = 1830
 MIN_MS, MAX_MS = -62135596800000, 253402300799999  # 0001-01-01 .. 9999-12-31T23:59:59.999 UTC
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ def _when(text: str | None, field: str) -> int | None:
         ) from None
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)
-    ms = int(at.timestamp() * 1000)
+    ms = (at - _EPOCH) // dt.timedelta(milliseconds=1)  # exact: a float timestamp rounds 9999's last µs up
     if not MIN_MS <= ms <= MAX_MS:  # 0001-01-01T00:00+14:00 is in year 0 in UTC: no report can name it
         raise ValidationError(f"{field} is outside the years 1 to 9999 in UTC", code="invalid_query", field=field)
     return ms
@@ -57,11 +58,14 @@ def _when(text: str | None, field: str) -> int | None:
 
 def period(start: str | None, end: str | None, now: int) -> Period:
     """``from`` and ``to`` (ISO 8601; a date is its midnight UTC) → epoch ms; ``to`` defaults to now and
-    ``from`` to 30 days before ``to``."""
+    ``from`` to 30 days before ``to`` (not before year 1)."""
     to = _when(end, "to")
     to = now if to is None else to
     frm = _when(start, "from")
-    frm = to - DEFAULT_DAYS * DAY if frm is None else frm
+    if frm is None:
+        frm = max(MIN_MS, to - DEFAULT_DAYS * DAY)
+        if frm >= to:
+            raise ValidationError("to must be after 0001-01-01T00:00:00Z", code="invalid_query", field="to")
     if frm >= to:
         raise ValidationError("from must be before to", code="invalid_query", field="from")
     return Period(frm, to)
