@@ -77,3 +77,33 @@ def test_definitions_in_kairos_toml(tmp_path: Path, store_settings: dict[str, An
     with pytest.raises(ConfigError) as bad:
         Kairos(make_settings(store_settings, segments={"oops": {"rule": "traits.spent >"}}))
     assert bad.value.field == "segments.oops.rule"
+
+
+def test_names_and_messages_are_printed_as_text_never_as_markup(
+    tmp_path: Path, store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rich reads ``[...]`` as markup: stored names dropped their brackets, and ``[/x]`` failed every listing."""
+    from kairos.cli._common import console
+
+    point_cli_at(store_settings, monkeypatch, tmp_path / "kairos.toml", "")
+    monkeypatch.setattr(console, "width", 300)  # whole cells, on one line
+    hostile = "[/x] Boom [bold]b[/bold]"
+    offer = json.dumps({"name": hostile, "attributes": {"note": "[/]"}})
+    assert runner.invoke(app, ["offers", "put", "markup", offer]).exit_code == 0
+    segment = json.dumps({"rule": "true", "description": hostile})
+    assert runner.invoke(app, ["segments", "put", "marked", segment, "--wait", "run"]).exit_code == 0
+    trait = json.dumps({"aggregate": "count", "event": "X", "description": hostile})
+    assert runner.invoke(app, ["traits", "put", "marked", trait, "--wait", "run"]).exit_code == 0
+    moment = json.dumps({"when": {"event": "X"}, "description": hostile})
+    assert runner.invoke(app, ["moments", "put", "marked", moment, "--wait", "run"]).exit_code == 0
+    for args in (["offers", "list"], ["offers", "show", "markup"], ["segments", "show", "marked"],
+                 ["traits", "show", "marked"], ["moments", "list"], ["moments", "show", "marked"]):  # fmt: skip
+        shown = runner.invoke(app, args)
+        assert shown.exit_code == 0, (args, shown.output)
+        if args[1] != "list" or args[0] == "offers":
+            assert hostile in shown.stdout, (args, shown.stdout)
+    # A user's argument in an error message: kept whole, and no MarkupError.
+    for name in ("[/x]", "[bold]hi"):
+        result = runner.invoke(app, ["sources", "disable", name])
+        assert result.exit_code == 2, result.output
+        assert f"'{name}'" in result.output, result.output

@@ -9,15 +9,27 @@ from collections.abc import Iterator
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich import table as rich_table
+from rich.console import Console, RenderableType
+from rich.markup import escape
+from rich.text import Text
 
 from kairos.errors import KairosError
 from kairos.runtime import Kairos
 
-__all__ = ["console", "err_console", "fail", "open_kairos", "print_json"]
+__all__ = ["Table", "console", "err_console", "escape", "fail", "open_kairos", "print_json"]
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+class Table(rich_table.Table):
+    """A table whose string cells are plain text: names, messages and urls come from the store or the user, and
+    Rich would read ``[...]`` in them as markup (dropping it, or failing on ``[/x]``). Style a cell with
+    :class:`rich.text.Text`."""
+
+    def add_row(self, *renderables: RenderableType | None, **options: Any) -> None:
+        super().add_row(*(Text(r) if isinstance(r, str) else r for r in renderables), **options)
 
 
 def print_json(data: Any) -> None:
@@ -29,7 +41,7 @@ def fail(error: KairosError, as_json: bool = False) -> typer.Exit:
         print_json({"error": error.to_dict()})
     else:
         where = f" ({error.field})" if error.field else ""
-        err_console.print(f"[red]error[/red] {error.code}{where}: {error.message}")
+        err_console.print(f"[red]error[/red] {escape(f'{error.code}{where}: {error.message}')}", highlight=False)
     return typer.Exit(2)
 
 

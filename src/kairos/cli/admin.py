@@ -8,10 +8,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.text import Text
 
 from kairos import audit
-from kairos.cli._common import console, fail, open_kairos, print_json
+from kairos.cli._common import Table, console, fail, open_kairos, print_json
 from kairos.errors import KairosError, ValidationError
 from kairos.scopes import SCOPES, parse_scopes
 from kairos.store import ApiKey
@@ -55,7 +55,7 @@ def sources_add(
             }
         )
     else:
-        console.print(f"source [bold]{source.name}[/bold] created; write key:")
+        console.print(f"source [bold]{escape(source.name)}[/bold] created; write key:")
         print(source.write_key)
 
 
@@ -80,7 +80,9 @@ def sources_list(as_json: JsonOpt = False) -> None:
         return
     table = Table("name", "write key", "enabled", "trait kind", "created")
     for s in rows:
-        table.add_row(s.name, s.write_key, "yes" if s.enabled else "[red]no[/red]", s.trait_kind, _when(s.created_at))
+        table.add_row(
+            s.name, s.write_key, "yes" if s.enabled else Text("no", style="red"), s.trait_kind, _when(s.created_at)
+        )
     console.print(table)
 
 
@@ -91,7 +93,7 @@ def _set_enabled(name: str, enabled: bool, as_json: bool) -> None:
     if as_json:
         print_json({"name": source.name, "enabled": source.enabled})
     else:
-        console.print(f"source [bold]{source.name}[/bold] {'enabled' if enabled else 'disabled'}")
+        console.print(f"source [bold]{escape(source.name)}[/bold] {'enabled' if enabled else 'disabled'}")
 
 
 @sources.command("disable")

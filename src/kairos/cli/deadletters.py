@@ -6,9 +6,8 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from kairos.cli._common import console, open_kairos, print_json
+from kairos.cli._common import Table, console, open_kairos, print_json
 from kairos.errors import ValidationError
 from kairos.store import DeadLetter
 

@@ -8,9 +8,8 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from kairos.cli._common import console, json_argument, open_kairos, print_json
+from kairos.cli._common import Table, console, escape, json_argument, open_kairos, print_json
 
 __all__ = ["learn", "offers", "report"]
 
@@ -82,7 +81,8 @@ def _print(view: dict[str, Any], as_json: bool) -> None:
         print_json(view)
         return
     for name, value in view.items():
-        console.print(f"[bold]{name}[/bold]: {json.dumps(value) if isinstance(value, dict | list) else value}")
+        shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
+        console.print(f"[bold]{escape(name)}[/bold]: {escape(shown)}", highlight=False)
 
 
 def _pct(share: float | None) -> str:
@@ -109,7 +109,7 @@ def experience(start: From = None, end: To = None, as_json: JsonOpt = False) -> 
         table.add_row(name, str(p["decisions"]), _pct(p["interaction"]), _pct(p["customization"]), p["quadrant"] or "-")
     console.print(table)
     for move in out["overall"].get("moves", [])[:5]:
-        console.print(f"- {move['text']}", highlight=False)
+        console.print(f"- {move['text']}", highlight=False, markup=False)
 
 
 @report.command("decisions")
@@ -131,7 +131,7 @@ def decisions(start: From = None, end: To = None, as_json: JsonOpt = False) -> N
         value = "-" if rate["value"] is None else f"{100 * rate['value']:.2f}%"
         table.add_row(name, str(g["decisions"]), str(g["impressions"]), str(g["rewarded"]), value, interval)
     console.print(table)
-    console.print(f"uplift vs control: {json.dumps(out['uplift'])}", highlight=False)
+    console.print(f"uplift vs control: {json.dumps(out['uplift'])}", highlight=False, markup=False)
 
 
 def learn(

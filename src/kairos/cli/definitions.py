@@ -8,9 +8,8 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from kairos.cli._common import console, json_argument, open_kairos, print_json
+from kairos.cli._common import Table, console, json_argument, open_kairos, print_json
 from kairos.errors import ValidationError
 from kairos.runtime import Kairos
 from kairos.segments.admin import definition_view, job_of, remove, save

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from kairos.cli._common import console, open_kairos, print_json
+from kairos.cli._common import Table, console, open_kairos, print_json
 
 __all__ = ["deliver", "destinations"]
 
@@ -76,7 +75,7 @@ def retry(key: Annotated[str, typer.Argument(help="The destination's key.")], as
     if as_json:
         print_json(out)
     else:
-        console.print(f"{out['retried']} dead deliveries of {key} are pending again")
+        console.print(f"{out['retried']} dead deliveries of {key} are pending again", markup=False)
 
 
 def deliver() -> None:

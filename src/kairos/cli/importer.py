@@ -13,7 +13,7 @@ import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from kairos.cli._common import console, fail, open_kairos, print_json
+from kairos.cli._common import console, escape, fail, open_kairos, print_json
 from kairos.cli.admin import Kind
 from kairos.collect import NewEvent
 from kairos.collect.files import Item, parse_mapping, read_csv, read_jsonl
@@ -166,12 +166,14 @@ def import_file(
         print_json(out)
     else:
         console.print(
-            f"{path.name}: {summary.read} read, [green]{summary.accepted} accepted[/green], "
+            f"{escape(path.name)}: {summary.read} read, [green]{summary.accepted} accepted[/green], "
             f"{summary.already_imported} already imported, [red]{summary.rejected} rejected[/red]"
         )
         for reason in summary.reasons[:20]:
             where = f" {reason['field']}" if reason["field"] else ""
-            console.print(f"  line {reason['line']}: {reason['code']}{where}: {reason['message']}", highlight=False)
+            console.print(
+                f"  line {reason['line']}: {reason['code']}{where}: {reason['message']}", highlight=False, markup=False
+            )
         if summary.rejected > 20:
             console.print(f"  ... {summary.rejected - 20} more (use --json for all, up to {MAX_REASONS})")
     if summary.rejected:

@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from kairos import __version__
-from kairos.cli._common import console, err_console, open_kairos, print_json
+from kairos.cli._common import console, err_console, escape, open_kairos, print_json
 from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
 from kairos.cli.decide import learn, offers, report
@@ -165,7 +165,7 @@ def _paused(kairos: Kairos, as_json: bool) -> None:
         if as_json:
             print_json({"error": {"code": "processor_paused", "message": reason}})
         else:
-            err_console.print(f"[red]processor paused[/red]: {reason}")
+            err_console.print(f"[red]processor paused[/red]: {escape(reason)}")
         raise typer.Exit(1)
 
 

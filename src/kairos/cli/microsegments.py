@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from kairos.cli._common import console, open_kairos, print_json
+from kairos.cli._common import Table, console, open_kairos, print_json
 from kairos.segments.discover import K_RANGE, check_request, discover, live_traits
 
 __all__ = ["microsegments"]

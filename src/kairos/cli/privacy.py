@@ -38,7 +38,7 @@ def export_command(
         typer.echo(text, nl=False)
     else:
         output.write_text(text, encoding="utf-8")
-        console.print(f"wrote {output}", highlight=False)
+        console.print(f"wrote {output}", highlight=False, markup=False)
 
 
 @privacy.command("erase")
@@ -61,7 +61,7 @@ def erase_command(
     if as_json:
         print_json(view)
     else:
-        console.print(f"erasure {view['request_id']}: {view['status']}", highlight=False)
+        console.print(f"erasure {view['request_id']}: {view['status']}", highlight=False, markup=False)
     if wait and view["status"] != "complete":
         raise typer.Exit(1)
 
@@ -84,7 +84,9 @@ def link_command(
     if as_json:
         print_json(view)
     else:
-        console.print(f"{view['url']}\n(valid until {view['expires_at']})", highlight=False, soft_wrap=True)
+        console.print(
+            f"{view['url']}\n(valid until {view['expires_at']})", highlight=False, soft_wrap=True, markup=False
+        )
 
 
 @privacy.command("status")
@@ -97,6 +99,8 @@ def status_command(
     if as_json:
         print_json(view)
         return
-    console.print(f"{view['request_id']}: {view['status']} (created {view['created_at']})", highlight=False)
+    console.print(
+        f"{view['request_id']}: {view['status']} (created {view['created_at']})", highlight=False, markup=False
+    )
     for key, value in sorted(view["steps"].items()):
-        console.print(f"  {key}: {value}", highlight=False)
+        console.print(f"  {key}: {value}", highlight=False, markup=False)
