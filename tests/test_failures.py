@@ -241,6 +241,10 @@ def test_cli_deadletters_list_and_retry(cli_env: Path, monkeypatch: pytest.Monke
     assert no_args.exit_code == 2 and json.loads(no_args.stdout)["error"]["code"] == "missing_argument"
     unknown = runner.invoke(app, ["deadletters", "retry", "999999", "--json"])
     assert unknown.exit_code == 2 and json.loads(unknown.stdout)["error"]["code"] == "not_found"
+    for seq in ("99999999999999999999999", "0", "-5"):  # beyond 64 bits was an OverflowError traceback
+        impossible = runner.invoke(app, ["deadletters", "retry", "--json", "--", seq])
+        assert impossible.exit_code == 2, impossible.output
+        assert json.loads(impossible.stdout)["error"]["code"] == "not_found", impossible.output
 
     monkeypatch.setattr(Counters, "apply", original)
     retried = runner.invoke(app, ["deadletters", "retry", "--all", "--json"])

@@ -92,3 +92,13 @@ def test_the_cli_writes_the_same_document(
     assert {k: v for k, v in doc.items() if k not in varying} == {k: v for k, v in api.items() if k not in varying}
     result = CliRunner().invoke(cli, ["privacy", "export", "user_id:nobody-here"])
     assert result.exit_code == 2 and "nobody-here" not in result.output
+    # A file that cannot be written: a clear error before anything is exported (an export joins the ledger).
+    uses = len(exported(world)["data_uses"])
+    for bad in (tmp_path / "no" / "such" / "dir.json", tmp_path):
+        result = CliRunner().invoke(cli, ["privacy", "export", f"email:{JANE_IDS['email']}", "--output", str(bad)])
+        assert result.exit_code == 2, result.output
+        assert json.loads(result.stdout)["error"]["code"] == "bad_output", result.output
+    assert len(exported(world)["data_uses"]) == uses + 1  # the one export made just now, no failed one
+    # A person who is not found leaves an existing file as it was.
+    result = CliRunner().invoke(cli, ["privacy", "export", "user_id:nobody-here", "--output", str(out)])
+    assert result.exit_code == 2 and json.loads(out.read_text()) == doc

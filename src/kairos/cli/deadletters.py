@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from kairos._numbers import INT64_MAX
 from kairos.cli._common import Table, console, open_kairos, print_json
 from kairos.errors import ValidationError
 from kairos.store import DeadLetter
@@ -60,6 +61,9 @@ def retry(
         if all_:
             wanted = [d.seq for d in kairos.store.state.deadletters(100_000) if d.retried_at is None]
         elif seqs:
+            impossible = [seq for seq in seqs if not 0 < seq <= INT64_MAX]  # a log position is a positive int64
+            if impossible:
+                raise ValidationError(f"not dead-lettered: {impossible[:10]}", code="not_found", field="SEQ")
             known = {d.seq for d in kairos.store.state.deadletters(seqs=seqs)}
             unknown = sorted(set(seqs) - known)
             if unknown:

@@ -3,14 +3,17 @@ them a link to their preference centre."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TextIO
 
 import typer
 
 from kairos.cli._common import console, open_kairos, print_json
 from kairos.collect import iso
+from kairos.errors import ValidationError
 from kairos.identity import profile_id_for
 from kairos.privacy import _hooks
 from kairos.privacy.erasure import find_request, request_erasure, request_view, wait_complete
@@ -31,14 +34,24 @@ def export_command(
 ) -> None:
     """Everything held about one person, as JSON (the format of POST /v1/privacy/export)."""
     with open_kairos(True) as kairos:
-        document = export(kairos, person(kairos, ref))
+        # The file is opened first: an export is recorded in the person's data-use ledger, so one that
+        # cannot be written must fail before it is made.
+        who = person(kairos, ref)
+        with contextlib.ExitStack() as stack:
+            target = stack.enter_context(_open_output(output)) if output is not None else sys.stdout
+            document = export(kairos, who)
+            target.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
         _hooks.audit(kairos, "privacy.export", document["export_id"], "cli")
-    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    if output is None:
-        typer.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+    if output is not None:
         console.print(f"wrote {output}", highlight=False, markup=False)
+
+
+def _open_output(path: Path) -> TextIO:
+    try:
+        return path.open("w", encoding="utf-8")
+    except OSError as exc:  # no such directory, a directory, no permission, a read-only file system, ...
+        message = f"cannot write {path}: {exc.strerror or exc}"
+        raise ValidationError(message, code="bad_output", field="--output") from None
 
 
 @privacy.command("erase")
