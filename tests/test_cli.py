@@ -247,3 +247,23 @@ def test_the_readme_import_example_runs_as_written(env: Path, monkeypatch: pytes
         assert traits["lifetime_spend"].value == 812.4 and traits["first_name"].kind == "stated"
     finally:
         kairos.close()
+
+
+@pytest.mark.parametrize("how", ["--config", "KAIROS_CONFIG"])
+def test_a_settings_file_that_is_not_there_is_an_error_not_the_defaults(
+    how: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo in the file's name ran on the defaults: an empty store created in the current directory."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KAIROS__STORE__URL", raising=False)
+    monkeypatch.setenv("KAIROS_CONFIG", "")  # undone after the test: --config sets it for the whole process
+    for named in (tmp_path / "kairos.tom", tmp_path):
+        if how == "--config":
+            result = runner.invoke(app, ["--config", str(named), "sources", "list", "--json"])
+        else:
+            monkeypatch.setenv("KAIROS_CONFIG", str(named))
+            result = runner.invoke(app, ["sources", "list", "--json"])
+        assert result.exit_code == 2, result.output
+        error = json.loads(result.stdout)["error"]
+        assert error["code"] == "invalid_config" and str(named) in error["message"], error
+    assert not list(tmp_path.glob("*.db")), list(tmp_path.iterdir())

@@ -1,7 +1,8 @@
 """Typed settings: defaults < ``kairos.toml`` < environment (``KAIROS__SECTION__KEY``).
 
 Every field has a default and a description; ``docs/configuration.md`` documents each one and a test fails
-when one is missing there. The TOML file is ``./kairos.toml`` unless ``KAIROS_CONFIG`` names another.
+when one is missing there. The TOML file is ``./kairos.toml`` unless ``KAIROS_CONFIG`` names another, which
+must exist.
 """
 
 from __future__ import annotations
@@ -768,7 +769,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_path = Path(os.environ.get("KAIROS_CONFIG", "kairos.toml"))
+        named = os.environ.get("KAIROS_CONFIG")
+        toml_path = Path(named or "kairos.toml")
+        if named and not toml_path.is_file():  # a typo would otherwise run on the defaults, with an empty store
+            from kairos.errors import ConfigError
+
+            what = "a directory" if toml_path.is_dir() else "not found"
+            raise ConfigError(f"the settings file {named} (KAIROS_CONFIG or --config) is {what}")
         return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
 
 
