@@ -280,6 +280,30 @@ def test_nul_and_depth_are_refused_wherever_they_are() -> None:
     result = run(batch)
     assert [(e.index, e.code) for e in result.errors] == [(0, "invalid_character"), (1, "too_deep")]
     assert len(result.events) == 1
+    # The error names where the NUL is: a field, or the object holding a key with one.
+    for body, field in ((b'{"type": "track", "userId": "u", "event": "X\\u0000"}', "event"),
+                        (b'{"type": "track", "userId": "u", "event": "X", "properties": {"a": ["b\\u0000"]}}',
+                         "properties.a[0]"),
+                        (b'{"type": "track", "userId": "u", "event": "X", "properties": {"k\\u0000": 1}}',
+                         "properties")):  # fmt: skip
+        [error] = run(b'{"batch": [%s]}' % body).errors
+        assert (error.code, error.field) == ("invalid_character", field), error
+        assert error.message.startswith(f"{field}: NUL"), error
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [("event", 1, "event must be a string, not a number"), ("name", True, "name must be a string, not a boolean"),
+     ("userId", True, "userId must be a string or an integer, not a boolean"),
+     ("userId", 1.5, "userId must be a string or an integer, not a fractional number"),
+     ("messageId", 7, "messageId must be a string, not a number"),
+     ("event", "e" * 600, "event is longer than 512 characters")],
+)  # fmt: skip
+def test_a_wrong_type_is_named_as_such_not_as_a_bad_length(field: str, value: Any, words: str) -> None:
+    """A number where the event name belongs was "event is longer than 512 characters"."""
+    event = {"type": "track", "userId": "u", "event": "X", field: value}
+    [error] = run({"batch": [event]}).errors
+    assert (error.code, error.field, error.message) == ("invalid_field", field, words)
 
 
 def test_gzip_bomb_is_refused_without_inflating_it_all() -> None:

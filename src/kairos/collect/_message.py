@@ -103,14 +103,14 @@ class EventError(msgspec.Struct):
 
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _ID_FIELDS: Final = ("userId", "anonymousId", "previousId", "groupId")
+_DATES: Final = ("timestamp", "originalTimestamp", "sentAt")
+_GOT = re.compile(r"got `(\w+)`$")
+_JSON_KINDS: Final = {"int": "a number", "float": "a fractional number", "bool": "a boolean", "str": "a string"}
 _LIMITS: Final = {
     **{f: f"{f} must be 1 to {MAX_ID_LENGTH} characters" for f in _ID_FIELDS},
     **{f: f"{f} is longer than {MAX_NAME_LENGTH} characters" for f in ("event", "name", "category")},
     "messageId": f"messageId must be 1 to {MAX_MESSAGE_ID_LENGTH} characters",
-    **{
-        f: f"{f} must be an ISO-8601 string (2026-03-01T12:00:00.000Z)"
-        for f in ("timestamp", "originalTimestamp", "sentAt")
-    },
+    **{f: f"{f} must be an ISO-8601 string (2026-03-01T12:00:00.000Z)" for f in _DATES},
 }
 UNPAIRED = "holds an unpaired UTF-16 surrogate (such as \\ud800), which is not valid Unicode"
 _known = msgspec.json.Decoder(_Known)
@@ -147,11 +147,16 @@ def decode(index: int, raw: bytes) -> Message | EventError:
         field = found.group(1) if found else None
         if field is None or field.startswith("["):  # an untyped decode names no key
             return _error(index, "invalid_field", None, _PATH.sub("", text))
-        # A bad length, or a number where a date-time belongs, gets the field's own words; a container
-        # keeps msgspec's ("Expected `str | int | null`, got `array`").
+        # A bad length, or anything but a date-time where one belongs, gets the field's own words; a wrong
+        # scalar type is named; a container keeps msgspec's ("Expected `str | int | null`, got `array`").
         words = _PATH.sub("", text)
-        if field in _LIMITS and not words.endswith(("got `array`", "got `object`")):
+        found_kind = _GOT.search(words)
+        kind = found_kind.group(1) if found_kind is not None else None
+        if field in _LIMITS and (kind is None or field in _DATES):
             words = _LIMITS[field]
+        elif field in _LIMITS and kind is not None and kind not in ("array", "object"):
+            expected = "a string or an integer" if field in _ID_FIELDS else "a string"
+            words = f"{field} must be {expected}, not {_JSON_KINDS.get(kind, kind)}"
         return _error(index, "invalid_field", field, words)
     return msg
 

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET
 
-from kairos._numbers import LONG_NUMBER, MESSAGE, out_of_range
+from kairos._numbers import LONG_NUMBER, MESSAGE, first_path, out_of_range
 from kairos.collect._body import Body, body_from_payload
 from kairos.collect._message import EventError, check_message, decode, encode
 from kairos.config import CollectSettings
@@ -197,14 +197,9 @@ def _depth(node: Any, limit: int) -> int:
     return 0
 
 
-def _has_nul(node: Any) -> bool:
-    if isinstance(node, str):
-        return "\x00" in node
-    if isinstance(node, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in node.items())
-    if isinstance(node, list):
-        return any(_has_nul(v) for v in node)
-    return False
+def _nul_path(node: Any) -> str | None:
+    """The dotted path of the first string holding a NUL, or of the object holding such a key; None."""
+    return first_path(node, lambda v: isinstance(v, str) and "\x00" in v, lambda k: "\x00" in k)
 
 
 MAX_DEPTH = 64
@@ -226,8 +221,10 @@ def _check(index: int, payload: bytes, limits: CollectSettings) -> EventError | 
     ):
         return _too_deep(index)
     # PostgreSQL text and jsonb cannot hold NUL, and no identifier or name legitimately has one.
-    if b"\\" in payload and b"\\u0000" in payload and _has_nul(_decoder.decode(payload)):
-        return EventError(index, "invalid_character", None, "NUL characters (\\u0000) are not accepted")
+    if b"\\" in payload and b"\\u0000" in payload and (nul := _nul_path(_decoder.decode(payload))) is not None:
+        return EventError(
+            index, "invalid_character", nul or None, f"{nul or 'the event'}: NUL characters (\\u0000) are not accepted"
+        )
     if LONG_NUMBER.search(payload) is not None and (where := out_of_range(_decoder.decode(payload))) is not None:
         return EventError(index, "invalid_field", where or None, f"{where}: {MESSAGE}")
     return None
