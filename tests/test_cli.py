@@ -267,3 +267,13 @@ def test_a_settings_file_that_is_not_there_is_an_error_not_the_defaults(
         error = json.loads(result.stdout)["error"]
         assert error["code"] == "invalid_config" and str(named) in error["message"], error
     assert not list(tmp_path.glob("*.db")), list(tmp_path.iterdir())
+
+
+def test_the_demo_s_curl_names_the_configured_address(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kairos.cli._common import console
+
+    monkeypatch.setattr(console, "width", 300)
+    monkeypatch.setenv("KAIROS__SERVER__PORT", "18600")
+    loaded = runner.invoke(app, ["demo", "--profiles", "10"])
+    assert loaded.exit_code == 0, loaded.output
+    assert "http://127.0.0.1:18600/v1/profiles/user_id:u-jane" in loaded.stdout, loaded.stdout

@@ -129,6 +129,9 @@ def demo(
                 "the in-store purchase will not stitch to Jane's profile"
             )
         summary = load_demo(kairos, profiles, seed)
+        server = kairos.settings.server
+        host = "127.0.0.1" if server.host in ("0.0.0.0", "::", "") else server.host  # where to reach it from here
+        base = f"http://{f'[{host}]' if ':' in host else host}:{server.port}"
         _, secret = kairos.store.admin.add_api_key("demo", frozenset({"read"}), kairos.clock.now())
     summary["read_key"] = secret
     summary["story_profile"] = f"user_id:{STORY_USER_ID}"
@@ -137,7 +140,7 @@ def demo(
         return
     console.print(
         f"demo loaded: {summary['events']} events, {summary['profiles']} profiles. Jane's profile:\n"
-        f"  curl -H 'Authorization: Bearer {secret}' http://127.0.0.1:8000/v1/profiles/user_id:{STORY_USER_ID}",
+        f"  curl -H 'Authorization: Bearer {secret}' {base}/v1/profiles/user_id:{STORY_USER_ID}",
         highlight=False,
         soft_wrap=True,
     )
