@@ -171,6 +171,14 @@ def test_offers_need_the_right_key_and_sane_input(world: World) -> None:
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
     r = world.client.put("/v1/offers/x", content=b'{"name": "\\ud800"}', headers=world.admin)
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"  # a lone surrogate
+    # Each body that is not JSON says what is wrong with it (it was "not valid JSON in UTF-8" for all).
+    for body, words in ((b'{"name": NaN}', "NaN or Infinity"), (b'{"name": 1e999}', "range of a double"),
+                        (b'{"name": "\\ud800"}', "unpaired UTF-16 surrogate"), (b"\xef\xbb\xbf{}", "byte order mark"),
+                        (b"[" * 5000 + b"]" * 5000, "too deeply"), (b"", "empty"), (b'{"name" "x"}', "expected ':'"),
+                        (b'{"name": "\xff"}', "not valid UTF-8")):  # fmt: skip
+        r = world.client.put("/v1/offers/x", content=body, headers=world.admin)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", (body[:20], r.text)
+        assert words in r.json()["error"]["message"], (body[:20], r.text)
     r = world.client.put("/v1/offers/x", json={"name": "x", "content": {"web": "a" * 70_000}}, headers=world.admin)
     assert r.status_code == 413
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -249,9 +250,38 @@ async def json_body(request: Request, limit: int = MAX_JSON_BODY) -> Any:
     try:
         body = _json_decoder.decode(raw)
     except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
-        raise ValidationError("the body is not valid JSON in UTF-8", code="invalid_json", field="body") from exc
+        raise ValidationError(json_problem(raw, exc), code="invalid_json", field="body") from exc
     check_document(raw, body, "the body", "body")
     return body
+
+
+_AT_BYTE = re.compile(r"\(byte (\d+)\)$")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def json_problem(raw: bytes, exc: Exception) -> str:
+    """What is wrong with a body that is not JSON, in words a client can act on (msgspec's own say "Input data
+    was truncated" for a lone surrogate, and "invalid character" for NaN). Positions, never content."""
+    if isinstance(exc, RecursionError):
+        return "the body nests objects and lists too deeply"
+    if isinstance(exc, UnicodeDecodeError):
+        return "the body is not valid UTF-8"
+    if raw.startswith(b"\xef\xbb\xbf"):
+        return "the body starts with a byte order mark (BOM), which JSON does not allow"
+    text = str(exc)
+    if text.startswith("Number out of range"):
+        return "the body holds a number beyond the range of a double (such as 1e999)"
+    if not raw.strip():
+        return "the body is empty; send a JSON object"
+    found = _AT_BYTE.search(text)
+    if found is not None:
+        at = int(found.group(1))
+        if raw[at : at + 3] in (b"NaN", b"Inf") or raw[at : at + 4] == b"-Inf":
+            return f"the body holds NaN or Infinity, which JSON does not allow (byte {at})"
+        return f"the body is not valid JSON: {text.removeprefix('JSON is malformed: ')}"
+    if _SURROGATE_ESCAPE.search(raw) is not None:
+        return "the body is cut short, or holds an unpaired UTF-16 surrogate (such as \\ud800): not valid Unicode"
+    return "the body is not valid JSON: it ends too early"
 
 
 def known_query(request: Request, *names: str) -> None:
