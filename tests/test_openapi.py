@@ -177,11 +177,18 @@ def test_routes_refuse_query_parameters_they_do_not_read(
         "/v1/subscriptions/feed/stream?limit=1&after=0",
         "/v1/reports/decisions?from=2026-01-01&%00=1",
         "/v1/reports/decisions?%C3%A9t%C3%A9=1",
+        "/v1/offers?limit=5",  # the lists of definitions take no parameters: ignored, they answered all
+        "/v1/segments?cursor=x",
+        "/v1/destinations?limit=1",
     ):
         answer = client.get(path, headers=read_key)
         assert answer.status_code == 400, (path, answer.text)
         error = answer.json()["error"]
         assert error["code"] == "invalid_query" and error["message"].startswith("unknown query parameter"), error
+    for path in ("/v1/offers/welcome/stats?from=2026-01-01&from=2026-02-01", "/v1/reports/decisions?to=1&to=2",
+                 "/v1/segments/vip/members?limit=1&limit=2"):  # fmt: skip
+        error = client.get(path, headers=read_key).json()["error"]
+        assert error["code"] == "invalid_query" and "more than once" in error["message"], (path, error)
     r = client.get("/v1/reports/decisions?form=x", headers=read_key).json()["error"]
     assert r["field"] == "form" and "from, to" in r["message"]
     assert client.get("/v1/reports/decisions?from=2026-01-01T00:00:00Z", headers=read_key).status_code == 200

@@ -286,14 +286,18 @@ def json_problem(raw: bytes, exc: Exception) -> str:
 
 def known_query(request: Request, *names: str) -> None:
     """Refuse a query parameter the route does not read (a 400 ``invalid_query``): a typo such as ``?form=``
-    would otherwise be ignored and answer something the caller did not ask for."""
-    for key in request.query_params:
+    would otherwise be ignored and answer something the caller did not ask for. A parameter given twice is
+    refused too: which one would count is a guess."""
+    params = request.query_params
+    for key in params:
         if key not in names:
             raise ValidationError(
                 f"unknown query parameter {key[:100]!r}; this route reads {', '.join(names) or 'none'}",
                 code="invalid_query",
                 field=key[:100],
             )
+        if len(params.getlist(key)) > 1:
+            raise ValidationError(f"query parameter {key!r} is given more than once", code="invalid_query", field=key)
 
 
 def query_limit(request: Request, default: int, maximum: int) -> int:

@@ -173,6 +173,7 @@ def _delete(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
 
 
 def _list(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request)  # the catalogue is bounded (decide.max_offers): no paging
     return {"items": [offer_view(kairos, d) for d in kairos.store.admin.definitions(KIND)]}
 
 

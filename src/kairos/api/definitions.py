@@ -164,6 +164,7 @@ def delete_definition(kairos: Kairos, request: Request, body: Any) -> dict[str, 
 
 
 def list_definitions(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request)  # no parameters: the whole list (no paging yet)
     return _list(kairos, _kind(request))
 
 

@@ -74,6 +74,7 @@ def _delete(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
 
 
 def _list(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
+    known_query(request)
     return {"items": [dests.destination_view(kairos, d) for d in kairos.store.admin.definitions(dests.KIND)]}
 
 
