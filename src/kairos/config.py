@@ -781,9 +781,20 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: Any) -> Settings:
     """Read the settings; ``overrides`` (section → dict) win over everything else, for tests and the CLI."""
+    from pydantic import ValidationError as PydanticError
+
     try:
         return Settings(**overrides)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+    except PydanticError as exc:
+        from kairos.errors import ConfigError
+
+        # Where and what, never the value given: a misplaced section may hold a password.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'settings'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    except ValueError as exc:
         from kairos.errors import ConfigError
 
         raise ConfigError(f"invalid configuration: {exc}") from exc
