@@ -159,6 +159,8 @@ def test_import_csv_with_mapping(env: Path) -> None:
 def test_import_errors(env: Path) -> None:
     missing = run("import", str(env / "nope.jsonl"), "--json")
     assert missing.exit_code == 2 and json.loads(missing.stdout)["error"]["code"] == "not_found"
+    directory = run("import", str(env), "--json")
+    assert directory.exit_code == 2 and "is a directory" in json.loads(directory.stdout)["error"]["message"]
     path = env / "p.csv"
     path.write_text("a,b\n1,2\n")
     bad = run("import", str(path), "--map", "zzz=identity:email", "--json")

@@ -118,7 +118,9 @@ def import_file(
 ) -> None:
     """Import events (Segment JSONL) or person records (CSV); safe to re-run."""
     if not path.is_file():
-        raise fail(ValidationError(f"no such file: {path}", code="not_found", field="FILE"), as_json)
+        problem = "is a directory, not a file" if path.is_dir() else "is not a file" if path.exists() else None
+        message = f"{path} {problem}" if problem else f"no such file: {path}"
+        raise fail(ValidationError(message, code="not_found", field="FILE"), as_json)
     fmt = format.value
     if fmt == "auto":
         suffixes = [s.lower() for s in path.suffixes]
