@@ -55,9 +55,9 @@ MAX_TEXT = 1000
 def check_key(key: str, kind: str) -> str:
     """Keys are identifiers, so rules can write ``traits.orders_30d`` and ``"vip" in segments``."""
     if not isinstance(key, str) or not _KEY.fullmatch(key):
-        raise ValidationError(
-            f"a {kind} key is 1-64 letters, digits or '_', not starting with a digit", code="invalid_key", field="key"
-        )
+        article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+        message = f"{article} {kind} key is 1-64 ASCII letters, digits or '_', not starting with a digit"
+        raise ValidationError(message, code="invalid_key", field="key")
     return key
 
 

@@ -78,7 +78,7 @@ def _name(value: Any, field: str, required: bool = True) -> str | None:
     if value is None and not required:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= 64 or not set(value) <= _NAME_CHARS:
-        raise ValidationError(f"{field} is 1-64 letters, digits, '_', '.', ':' or '-'", field=field)
+        raise ValidationError(f"{field} is 1-64 ASCII letters, digits, '_', '.', ':' or '-'", field=field)
     return value
 
 

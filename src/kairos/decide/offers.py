@@ -86,7 +86,7 @@ def _string(value: Any, field: str, limit: int, required: bool = False) -> str |
 
 def _name(value: Any, field: str) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
-        raise _bad(f"{field} is 1-64 letters, digits, '_', '.', ':' or '-'", field)
+        raise _bad(f"{field} is 1-64 ASCII letters, digits, '_', '.', ':' or '-'", field)
     return value
 
 
