@@ -284,10 +284,14 @@ def test_the_demo_s_curl_names_the_configured_address(env: Path, monkeypatch: py
 def test_an_invalid_setting_is_named_without_echoing_its_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pydantic's message quoted every value given (input_value=...): a misplaced section may hold a password."""
     config = tmp_path / "kairos.toml"
-    config.write_text('[bogus]\npassword = "hunter2-s3cret"\n[server]\nport = "hunter2-port"\n')
+    config.write_text(
+        '[bogus]\npassword = "hunter2-s3cret"\n[server]\nport = "hunter2-port"\n'
+        '[limits]\nstorage = "valkey://:hunter2@cache:6379"\n'
+    )
     monkeypatch.setenv("KAIROS_CONFIG", str(config))
     result = runner.invoke(app, ["sources", "list", "--json"])
     assert result.exit_code == 2, result.output
     error = json.loads(result.stdout)["error"]
     assert error["code"] == "invalid_config" and "hunter2" not in result.output, result.output
     assert "bogus: Extra inputs are not permitted" in error["message"] and "server.port: " in error["message"]
+    assert "limits.storage: " in error["message"]

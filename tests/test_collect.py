@@ -289,6 +289,9 @@ def test_nul_and_depth_are_refused_wherever_they_are() -> None:
         [error] = run(b'{"batch": [%s]}' % body).errors
         assert (error.code, error.field) == ("invalid_character", field), error
         assert error.message.startswith(f"{field}: NUL"), error
+    long_keys = {"type": "track", "userId": "u", "event": "X", "properties": {"k" * 300: {"j" * 300: "a\x00"}}}
+    [error] = run({"batch": [long_keys]}).errors
+    assert error.code == "invalid_character" and error.field is not None and len(error.field) == 200, error
 
 
 @pytest.mark.parametrize(

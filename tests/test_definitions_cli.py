@@ -87,7 +87,7 @@ def test_names_and_messages_are_printed_as_text_never_as_markup(
 
     point_cli_at(store_settings, monkeypatch, tmp_path / "kairos.toml", "")
     monkeypatch.setattr(console, "width", 300)  # whole cells, on one line
-    hostile = "[/x] Boom [bold]b[/bold]"
+    hostile = "[/x] Boom [bold]b[/bold] ends\\"  # a trailing backslash: Rich's escape() doubled it
     offer = json.dumps({"name": hostile, "attributes": {"note": "[/]"}})
     assert runner.invoke(app, ["offers", "put", "markup", offer]).exit_code == 0
     segment = json.dumps({"rule": "true", "description": hostile})
@@ -102,8 +102,12 @@ def test_names_and_messages_are_printed_as_text_never_as_markup(
         assert shown.exit_code == 0, (args, shown.output)
         if args[1] != "list" or args[0] == "offers":
             assert hostile in shown.stdout, (args, shown.stdout)
-    # A user's argument in an error message: kept whole, and no MarkupError.
-    for name in ("[/x]", "[bold]hi"):
+    # An API key's name, and its revocation date in red, not as literal markup.
+    assert runner.invoke(app, ["keys", "add", "[ops] team", "--scope", "read"]).exit_code == 0
+    keys = runner.invoke(app, ["keys", "list"])
+    assert keys.exit_code == 0 and "[ops] team" in keys.stdout and "\\[ops]" not in keys.stdout, keys.stdout
+    # A user's argument in an error message: kept whole (a trailing backslash too), and no MarkupError.
+    for name in ("[/x]", "[bold]hi", "ends\\"):
         result = runner.invoke(app, ["sources", "disable", name])
         assert result.exit_code == 2, result.output
-        assert f"'{name}'" in result.output, result.output
+        assert repr(name) in result.output, result.output  # the message quotes it with repr()

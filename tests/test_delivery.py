@@ -466,6 +466,7 @@ def test_blocked_networks_are_checked_and_normalized(monkeypatch: pytest.MonkeyP
      ("2002:a9fe:a9fe::1", "169.254.169.254"), ("::169.254.169.254", "169.254.169.254"),
      ("2001:0:4136:e378:8000:63bf:5601:5601", "169.254.169.254"),  # Teredo: the client, bits inverted
      ("2001:0:a9fe:a9fe::1", "169.254.169.254"),  # Teredo: the server
+     ("64:ff9b:1:2::a9fe:a9fe", "169.254.169.254"),  # RFC 8215's local-use prefix, as a /96
      ("::1", None), ("::", None), ("64:ff9b::a00:5", "10.0.0.5"), ("fd12::1", None)],
 )  # fmt: skip
 def test_an_ipv6_address_is_checked_as_the_ipv4_address_it_leads_to(address: str, leads_to: str | None) -> None:

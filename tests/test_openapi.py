@@ -186,7 +186,8 @@ def test_routes_refuse_query_parameters_they_do_not_read(
         error = answer.json()["error"]
         assert error["code"] == "invalid_query" and error["message"].startswith("unknown query parameter"), error
     for path in ("/v1/offers/welcome/stats?from=2026-01-01&from=2026-02-01", "/v1/reports/decisions?to=1&to=2",
-                 "/v1/segments/vip/members?limit=1&limit=2"):  # fmt: skip
+                 "/v1/segments/vip/members?limit=1&limit=2", "/v1/profiles?limit=5&limit=500",
+                 "/v1/profiles?trait.x=1&trait.x=2"):  # fmt: skip
         error = client.get(path, headers=read_key).json()["error"]
         assert error["code"] == "invalid_query" and "more than once" in error["message"], (path, error)
     r = client.get("/v1/reports/decisions?form=x", headers=read_key).json()["error"]

@@ -130,7 +130,7 @@ class LimitsSettings(BaseModel):
     @classmethod
     def _storage(cls, value: str) -> str:
         if not value.startswith(("memory://", "redis://", "rediss://")):
-            raise ValueError(f"{value!r}: use memory:// or redis://HOST:PORT")
+            raise ValueError("use memory:// or redis://HOST:PORT (the value is not repeated: it may hold a password)")
         return value
 
 

@@ -102,3 +102,14 @@ def test_the_cli_writes_the_same_document(
     # A person who is not found leaves an existing file as it was.
     result = CliRunner().invoke(cli, ["privacy", "export", "user_id:nobody-here", "--output", str(out)])
     assert result.exit_code == 2 and json.loads(out.read_text()) == doc
+    # Nor does an export that fails once begun (the person erased meanwhile, the store down): no temporary left.
+    from kairos.cli import privacy as command
+    from kairos.errors import NotFoundError
+
+    def gone(*args: Any) -> Any:
+        raise NotFoundError("no such profile", field="ref")
+
+    monkeypatch.setattr(command, "export", gone)
+    result = CliRunner().invoke(cli, ["privacy", "export", f"email:{JANE_IDS['email']}", "--output", str(out)])
+    assert result.exit_code == 2 and json.loads(out.read_text()) == doc
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []

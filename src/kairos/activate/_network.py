@@ -28,7 +28,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 __all__ = ["BlockedAddress", "GuardedResolver", "Network", "blocked_by", "embedded_ipv4", "networks"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052's well-known prefix
+# RFC 6052's well-known prefix, and RFC 8215's local-use one as /96 prefixes use it (the IPv4 address last)
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 _COMPATIBLE = ipaddress.IPv6Network("::/96")  # deprecated IPv4-compatible addresses (RFC 4291 2.5.5.1)
 
 
@@ -42,7 +43,7 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     socket connects to over IPv4), NAT64 (``64:ff9b::a.b.c.d``, translated by the network's gateway),
     IPv4-compatible (``::a.b.c.d``), 6to4 (``2002:AABB:CCDD::``) and Teredo (its server and client)."""
     out = [v4 for v4 in (ip.ipv4_mapped, ip.sixtofour) if v4 is not None]
-    if ip in _NAT64 or (ip in _COMPATIBLE and int(ip) > 1):  # `::` and `::1` are not IPv4 addresses
+    if any(ip in net for net in _NAT64) or (ip in _COMPATIBLE and int(ip) > 1):  # `::` and `::1` are not IPv4 addresses
         out.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
     if ip.teredo is not None:
         out.extend(ip.teredo)

@@ -122,7 +122,12 @@ def _list(kairos: Kairos, filters: dict[str, Any], limit: int, cursor: str | Non
 
 def _filters(request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, raw in request.query_params.multi_items():
+    params = request.query_params
+    for key, raw in params.multi_items():
+        if len(params.getlist(key)) > 1:
+            raise ValidationError(
+                f"query parameter {key[:100]!r} is given more than once", code="invalid_query", field=key[:100]
+            )
         if key in ("limit", "cursor"):
             continue
         if not key.startswith("trait.") or len(key) == 6:

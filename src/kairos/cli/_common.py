@@ -11,13 +11,12 @@ from typing import Any
 import typer
 from rich import table as rich_table
 from rich.console import Console, RenderableType
-from rich.markup import escape
 from rich.text import Text
 
 from kairos.errors import KairosError
 from kairos.runtime import Kairos
 
-__all__ = ["Table", "console", "err_console", "escape", "fail", "open_kairos", "print_json"]
+__all__ = ["Table", "console", "err_console", "fail", "open_kairos", "print_json"]
 
 console = Console()
 err_console = Console(stderr=True)
@@ -41,7 +40,7 @@ def fail(error: KairosError, as_json: bool = False) -> typer.Exit:
         print_json({"error": error.to_dict()})
     else:
         where = f" ({error.field})" if error.field else ""
-        err_console.print(f"[red]error[/red] {escape(f'{error.code}{where}: {error.message}')}", highlight=False)
+        err_console.print(Text.assemble(("error", "red"), f" {error.code}{where}: {error.message}"), highlight=False)
     return typer.Exit(2)
 
 

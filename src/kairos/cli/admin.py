@@ -175,11 +175,11 @@ def keys_list(as_json: JsonOpt = False) -> None:
         v = _key_view(k)
         table.add_row(
             k.id,
-            escape(k.name),
+            k.name,
             ", ".join(v["scopes"]),
             v["created_at"],
             v["rotated_at"] or "",
-            f"[red]{v['revoked_at']}[/red]" if v["revoked"] else "",
+            Text(v["revoked_at"] or "", style="red") if v["revoked"] else "",
         )
     console.print(table)
 

@@ -8,8 +8,9 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
-from kairos.cli._common import Table, console, escape, json_argument, open_kairos, print_json
+from kairos.cli._common import Table, console, json_argument, open_kairos, print_json
 
 __all__ = ["learn", "offers", "report"]
 
@@ -82,7 +83,7 @@ def _print(view: dict[str, Any], as_json: bool) -> None:
         return
     for name, value in view.items():
         shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
-        console.print(f"[bold]{escape(name)}[/bold]: {escape(shown)}", highlight=False)
+        console.print(Text.assemble((name, "bold"), f": {shown}"), highlight=False)
 
 
 def _pct(share: float | None) -> str:

@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import msgspec
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.text import Text
 
-from kairos.cli._common import console, escape, fail, open_kairos, print_json
+from kairos.cli._common import console, fail, open_kairos, print_json
 from kairos.cli.admin import Kind
 from kairos.collect import NewEvent
 from kairos.collect.files import Item, parse_mapping, read_csv, read_jsonl
@@ -168,8 +169,12 @@ def import_file(
         print_json(out)
     else:
         console.print(
-            f"{escape(path.name)}: {summary.read} read, [green]{summary.accepted} accepted[/green], "
-            f"{summary.already_imported} already imported, [red]{summary.rejected} rejected[/red]"
+            Text.assemble(
+                f"{path.name}: {summary.read} read, ",
+                (f"{summary.accepted} accepted", "green"),
+                f", {summary.already_imported} already imported, ",
+                (f"{summary.rejected} rejected", "red"),
+            )
         )
         for reason in summary.reasons[:20]:
             where = f" {reason['field']}" if reason["field"] else ""

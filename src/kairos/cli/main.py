@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 from kairos import __version__
-from kairos.cli._common import console, err_console, escape, open_kairos, print_json
+from kairos.cli._common import console, err_console, open_kairos, print_json
 from kairos.cli.admin import keys, sources
 from kairos.cli.deadletters import deadletters
 from kairos.cli.decide import learn, offers, report
@@ -165,7 +166,7 @@ def _paused(kairos: Kairos, as_json: bool) -> None:
         if as_json:
             print_json({"error": {"code": "processor_paused", "message": reason}})
         else:
-            err_console.print(f"[red]processor paused[/red]: {escape(reason)}")
+            err_console.print(Text.assemble(("processor paused", "red"), f": {reason}"), highlight=False)
         raise typer.Exit(1)
 
 

@@ -3,11 +3,13 @@ them a link to their preference centre."""
 
 from __future__ import annotations
 
-import contextlib
 import json
+import os
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any
 
 import typer
 
@@ -34,24 +36,43 @@ def export_command(
 ) -> None:
     """Everything held about one person, as JSON (the format of POST /v1/privacy/export)."""
     with open_kairos(True) as kairos:
-        # The file is opened first: an export is recorded in the person's data-use ledger, so one that
-        # cannot be written must fail before it is made.
         who = person(kairos, ref)
-        with contextlib.ExitStack() as stack:
-            target = stack.enter_context(_open_output(output)) if output is not None else sys.stdout
+        if output is None:
             document = export(kairos, who)
-            target.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        else:
+            document = _export_to(output, lambda: export(kairos, who))
         _hooks.audit(kairos, "privacy.export", document["export_id"], "cli")
     if output is not None:
         console.print(f"wrote {output}", highlight=False, markup=False)
 
 
-def _open_output(path: Path) -> TextIO:
+def _export_to(path: Path, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Write the document ``make`` builds to ``path``, through a temporary file beside it (readable by its owner
+    only) made *before* the document: an export joins the person's data-use ledger, so a path that cannot be
+    written fails first, and ``path`` is replaced only by a whole document, never emptied by a failure."""
+    if path.is_dir():
+        raise _bad_output(path, "it is a directory")
     try:
-        return path.open("w", encoding="utf-8")
-    except OSError as exc:  # no such directory, a directory, no permission, a read-only file system, ...
-        message = f"cannot write {path}: {exc.strerror or exc}"
-        raise ValidationError(message, code="bad_output", field="--output") from None
+        handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, then renamed)
+            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+        )
+    except OSError as exc:  # no such directory, no permission, a read-only file system, ...
+        raise _bad_output(path, exc.strerror or str(exc)) from None
+    try:
+        with handle:
+            document = make()
+            handle.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        os.replace(handle.name, path)
+    except OSError as exc:  # the disk filled up, ...
+        raise _bad_output(path, exc.strerror or str(exc)) from None
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+    return document
+
+
+def _bad_output(path: Path, why: str) -> ValidationError:
+    return ValidationError(f"cannot write {path}: {why}", code="bad_output", field="--output")
 
 
 @privacy.command("erase")

@@ -199,7 +199,8 @@ def _depth(node: Any, limit: int) -> int:
 
 def _nul_path(node: Any) -> str | None:
     """The dotted path of the first string holding a NUL, or of the object holding such a key; None."""
-    return first_path(node, lambda v: isinstance(v, str) and "\x00" in v, lambda k: "\x00" in k)
+    found = first_path(node, lambda v: isinstance(v, str) and "\x00" in v, lambda k: "\x00" in k)
+    return None if found is None else found[:200]  # keys are the client's: as out_of_range cuts its path
 
 
 MAX_DEPTH = 64
