@@ -635,3 +635,28 @@ def test_store_error_mid_append_writes_nothing(kairos: Kairos, source: Source) -
     assert isinstance(second, StoreUnavailable) and isinstance(third, StoreUnavailable)
     assert kairos.store.log.last_seq() == before + 5
     assert error_response(second, collect=True).headers["retry-after"] == "1"
+
+
+def test_an_encoded_slash_in_a_ref_stays_in_the_ref(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    """Decoded, ``user_id:x%2Fevents`` routed to the timeline of ``user_id:x``: another person's data."""
+    send(client, source, {"type": "identify", "userId": "x/events", "traits": {"name": "Slash"}})
+    send(client, source, {"type": "identify", "userId": "x", "traits": {"name": "Mr X"}})
+    send(client, source, {"type": "track", "userId": "x", "event": "Only X"})
+    kairos.processor.run_until_caught_up()
+    slash, x = kairos.resolve("user_id:x/events"), kairos.resolve("user_id:x")
+    assert slash is not None and x is not None and slash != x
+    profile = client.get("/v1/profiles/user_id:x%2Fevents", headers=read_key)
+    assert profile.status_code == 200, profile.text
+    assert profile.json()["traits"]["name"] == "Slash"
+    for tail in ("events", "merges", "moments", "consents", "data-uses"):
+        mine = client.get(f"/v1/profiles/user_id:x%2fevents/{tail}", headers=read_key)
+        assert mine.status_code == 200, (tail, mine.text)
+        assert mine.json().get("profile_id") in (None, profile.json()["id"]), (tail, mine.text)
+    events = client.get("/v1/profiles/user_id:x%2Fevents/events", headers=read_key).json()["items"]
+    assert events and all(e["name"] != "Only X" for e in events), events
+    theirs = client.get("/v1/profiles/user_id:x/events", headers=read_key)
+    assert theirs.status_code == 200 and theirs.json()["items"][0]["name"] == "Only X", theirs.text
+    # Not UTF-8 once decoded: refused as before, not a 500.
+    assert client.get("/v1/profiles/user_id:%FF%2Fx", headers=read_key).status_code in (400, 404)

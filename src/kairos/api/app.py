@@ -182,6 +182,7 @@ def create_app(
             Middleware(Disconnects),
             Middleware(AccessLog),
             Middleware(CollectCORS, origins=settings.server.cors_origins),
+            Middleware(profiles.ProfileRefs),
         ],
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from kairos.api._common import endpoint, known_query, query_limit
-from kairos.api.profiles import resolve_ref
+from kairos.api.profiles import profile_ref, resolve_ref
 from kairos.collect import iso
 from kairos.errors import ValidationError
 from kairos.identity import profile_id_for
@@ -50,7 +50,7 @@ def consents_body(kairos: Kairos, pk: int) -> dict[str, Any]:
 
 def get_consents(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
     known_query(request)
-    return consents_body(kairos, resolve_ref(kairos, request.path_params["ref"]))
+    return consents_body(kairos, resolve_ref(kairos, profile_ref(request)))
 
 
 def put_consents(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str, Any], int]:
@@ -61,7 +61,7 @@ def put_consents(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str,
             field="body",
         )
     check_choices(kairos.consent_policy, body)  # before the profile: a bad body is a 400 whoever it is for
-    pk = resolve_ref(kairos, request.path_params["ref"])
+    pk = resolve_ref(kairos, profile_ref(request))
     seq = record(kairos, pk, consents=body, via="api")
     if wait_applied(kairos, seq, kairos.settings.privacy.apply_wait_seconds):
         return consents_body(kairos, kairos.resolve(profile_id_for(pk)) or pk), 200
@@ -70,7 +70,7 @@ def put_consents(kairos: Kairos, request: Request, body: Any) -> tuple[dict[str,
 
 def get_data_uses(kairos: Kairos, request: Request, body: Any) -> dict[str, Any]:
     known_query(request, "limit")
-    pk = resolve_ref(kairos, request.path_params["ref"])
+    pk = resolve_ref(kairos, profile_ref(request))
     limit = query_limit(request, 100, 1000)
     return {"profile_id": profile_id_for(pk), "items": data_uses(kairos, pk, limit)}
 

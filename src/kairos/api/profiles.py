@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kairos._numbers import MESSAGE, out_of_range
 from kairos.api._common import error_response, json_response, known_query, query_limit, require_scope, runtime
@@ -42,6 +44,39 @@ def _merge_view(m: MergeRecord) -> dict[str, Any]:
         "message_id": m.message_id,
         "seq": m.seq,
     }
+
+
+_PROFILES = b"/v1/profiles/"
+_REF = "kairos.profile_ref"
+
+
+class ProfileRefs:
+    """Routes ``/v1/profiles/{ref}/...`` on the path as sent, not as decoded. An identity value may hold a
+    ``/`` (sent as ``%2F``), and once decoded ``user_id:x%2Fevents`` is ``user_id:x/events``: the timeline of
+    ``user_id:x``, another person. When the ref holds an encoded ``/``, the ref is decoded apart (handlers
+    read it with :func:`profile_ref`) and the path is routed with a stand-in for it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw and raw.startswith(_PROFILES) and b"%2f" in raw.lower():
+            ref, slash, rest = raw[len(_PROFILES) :].partition(b"/")
+            try:
+                decoded = unquote(ref.decode("ascii"), errors="strict")
+            except UnicodeError:  # not UTF-8 once decoded: the routes refuse it as they always did
+                decoded = ""
+            if "/" in decoded:
+                scope = {**scope, "path": f"/v1/profiles/-{slash.decode()}{unquote(rest.decode('latin-1'))}"}
+                scope[_REF] = decoded
+        await self.app(scope, receive, send)
+
+
+def profile_ref(request: Request) -> str:
+    """The ``{ref}`` of a ``/v1/profiles/{ref}/...`` route, decoded from the path as sent (:class:`ProfileRefs`)."""
+    found = request.scope.get(_REF)
+    return found if isinstance(found, str) else str(request.path_params["ref"])
 
 
 def resolve_ref(kairos: Kairos, ref: str) -> int:
@@ -174,20 +209,20 @@ def read_endpoint(work: Work) -> Callable[[Request], Awaitable[Response]]:
 
 @read_endpoint
 def get_profile(kairos: Kairos, request: Request) -> dict[str, Any]:
-    return _get_profile(kairos, request.path_params["ref"])
+    return _get_profile(kairos, profile_ref(request))
 
 
 @read_endpoint
 def get_events(kairos: Kairos, request: Request) -> dict[str, Any]:
     known_query(request, "limit", "cursor")
     limit = query_limit(request, 50, MAX_LIMIT)
-    return _timeline(kairos, request.path_params["ref"], limit, request.query_params.get("cursor"))
+    return _timeline(kairos, profile_ref(request), limit, request.query_params.get("cursor"))
 
 
 @read_endpoint
 def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
     known_query(request, "limit", "cursor")
-    pk = resolve_ref(kairos, request.path_params["ref"])
+    pk = resolve_ref(kairos, profile_ref(request))
     before = None
     cursor = request.query_params.get("cursor")
     if cursor:
@@ -214,7 +249,7 @@ def get_moments(kairos: Kairos, request: Request) -> dict[str, Any]:
 
 @read_endpoint
 def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
-    pk = resolve_ref(kairos, request.path_params["ref"])
+    pk = resolve_ref(kairos, profile_ref(request))
     return {"profile_id": profile_id_for(pk), "items": [_merge_view(m) for m in kairos.store.state.merges(pk)]}
 
 
