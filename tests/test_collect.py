@@ -325,8 +325,24 @@ def test_deeply_nested_json_is_a_clean_error_or_value(endpoint: str) -> None:
 
 def test_timestamps_keep_exact_milliseconds() -> None:
     # A date where float seconds * 1000 truncates to one millisecond less.
-    [event] = run({"userId": "u", "timestamp": "6398-07-14T18:14:24.291Z"}, "identify").events
-    assert iso(event.ts) == "6398-07-14T18:14:24.291Z"
+    [event] = run({"userId": "u", "timestamp": "2004-10-28T23:41:18.916Z"}, "identify").events
+    assert iso(event.ts) == "2004-10-28T23:41:18.916Z"
+
+
+def test_an_event_time_from_the_future_is_the_time_received() -> None:
+    """A consent granted "in 9999" beat every later withdrawal, ordered by event time (found by a trial)."""
+    body = {"userId": "u", "timestamp": "9999-12-31T23:59:59Z"}
+    [event] = run(body, "identify").events
+    assert event.ts == event.received_at
+    assert b"9999-12-31T23:59:59Z" in event.payload  # kept as sent
+    soon = iso(event.received_at + 299_000)  # within collect.max_future_seconds: a clock a little ahead
+    [near] = run({"userId": "u", "timestamp": soon}, "identify").events
+    assert near.ts == event.received_at + 299_000
+    # With the batch's sentAt, skew is corrected first: a client whose clock is a year ahead keeps its order.
+    ahead = {"batch": [{"type": "identify", "userId": "u", "timestamp": "2027-11-25T00:00:00Z"}],
+             "sentAt": "2027-11-25T00:00:10Z"}  # fmt: skip
+    [skewed] = run(ahead).events
+    assert skewed.ts == skewed.received_at - 10_000
 
 
 def test_absurd_skew_is_out_of_range_not_a_crash() -> None:

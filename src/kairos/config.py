@@ -163,6 +163,14 @@ class CollectSettings(BaseModel):
         500 * 1024, ge=1024, description="Largest accepted request body, after gunzip (Segment: 500 KB)."
     )
     max_batch_items: int = Field(2500, ge=1, description="Most events accepted in one batch request.")
+    max_future_seconds: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="An event time (after clock-skew correction) more than this ahead of the time received is taken "
+        "as the time received: a device with a wrong clock, or a client locking in a consent with a far-future "
+        "timestamp, cannot place events after everything still to come. The event keeps its timestamp as sent.",
+    )
     max_pending_events: int = Field(
         50_000,
         ge=1,

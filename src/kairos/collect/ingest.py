@@ -91,6 +91,7 @@ def prepare(
     body = payload if isinstance(payload, Body) else body_from_payload(payload, endpoint, limits)
     type_ = None if endpoint == "batch" else endpoint
     received_ms = epoch_ms(received_at)
+    latest = received_ms + limits.max_future_seconds * 1000
     # Clock skew: the client's clock is off by (sentAt - receivedAt); its timestamps move back by it.
     skew = None if body.sent_at is None else epoch_ms(_batch_sent_at(body.sent_at)) - received_ms
     merge = body.context is not None or body.integrations is not None
@@ -126,6 +127,8 @@ def prepare(
             if not _MIN_MS <= ts <= _MAX_MS:
                 errors.append(EventError(index, "invalid_field", "timestamp", "timestamp is out of range"))
                 continue
+            if ts > latest:  # from the future: the time received (collect.max_future_seconds)
+                ts = received_ms
         # A key Kairos reserves is stripped before the event is stored.
         reserved = msg.writeKey is not UNSET or msg.receivedAt is not UNSET or msg.kairos is not UNSET
         if merge or msg.type is None or reserved:
