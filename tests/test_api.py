@@ -660,3 +660,22 @@ def test_an_encoded_slash_in_a_ref_stays_in_the_ref(
     assert theirs.status_code == 200 and theirs.json()["items"][0]["name"] == "Only X", theirs.text
     # Not UTF-8 once decoded: refused as before, not a 500.
     assert client.get("/v1/profiles/user_id:%FF%2Fx", headers=read_key).status_code in (400, 404)
+
+
+def test_a_filter_on_a_computed_trait_is_refused_not_an_empty_list(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str]
+) -> None:
+    """Computed and RFM traits are not stored columns: ``?trait.orders_90d=2`` answered [] for everyone."""
+    _, secret = kairos.store.admin.add_api_key("admin", frozenset({"admin"}), 0)
+    admin = {"Authorization": f"Bearer {secret}"}
+    body = {"aggregate": "count", "event": "Order Completed", "window": "90d"}
+    assert client.put("/v1/traits/orders_90d", json=body, headers=admin).status_code == 201
+    send(client, source, {"type": "track", "userId": "u1", "event": "Order Completed"})
+    kairos.processor.run_until_caught_up()
+    names = ["orders_90d"] + (["rfm_segment"] if kairos.settings.rfm.enabled else [])
+    for name in names:
+        r = client.get(f"/v1/profiles?trait.{name}=1", headers=read_key)
+        assert r.status_code == 400, (name, r.text)
+        error = r.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_query", f"trait.{name}") and "segment" in error["message"]
+    assert client.get("/v1/profiles?trait.plan=pro", headers=read_key).status_code == 200  # a stored trait

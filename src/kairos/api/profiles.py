@@ -256,6 +256,15 @@ def get_merges(kairos: Kairos, request: Request) -> dict[str, Any]:
 @read_endpoint
 def list_profiles(kairos: Kairos, request: Request) -> dict[str, Any]:
     filters = _filters(request)
+    derived = {name for p in kairos.projections for name in p.trait_names()}
+    for name in filters:
+        if name in derived:  # not stored columns: the filter would match no one, silently
+            raise ValidationError(
+                f"trait.{name} is computed (a computed or RFM trait) and cannot filter this list: define a segment "
+                f"on traits.{name} and list its members (GET /v1/segments/KEY/members)",
+                code="invalid_query",
+                field=f"trait.{name}"[:100],
+            )
     limit = query_limit(request, 50, MAX_LIMIT)
     return _list(kairos, filters, limit, request.query_params.get("cursor"))
 
