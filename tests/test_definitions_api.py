@@ -235,6 +235,25 @@ def test_preview_samples_large_populations(
     sampled = client.post("/v1/segments:preview", json=rule, headers=read_key).json()
     assert sampled["exact"] is False and 60 <= sampled["scanned"] < 400
     assert abs(sampled["size"] - 100) <= max(sampled["margin"], 1) * 2
+    assert exact["errors"] == sampled["errors"] == 0
+
+
+def test_a_preview_counts_the_profiles_its_rule_failed_on_and_refuses_a_costly_rule(
+    client: TestClient, kairos: Kairos, source: Source, read_key: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule that fails (here: a key a profile lacks; in the trial: CEL's iteration budget, 16 ms a profile,
+    29 s for one preview) answered false without a word, and a read key could hold a worker for minutes."""
+    import kairos.api.definitions as api
+
+    _send(client, source, *[{"type": "identify", "userId": f"p{i}", "traits": {"n": 1}} for i in range(30)])
+    _send(client, source, *[{"type": "identify", "userId": f"q{i}"} for i in range(10)])
+    kairos.processor.run_until_caught_up()
+    r = client.post("/v1/segments:preview", json={"rule": "traits.n == 1"}, headers=read_key).json()
+    assert (r["size"], r["scanned"], r["errors"]) == (30, 40, 10), r
+    monkeypatch.setattr(api, "PREVIEW_SECONDS", 0.0)
+    r = client.post("/v1/segments:preview", json={"rule": "traits.n == 1"}, headers=read_key)
+    assert r.status_code == 400, r.text
+    assert (r.json()["error"]["code"], r.json()["error"]["field"]) == ("rule_too_costly", "rule")
 
 
 @pytest.mark.parametrize("limit", ["\u00b2", "\u0663", "+5", " 5", "5.0", "-1", "1001"])

@@ -38,6 +38,7 @@ PREVIEW_SAMPLE = 20
 EXACT_UP_TO = 2_000  # a preview evaluates every profile up to this many, a sample beyond
 SAMPLED = 2_000  # about how many profiles a sampled preview evaluates
 SAMPLE_MODULUS = 10_007
+PREVIEW_SECONDS = 5.0  # a rule that costs more over the sample is refused: one request must not hold a worker
 _decoder = msgspec.json.Decoder()
 
 
@@ -127,6 +128,9 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
     found: list[str] = []
     after = 0
     keys = None if candidate.traits_dynamic else set(candidate.traits)
+    rule = candidate.rule
+    failed_before = rule.errors
+    deadline = started + PREVIEW_SECONDS
     with gc_paused():  # tens of thousands of short-lived states: no cyclic collection rescanning the heap
         while True:
             rows = kairos.store.state.scan_profiles(after, 2000, spread, columns, identities="identities" in reads)
@@ -136,12 +140,21 @@ def preview(kairos: Kairos, body: Any, sample: int = PREVIEW_SAMPLE) -> dict[str
                 scanned += 1
                 profile = codec.partial_state(row, needed)
                 members = profile.sections.get("segments") or {}
-                if candidate.rule.evaluate(profile_variables(profile, sources, members, now, reads, keys)):
+                if rule.evaluate(profile_variables(profile, sources, members, now, reads, keys)):
                     size += 1
                     if len(found) < sample:
                         found.append(profile.id)
+                if time.perf_counter() > deadline:
+                    raise ValidationError(
+                        f"the rule took more than {PREVIEW_SECONDS:g} s over {scanned} profiles (of about "
+                        f"{min(total, SAMPLED)} to preview): it is too costly to run on every event; simplify it "
+                        "(nested map() or filter() over lists multiply)",
+                        code="rule_too_costly",
+                        field="rule",
+                    )
             after = rows[-1].pk
     out: dict[str, Any] = {"size": size, "sample": found, "exact": spread is None, "scanned": scanned}
+    out["errors"] = rule.errors - failed_before  # failed (a missing key, CEL's iteration budget): not selected
     if spread is not None and scanned:
         share = size / scanned
         out["size"] = round(share * total)

@@ -485,6 +485,10 @@ def definition_schemas(stamp: dict[str, Any], cursor: dict[str, Any]) -> dict[st
                 "exact": {"type": "boolean", "description": "false: more than 2,000 profiles; a sample was read"},
                 "margin": {"type": "integer", "description": "sampled: the 95% margin of the estimate"},
                 "scanned": {"type": "integer", "description": "profiles evaluated"},
+                "errors": {
+                    "type": "integer",
+                    "description": "profiles on which the rule failed (a missing key, its iteration budget)",
+                },
                 "took_ms": {"type": "number"},
                 "segments_defined": {"type": "integer"},
             },
