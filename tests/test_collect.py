@@ -212,6 +212,10 @@ def test_decode_body_gzip_plain_and_errors() -> None:
         decode_body(b"not gzip", "gzip", "track", LIMITS)
     with pytest.raises(ValidationError, match="Content-Encoding"):
         decode_body(body, "br", "track", LIMITS)
+    for cut in (5, 12, len(gzip.compress(body)) - 4):  # a stream cut in transit: said so, not "empty"
+        with pytest.raises(ValidationError, match="truncated") as caught:
+            decode_body(gzip.compress(body)[:cut], "gzip", "track", LIMITS)
+        assert caught.value.code == "invalid_encoding"
 
 
 @pytest.mark.parametrize("endpoint", ["track", "batch"])

@@ -65,6 +65,8 @@ def inflate(body: bytes, content_encoding: str | None, limits: CollectSettings) 
             raise ValidationError(f"body is not valid {encoding}: {exc}", code="invalid_encoding") from exc
         if len(body) > limits.max_request_bytes or inflater.unconsumed_tail:
             raise PayloadTooLarge(f"decompressed body is larger than {limits.max_request_bytes} bytes", field="body")
+        if not inflater.eof:  # the stream stops before its end: cut in transit, or never finished
+            raise ValidationError(f"body is not valid {encoding}: the stream is truncated", code="invalid_encoding")
     elif encoding not in ("", "identity"):
         raise ValidationError(f"unsupported Content-Encoding {encoding!r}", code="invalid_encoding")
     if not body.strip():
