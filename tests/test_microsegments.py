@@ -189,3 +189,15 @@ def test_cli_prints_a_table_and_json(
     assert json.loads(result.stdout)["k"] == 2
     result = runner.invoke(app, ["microsegments", "discover", "--features", "nope", "--json"])
     assert result.exit_code == 2 and json.loads(result.stdout)["error"]["code"] == "unknown_feature"
+
+
+def test_features_no_profile_holds_together_are_named_as_such() -> None:
+    """Two profiles held ``k`` (none with ``orders`` too): the answer said no profile had ``k`` at all."""
+    from kairos.errors import ValidationError
+
+    rows = [{"orders": 3}, {"orders": 5}, {"k": 1}, {"k": 2}]
+    with pytest.raises(ValidationError, match="every one of the features together") as caught:
+        discover(rows, ["orders", "k"], None)
+    assert caught.value.code == "unknown_feature"
+    with pytest.raises(ValidationError, match="no profile has the trait 'nope'"):
+        discover(rows, ["orders", "nope"], None)

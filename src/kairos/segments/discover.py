@@ -91,11 +91,15 @@ def _matrix(rows: Iterable[Mapping[str, Any]], features: Sequence[str]) -> tuple
     numeric = dict.fromkeys(features, False)
     for traits in rows:
         row: list[float] = []
+        lacking = False
         for name in features:
             value = traits.get(name)
             if value is None:
-                break
-            seen[name] = True
+                lacking = True
+                continue
+            seen[name] = True  # even on a profile left out: "no profile has it" must be true when said
+            if lacking:
+                continue
             if isinstance(value, bool):
                 row.append(float(value))
             elif isinstance(value, int | float) and abs(value) < 1e300 and math.isfinite(value):  # a huge int first
@@ -114,6 +118,10 @@ def _matrix(rows: Iterable[Mapping[str, Any]], features: Sequence[str]) -> tuple
     for name, found in seen.items():
         if not found:
             raise ValidationError(f"no profile has the trait {name!r}", code="unknown_feature", field="features")
+    if not data and features:
+        raise ValidationError(
+            "no profile has every one of the features together", code="unknown_feature", field="features"
+        )
     booleans = {name for name in features if not numeric[name]}
     return np.asarray(data, dtype=np.float64).reshape(len(data), len(features)), excluded, booleans
 
