@@ -78,6 +78,7 @@ BAD: list[tuple[Any, str, str]] = [
     ({**HOOK, "purpose": None}, "missing_field", "purpose"),
     ({**HOOK, "purpose": "with space"}, "invalid_field", "purpose"),
     ({**HOOK, "enabled": "yes"}, "invalid_field", "enabled"),
+    ({k: v for k, v in HOOK.items() if k != "url"}, "invalid_field", "secret"),  # pull: stored, never used
 ]
 
 

@@ -283,6 +283,8 @@ def destination_body(body: Any, old: Definition | None = None, blocked: Sequence
         out["url"] = url
         if secret is None:
             raise _bad("secret is required with a url (it signs every delivery)", "secret", "missing_field")
+    if secret is not None and url is None:  # it would be stored and never used: a mistake to say
+        raise _bad("secret signs pushed deliveries: a pull subscription (no url) has none", "secret")
     if secret is not None:
         if len(secret) < 16 or not secret.isascii() or not secret.isprintable():
             raise _bad("secret is 16-256 printable ASCII characters", "secret")
